@@ -1,0 +1,168 @@
+"""`stackube devbox`: the single-node all-in-one, brought up, inspected and torn down.
+
+`up` is idempotent: installed packages, cached builds, certificates, databases and
+healthy services are all kept, so a warm `up` only probes. The Kubernetes and
+OpenStack halves start side by side (two tracks), each in dependency order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from stackube.devbox import cleanup, gobuild, packages
+from stackube.devbox.commands import StepError
+from stackube.devbox.kubernetes import (
+    ApiserverOptions,
+    ensure_pki_and_kubeconfigs,
+    kubernetes_services,
+)
+from stackube.devbox.openstack import OpenStackDevbox
+from stackube.devbox.process import ProcessTable, pids_mentioning, terminate_group
+from stackube.devbox.progress import Progress
+from stackube.devbox.service import Service, ensure_running, stop_service
+from stackube.devbox.settings import DevboxSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    pid: int | None
+    healthy: bool
+
+
+class Devbox:
+    def __init__(
+        self,
+        settings: DevboxSettings,
+        progress: Progress | None = None,
+        apiserver: ApiserverOptions | None = None,
+    ) -> None:
+        self.settings = settings
+        self.progress = progress or Progress()
+        self.apiserver = apiserver or ApiserverOptions()
+        self.table = ProcessTable(settings.run_dir, settings.log_dir)
+        self._openstack: OpenStackDevbox | None = None
+
+    @property
+    def openstack(self) -> OpenStackDevbox:
+        if self._openstack is None:
+            self._openstack = OpenStackDevbox(self.settings, self.table)
+        return self._openstack
+
+    def kubernetes_services(self) -> list[Service]:
+        return kubernetes_services(self.settings, self.apiserver)
+
+    def all_services(self) -> list[Service]:
+        return self.kubernetes_services() + self.openstack.services()
+
+    # ---- up -----------------------------------------------------------------------------
+    def up(self) -> None:
+        if os.geteuid() != 0:
+            raise StepError("the devbox needs root (it runs Neutron's agents and edits netns)")
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.state_dir.chmod(0o755)
+        with self.progress.step("checking Debian packages"):
+            missing = packages.missing_packages()
+        if missing:
+            with self.progress.step(f"installing {len(missing)} Debian packages"):
+                packages.install(missing)
+        self.ensure_binaries()
+        with self.progress.step("PKI and kubeconfigs"):
+            ensure_pki_and_kubeconfigs(self.settings)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="devbox-track") as pool:
+            tracks = [
+                pool.submit(self._start_track, self.kubernetes_services()),
+                pool.submit(self._start_track, self.openstack.services()),
+            ]
+            for track in tracks:
+                track.result()
+        self.openstack.write_client_files()
+        self.progress.say("devbox is up; `stackube devbox env` prints the exports")
+
+    def _start_track(self, services: Sequence[Service]) -> None:
+        for service in services:
+            with self.progress.step(f"service {service.name}"):
+                outcome = ensure_running(service, self.table)
+            if outcome != "healthy":
+                self.progress.say(f"  {service.name}: {outcome}")
+
+    def ensure_binaries(self) -> None:
+        s = self.settings
+        builder = gobuild.GoBuilder(s.cache_dir / "go-build-modules")
+        if s.kube_bin_override is not None:
+            missing = gobuild.missing_programs(s.kube_bin_dir, gobuild.CONTROL_PLANE_COMMANDS)
+            if missing:
+                raise StepError(f"{s.kube_bin_dir} lacks {', '.join(missing)}")
+        elif gobuild.missing_programs(s.kube_bin_dir, gobuild.KUBERNETES_COMMANDS):
+            with self.progress.step(f"building Kubernetes {s.kubernetes_version} (minutes, once)"):
+                go_mod = builder.module_go_mod(gobuild.KUBERNETES_MODULE, s.kubernetes_version)
+                plan = gobuild.kubernetes_plan(s.kubernetes_version, go_mod)
+                builder.build(
+                    f"kubernetes-{s.kubernetes_version}",
+                    plan,
+                    s.kube_bin_dir,
+                    on_program=lambda name: self.progress.say(f"  go build {name}"),
+                )
+        if s.etcd_bin_override is None and gobuild.missing_programs(s.etcd_bin_dir, ["etcd"]):
+            with self.progress.step(f"building etcd {s.etcd_version}"):
+                go_mod = builder.module_go_mod(gobuild.ETCD_SERVER_MODULE, s.etcd_version)
+                builder.build(
+                    f"etcd-{s.etcd_version}",
+                    gobuild.etcd_plan(s.etcd_version, go_mod),
+                    s.etcd_bin_dir,
+                )
+
+    # ---- down ---------------------------------------------------------------------------
+    def down(self, purge: bool = False) -> cleanup.CleanupReport:
+        if self.settings.secrets_file.exists():
+            services = self.all_services()
+        else:
+            services = self.kubernetes_services()
+        for service in reversed(services):
+            if self.table.pid(service.name) is not None:
+                with self.progress.step(f"stopping {service.name}"):
+                    stop_service(service, self.table)
+        # Helpers that left our process groups (dnsmasq, privsep daemons) still name our
+        # state directory on their command line.
+        for pid in pids_mentioning(str(self.settings.state_dir)):
+            terminate_group(pid, timeout=5)
+        with self.progress.step("removing namespaces, links, chains and ipsets"):
+            report = cleanup.apply(
+                [self.settings.external_host_veth, self.settings.external_agent_veth]
+            )
+        self.progress.say(report.summary())
+        if self.settings.secrets_file.exists():
+            restored = self.openstack.restore_sysctls()
+            if restored:
+                self.progress.say(f"restored sysctls: {restored}")
+        if purge and self.settings.state_dir.exists():
+            shutil.rmtree(self.settings.state_dir)
+            self.progress.say(f"removed {self.settings.state_dir}")
+        return report
+
+    # ---- status and env -----------------------------------------------------------------
+    def status(self) -> list[ServiceStatus]:
+        if not self.settings.secrets_file.exists():
+            names = [s.name for s in self.kubernetes_services()]
+            return [ServiceStatus(n, None, False) for n in names]
+        rows = []
+        for service in self.all_services():
+            pid = self.table.pid(service.name)
+            rows.append(ServiceStatus(service.name, pid, pid is not None and service.probe()))
+        return rows
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "STACKUBE_DEVBOX_DIR": str(s.state_dir),
+            "KUBECONFIG": str(s.admin_kubeconfig),
+            "OS_CLIENT_CONFIG_FILE": str(s.clouds_yaml),
+            "OS_CLOUD": "devbox-admin",
+        }

@@ -1,0 +1,59 @@
+"""Running one-shot commands for devbox steps, and remembering steps already done."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+
+class StepError(RuntimeError):
+    """A devbox step failed; the message says which and carries the command's output."""
+
+
+def run(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    input_text: str | None = None,
+    timeout: float = 600.0,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        list(argv),
+        env={**os.environ, **(env or {})},
+        input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+        raise StepError(f"{argv[0]} exited with {proc.returncode}:\n{tail}")
+    return proc
+
+
+def fingerprint(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+class Markers:
+    """Steps that are expensive and idempotent anyway (db sync, bootstrap) run again only
+    when their inputs change: the marker file holds a fingerprint of those inputs."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def once(self, name: str, inputs: str, action: Callable[[], object]) -> bool:
+        marker = self.directory / f"{name}.done"
+        if marker.exists() and marker.read_text() == inputs:
+            return False
+        action()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        marker.write_text(inputs)
+        return True
+
+    def forget(self, name: str) -> None:
+        (self.directory / f"{name}.done").unlink(missing_ok=True)

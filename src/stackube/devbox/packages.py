@@ -1,0 +1,73 @@
+"""The Debian packages the devbox needs, installed the way that works on these machines:
+non-interactive, no recommends, old config files kept, and no service started by the
+package scripts (a temporary policy-rc.d): the devbox starts every daemon itself."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from stackube.devbox.commands import run
+
+PACKAGES: tuple[str, ...] = (
+    "keystone",
+    "neutron-server",
+    "neutron-linuxbridge-agent",
+    "neutron-dhcp-agent",
+    "neutron-l3-agent",
+    "mariadb-server",
+    "rabbitmq-server",
+    "python3-openstackclient",
+    "uwsgi-core",
+    "uwsgi-plugin-python3",
+    "iproute2",
+    "iptables",
+    "ebtables",
+    "ipset",
+    "conntrack",
+    "dnsmasq-base",
+    "iputils-ping",
+)
+
+POLICY_RC = Path("/usr/sbin/policy-rc.d")
+
+
+def missing_packages(wanted: Sequence[str] = PACKAGES) -> list[str]:
+    proc = run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *wanted], check=False)
+    installed = {
+        line.split()[0] for line in proc.stdout.splitlines() if line.strip().endswith(" installed")
+    }
+    return [p for p in wanted if p not in installed]
+
+
+def install(packages: Sequence[str]) -> None:
+    if not packages:
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    had_policy = POLICY_RC.exists()
+    if not had_policy:
+        POLICY_RC.write_text(
+            "#!/bin/sh\n# stackube devbox: packages must not start services\nexit 101\n"
+        )
+        POLICY_RC.chmod(0o755)
+    try:
+        run(["apt-get", "update", "-q"], env=env, timeout=900)
+        run(
+            [
+                "apt-get",
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                *packages,
+            ],
+            env=env,
+            timeout=1800,
+        )
+    finally:
+        if not had_policy:
+            POLICY_RC.unlink(missing_ok=True)

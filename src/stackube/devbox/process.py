@@ -1,0 +1,148 @@
+"""Background processes with a pid file and a log file each, stopped by their own PID.
+
+No systemd here: the devbox starts every daemon itself, in its own session (so the
+whole process group can be signalled), and records `pid starttime` so that a PID
+reused by an unrelated process is never mistaken for ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat: the process start time in clock ticks."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after it.
+    fields = stat.rsplit(")", 1)[1].split()
+    state = fields[0]
+    if state in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+class ProcessTable:
+    """The pid and log files of the devbox's processes."""
+
+    def __init__(self, run_dir: Path, log_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.log_dir = log_dir
+
+    def pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def pid(self, name: str) -> int | None:
+        """The PID of our process `name` if it is alive, else None."""
+        try:
+            pid_text, start = self.pid_file(name).read_text().split()
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            return None
+        return pid if _start_time(pid) == start else None
+
+    def start(self, spec: ProcessSpec) -> int:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **spec.env}
+        with self.log_file(spec.name).open("ab") as out:
+            out.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} start {spec.name}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(
+                list(spec.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=spec.cwd,
+                start_new_session=True,
+            )
+        start = _start_time(proc.pid)
+        self.pid_file(spec.name).write_text(f"{proc.pid} {start}\n")
+        log.info("started %s (pid %d)", spec.name, proc.pid)
+        return proc.pid
+
+    def stop(self, name: str, timeout: float = 15.0) -> bool:
+        """Stop `name` and its process group: SIGTERM, then SIGKILL. True if it ran."""
+        pid = self.pid(name)
+        if pid is None:
+            self.pid_file(name).unlink(missing_ok=True)
+            return False
+        terminate_group(pid, timeout)
+        self.pid_file(name).unlink(missing_ok=True)
+        log.info("stopped %s (pid %d)", name, pid)
+        return True
+
+    def tail(self, name: str, lines: int = 25) -> str:
+        try:
+            text = self.log_file(name).read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _reap(pid: int) -> None:
+    # Our own children must be reaped, or they linger as zombies.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def terminate_group(pid: int, timeout: float = 15.0) -> None:
+    start = _start_time(pid)
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if _start_time(pid) != start or start is None:
+            return
+        time.sleep(0.1)
+    _signal_group(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    _reap(pid)
+
+
+def pids_mentioning(needle: str) -> list[int]:
+    """PIDs whose command line mentions `needle` (our state dir): helpers that daemonized
+    away from our process groups, such as dnsmasq or privsep helpers."""
+    found = []
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle.encode() in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)

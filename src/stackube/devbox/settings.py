@@ -1,0 +1,147 @@
+"""Where the devbox keeps its state and which versions, ports and ranges it uses.
+
+Everything here is pure: paths are derived from two roots (the state directory and
+the user's cache directory), which environment variables may move.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.37.2"
+ETCD_VERSION = "v3.6.16"
+
+ENV_STATE_DIR = "STACKUBE_DEVBOX_DIR"
+ENV_CACHE_DIR = "STACKUBE_CACHE_DIR"
+ENV_KUBE_BIN_DIR = "STACKUBE_KUBE_BIN_DIR"
+ENV_ETCD_BIN_DIR = "STACKUBE_ETCD_BIN_DIR"
+
+DEFAULT_STATE_DIR = Path("/var/lib/stackube-devbox")
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    """The user's cache directory for Stackube (XDG rules)."""
+    if env.get(ENV_CACHE_DIR):
+        return Path(env[ENV_CACHE_DIR])
+    xdg = env.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path(env.get("HOME", "/root")) / ".cache"
+    return base / "stackube"
+
+
+@dataclass(frozen=True)
+class Ports:
+    etcd_client: int = 2379
+    etcd_peer: int = 2380
+    kube_apiserver: int = 6443
+    kube_controller_manager: int = 10257
+    kube_scheduler: int = 10259
+    mariadb: int = 3306
+    rabbitmq: int = 5672
+    keystone: int = 5000
+    neutron: int = 9696
+
+
+@dataclass(frozen=True)
+class DevboxSettings:
+    state_dir: Path
+    cache_dir: Path
+    kube_bin_override: Path | None = None
+    etcd_bin_override: Path | None = None
+    kubernetes_version: str = KUBERNETES_VERSION
+    etcd_version: str = ETCD_VERSION
+    host: str = "127.0.0.1"
+    ports: Ports = field(default_factory=Ports)
+    service_cidr: str = "10.96.0.0/12"
+    cluster_domain: str = "cluster.local"
+    region: str = "RegionOne"
+    # TEST-NET-3 (RFC 5737): documentation-only addresses that no real network routes.
+    external_cidr: str = "203.0.113.0/24"
+    external_physnet: str = "external"
+    external_network_name: str = "stackube-external"
+    # The host end of the external segment; the agent bridges the other end.
+    external_host_veth: str = "stkbext0"
+    external_agent_veth: str = "stkbext1"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DevboxSettings:
+        env = os.environ if env is None else env
+        state = Path(env[ENV_STATE_DIR]) if env.get(ENV_STATE_DIR) else DEFAULT_STATE_DIR
+        kube_bin = env.get(ENV_KUBE_BIN_DIR)
+        etcd_bin = env.get(ENV_ETCD_BIN_DIR)
+        return cls(
+            state_dir=state,
+            cache_dir=default_cache_dir(env),
+            kube_bin_override=Path(kube_bin) if kube_bin else None,
+            etcd_bin_override=Path(etcd_bin) if etcd_bin else None,
+        )
+
+    # ---- derived paths -------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "log"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.state_dir / "pki"
+
+    @property
+    def kube_dir(self) -> Path:
+        return self.state_dir / "kubernetes"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.kube_dir / "admin.kubeconfig"
+
+    @property
+    def openstack_dir(self) -> Path:
+        return self.state_dir / "openstack"
+
+    @property
+    def clouds_yaml(self) -> Path:
+        return self.openstack_dir / "clouds.yaml"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.state_dir / "secrets.json"
+
+    @property
+    def kube_cache_dir(self) -> Path:
+        return self.cache_dir / "kubernetes" / self.kubernetes_version
+
+    @property
+    def etcd_cache_dir(self) -> Path:
+        return self.cache_dir / "etcd" / self.etcd_version
+
+    @property
+    def kube_bin_dir(self) -> Path:
+        return self.kube_bin_override or self.kube_cache_dir / "bin"
+
+    @property
+    def etcd_bin_dir(self) -> Path:
+        return self.etcd_bin_override or self.etcd_cache_dir / "bin"
+
+    # ---- derived addresses -----------------------------------------------------------
+    @property
+    def kubernetes_service_ip(self) -> str:
+        """The first address of the service range: the `kubernetes` Service's ClusterIP."""
+        return str(ipaddress.ip_network(self.service_cidr)[1])
+
+    @property
+    def apiserver_url(self) -> str:
+        return f"https://{self.host}:{self.ports.kube_apiserver}"
+
+    @property
+    def keystone_url(self) -> str:
+        return f"http://{self.host}:{self.ports.keystone}/v3"
+
+    @property
+    def neutron_url(self) -> str:
+        return f"http://{self.host}:{self.ports.neutron}"

@@ -1,0 +1,1 @@
+"""Adapters over the node's kernel state: netlink (pyroute2), sysctls, iptables/ebtables."""

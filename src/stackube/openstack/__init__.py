@@ -1,0 +1,1 @@
+"""Thin adapters over openstacksdk: the only place that imports it."""
