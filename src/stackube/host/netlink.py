@@ -58,3 +58,44 @@ def delete_namespace(name: str) -> None:
     except OSError as exc:
         if exc.errno != errno.ENOENT:
             raise
+
+
+def create_namespace(name: str) -> None:
+    if name not in netns.listnetns():
+        netns.create(name)
+
+
+def plug_veth_into_namespace(
+    host_ifname: str,
+    namespace: str,
+    *,
+    ifname: str = "eth0",
+    mac: str,
+    mtu: int,
+    address: str,
+    gateway: str | None,
+) -> None:
+    """A veth pair whose host end stays here (up) and whose other end becomes `ifname`
+    inside `namespace`, with this MAC, MTU, address (CIDR form) and default route."""
+    peer = f"{host_ifname[:10]}-p"
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=host_ifname, kind="veth", peer={"ifname": peer}, mtu=mtu)
+        ipr.link("set", index=ipr.link_lookup(ifname=peer)[0], net_ns_fd=namespace)
+        ipr.link("set", index=ipr.link_lookup(ifname=host_ifname)[0], state="up")
+    ip, prefix = address.split("/")
+    with IPRoute(netns=namespace) as ns:
+        index = ns.link_lookup(ifname=peer)[0]
+        ns.link("set", index=index, ifname=ifname, address=mac, mtu=mtu)
+        ns.addr("add", index=index, address=ip, prefixlen=int(prefix))
+        ns.link("set", index=index, state="up")
+        lo = ns.link_lookup(ifname="lo")[0]
+        ns.link("set", index=lo, state="up")
+        if gateway is not None:
+            ns.route("add", dst="0.0.0.0/0", gateway=gateway)
+
+
+def attach_to_bridge(ifname: str, bridge: str) -> None:
+    with IPRoute() as ipr:
+        ipr.link(
+            "set", index=ipr.link_lookup(ifname=ifname)[0], master=ipr.link_lookup(ifname=bridge)[0]
+        )

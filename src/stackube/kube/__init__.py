@@ -1,0 +1,1 @@
+"""Thin adapters over the official Kubernetes client: the only place that imports it."""

@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 REAL_EBTABLES = "/usr/sbin/ebtables-nft"
-_NUMBERED_RULE = re.compile(r"^\s*(\d+)\.\s+(.*)$")
+_NUMBERED_RULE = re.compile(r"^\s*(\d+)\.?\s+(.*)$")
 
 
 def mac_set(text: str) -> frozenset[tuple[int, ...]]:

@@ -1,0 +1,99 @@
+"""Fixtures for tests on the real services of the devbox.
+
+The session reuses a healthy devbox or brings one up (`stackube devbox up` is
+idempotent and quick when warm). Every test cleans up after itself and the helpers
+here assert it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import pytest
+from kubernetes import client as k8s
+from openstack.connection import Connection
+
+from stackube.devbox.box import Devbox
+from stackube.devbox.settings import DevboxSettings
+from stackube.host import netlink
+from stackube.kube.client import api_client
+from stackube.openstack.cloud import connect_cloud
+
+
+@pytest.fixture(scope="session")
+def devbox() -> Devbox:
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root: they run the devbox (Neutron agents, netns)")
+    box = Devbox(DevboxSettings.from_env())
+    box.up()
+    return box
+
+
+@pytest.fixture(scope="session")
+def kube(devbox: Devbox) -> Iterator[k8s.ApiClient]:
+    api = api_client(devbox.settings.admin_kubeconfig)
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="session")
+def os_admin(devbox: Devbox) -> Connection:
+    return connect_cloud("devbox-admin", devbox.settings.clouds_yaml)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class Pod:
+    """A throwaway network namespace standing in for a pod."""
+
+    namespace: str
+    host_ifname: str
+
+    def run(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.namespace, *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+@dataclass
+class Pods:
+    stack: ExitStack
+    made: list[Pod] = field(default_factory=list)
+
+    def make(
+        self, host_ifname: str, *, mac: str, mtu: int, address: str, gateway: str | None
+    ) -> Pod:
+        name = unique("stkb-pod")
+        netlink.create_namespace(name)
+        self.stack.callback(netlink.delete_namespace, name)
+        self.stack.callback(netlink.delete_links, [host_ifname])
+        netlink.plug_veth_into_namespace(
+            host_ifname, name, mac=mac, mtu=mtu, address=address, gateway=gateway
+        )
+        pod = Pod(name, host_ifname)
+        self.made.append(pod)
+        return pod
+
+
+@pytest.fixture
+def pods() -> Iterator[Pods]:
+    """Makes netns "pods"; removes them and their host links whatever the test did,
+    then asserts that nothing is left."""
+    with ExitStack() as stack:
+        helper = Pods(stack)
+        yield helper
+    leftovers = set(netlink.namespaces()) & {p.namespace for p in helper.made}
+    leftover_links = set(netlink.link_names()) & {p.host_ifname for p in helper.made}
+    assert not leftovers and not leftover_links, (leftovers, leftover_links)

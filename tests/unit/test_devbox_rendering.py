@@ -1,0 +1,133 @@
+"""Pure rendering of the devbox's configuration: command lines, ini files, kubeconfigs."""
+
+import base64
+import configparser
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stackube.devbox import kubernetes as kube
+from stackube.devbox import openstack_config as cfg
+from stackube.devbox.kubeconfig import render_kubeconfig
+from stackube.devbox.settings import DevboxSettings
+
+pytestmark = pytest.mark.unit
+
+SETTINGS = DevboxSettings(state_dir=Path("/state"), cache_dir=Path("/cache"))
+SECRETS = cfg.Secrets(
+    mariadb_keystone="k-db",
+    mariadb_neutron="n-db",
+    rabbitmq="rmq",
+    keystone_admin="adm",
+    neutron_service="neu",
+    stackube_service="stk",
+)
+PATHS = cfg.OpenStackPaths(SETTINGS.openstack_dir)
+
+
+def flags(argv: list[str]) -> dict[str, str]:
+    return dict(arg[2:].split("=", 1) for arg in argv[1:])
+
+
+def parse_ini(text: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(text)
+    return parser
+
+
+def test_settings_from_env_moves_state_cache_and_binaries() -> None:
+    env = {"STACKUBE_DEVBOX_DIR": "/s", "XDG_CACHE_HOME": "/x", "STACKUBE_KUBE_BIN_DIR": "/k"}
+    settings = DevboxSettings.from_env(env)
+    assert settings.state_dir == Path("/s")
+    assert settings.kube_cache_dir == Path("/x/stackube/kubernetes/v1.37.2")
+    assert settings.kube_bin_dir == Path("/k")
+    assert settings.etcd_bin_dir == Path("/x/stackube/etcd/v3.6.16/bin")
+
+
+def test_defaults_use_the_home_cache_and_the_first_service_ip() -> None:
+    settings = DevboxSettings.from_env({"HOME": "/home/u"})
+    assert settings.cache_dir == Path("/home/u/.cache/stackube")
+    assert settings.kubernetes_service_ip == "10.96.0.1"
+
+
+def test_apiserver_binds_loopback_and_serves_the_service_range() -> None:
+    argv = kube.apiserver_argv(SETTINGS, kube.ApiserverOptions())
+    f = flags(argv)
+    assert argv[0] == "/cache/kubernetes/v1.37.2/bin/kube-apiserver"
+    assert f["bind-address"] == "127.0.0.1"
+    assert f["service-cluster-ip-range"] == "10.96.0.0/12"
+    assert f["etcd-servers"] == "https://127.0.0.1:2379"
+    assert f["authorization-mode"] == "Node,RBAC"
+
+
+def test_apiserver_options_add_and_override_flags() -> None:
+    options = kube.ApiserverOptions(
+        {
+            "authentication-token-webhook-config-file": "/w.yaml",
+            "authorization-mode": "Node,RBAC,Webhook",
+        }
+    )
+    f = flags(kube.apiserver_argv(SETTINGS, options))
+    assert f["authentication-token-webhook-config-file"] == "/w.yaml"
+    assert f["authorization-mode"] == "Node,RBAC,Webhook"
+
+
+def test_etcd_requires_client_certificates_on_loopback() -> None:
+    f = flags(kube.etcd_argv(SETTINGS))
+    assert f["listen-client-urls"] == "https://127.0.0.1:2379"
+    assert f["client-cert-auth"] == "true"
+    assert f["data-dir"] == "/state/etcd"
+
+
+def test_apiserver_certificate_names_the_kubernetes_service() -> None:
+    spec = next(s for s in kube.cert_specs(SETTINGS) if s.name == "kube-apiserver")
+    assert "10.96.0.1" in spec.ip_addresses
+    assert "kubernetes.default.svc.cluster.local" in spec.dns_names
+    assert spec.server and not spec.client
+
+
+def test_kubeconfig_embeds_server_ca_and_client_credentials() -> None:
+    doc = yaml.safe_load(
+        render_kubeconfig(
+            "https://127.0.0.1:6443", b"CA", user="admin", cert_pem=b"CERT", key_pem=b"KEY"
+        )
+    )
+    cluster = doc["clusters"][0]["cluster"]
+    user = doc["users"][0]["user"]
+    assert cluster["server"] == "https://127.0.0.1:6443"
+    assert base64.b64decode(cluster["certificate-authority-data"]) == b"CA"
+    assert base64.b64decode(user["client-certificate-data"]) == b"CERT"
+    assert base64.b64decode(user["client-key-data"]) == b"KEY"
+    assert doc["current-context"] == "admin@stackube"
+
+
+def test_neutron_conf_enables_zed_linuxbridge_and_runs_agents_without_sudo() -> None:
+    conf = parse_ini(cfg.neutron_conf(SETTINGS, PATHS, SECRETS))
+    assert conf["experimental"]["linuxbridge"] == "true"
+    assert conf["DEFAULT"]["bind_host"] == "127.0.0.1"
+    assert conf["DEFAULT"]["transport_url"] == "rabbit://stackube:rmq@127.0.0.1:5672/"
+    assert conf["agent"]["root_helper"].startswith("env PATH=/state/openstack/bin:")
+    assert conf["keystone_authtoken"]["password"] == "neu"
+    assert "n-db@127.0.0.1:3306/neutron" in conf["database"]["connection"]
+
+
+def test_linuxbridge_agent_maps_the_external_physnet_to_the_agent_veth() -> None:
+    conf = parse_ini(cfg.linuxbridge_agent_conf(SETTINGS))
+    assert conf["linux_bridge"]["physical_interface_mappings"] == "external:stkbext1"
+    assert conf["vxlan"]["local_ip"] == "127.0.0.1"
+
+
+def test_keystone_uwsgi_closes_connections_and_points_at_our_config() -> None:
+    conf = parse_ini(cfg.keystone_uwsgi_ini(SETTINGS, PATHS))["uwsgi"]
+    assert conf["add-header"] == "Connection: close"
+    assert conf["http-socket"] == "127.0.0.1:5000"
+    assert conf["env"] == "OS_KEYSTONE_CONFIG_FILES=/state/openstack/keystone/keystone.conf"
+
+
+def test_clouds_yaml_has_admin_and_the_stackube_service_account() -> None:
+    clouds = cfg.clouds_yaml(SETTINGS, SECRETS)["clouds"]
+    assert isinstance(clouds, dict)
+    assert clouds["devbox-admin"]["auth"]["username"] == "admin"
+    assert clouds["devbox-stackube"]["auth"]["password"] == "stk"
+    assert clouds["devbox-stackube"]["auth"]["auth_url"] == "http://127.0.0.1:5000/v3"
