@@ -47,8 +47,8 @@ def test_pod_on_a_neutron_port_pings_its_router(
     neutron_cleanup.callback(net_api.delete_subnet, subnet, ignore_missing=True)
     router = net_api.create_router(name=name, external_gateway_info={"network_id": ext.id})
     neutron_cleanup.callback(net_api.delete_router, router, ignore_missing=True)
-    net_api.add_interface_to_router(router, subnet_id=subnet.id)
-    neutron_cleanup.callback(net_api.remove_interface_from_router, router, subnet_id=subnet.id)
+    net_api.add_interface_to_router(router, subnet=subnet.id)
+    neutron_cleanup.callback(net_api.remove_interface_from_router, router, subnet=subnet.id)
     port = net_api.create_port(
         name=name,
         network_id=net.id,
