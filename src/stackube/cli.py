@@ -27,11 +27,14 @@ def _devbox_down(box: Devbox, args: argparse.Namespace) -> int:
 def _devbox_status(box: Devbox, _: argparse.Namespace) -> int:
     rows = box.status()
     width = max(len(r.name) for r in rows)
-    print(f"{'SERVICE':<{width}}  {'PID':>7}  HEALTH")
+    print(f"{'SERVICE':<{width}}  {'PID':>7}  {'RSS MiB':>7}  HEALTH")
     for row in rows:
         pid = str(row.pid) if row.pid else "-"
+        rss = f"{row.rss_bytes / 2**20:.0f}" if row.pid else "-"
         health = "healthy" if row.healthy else ("unhealthy" if row.pid else "stopped")
-        print(f"{row.name:<{width}}  {pid:>7}  {health}")
+        print(f"{row.name:<{width}}  {pid:>7}  {rss:>7}  {health}")
+    total = sum(r.rss_bytes for r in rows) / 2**20
+    print(f"{'total':<{width}}  {'':>7}  {total:>7.0f}")
     return 0 if all(r.healthy for r in rows) else 3
 
 

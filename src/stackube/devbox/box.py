@@ -22,7 +22,12 @@ from stackube.devbox.kubernetes import (
     kubernetes_services,
 )
 from stackube.devbox.openstack import OpenStackDevbox
-from stackube.devbox.process import ProcessTable, pids_mentioning, terminate_group
+from stackube.devbox.process import (
+    ProcessTable,
+    group_rss_bytes,
+    pids_mentioning,
+    terminate_group,
+)
 from stackube.devbox.progress import Progress
 from stackube.devbox.service import Service, ensure_running, stop_service
 from stackube.devbox.settings import DevboxSettings
@@ -35,6 +40,7 @@ class ServiceStatus:
     name: str
     pid: int | None
     healthy: bool
+    rss_bytes: int = 0
 
 
 class Devbox:
@@ -155,7 +161,9 @@ class Devbox:
         rows = []
         for service in self.all_services():
             pid = self.table.pid(service.name)
-            rows.append(ServiceStatus(service.name, pid, pid is not None and service.probe()))
+            healthy = pid is not None and service.probe()
+            rss = group_rss_bytes(pid) if pid is not None else 0
+            rows.append(ServiceStatus(service.name, pid, healthy, rss))
         return rows
 
     def env(self) -> dict[str, str]:

@@ -146,3 +146,21 @@ def pids_mentioning(needle: str) -> list[int]:
         if needle.encode() in cmdline:
             found.append(int(entry.name))
     return sorted(found)
+
+
+def group_rss_bytes(pgid: int) -> int:
+    """Resident memory of every live process in process group `pgid` (the service and
+    the helpers it forked without leaving its group)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # Fields after the command name: state ppid pgrp ... rss is field 24 overall.
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            total += int(fields[21]) * page
+    return total
