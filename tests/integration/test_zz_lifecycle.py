@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from stackube.devbox import cleanup
-from stackube.devbox.box import Devbox
+from stackube.devbox.box import HELPER_COMMANDS, Devbox
 from stackube.devbox.openstack import WATCHED_SYSCTLS
 from stackube.devbox.process import pids_mentioning
 from stackube.host import netlink, sysctl
@@ -63,7 +63,7 @@ def test_down_removes_everything_and_up_brings_it_back(devbox: Devbox) -> None:
     devbox.down()
 
     assert all(row.pid is None for row in devbox.status())
-    assert pids_mentioning(str(state)) == []
+    assert pids_mentioning(str(state), HELPER_COMMANDS) == []
     assert not {"epmd", "beam.smp", "dnsmasq", "mariadbd"} & live_process_names()
     assert cleanup.namespaces_to_remove(netlink.namespaces()) == []
     own = [devbox.settings.external_host_veth, devbox.settings.external_agent_veth]

@@ -35,6 +35,22 @@ from stackube.devbox.settings import DevboxSettings
 log = logging.getLogger(__name__)
 
 
+# What may be left of our services after their process groups are gone.
+HELPER_COMMANDS = (
+    "dnsmasq",
+    "privsep-helper",
+    "haproxy",
+    "keepalived",
+    "radvd",
+    "neutron-",
+    "uwsgi",
+    "beam.smp",
+    "mariadbd",
+    "etcd",
+    "kube-",
+)
+
+
 @dataclass(frozen=True)
 class ServiceStatus:
     name: str
@@ -137,7 +153,7 @@ class Devbox:
                     stop_service(service, self.table)
         # Helpers that left our process groups (dnsmasq, privsep daemons) still name our
         # state directory on their command line.
-        for pid in pids_mentioning(str(self.settings.state_dir)):
+        for pid in pids_mentioning(str(self.settings.state_dir), HELPER_COMMANDS):
             terminate_group(pid, timeout=5)
         with self.progress.step("removing namespaces, links, chains and ipsets"):
             report = cleanup.apply(

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from stackube.devbox import health
+from stackube.devbox.fsutil import write_atomic
 from stackube.devbox.kubeconfig import render_kubeconfig
 from stackube.devbox.pki import CertPaths, CertSpec, PkiStore
 from stackube.devbox.process import ProcessSpec
@@ -98,10 +99,7 @@ def ensure_pki_and_kubeconfigs(settings: DevboxSettings) -> None:
             cert_pem=paths.cert.read_bytes(),
             key_pem=paths.key.read_bytes(),
         )
-        target = settings.kube_dir / f"{stem}.kubeconfig"
-        if not target.exists() or target.read_text() != text:
-            target.touch(mode=0o600)
-            target.write_text(text)
+        write_atomic(settings.kube_dir / f"{stem}.kubeconfig", text, 0o600)
 
 
 def _flags(flags: Mapping[str, str]) -> list[str]:
@@ -246,20 +244,17 @@ def kubernetes_services(
             process=lambda: spec("kube-apiserver", apiserver_argv(settings, options)),
             probe=probe(f"https://{host}:{ports.kube_apiserver}/readyz", "admin"),
             start_timeout=90,
-            depends_on=("etcd",),
         ),
         Service(
             name="kube-controller-manager",
             process=lambda: spec("kube-controller-manager", controller_manager_argv(settings)),
             probe=probe(f"https://{host}:{ports.kube_controller_manager}/healthz"),
             start_timeout=60,
-            depends_on=("kube-apiserver",),
         ),
         Service(
             name="kube-scheduler",
             process=lambda: spec("kube-scheduler", scheduler_argv(settings)),
             probe=probe(f"https://{host}:{ports.kube_scheduler}/healthz"),
             start_timeout=60,
-            depends_on=("kube-apiserver",),
         ),
     ]

@@ -22,6 +22,7 @@ import yaml
 from stackube.devbox import health
 from stackube.devbox import openstack_config as cfg
 from stackube.devbox.commands import Markers, StepError, fingerprint, run
+from stackube.devbox.fsutil import write_atomic
 from stackube.devbox.process import ProcessSpec, ProcessTable
 from stackube.devbox.service import Service
 from stackube.devbox.settings import DevboxSettings
@@ -53,17 +54,6 @@ def load_or_create_secrets(path: Path) -> cfg.Secrets:
     with os.fdopen(fd, "w") as f:
         json.dump(asdict(created), f, indent=2)
     return created
-
-
-def _write(path: Path, text: str, mode: int = 0o640) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.read_text() == text:
-        return
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    tmp.replace(path)
 
 
 class OpenStackDevbox:
@@ -193,8 +183,8 @@ class OpenStackDevbox:
         base = self.settings.state_dir / "rabbitmq"
         (base / "mnesia").mkdir(parents=True, exist_ok=True)
         (base / "log").mkdir(parents=True, exist_ok=True)
-        _write(base / "enabled_plugins", "[].\n")
-        _write(base / "rabbitmq.conf", "loopback_users.guest = true\nlog.console = true\n")
+        write_atomic(base / "enabled_plugins", "[].\n")
+        write_atomic(base / "rabbitmq.conf", "loopback_users.guest = true\nlog.console = true\n")
 
     def _rabbit_after_start(self) -> None:
         def configure() -> None:
@@ -228,8 +218,8 @@ class OpenStackDevbox:
     # ---- Keystone -----------------------------------------------------------------------
     def _keystone_prepare(self) -> None:
         conf = self.paths.keystone_conf
-        _write(conf, cfg.keystone_conf(self.settings, self.paths, self.secrets))
-        _write(self.paths.keystone_uwsgi, cfg.keystone_uwsgi_ini(self.settings, self.paths))
+        write_atomic(conf, cfg.keystone_conf(self.settings, self.paths, self.secrets), 0o600)
+        write_atomic(self.paths.keystone_uwsgi, cfg.keystone_uwsgi_ini(self.settings, self.paths))
         manage = ["keystone-manage", "--config-file", str(conf)]
         self.markers.once(
             "keystone-db-sync",
@@ -257,8 +247,6 @@ class OpenStackDevbox:
                 [
                     *manage,
                     "bootstrap",
-                    "--bootstrap-password",
-                    self.secrets.keystone_admin,
                     "--bootstrap-admin-url",
                     url,
                     "--bootstrap-internal-url",
@@ -267,7 +255,9 @@ class OpenStackDevbox:
                     url,
                     "--bootstrap-region-id",
                     self.settings.region,
-                ]
+                ],
+                # From the environment, not argv: command lines are world-readable.
+                env={"OS_BOOTSTRAP_PASSWORD": self.secrets.keystone_admin},
             ),
         )
 
@@ -308,11 +298,11 @@ class OpenStackDevbox:
     # ---- Neutron ------------------------------------------------------------------------
     def _neutron_files(self) -> None:
         s, p = self.settings, self.paths
-        _write(p.neutron_conf, cfg.neutron_conf(s, p, self.secrets))
-        _write(p.ml2_conf, cfg.ml2_conf(s))
-        _write(p.linuxbridge_conf, cfg.linuxbridge_agent_conf(s))
-        _write(p.l3_conf, cfg.l3_agent_conf())
-        _write(p.dhcp_conf, cfg.dhcp_agent_conf())
+        write_atomic(p.neutron_conf, cfg.neutron_conf(s, p, self.secrets), 0o600)
+        write_atomic(p.ml2_conf, cfg.ml2_conf(s))
+        write_atomic(p.linuxbridge_conf, cfg.linuxbridge_agent_conf(s))
+        write_atomic(p.l3_conf, cfg.l3_agent_conf())
+        write_atomic(p.dhcp_conf, cfg.dhcp_agent_conf())
         (p.neutron_state / "lock").mkdir(parents=True, exist_ok=True)
 
     def _neutron_prepare(self) -> None:
@@ -349,16 +339,20 @@ class OpenStackDevbox:
             self.settings.external_physnet,
             self.settings.external_cidr,
         )
-        _write(self.settings.openstack_dir / "external-network-id", ext.network_id + "\n", 0o644)
+        write_atomic(
+            self.settings.openstack_dir / "external-network-id", ext.network_id + "\n", 0o644
+        )
 
     def prepare_host_network(self) -> None:
         """What the agents need on the host: our wrappers on their PATH, the external
         segment (a veth pair: no dummy links here), and a record of sysctls to restore."""
         snapshot = self.settings.state_dir / "sysctl-snapshot.json"
         if not snapshot.exists():
-            _write(snapshot, json.dumps({k: sysctl.read(k) for k in WATCHED_SYSCTLS}, indent=2))
+            write_atomic(
+                snapshot, json.dumps({k: sysctl.read(k) for k in WATCHED_SYSCTLS}, indent=2)
+            )
         wrapper = resources.files("stackube.devbox").joinpath("files/ebtables-wrapper.py")
-        _write(self.paths.bin_dir / "ebtables", wrapper.read_text(), 0o755)
+        write_atomic(self.paths.bin_dir / "ebtables", wrapper.read_text(), 0o755)
         netlink.ensure_veth_pair(
             self.settings.external_host_veth, self.settings.external_agent_veth
         )
@@ -368,7 +362,7 @@ class OpenStackDevbox:
             return ProcessSpec(
                 binary,
                 [binary, "--config-file", str(self.paths.neutron_conf), "--config-file", str(conf)],
-                env={"PATH": cfg.agent_root_helper(self.paths).split("=", 1)[1]},
+                env={"PATH": cfg.agent_path(self.paths)},
             )
 
         def prepare_agent() -> None:
@@ -381,7 +375,6 @@ class OpenStackDevbox:
             process=process,
             probe=self._agent_alive_probe(binary),
             start_timeout=60,
-            depends_on=("neutron-server",),
             prepare=prepare_agent,
         )
 
@@ -436,7 +429,6 @@ class OpenStackDevbox:
                 ),
                 probe=health.http_ok(s.keystone_url),
                 start_timeout=60,
-                depends_on=("mariadb",),
                 prepare=self._keystone_prepare,
                 after_start=self._keystone_after_start,
             ),
@@ -454,7 +446,6 @@ class OpenStackDevbox:
                 ),
                 probe=health.http_ok(f"{s.neutron_url}/"),
                 start_timeout=120,
-                depends_on=("keystone", "rabbitmq"),
                 prepare=self._neutron_prepare,
                 after_start=self._neutron_after_start,
             ),
@@ -467,8 +458,8 @@ class OpenStackDevbox:
 
     def write_client_files(self) -> None:
         clouds = cfg.clouds_yaml(self.settings, self.secrets)
-        _write(self.settings.clouds_yaml, yaml.safe_dump(clouds, sort_keys=False), 0o600)
-        _write(
+        write_atomic(self.settings.clouds_yaml, yaml.safe_dump(clouds, sort_keys=False), 0o600)
+        write_atomic(
             self.settings.openstack_dir / "admin-openrc.sh",
             cfg.openrc(self.settings, self.secrets),
             0o600,

@@ -144,9 +144,14 @@ def _authtoken(settings: DevboxSettings, secrets: Secrets) -> dict[str, str]:
     }
 
 
+def agent_path(paths: OpenStackPaths) -> str:
+    """The agents' PATH: our wrappers first."""
+    return f"{paths.bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def agent_root_helper(paths: OpenStackPaths) -> str:
     """We run as root already: no sudo or rootwrap, only our PATH with our wrappers first."""
-    return f"env PATH={paths.bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    return f"env PATH={agent_path(paths)}"
 
 
 def neutron_conf(settings: DevboxSettings, paths: OpenStackPaths, secrets: Secrets) -> str:

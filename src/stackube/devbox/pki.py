@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from stackube.devbox.fsutil import write_atomic
 
 CA_VALIDITY = datetime.timedelta(days=3650)
 LEAF_VALIDITY = datetime.timedelta(days=365)
@@ -180,15 +181,6 @@ def service_account_keypair() -> Issued:
     return Issued(_key_pem(key), public)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    tmp.replace(path)
-
-
 @dataclass
 class PkiStore:
     """Certificates on disk under one directory: `<name>.crt` and `<name>.key`."""
@@ -212,8 +204,8 @@ class PkiStore:
                 self._ca = ca
                 return ca
         ca = issue_ca("stackube-devbox-ca", now)
-        _write_private(paths.key, ca.key_pem)
-        _write_private(paths.cert, ca.cert_pem)
+        write_atomic(paths.key, ca.key_pem, 0o600)
+        write_atomic(paths.cert, ca.cert_pem, 0o600)
         self._ca = ca
         return ca
 
@@ -228,8 +220,8 @@ class PkiStore:
         ):
             return paths
         issued = issue_leaf(spec, ca, now)
-        _write_private(paths.key, issued.key_pem)
-        _write_private(paths.cert, issued.cert_pem)
+        write_atomic(paths.key, issued.key_pem, 0o600)
+        write_atomic(paths.cert, issued.cert_pem, 0o600)
         return paths
 
     def ensure_keypair(self, name: str) -> CertPaths:
@@ -237,6 +229,6 @@ class PkiStore:
         paths = CertPaths(self.directory / f"{name}.pub", self.directory / f"{name}.key")
         if not (paths.cert.exists() and paths.key.exists()):
             pair = service_account_keypair()
-            _write_private(paths.key, pair.key_pem)
-            _write_private(paths.cert, pair.cert_pem)
+            write_atomic(paths.key, pair.key_pem, 0o600)
+            write_atomic(paths.cert, pair.cert_pem, 0o600)
         return paths

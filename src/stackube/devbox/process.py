@@ -131,19 +131,22 @@ def terminate_group(pid: int, timeout: float = 15.0) -> None:
     _reap(pid)
 
 
-def pids_mentioning(needle: str) -> list[int]:
-    """PIDs whose command line mentions `needle` (our state dir): helpers that daemonized
-    away from our process groups, such as dnsmasq or privsep helpers."""
+def pids_mentioning(needle: str, commands: tuple[str, ...]) -> list[int]:
+    """PIDs of processes named like `commands` (prefixes of /proc/<pid>/comm) whose
+    command line mentions `needle` (our state dir): helpers that daemonized away from
+    our process groups, such as dnsmasq or privsep helpers. The name filter spares a
+    person's `tail -f` of one of our logs."""
     found = []
     me = os.getpid()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         try:
+            comm = (entry / "comm").read_text().strip()
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if needle.encode() in cmdline:
+        if comm.startswith(commands) and needle.encode() in cmdline:
             found.append(int(entry.name))
     return sorted(found)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from stackube.devbox.health import Probe
@@ -28,7 +28,6 @@ class Service:
     process: Callable[[], ProcessSpec]
     probe: Probe
     start_timeout: float = 60.0
-    depends_on: Sequence[str] = ()
     # Idempotent steps around the process: write configs, sync databases, bootstrap.
     prepare: Callable[[], None] = _nothing
     after_start: Callable[[], None] = _nothing
