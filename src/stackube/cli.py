@@ -7,24 +7,43 @@ import logging
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+import yaml
+
+from stackube.api.crds import all_crds
+from stackube.controller.options import add_arguments
 from stackube.devbox.box import Devbox
 from stackube.devbox.commands import StepError
 from stackube.devbox.service import ServiceError
 from stackube.devbox.settings import DevboxSettings
+from stackube.errors import StackubeError
 
 
-def _devbox_up(box: Devbox, _: argparse.Namespace) -> int:
-    box.up()
+def _devbox(args: argparse.Namespace) -> int:
+    box = Devbox(DevboxSettings.from_env())
+    try:
+        if args.action == "up":
+            box.up()
+        elif args.action == "down":
+            box.down(purge=args.purge)
+        elif args.action == "env":
+            for key, value in box.env().items():
+                print(f"export {key}={shlex.quote(value)}")
+        else:
+            return _print_status(box)
+    except ServiceError as exc:
+        print(f"error: service {exc.service} failed: {exc.reason}", file=sys.stderr)
+        print(f"--- last lines of {box.table.log_file(exc.service)}:", file=sys.stderr)
+        print(exc.log_tail, file=sys.stderr)
+        return 1
+    except StepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
-def _devbox_down(box: Devbox, args: argparse.Namespace) -> int:
-    box.down(purge=args.purge)
-    return 0
-
-
-def _devbox_status(box: Devbox, _: argparse.Namespace) -> int:
+def _print_status(box: Devbox) -> int:
     rows = box.status()
     width = max(len(r.name) for r in rows)
     print(f"{'SERVICE':<{width}}  {'PID':>7}  {'RSS MiB':>7}  HEALTH")
@@ -38,9 +57,20 @@ def _devbox_status(box: Devbox, _: argparse.Namespace) -> int:
     return 0 if all(r.healthy for r in rows) else 3
 
 
-def _devbox_env(box: Devbox, _: argparse.Namespace) -> int:
-    for key, value in box.env().items():
-        print(f"export {key}={shlex.quote(value)}")
+def _controller(args: argparse.Namespace) -> int:
+    from stackube.controller.main import run  # noqa: PLC0415 - kopf is heavy; load on demand
+
+    return run(args)
+
+
+def _manifests(args: argparse.Namespace) -> int:
+    documents = all_crds()
+    if args.output:
+        for crd in documents:
+            path = Path(args.output) / f"{crd['metadata']['name']}.yaml"
+            path.write_text(yaml.safe_dump(crd, sort_keys=False))
+    else:
+        print(yaml.safe_dump_all(documents, sort_keys=False), end="")
     return 0
 
 
@@ -48,40 +78,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stackube", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
+
     devbox = commands.add_parser(
         "devbox", help="single-node Kubernetes + Keystone + Neutron for development and tests"
     )
+    devbox.set_defaults(handler=_devbox)
     actions = devbox.add_subparsers(dest="action", required=True)
-    actions.add_parser("up", help="install, build and start everything (idempotent)").set_defaults(
-        handler=_devbox_up
-    )
+    actions.add_parser("up", help="install, build and start everything (idempotent)")
     down = actions.add_parser("down", help="stop everything and remove what it made on the host")
     down.add_argument("--purge", action="store_true", help="also delete the state directory")
-    down.set_defaults(handler=_devbox_down)
-    actions.add_parser("status", help="table of services and their health").set_defaults(
-        handler=_devbox_status
-    )
-    actions.add_parser("env", help="print the exports (KUBECONFIG, OS_CLOUD, ...)").set_defaults(
-        handler=_devbox_env
-    )
+    actions.add_parser("status", help="table of services, memory and health")
+    actions.add_parser("env", help="print the exports (KUBECONFIG, OS_CLOUD, ...)")
+
+    controller = commands.add_parser("controller", help="run stackube-controller")
+    add_arguments(controller)
+    controller.set_defaults(handler=_controller)
+
+    manifests = commands.add_parser("crds", help="print (or write) the CRD manifests")
+    manifests.add_argument("-o", "--output", help="directory to write one file per CRD")
+    manifests.set_defaults(handler=_manifests)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Programs that run for long say what they do; the devbox shows its own progress.
+    default_level = logging.INFO if args.command == "controller" else logging.WARNING
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose else default_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    box = Devbox(DevboxSettings.from_env())
     try:
-        return int(args.handler(box, args))
-    except ServiceError as exc:
-        print(f"error: service {exc.service} failed: {exc.reason}", file=sys.stderr)
-        print(f"--- last lines of {box.table.log_file(exc.service)}:", file=sys.stderr)
-        print(exc.log_tail, file=sys.stderr)
-        return 1
-    except StepError as exc:
+        return int(args.handler(args))
+    except StackubeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

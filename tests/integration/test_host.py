@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -48,8 +49,11 @@ def test_process_table_starts_finds_and_stops_by_pid(tmp_path: Path) -> None:
     base = tmp_path
     table = ProcessTable(base / "run", base / "log")
     name = unique("sleeper")
-    pid = table.start(ProcessSpec(name, ["sh", "-c", "echo hello; sleep 60"]))
+    pid = table.start(ProcessSpec(name, ["sh", "-c", "echo hello; exec sleep 60"]))
     assert table.pid(name) == pid
+    deadline = time.monotonic() + 10
+    while "hello" not in table.log_file(name).read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert table.stop(name, timeout=5)
     assert table.pid(name) is None
     assert not table.pid_file(name).exists()

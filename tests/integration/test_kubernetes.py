@@ -6,7 +6,7 @@ import time
 
 import pytest
 from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from tests.integration.conftest import unique
 

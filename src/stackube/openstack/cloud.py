@@ -9,6 +9,8 @@ import openstack
 import openstack.config
 from openstack.connection import Connection
 
+__all__ = ["Connection", "Credentials", "connect", "connect_cloud"]
+
 
 @dataclass(frozen=True)
 class Credentials:

@@ -1,10 +1,15 @@
-"""Idempotent Neutron operations the devbox and its tests need."""
+"""Neutron operations for the devbox and for tenant networks (lookups return small
+typed values; creates and deletes are idempotent where Neutron lets them be)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from openstack import exceptions as sdk
 from openstack.connection import Connection
+
+from stackube.openstack.errors import translating
 
 
 @dataclass(frozen=True)
@@ -13,6 +18,63 @@ class ExternalNetwork:
     subnet_id: str
 
 
+@dataclass(frozen=True)
+class Network:
+    id: str
+    name: str
+    project_id: str
+    mtu: int
+
+
+@dataclass(frozen=True)
+class Subnet:
+    id: str
+    name: str
+    network_id: str
+    cidr: str
+    gateway_ip: str | None
+
+
+@dataclass(frozen=True)
+class Router:
+    id: str
+    name: str
+    external_network_id: str | None
+
+
+@dataclass(frozen=True)
+class Port:
+    id: str
+    name: str
+    network_id: str
+    device_owner: str
+    device_id: str
+
+
+def _network(raw: Any) -> Network:
+    return Network(str(raw.id), str(raw.name), str(raw.project_id), int(raw.mtu or 0))
+
+
+def _subnet(raw: Any) -> Subnet:
+    return Subnet(str(raw.id), str(raw.name), str(raw.network_id), str(raw.cidr), raw.gateway_ip)
+
+
+def _router(raw: Any) -> Router:
+    gateway = raw.external_gateway_info or {}
+    return Router(str(raw.id), str(raw.name), gateway.get("network_id"))
+
+
+def _port(raw: Any) -> Port:
+    return Port(
+        str(raw.id),
+        str(raw.name),
+        str(raw.network_id),
+        str(raw.device_owner or ""),
+        str(raw.device_id or ""),
+    )
+
+
+@translating("Neutron external network")
 def ensure_external_network(
     conn: Connection, name: str, physnet: str, cidr: str
 ) -> ExternalNetwork:
@@ -41,6 +103,132 @@ def ensure_external_network(
     return ExternalNetwork(str(net.id), str(subnet.id))
 
 
+@translating("Neutron agents")
 def alive_agents(conn: Connection) -> dict[str, bool]:
     """Agent binary -> alive, for the agents Neutron knows of on any host."""
     return {agent.binary: bool(agent.is_alive) for agent in conn.network.agents()}
+
+
+# ---- networks ---------------------------------------------------------------------------
+@translating("Neutron network lookup")
+def get_network(conn: Connection, network_id: str) -> Network | None:
+    raw = conn.network.find_network(network_id, ignore_missing=True)
+    return None if raw is None else _network(raw)
+
+
+@translating("Neutron network lookup")
+def find_networks(conn: Connection, name: str, project_id: str) -> list[Network]:
+    """Every network of this project with this name (Neutron allows duplicates)."""
+    return [_network(n) for n in conn.network.networks(name=name, project_id=project_id)]
+
+
+@translating("Neutron network create")
+def create_network(conn: Connection, name: str, project_id: str, description: str) -> Network:
+    raw = conn.network.create_network(name=name, project_id=project_id, description=description)
+    return _network(raw)
+
+
+@translating("Neutron network delete")
+def delete_network(conn: Connection, network_id: str) -> None:
+    conn.network.delete_network(network_id, ignore_missing=True)
+
+
+# ---- subnets ----------------------------------------------------------------------------
+@translating("Neutron subnet lookup")
+def subnets_of(conn: Connection, network_id: str) -> list[Subnet]:
+    return [_subnet(s) for s in conn.network.subnets(network_id=network_id)]
+
+
+@translating("Neutron subnet create")
+def create_subnet(
+    conn: Connection,
+    name: str,
+    network_id: str,
+    project_id: str,
+    *,
+    cidr: str,
+    gateway_ip: str | None,
+) -> Subnet:
+    version = 6 if ":" in cidr else 4
+    raw = conn.network.create_subnet(
+        name=name,
+        network_id=network_id,
+        project_id=project_id,
+        ip_version=version,
+        cidr=cidr,
+        gateway_ip=gateway_ip,
+        # Pods get their addresses from the CNI daemon, not DHCP: no dnsmasq per tenant.
+        is_dhcp_enabled=False,
+    )
+    return _subnet(raw)
+
+
+@translating("Neutron subnet delete")
+def delete_subnet(conn: Connection, subnet_id: str) -> None:
+    conn.network.delete_subnet(subnet_id, ignore_missing=True)
+
+
+# ---- routers ----------------------------------------------------------------------------
+@translating("Neutron router lookup")
+def find_routers(conn: Connection, name: str, project_id: str) -> list[Router]:
+    return [_router(r) for r in conn.network.routers(name=name, project_id=project_id)]
+
+
+@translating("Neutron router lookup")
+def get_router(conn: Connection, router_id: str) -> Router | None:
+    raw = conn.network.find_router(router_id, ignore_missing=True)
+    return None if raw is None else _router(raw)
+
+
+@translating("Neutron router create")
+def create_router(
+    conn: Connection, name: str, project_id: str, external_network_id: str | None
+) -> Router:
+    gateway = {"network_id": external_network_id} if external_network_id else None
+    raw = conn.network.create_router(
+        name=name, project_id=project_id, external_gateway_info=gateway
+    )
+    return _router(raw)
+
+
+@translating("Neutron router gateway")
+def set_router_gateway(conn: Connection, router_id: str, external_network_id: str) -> None:
+    conn.network.update_router(router_id, external_gateway_info={"network_id": external_network_id})
+
+
+@translating("Neutron router interfaces")
+def router_interface_subnets(conn: Connection, router_id: str) -> set[str]:
+    subnets: set[str] = set()
+    for port in conn.network.ports(device_id=router_id):
+        if port.device_owner == "network:router_interface":
+            subnets.update(ip["subnet_id"] for ip in port.fixed_ips)
+    return subnets
+
+
+@translating("Neutron router interface add")
+def add_router_interface(conn: Connection, router_id: str, subnet_id: str) -> None:
+    conn.network.add_interface_to_router(router_id, subnet=subnet_id)
+
+
+@translating("Neutron router interface remove")
+def remove_router_interface(conn: Connection, router_id: str, subnet_id: str) -> None:
+    try:
+        conn.network.remove_interface_from_router(router_id, subnet=subnet_id)
+    except sdk.NotFoundException:
+        return
+
+
+@translating("Neutron router delete")
+def delete_router(conn: Connection, router_id: str) -> None:
+    conn.network.delete_router(router_id, ignore_missing=True)
+
+
+# ---- ports ------------------------------------------------------------------------------
+@translating("Neutron port lookup")
+def ports_on(conn: Connection, network_id: str) -> list[Port]:
+    return [_port(p) for p in conn.network.ports(network_id=network_id)]
+
+
+@translating("Neutron port delete")
+def delete_port(conn: Connection, port_id: str) -> None:
+    conn.network.delete_port(port_id, ignore_missing=True)

@@ -1,0 +1,1 @@
+"""Stackube API objects: types, schemas, CRDs (pure; imports no adapter)."""

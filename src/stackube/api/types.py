@@ -1,0 +1,165 @@
+"""Stackube's API objects as typed values, parsed from Kubernetes objects (pure).
+
+The CRD schemas (`crds.py`) make the apiserver reject bad input first; these parsers
+repeat the checks the controller relies on, so that an object written before a schema
+change still gets a clear error instead of a crash.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+GROUP = "stackube.kubernetes.io"
+VERSION = "v1"
+API_VERSION = f"{GROUP}/{VERSION}"
+TENANT_PLURAL = "tenants"
+NETWORK_PLURAL = "networks"
+
+FINALIZER = f"{GROUP}/cleanup"
+LABEL_TENANT = f"{GROUP}/tenant"
+LABEL_PROJECT_ID = f"{GROUP}/project-id"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "stackube-controller"
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+KEYSTONE_ID = re.compile(r"^[0-9a-f]{32}$")
+NEUTRON_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+KEYSTONE_NAME = re.compile(r"^[^\s/:]{1,64}$")
+
+
+class State(enum.StrEnum):
+    """The seed's `status.state` values."""
+
+    INITIALIZING = "Initializing"
+    PENDING = "Pending"
+    ACTIVE = "Active"
+    FAILED = "Failed"
+    TERMINATING = "Terminating"
+
+
+class SpecError(ValueError):
+    """A spec the controller cannot honour; the message names the field."""
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    namespace: str
+    name: str
+    key: str = "password"
+
+
+@dataclass(frozen=True)
+class TenantSpec:
+    name: str
+    username: str
+    password: str | None = None
+    password_secret_ref: SecretRef | None = None
+    tenant_id: str | None = None
+
+    @property
+    def adopts_project(self) -> bool:
+        return self.tenant_id is not None
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    namespace: str
+    name: str
+    cidr: str | None = None
+    gateway: str | None = None
+    network_id: str | None = None
+
+    @property
+    def adopts_network(self) -> bool:
+        return self.network_id is not None
+
+
+def _optional_str(spec: Mapping[str, Any], key: str) -> str | None:
+    value = spec.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise SpecError(f"spec.{key} must be a string")
+    return value
+
+
+def check_dns_label(name: str, what: str) -> None:
+    if not (len(name) <= 63 and DNS_LABEL.match(name)):
+        raise SpecError(
+            f"{what} {name!r} must be a DNS label: at most 63 characters of a-z, 0-9 and '-', "
+            "starting and ending with a letter or digit"
+        )
+
+
+def parse_tenant(body: Mapping[str, Any]) -> TenantSpec:
+    name = str(body.get("metadata", {}).get("name", ""))
+    check_dns_label(name, "metadata.name")
+    spec = body.get("spec") or {}
+    username = _optional_str(spec, "username")
+    if username is None:
+        raise SpecError("spec.username is required")
+    if not KEYSTONE_NAME.match(username):
+        raise SpecError("spec.username must be 1-64 characters without whitespace, '/' or ':'")
+    password = _optional_str(spec, "password")
+    ref_body = spec.get("passwordSecretRef")
+    ref = None
+    if ref_body:
+        ref = SecretRef(
+            namespace=str(ref_body.get("namespace", "")),
+            name=str(ref_body.get("name", "")),
+            key=str(ref_body.get("key") or "password"),
+        )
+        if not ref.namespace or not ref.name:
+            raise SpecError("spec.passwordSecretRef needs namespace and name")
+    if password is not None and ref is not None:
+        raise SpecError("set only one of spec.password and spec.passwordSecretRef")
+    if password is None and ref is None:
+        raise SpecError("spec.password or spec.passwordSecretRef is required")
+    tenant_id = _optional_str(spec, "tenantID")
+    if tenant_id is not None and not KEYSTONE_ID.match(tenant_id):
+        raise SpecError("spec.tenantID must be a Keystone project id (32 hex digits)")
+    return TenantSpec(name, username, password, ref, tenant_id)
+
+
+def parse_network(body: Mapping[str, Any]) -> NetworkSpec:
+    meta = body.get("metadata", {})
+    namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+    check_dns_label(name, "metadata.name")
+    spec = body.get("spec") or {}
+    cidr = _optional_str(spec, "cidr")
+    gateway = _optional_str(spec, "gateway")
+    network_id = _optional_str(spec, "networkID")
+    if network_id is not None and not NEUTRON_ID.match(network_id):
+        raise SpecError("spec.networkID must be a Neutron network id (a UUID)")
+    if network_id is None and cidr is None:
+        raise SpecError("spec.cidr is required unless spec.networkID adopts a network")
+    if cidr is not None:
+        check_cidr_and_gateway(cidr, gateway)
+    return NetworkSpec(namespace, name, cidr, gateway, network_id)
+
+
+def check_cidr_and_gateway(cidr: str, gateway: str | None) -> None:
+    try:
+        net = ipaddress.ip_network(cidr, strict=True)
+    except ValueError as exc:
+        raise SpecError(f"spec.cidr {cidr!r} is not a network in CIDR form: {exc}") from exc
+    if net.num_addresses < 4:
+        raise SpecError(f"spec.cidr {cidr!r} is too small for a subnet with a gateway")
+    if gateway is None:
+        return
+    try:
+        gw = ipaddress.ip_address(gateway)
+    except ValueError as exc:
+        raise SpecError(f"spec.gateway {gateway!r} is not an IP address") from exc
+    if gw not in net or gw in (net.network_address, net.broadcast_address):
+        raise SpecError(f"spec.gateway {gateway} is not a host address inside spec.cidr {cidr}")
+
+
+def default_gateway(cidr: str) -> str:
+    """The first host address: what Neutron picks when no gateway is given."""
+    return str(next(ipaddress.ip_network(cidr).hosts()))

@@ -1,0 +1,1 @@
+"""stackube-controller: Tenant and Network reconcilers."""

@@ -1,0 +1,130 @@
+"""The controller's configuration: the seed's `stackube-config` keys (pure parsing).
+
+A ConfigMap (and, preferred for secrets, a Secret) mounted as directories of files,
+one per key, is the deployed form; the Secret's keys win over the ConfigMap's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stackube.api.types import SpecError, check_cidr_and_gateway
+from stackube.errors import StackubeError
+
+SEED_KEYS = frozenset(
+    {
+        "auth-url",
+        "username",
+        "password",
+        "tenant-name",
+        "region",
+        "ext-net-id",
+        "plugin-name",
+        "integration-bridge",
+        "user-cidr",
+        "user-gateway",
+        "kubernetes-host",
+        "kubernetes-port",
+        "keyring",
+    }
+)
+EXTRA_KEYS = frozenset({"user-domain-name", "project-domain-name", "tenant-domain-name", "cacert"})
+SECRET_KEYS = frozenset({"password", "keyring"})
+REQUIRED_KEYS = ("auth-url", "username", "password", "tenant-name")
+
+
+class ConfigError(StackubeError, ValueError):
+    """The configuration cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    auth_url: str
+    username: str
+    password: str = field(repr=False)
+    tenant_name: str
+    region: str = "RegionOne"
+    ext_net_id: str | None = None
+    plugin_name: str = "linuxbridge"
+    integration_bridge: str = "br-int"
+    user_cidr: str = "10.244.0.0/16"
+    user_gateway: str = "10.244.0.1"
+    kubernetes_host: str | None = None
+    kubernetes_port: int = 6443
+    keyring: str | None = field(default=None, repr=False)
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    tenant_domain_name: str = "stackube"
+    warnings: tuple[str, ...] = ()
+
+
+def _keystone_v3(url: str) -> tuple[str, list[str]]:
+    """The seed's configs point at Keystone v2.0, which is long gone: use v3."""
+    stripped = url.rstrip("/")
+    if stripped.endswith("/v2.0"):
+        return stripped[: -len("/v2.0")] + "/v3", [f"auth-url {url} is Keystone v2.0; using v3"]
+    if not stripped.endswith("/v3"):
+        return stripped + "/v3", []
+    return stripped, []
+
+
+def parse_config(
+    data: Mapping[str, str], secret: Mapping[str, str] | None = None
+) -> ControllerConfig:
+    secret = secret or {}
+    unknown = sorted((set(data) | set(secret)) - SEED_KEYS - EXTRA_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown configuration keys: {', '.join(unknown)}")
+    warnings = []
+    in_configmap = sorted(SECRET_KEYS & set(data) - set(secret))
+    if in_configmap:
+        warnings.append(
+            f"{', '.join(in_configmap)} found in the ConfigMap: put secrets in a Secret"
+        )
+    merged = {k: v.strip() for k, v in {**data, **secret}.items()}
+    missing = [k for k in REQUIRED_KEYS if not merged.get(k)]
+    if missing:
+        raise ConfigError(f"missing configuration keys: {', '.join(missing)}")
+    auth_url, notes = _keystone_v3(merged["auth-url"])
+    warnings += notes
+    cidr = merged.get("user-cidr", ControllerConfig.user_cidr)
+    gateway = merged.get("user-gateway", ControllerConfig.user_gateway)
+    try:
+        check_cidr_and_gateway(cidr, gateway)
+    except SpecError as exc:
+        raise ConfigError(f"user-cidr/user-gateway: {exc}") from exc
+    port_text = merged.get("kubernetes-port", "6443")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"kubernetes-port {port_text!r} is not a TCP port")
+    return ControllerConfig(
+        auth_url=auth_url,
+        username=merged["username"],
+        password=merged["password"],
+        tenant_name=merged["tenant-name"],
+        region=merged.get("region") or "RegionOne",
+        ext_net_id=merged.get("ext-net-id") or None,
+        plugin_name=merged.get("plugin-name") or "linuxbridge",
+        integration_bridge=merged.get("integration-bridge") or "br-int",
+        user_cidr=cidr,
+        user_gateway=gateway,
+        kubernetes_host=merged.get("kubernetes-host") or None,
+        kubernetes_port=int(port_text),
+        keyring=merged.get("keyring") or None,
+        user_domain_name=merged.get("user-domain-name") or "Default",
+        project_domain_name=merged.get("project-domain-name") or "Default",
+        tenant_domain_name=merged.get("tenant-domain-name") or "stackube",
+        warnings=tuple(warnings),
+    )
+
+
+def read_key_files(directory: Path | None) -> dict[str, str]:
+    """A mounted ConfigMap/Secret: one file per key (dot-files are the kubelet's)."""
+    if directory is None:
+        return {}
+    return {
+        p.name: p.read_text()
+        for p in sorted(directory.iterdir())
+        if p.is_file() and not p.name.startswith(".")
+    }

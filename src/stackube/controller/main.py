@@ -1,0 +1,121 @@
+"""The `stackube controller` program: configuration, clients, leader election,
+metrics, then the kopf operator until stopped or no longer leader."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import threading
+import time
+
+import kopf
+
+from stackube.controller import metrics
+from stackube.controller.config import ControllerConfig, parse_config, read_key_files
+from stackube.controller.network import NetworkReconciler
+from stackube.controller.operator import Reconcilers, register
+from stackube.controller.tenant import TenantReconciler
+from stackube.errors import StackubeError
+from stackube.kube.client import api_client
+from stackube.kube.lease import LeaseLock
+from stackube.openstack.cloud import Connection, Credentials, connect
+
+log = logging.getLogger("stackube.controller")
+
+
+class OpenStackClient:
+    """One openstacksdk connection for the service account, made on first use."""
+
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Connection:
+        with self._lock:
+            if self._conn is None:
+                self._conn = connect(
+                    Credentials(
+                        auth_url=self.config.auth_url,
+                        username=self.config.username,
+                        password=self.config.password,
+                        project_name=self.config.tenant_name,
+                        region=self.config.region,
+                        user_domain=self.config.user_domain_name,
+                        project_domain=self.config.project_domain_name,
+                    )
+                )
+            return self._conn
+
+
+def _keep_lease(lock: LeaseLock, stop: threading.Event, lost: threading.Event) -> None:
+    period = lock.duration_seconds / 3
+    last_ok = time.monotonic()
+    while not stop.wait(period):
+        try:
+            if lock.try_acquire_or_renew():
+                last_ok = time.monotonic()
+                continue
+            log.error("leader lease %s/%s taken by another controller", lock.namespace, lock.name)
+        except StackubeError as exc:
+            if time.monotonic() - last_ok < lock.duration_seconds:
+                log.warning("could not renew the leader lease (will retry): %s", exc)
+                continue
+            log.error("leader lease not renewed for %ss: %s", lock.duration_seconds, exc)
+        lost.set()
+        stop.set()
+        return
+
+
+def run(args: argparse.Namespace) -> int:
+    config = parse_config(read_key_files(args.config_dir), read_key_files(args.secret_dir))
+    for warning in config.warnings:
+        log.warning("configuration: %s", warning)
+    if args.kubeconfig:
+        # kopf logs in through the Kubernetes client's own loading rules.
+        os.environ["KUBECONFIG"] = str(args.kubeconfig)
+    kube = api_client(args.kubeconfig)
+    openstack = OpenStackClient(config)
+    metrics.serve(args.metrics_port, args.bind_address)
+
+    stop = threading.Event()
+    lost = threading.Event()
+    lock = None
+    if args.leader_elect:
+        identity = f"{socket.gethostname()}-{os.getpid()}"
+        lock = LeaseLock(kube, args.lease_namespace, args.lease_name, identity)
+        log.info("waiting to become leader (lease %s/%s)", args.lease_namespace, args.lease_name)
+        while not lock.try_acquire_or_renew():
+            time.sleep(2)
+        log.info("became leader as %s", identity)
+        threading.Thread(
+            target=_keep_lease, args=(lock, stop, lost), name="leader-lease", daemon=True
+        ).start()
+
+    registry = kopf.OperatorRegistry()
+    register(registry, args.resync_seconds)
+
+    @kopf.on.login(registry=registry)
+    def _login(**kwargs: object) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)  # type: ignore[arg-type]
+
+    memo = kopf.Memo(
+        reconcilers=Reconcilers(
+            TenantReconciler(openstack, kube, config), NetworkReconciler(openstack, kube, config)
+        )
+    )
+    try:
+        kopf.run(
+            registry=registry,
+            clusterwide=True,
+            standalone=True,
+            liveness_endpoint=f"http://{args.bind_address}:{args.health_port}/healthz",
+            memo=memo,
+            stop_flag=stop,
+        )
+    finally:
+        if lock is not None and not lost.is_set():
+            lock.release()
+    return 1 if lost.is_set() else 0

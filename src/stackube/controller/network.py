@@ -1,0 +1,172 @@
+"""The Network reconciler: a Neutron network, subnet and router (with the external
+gateway and an interface on the subnet) owned by the tenant's Keystone project, or an
+adopted Neutron network used as it is. Level-based, like the Tenant reconciler:
+lookups by derived name make every step safe to repeat after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stackube.api.types import LABEL_PROJECT_ID, SpecError, parse_network
+from stackube.controller.config import ControllerConfig
+from stackube.controller.faults import checkpoint
+from stackube.controller.naming import POD_PORT_DEVICE_OWNER, neutron_name
+from stackube.errors import PermanentError, TemporaryError
+from stackube.kube import resources as kube
+from stackube.kube.client import ApiClient
+from stackube.openstack import network as neutron
+from stackube.openstack.cloud import Connection
+
+log = logging.getLogger(__name__)
+
+NETWORK_STEPS = ("neutron-network", "neutron-subnet", "neutron-router", "router-interface")
+NETWORK_DELETE_STEPS = ("ports-deleted", "interface-removed", "router-deleted", "subnet-deleted")
+# Ports Neutron itself manages on a network and removes with it (or that we remove).
+_NEUTRON_OWNED = ("network:router_interface", "network:dhcp")
+
+
+@dataclass(frozen=True)
+class NetworkResult:
+    network_id: str
+    subnet_id: str | None
+    router_id: str | None
+    recreated: bool = False
+
+
+class NetworkReconciler:
+    def __init__(
+        self, openstack: Callable[[], Connection], kube_api: ApiClient, config: ControllerConfig
+    ) -> None:
+        self._openstack = openstack
+        self.kube = kube_api
+        self.config = config
+
+    @property
+    def conn(self) -> Connection:
+        return self._openstack()
+
+    def project_id(self, namespace: str) -> str:
+        ns = kube.get_namespace(self.kube, namespace)
+        project = ns.labels.get(LABEL_PROJECT_ID) if ns else None
+        if not project:
+            raise TemporaryError(
+                f"namespace {namespace} belongs to no Stackube Tenant "
+                f"(no {LABEL_PROJECT_ID} label)",
+                retry_after=5,
+            )
+        return project
+
+    def _adopted(self, network_id: str) -> NetworkResult:
+        net = neutron.get_network(self.conn, network_id)
+        if net is None:
+            raise PermanentError(f"adopted Neutron network {network_id} does not exist")
+        subnets = neutron.subnets_of(self.conn, net.id)
+        return NetworkResult(net.id, subnets[0].id if subnets else None, None)
+
+    def reconcile(self, body: Mapping[str, Any]) -> NetworkResult:
+        try:
+            spec = parse_network(body)
+        except SpecError as exc:
+            raise PermanentError(str(exc)) from exc
+        if spec.network_id is not None:
+            return self._adopted(spec.network_id)
+        if spec.cidr is None:  # parse_network requires one of the two
+            raise PermanentError("spec.cidr is required unless spec.networkID adopts a network")
+        status = body.get("status") or {}
+        project = self.project_id(spec.namespace)
+        name = neutron_name(spec.namespace, spec.name)
+
+        nets = neutron.find_networks(self.conn, name, project)
+        recreated = bool(status.get("networkID")) and status["networkID"] not in {
+            n.id for n in nets
+        }
+        if nets:
+            net = next((n for n in nets if n.id == status.get("networkID")), nets[0])
+        else:
+            net = neutron.create_network(
+                self.conn, name, project, f"Stackube Network {spec.namespace}/{spec.name}"
+            )
+            if recreated:
+                log.warning(
+                    "network %s/%s: Neutron network %s was gone; made %s",
+                    spec.namespace,
+                    spec.name,
+                    status["networkID"],
+                    net.id,
+                )
+            checkpoint("neutron-network")
+
+        subnet = next((s for s in neutron.subnets_of(self.conn, net.id) if s.name == name), None)
+        if subnet is None:
+            subnet = neutron.create_subnet(
+                self.conn, name, net.id, project, cidr=spec.cidr, gateway_ip=spec.gateway
+            )
+            checkpoint("neutron-subnet")
+
+        routers = neutron.find_routers(self.conn, name, project)
+        router = next((r for r in routers if r.id == status.get("routerID")), None) or (
+            routers[0] if routers else None
+        )
+        if router is None:
+            router = neutron.create_router(self.conn, name, project, self.config.ext_net_id)
+            checkpoint("neutron-router")
+        elif self.config.ext_net_id and router.external_network_id != self.config.ext_net_id:
+            neutron.set_router_gateway(self.conn, router.id, self.config.ext_net_id)
+
+        if subnet.id not in neutron.router_interface_subnets(self.conn, router.id):
+            neutron.add_router_interface(self.conn, router.id, subnet.id)
+            checkpoint("router-interface")
+        return NetworkResult(net.id, subnet.id, router.id, recreated)
+
+    def finalize(self, body: Mapping[str, Any]) -> None:
+        """Remove what we made in Neutron: pod ports, router interface, router, subnet,
+        network. Ports we did not make block it (reported, retried). Adopted networks
+        are left as they are."""
+        meta = body["metadata"]
+        spec_body = body.get("spec") or {}
+        if spec_body.get("networkID"):
+            return
+        status = body.get("status") or {}
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        neutron_names = neutron_name(namespace, name)
+        ns = kube.get_namespace(self.kube, namespace)
+        project = ns.labels.get(LABEL_PROJECT_ID) if ns else None
+
+        net_ids = {status["networkID"]} if status.get("networkID") else set()
+        router_ids = {status["routerID"]} if status.get("routerID") else set()
+        if project:
+            net_ids |= {n.id for n in neutron.find_networks(self.conn, neutron_names, project)}
+            router_ids |= {r.id for r in neutron.find_routers(self.conn, neutron_names, project)}
+
+        for net_id in net_ids:
+            foreign = []
+            for port in neutron.ports_on(self.conn, net_id):
+                if port.device_owner.startswith(POD_PORT_DEVICE_OWNER):
+                    neutron.delete_port(self.conn, port.id)
+                elif not port.device_owner.startswith(_NEUTRON_OWNED):
+                    foreign.append(f"{port.id} ({port.device_owner or 'no owner'})")
+            if foreign:
+                raise TemporaryError(
+                    f"Neutron network {net_id} still has ports Stackube did not make: "
+                    + ", ".join(foreign),
+                    retry_after=10,
+                )
+        checkpoint("ports-deleted")
+        for router_id in router_ids:
+            if neutron.get_router(self.conn, router_id) is None:
+                continue
+            for subnet_id in neutron.router_interface_subnets(self.conn, router_id):
+                neutron.remove_router_interface(self.conn, router_id, subnet_id)
+            checkpoint("interface-removed")
+            neutron.delete_router(self.conn, router_id)
+            checkpoint("router-deleted")
+        for net_id in net_ids:
+            for subnet in neutron.subnets_of(self.conn, net_id):
+                neutron.delete_subnet(self.conn, subnet.id)
+            checkpoint("subnet-deleted")
+            neutron.delete_network(self.conn, net_id)
+            log.info("network %s/%s: deleted Neutron network %s", namespace, name, net_id)

@@ -1,0 +1,248 @@
+"""kopf wiring: which events run which reconciler, and how outcomes become status,
+conditions, Events, retries and metrics.
+
+kopf gives us the watch streams, one-at-a-time handling per object, finalizers,
+retries and the liveness endpoint. The decisions stay in the reconcilers; here:
+- create, spec update, operator resume and a periodic timer all run the same
+  level-based pass (the timer repairs drift, e.g. a Neutron network deleted by hand);
+- TemporaryError -> state Pending with the reason, retried with backoff
+  (or after Retry-After); PermanentError -> state Failed, a Warning Event, no retry
+  until the spec changes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from stackube.api.conditions import set_condition
+from stackube.api.types import FINALIZER, GROUP, NETWORK_PLURAL, TENANT_PLURAL, VERSION, State
+from stackube.controller import metrics
+from stackube.controller.network import NetworkReconciler
+from stackube.controller.tenant import TenantReconciler
+from stackube.errors import PermanentError, TemporaryError
+
+log = logging.getLogger(__name__)
+
+RESYNC_SECONDS = 60.0
+MAX_BACKOFF_SECONDS = 60.0
+
+
+@dataclass
+class Reconcilers:
+    tenants: TenantReconciler
+    networks: NetworkReconciler
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class PasswordHashingDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf remembers the last handled spec in an annotation; never a plain password:
+    a digest still lets a password change count as a change."""
+
+    def build(self, *, body: Any, extra_fields: Iterable[Any] | None = None) -> Any:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        password = essence.get("spec", {}).get("password")
+        if password:
+            digest = hashlib.sha256(password.encode()).hexdigest()
+            essence["spec"]["password"] = f"sha256:{digest}"
+        return essence
+
+
+def configure_settings(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = PasswordHashingDiffBase(prefix=GROUP)
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = 16
+    settings.posting.level = logging.WARNING
+
+
+def _status(
+    body: Mapping[str, Any], state: State, message: str, ready: bool, reason: str
+) -> dict[str, Any]:
+    old = body.get("status") or {}
+    generation = int(body.get("metadata", {}).get("generation") or 0)
+    conditions = set_condition(
+        old.get("conditions") or [],
+        type_="Ready",
+        status=ready,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=_now(),
+    )
+    return {
+        "state": state.value,
+        "message": message,
+        "observedGeneration": generation,
+        "conditions": conditions,
+    }
+
+
+def _backoff(retry: int, hinted: float | None) -> float:
+    return max(hinted or 0.0, min(2.0 ** min(retry, 6) * 0.5, MAX_BACKOFF_SECONDS))
+
+
+def run_pass(
+    kind: str,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    retry: int,
+    action: Callable[[], tuple[State, str, dict[str, Any], float | None]],
+) -> None:
+    """Run one reconcile pass and turn its outcome into status, Events and retries.
+    `action` returns (state, message, extra status fields, re-check delay or None)."""
+    started = time.monotonic()
+    try:
+        state, message, extra, recheck = action()
+    except TemporaryError as exc:
+        metrics.observe(kind, "temporary", time.monotonic() - started)
+        patch.status.update(_status(body, State.PENDING, str(exc), False, "TemporaryFailure"))
+        raise kopf.TemporaryError(str(exc), delay=_backoff(retry, exc.retry_after)) from exc
+    except PermanentError as exc:
+        metrics.observe(kind, "permanent", time.monotonic() - started)
+        patch.status.update(_status(body, State.FAILED, str(exc), False, "PermanentFailure"))
+        kopf.warn(body, reason="Failed", message=str(exc))
+        raise kopf.PermanentError(str(exc)) from exc
+    metrics.observe(kind, "ok", time.monotonic() - started)
+    ready = state is State.ACTIVE
+    patch.status.update(_status(body, state, message, ready, state.value))
+    patch.status.update(extra)
+    old_state = (body.get("status") or {}).get("state")
+    if ready and old_state != State.ACTIVE.value:
+        kopf.info(body, reason="Active", message=message)
+    if recheck is not None:
+        raise kopf.TemporaryError(message, delay=recheck)
+
+
+def run_finalizer(
+    kind: str, body: kopf.Body, patch: kopf.Patch, retry: int, action: Callable[[], None]
+) -> None:
+    started = time.monotonic()
+    try:
+        action()
+    except TemporaryError as exc:
+        metrics.observe(f"{kind}-delete", "waiting", time.monotonic() - started)
+        patch.status.update(_status(body, State.TERMINATING, str(exc), False, "Terminating"))
+        raise kopf.TemporaryError(str(exc), delay=_backoff(retry, exc.retry_after)) from exc
+    except PermanentError as exc:
+        # Deletion must finish eventually: a permanent error is reported and retried
+        # slowly rather than leaving the finalizer stuck for good.
+        metrics.observe(f"{kind}-delete", "permanent", time.monotonic() - started)
+        patch.status.update(_status(body, State.TERMINATING, str(exc), False, "DeleteFailed"))
+        kopf.warn(body, reason="DeleteFailed", message=str(exc))
+        raise kopf.TemporaryError(str(exc), delay=MAX_BACKOFF_SECONDS) from exc
+    metrics.observe(f"{kind}-delete", "ok", time.monotonic() - started)
+
+
+# ---- Tenant ---------------------------------------------------------------------------
+def _tenant_pass(r: Reconcilers, body: kopf.Body) -> Callable[[], Any]:
+    def action() -> tuple[State, str, dict[str, Any], float | None]:
+        result = r.tenants.reconcile(body)
+        ids = {"projectID": result.project_id, "userID": result.user_id}
+        name = body["metadata"]["name"]
+        if result.network_state == State.ACTIVE.value:
+            return (
+                State.ACTIVE,
+                "tenant ready: Keystone project, user, namespace, RBAC, network",
+                ids,
+                None,
+            )
+        if result.network_state == State.FAILED.value:
+            raise PermanentError(f"Network {name}/{name} failed: {result.network_message}")
+        waiting = f"waiting for Network {name}/{name} ({result.network_state or 'new'})"
+        return State.INITIALIZING, waiting, ids, 0.5
+
+    return action
+
+
+def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SECONDS) -> None:
+    """Register every handler on `registry` (a fresh one per operator instance); the
+    timers re-run each object's pass every `resync_seconds` to repair drift."""
+    tenants = (GROUP, VERSION, TENANT_PLURAL)
+    networks = (GROUP, VERSION, NETWORK_PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_settings(settings)
+
+    @kopf.on.resume(*tenants, registry=registry)
+    @kopf.on.create(*tenants, registry=registry)
+    @kopf.on.update(*tenants, registry=registry, field="spec")
+    def tenant_reconcile(
+        body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, **_: Any
+    ) -> None:
+        run_pass("tenant", body, patch, retry, _tenant_pass(memo.reconcilers, body))
+
+    @kopf.timer(
+        *tenants, registry=registry, interval=resync_seconds, initial_delay=resync_seconds, idle=resync_seconds / 2
+    )
+    def tenant_resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        if body.metadata.get("deletionTimestamp"):
+            return
+        try:
+            run_pass("tenant", body, patch, 0, _tenant_pass(memo.reconcilers, body))
+        except (kopf.TemporaryError, kopf.PermanentError):
+            return  # already reported in status; the next tick tries again
+
+    @kopf.on.delete(*tenants, registry=registry)
+    def tenant_delete(
+        body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, **_: Any
+    ) -> None:
+        run_finalizer("tenant", body, patch, retry, lambda: memo.reconcilers.tenants.finalize(body))
+
+    def network_action(memo: kopf.Memo, body: kopf.Body) -> Callable[[], Any]:
+        def action() -> tuple[State, str, dict[str, Any], float | None]:
+            result = memo.reconcilers.networks.reconcile(body)
+            ids = {
+                "networkID": result.network_id,
+                "subnetID": result.subnet_id or "",
+                "routerID": result.router_id or "",
+            }
+            if result.recreated:
+                kopf.warn(
+                    body,
+                    reason="Recreated",
+                    message=f"Neutron network was missing; recreated as {result.network_id}",
+                )
+            return State.ACTIVE, "Neutron network, subnet and router ready", ids, None
+
+        return action
+
+    @kopf.on.resume(*networks, registry=registry)
+    @kopf.on.create(*networks, registry=registry)
+    @kopf.on.update(*networks, registry=registry, field="spec")
+    def network_reconcile(
+        body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, **_: Any
+    ) -> None:
+        run_pass("network", body, patch, retry, network_action(memo, body))
+
+    @kopf.timer(
+        *networks, registry=registry, interval=resync_seconds, initial_delay=resync_seconds, idle=resync_seconds / 2
+    )
+    def network_resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        if body.metadata.get("deletionTimestamp"):
+            return
+        try:
+            run_pass("network", body, patch, 0, network_action(memo, body))
+        except (kopf.TemporaryError, kopf.PermanentError):
+            return
+
+    @kopf.on.delete(*networks, registry=registry)
+    def network_delete(
+        body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, **_: Any
+    ) -> None:
+        run_finalizer(
+            "network", body, patch, retry, lambda: memo.reconcilers.networks.finalize(body)
+        )

@@ -1,0 +1,247 @@
+"""The Tenant reconciler: a Keystone project, user and role; a namespace; the tenant's
+RBAC; its default Network. Level-based: every pass reads what exists and fixes what
+differs, so a crash between any two steps converges on the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stackube.api.types import LABEL_TENANT, SpecError, State, TenantSpec, parse_tenant
+from stackube.controller import naming
+from stackube.controller.config import ControllerConfig
+from stackube.controller.faults import checkpoint
+from stackube.controller.rbac import tenant_role_binding
+from stackube.errors import PermanentError, TemporaryError
+from stackube.kube import resources as kube
+from stackube.kube.client import ApiClient
+from stackube.openstack import identity
+from stackube.openstack.cloud import Connection
+
+log = logging.getLogger(__name__)
+
+# The external steps of a Tenant, in order: crash points for the crash-safety tests.
+TENANT_STEPS = (
+    "keystone-project",
+    "keystone-user",
+    "keystone-role",
+    "namespace",
+    "rbac",
+    "network-object",
+)
+TENANT_DELETE_STEPS = ("networks-deleted", "namespace-deleted", "user-deleted", "project-deleted")
+
+
+@dataclass(frozen=True)
+class TenantResult:
+    """What a pass found: the ids for status, and whether the default Network is Active."""
+
+    project_id: str
+    user_id: str
+    network_state: str | None
+    network_message: str
+
+
+class TenantReconciler:
+    def __init__(
+        self,
+        openstack: Callable[[], Connection],
+        kube_api: ApiClient,
+        config: ControllerConfig,
+    ) -> None:
+        self._openstack = openstack
+        self.kube = kube_api
+        self.config = config
+        self._domain_id: str | None = None
+        self._member_role: str | None = None
+
+    @property
+    def conn(self) -> Connection:
+        return self._openstack()
+
+    def _domain(self) -> str:
+        if self._domain_id is None:
+            found = identity.find_domain_id(self.conn, self.config.tenant_domain_name)
+            if found is None:
+                raise PermanentError(
+                    f"Keystone domain {self.config.tenant_domain_name!r} for tenants does not exist"
+                )
+            self._domain_id = found
+        return self._domain_id
+
+    def _member(self) -> str:
+        if self._member_role is None:
+            self._member_role = identity.ensure_role(self.conn, "member")
+        return self._member_role
+
+    # ---- pieces -------------------------------------------------------------------------
+    def password(self, spec: TenantSpec) -> str:
+        if spec.password is not None:
+            return spec.password
+        ref = spec.password_secret_ref
+        if ref is None:  # parse_tenant guarantees one of the two
+            raise PermanentError("spec.password or spec.passwordSecretRef is required")
+        value = kube.secret_value(self.kube, ref.namespace, ref.name, ref.key)
+        if not value:
+            raise TemporaryError(
+                f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r} (yet)", retry_after=5
+            )
+        return value
+
+    def project(self, spec: TenantSpec, status: Mapping[str, Any]) -> identity.Project:
+        if spec.tenant_id is not None:
+            adopted = identity.get_project(self.conn, spec.tenant_id)
+            if adopted is None:
+                raise PermanentError(f"adopted Keystone project {spec.tenant_id} does not exist")
+            return adopted
+        recorded = status.get("projectID")
+        if recorded:
+            project = identity.get_project(self.conn, recorded)
+            if project is None:
+                # Recreating it would orphan whatever the old project still owns.
+                raise PermanentError(
+                    f"Keystone project {recorded} was deleted outside Stackube: "
+                    "delete this Tenant and create it again"
+                )
+            return project
+        domain = self._domain()
+        project = identity.find_project(self.conn, spec.name, domain)
+        if project is None:
+            project = identity.create_project(
+                self.conn,
+                spec.name,
+                domain,
+                description=f"Stackube tenant {spec.name}",
+                tags=(naming.PROJECT_TAG,),
+            )
+            log.info("tenant %s: created Keystone project %s", spec.name, project.id)
+            checkpoint("keystone-project")
+        elif naming.PROJECT_TAG not in project.tags:
+            raise PermanentError(
+                f"a Keystone project named {spec.name!r} exists in domain "
+                f"{self.config.tenant_domain_name!r} and was not made by Stackube: "
+                "set spec.tenantID to adopt it"
+            )
+        return project
+
+    def user(self, spec: TenantSpec, password: str, project: identity.Project) -> identity.User:
+        domain = self._domain()
+        user = identity.find_user(self.conn, spec.username, domain)
+        if user is None:
+            user = identity.create_user(self.conn, spec.username, password, domain, project.id)
+            log.info("tenant %s: created Keystone user %s", spec.name, user.id)
+            checkpoint("keystone-user")
+            return user
+        if user.default_project_id not in (None, project.id):
+            raise PermanentError(
+                f"Keystone user {spec.username!r} already belongs to another tenant's project"
+            )
+        # Setting a password revokes the user's tokens: only when it really changed.
+        if not identity.password_works(self.config.auth_url, user.id, password):
+            identity.set_password(self.conn, user.id, password)
+            log.info("tenant %s: updated the password of Keystone user %s", spec.name, user.id)
+        return user
+
+    def namespace(self, spec: TenantSpec, project: identity.Project) -> None:
+        labels = naming.tenant_labels(spec.name, project.id)
+        current = kube.get_namespace(self.kube, spec.name)
+        if current is None:
+            kube.create_namespace(self.kube, spec.name, labels)
+            log.info("tenant %s: created namespace", spec.name)
+            checkpoint("namespace")
+            return
+        if current.terminating:
+            raise TemporaryError(f"namespace {spec.name} is still terminating", retry_after=2)
+        if current.labels.get(LABEL_TENANT) != spec.name:
+            raise PermanentError(
+                f"namespace {spec.name} exists and does not belong to this Tenant "
+                "(no stackube.kubernetes.io/tenant label)"
+            )
+        if any(current.labels.get(k) != v for k, v in labels.items()):
+            kube.label_namespace(self.kube, spec.name, labels)
+
+    def default_network(
+        self, spec: TenantSpec, project: identity.Project
+    ) -> tuple[str | None, str]:
+        network = kube.get_network(self.kube, spec.name, spec.name)
+        if network is None:
+            kube.create_network(
+                self.kube,
+                spec.name,
+                spec.name,
+                {"cidr": self.config.user_cidr, "gateway": self.config.user_gateway},
+                naming.tenant_labels(spec.name, project.id),
+            )
+            log.info("tenant %s: created Network %s/%s", spec.name, spec.name, spec.name)
+            checkpoint("network-object")
+            return None, "Network created"
+        status = network.get("status") or {}
+        return status.get("state"), status.get("message", "")
+
+    # ---- the pass ---------------------------------------------------------------------
+    def reconcile(self, body: Mapping[str, Any]) -> TenantResult:
+        try:
+            spec = parse_tenant(body)
+        except SpecError as exc:
+            raise PermanentError(str(exc)) from exc
+        status = body.get("status") or {}
+        password = self.password(spec)
+        project = self.project(spec, status)
+        user = self.user(spec, password, project)
+        identity.grant_project_role(self.conn, user.id, project.id, self._member())
+        checkpoint("keystone-role")
+        self.namespace(spec, project)
+        kube.apply_role_binding(self.kube, spec.name, tenant_role_binding(spec.name, project.id))
+        checkpoint("rbac")
+        network_state, network_message = self.default_network(spec, project)
+        return TenantResult(project.id, user.id, network_state, network_message)
+
+    def finalize(self, body: Mapping[str, Any]) -> None:
+        """Remove everything in a safe order; raises TemporaryError while waiting."""
+        name = str(body["metadata"]["name"])
+        spec_body = body.get("spec") or {}
+        status = body.get("status") or {}
+        namespace = kube.get_namespace(self.kube, name)
+        # A namespace that is not ours (the Tenant failed on it) is left alone.
+        if namespace is not None and namespace.labels.get(LABEL_TENANT) == name:
+            networks = kube.list_networks(self.kube, name)
+            for network in networks:
+                if not network["metadata"].get("deletionTimestamp"):
+                    kube.delete_network(self.kube, name, network["metadata"]["name"])
+            if networks:
+                raise TemporaryError(
+                    f"waiting for {len(networks)} Network(s) of namespace {name} to be cleaned up",
+                    retry_after=1,
+                )
+            checkpoint("networks-deleted")
+            if not namespace.terminating:
+                kube.delete_namespace(self.kube, name)
+            raise TemporaryError(f"waiting for namespace {name} to terminate", retry_after=1)
+        checkpoint("namespace-deleted")
+        domain = self._domain()
+        project_id = spec_body.get("tenantID") or status.get("projectID")
+        if not project_id:
+            found = identity.find_project(self.conn, name, domain)
+            project_id = found.id if found and naming.PROJECT_TAG in found.tags else None
+        username = spec_body.get("username")
+        if username:
+            user = identity.find_user(self.conn, str(username), domain)
+            if user is not None and user.default_project_id in (None, project_id):
+                identity.delete_user(self.conn, user.id)
+                log.info("tenant %s: deleted Keystone user %s", name, user.id)
+        checkpoint("user-deleted")
+        if project_id and not spec_body.get("tenantID"):
+            identity.delete_project(self.conn, project_id)
+            log.info("tenant %s: deleted Keystone project %s", name, project_id)
+        checkpoint("project-deleted")
+
+
+def tenant_status(result: TenantResult | None, state: State, message: str) -> dict[str, Any]:
+    status: dict[str, Any] = {"state": state.value, "message": message}
+    if result is not None:
+        status["projectID"] = result.project_id
+        status["userID"] = result.user_id
+    return status

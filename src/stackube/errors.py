@@ -1,0 +1,28 @@
+"""The two kinds of failure that drive retries everywhere in Stackube.
+
+Adapters translate library errors into these (chained with `raise ... from exc`):
+temporary ones are retried with backoff (honouring Retry-After); permanent ones are
+reported in status and Events and not retried until the object changes.
+"""
+
+from __future__ import annotations
+
+
+class StackubeError(Exception):
+    """Base of every error Stackube raises on purpose."""
+
+
+class TemporaryError(StackubeError):
+    """Worth retrying: a service is down, overloaded, timed out or racing with us."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(StackubeError):
+    """Retrying will not help until someone changes the spec or the cloud."""
+
+
+class NotFoundError(PermanentError):
+    """The thing asked for does not exist (callers often treat this as 'already gone')."""

@@ -1,0 +1,45 @@
+"""Kubernetes client errors -> Stackube's temporary/permanent errors."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from stackube.errors import NotFoundError, PermanentError, StackubeError, TemporaryError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translate(exc: Exception, what: str) -> StackubeError:
+    if isinstance(exc, ApiException):
+        message = f"{what}: {exc.status} {exc.reason}: {(exc.body or '')[:300]}"
+        if exc.status == 404:
+            return NotFoundError(message)
+        if exc.status in (409, 429) or exc.status >= 500:
+            retry = exc.headers.get("Retry-After") if exc.headers else None
+            return TemporaryError(message, float(retry) if retry and retry.isdigit() else None)
+        return PermanentError(message)
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+        return TemporaryError(f"{what}: {exc}")
+    return TemporaryError(f"{what}: {exc!r}")
+
+
+def translating(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except StackubeError:
+                raise
+            except Exception as exc:
+                raise translate(exc, what) from exc
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,154 @@
+"""The Kubernetes objects the controller reads and writes, behind small functions."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from stackube.api.types import API_VERSION, GROUP, NETWORK_PLURAL, VERSION
+from stackube.kube.errors import translating
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    terminating: bool = False
+
+
+def _absent_is_none(exc: ApiException) -> None:
+    if exc.status != 404:
+        raise exc
+
+
+@translating("read namespace")
+def get_namespace(api: k8s.ApiClient, name: str) -> Namespace | None:
+    try:
+        raw = k8s.CoreV1Api(api).read_namespace(name)
+    except ApiException as exc:
+        _absent_is_none(exc)
+        return None
+    terminating = raw.metadata.deletion_timestamp is not None or raw.status.phase == "Terminating"
+    return Namespace(name, dict(raw.metadata.labels or {}), terminating)
+
+
+@translating("create namespace")
+def create_namespace(api: k8s.ApiClient, name: str, labels: dict[str, str]) -> None:
+    body = k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels=labels))
+    k8s.CoreV1Api(api).create_namespace(body)
+
+
+@translating("label namespace")
+def label_namespace(api: k8s.ApiClient, name: str, labels: dict[str, str]) -> None:
+    k8s.CoreV1Api(api).patch_namespace(name, {"metadata": {"labels": labels}})
+
+
+@translating("delete namespace")
+def delete_namespace(api: k8s.ApiClient, name: str) -> None:
+    try:
+        k8s.CoreV1Api(api).delete_namespace(name)
+    except ApiException as exc:
+        _absent_is_none(exc)
+
+
+@translating("apply role binding")
+def apply_role_binding(api: k8s.ApiClient, namespace: str, body: dict[str, Any]) -> None:
+    """Create the RoleBinding, or replace it if it differs (roleRef is immutable: a
+    changed roleRef means delete and create)."""
+    rbac = k8s.RbacAuthorizationV1Api(api)
+    name = body["metadata"]["name"]
+    try:
+        current = api.sanitize_for_serialization(rbac.read_namespaced_role_binding(name, namespace))
+    except ApiException as exc:
+        _absent_is_none(exc)
+        rbac.create_namespaced_role_binding(namespace, body)
+        return
+    if current.get("roleRef") != body["roleRef"]:
+        rbac.delete_namespaced_role_binding(name, namespace)
+        rbac.create_namespaced_role_binding(namespace, body)
+    elif current.get("subjects") != body["subjects"] or any(
+        current["metadata"].get("labels", {}).get(k) != v
+        for k, v in body["metadata"].get("labels", {}).items()
+    ):
+        rbac.patch_namespaced_role_binding(name, namespace, body)
+
+
+@translating("read role binding")
+def role_binding_exists(api: k8s.ApiClient, namespace: str, name: str) -> bool:
+    try:
+        k8s.RbacAuthorizationV1Api(api).read_namespaced_role_binding(name, namespace)
+    except ApiException as exc:
+        _absent_is_none(exc)
+        return False
+    return True
+
+
+@translating("read secret")
+def secret_value(api: k8s.ApiClient, namespace: str, name: str, key: str) -> str | None:
+    try:
+        secret = k8s.CoreV1Api(api).read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        _absent_is_none(exc)
+        return None
+    data = (secret.data or {}).get(key)
+    return None if data is None else base64.b64decode(data).decode()
+
+
+# ---- Network objects --------------------------------------------------------------------
+@translating("read Network")
+def get_network(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        found = cast(
+            dict[str, Any],
+            k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, NETWORK_PLURAL, name
+            ),
+        )
+    except ApiException as exc:
+        _absent_is_none(exc)
+        return None
+    return found
+
+
+@translating("list Networks")
+def list_networks(api: k8s.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    found = cast(
+        dict[str, Any],
+        k8s.CustomObjectsApi(api).list_namespaced_custom_object(
+            GROUP, VERSION, namespace, NETWORK_PLURAL
+        ),
+    )
+    return list(found.get("items", []))
+
+
+@translating("create Network")
+def create_network(
+    api: k8s.ApiClient, namespace: str, name: str, spec: dict[str, Any], labels: dict[str, str]
+) -> None:
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "Network",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": spec,
+    }
+    try:
+        k8s.CustomObjectsApi(api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, NETWORK_PLURAL, body
+        )
+    except ApiException as exc:
+        if exc.status != 409:  # created meanwhile: fine, level-based
+            raise
+
+
+@translating("delete Network")
+def delete_network(api: k8s.ApiClient, namespace: str, name: str) -> None:
+    try:
+        k8s.CustomObjectsApi(api).delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, NETWORK_PLURAL, name
+        )
+    except ApiException as exc:
+        _absent_is_none(exc)

@@ -1,0 +1,78 @@
+"""openstacksdk and keystoneauth errors -> Stackube's temporary/permanent errors."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import requests
+from keystoneauth1 import exceptions as ksa
+from openstack import exceptions as sdk
+
+from stackube.errors import NotFoundError, PermanentError, StackubeError, TemporaryError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_TEMPORARY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def _retry_after(exc: sdk.HttpException) -> float | None:
+    response = getattr(exc, "response", None)
+    value = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def translate(exc: Exception, what: str) -> StackubeError:  # noqa: PLR0911 - a classifier
+    """Classify one library error. Quota (409/413 "quota") is permanent; other conflicts
+    are races with another writer and are worth a retry."""
+    message = f"{what}: {exc}"
+    if isinstance(exc, sdk.NotFoundException):
+        return NotFoundError(message)
+    if isinstance(exc, sdk.HttpException):
+        status = exc.status_code
+        text = str(exc).lower()
+        if status is None or status in _TEMPORARY_STATUS:
+            return TemporaryError(message, _retry_after(exc))
+        if "quota" in text or status == 413:
+            return PermanentError(message)
+        if status == 409:
+            return TemporaryError(message)
+        return PermanentError(message)
+    if isinstance(exc, ksa.Unauthorized):
+        return PermanentError(f"{what}: OpenStack rejected Stackube's credentials: {exc}")
+    if isinstance(
+        exc,
+        ksa.ConnectionError
+        | ksa.ServiceUnavailable
+        | ksa.DiscoveryFailure
+        | ksa.EndpointNotFound
+        | ksa.HttpError
+        | requests.ConnectionError
+        | requests.Timeout
+        | sdk.SDKException,
+    ):
+        return TemporaryError(message)
+    return TemporaryError(message)
+
+
+def translating(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate an adapter function so its library errors come out translated."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except StackubeError:
+                raise
+            except Exception as exc:
+                raise translate(exc, what) from exc
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,196 @@
+"""Running the real stackube-controller program against the devbox, as a process that
+tests can start, kill (crash points) and restart, with the least-privilege RBAC of
+deploy/controller/rbac.yaml and a service-account token."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client as k8s
+from kubernetes import utils as k8s_utils
+from kubernetes.client.exceptions import ApiException
+
+from stackube.api.crds import all_crds
+from stackube.devbox.box import Devbox
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def apply_crds(api: k8s.ApiClient) -> None:
+    ext = k8s.ApiextensionsV1Api(api)
+    for crd in all_crds():
+        name = crd["metadata"]["name"]
+        try:
+            current = ext.read_custom_resource_definition(name)
+            version = current.metadata.resource_version
+            replacement = {**crd, "metadata": {**crd["metadata"], "resourceVersion": version}}
+            ext.replace_custom_resource_definition(name, replacement)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            ext.create_custom_resource_definition(crd)
+    deadline = time.monotonic() + 30
+    for crd in all_crds():
+        while time.monotonic() < deadline:
+            status = ext.read_custom_resource_definition(crd["metadata"]["name"]).status
+            if any(c.type == "Established" and c.status == "True" for c in status.conditions or []):
+                break
+            time.sleep(0.2)
+
+
+def apply_rbac(api: k8s.ApiClient) -> None:
+    for doc in yaml.safe_load_all((REPO / "deploy/controller/rbac.yaml").read_text()):
+        try:
+            k8s_utils.create_from_dict(api, doc)
+        except k8s_utils.FailToCreateError as exc:
+            if not all(e.status == 409 for e in exc.api_exceptions):
+                raise
+
+
+def service_account_kubeconfig(api: k8s.ApiClient, devbox: Devbox, path: Path) -> Path:
+    request = k8s.AuthenticationV1TokenRequest(
+        spec=k8s.V1TokenRequestSpec(expiration_seconds=7200, audiences=[])
+    )
+    token = (
+        k8s.CoreV1Api(api)
+        .create_namespaced_service_account_token("stackube-controller", "kube-system", request)
+        .status.token
+    )
+    ca = (devbox.settings.pki_dir / "ca.crt").read_bytes()
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "devbox",
+                "cluster": {
+                    "server": devbox.settings.apiserver_url,
+                    "certificate-authority-data": base64.b64encode(ca).decode(),
+                },
+            }
+        ],
+        "users": [{"name": "stackube-controller", "user": {"token": token}}],
+        "contexts": [
+            {"name": "c", "context": {"cluster": "devbox", "user": "stackube-controller"}}
+        ],
+        "current-context": "c",
+    }
+    path.write_text(yaml.safe_dump(doc))
+    path.chmod(0o600)
+    return path
+
+
+def write_config(devbox: Devbox, directory: Path) -> tuple[Path, Path]:
+    secrets = json.loads(devbox.settings.secrets_file.read_text())
+    ext_net = (devbox.settings.openstack_dir / "external-network-id").read_text().strip()
+    config_dir, secret_dir = directory / "config", directory / "secret"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    secret_dir.mkdir(parents=True, exist_ok=True)
+    values = {
+        "auth-url": devbox.settings.keystone_url,
+        "username": "stackube",
+        "tenant-name": "service",
+        "region": devbox.settings.region,
+        "ext-net-id": ext_net,
+        "user-cidr": "10.244.0.0/16",
+        "user-gateway": "10.244.0.1",
+    }
+    for key, value in values.items():
+        (config_dir / key).write_text(value)
+    (secret_dir / "password").write_text(secrets["stackube_service"])
+    return config_dir, secret_dir
+
+
+@dataclass
+class Controller:
+    kubeconfig: Path
+    config_dir: Path
+    secret_dir: Path
+    log_dir: Path
+    resync_seconds: float = 3.0
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    runs: int = 0
+
+    def start(
+        self, crash_after: str | None = None, leader_elect: bool = False
+    ) -> subprocess.Popen[bytes]:
+        self.runs += 1
+        self.health_port, self.metrics_port = free_port(), free_port()
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        if crash_after:
+            env["STACKUBE_CRASH_AFTER"] = crash_after
+        self.log = self.log_dir / f"controller-{self.runs}.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "stackube",
+            "controller",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--config-dir={self.config_dir}",
+            f"--secret-dir={self.secret_dir}",
+            "--bind-address=127.0.0.1",
+            f"--health-port={self.health_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--leader-elect" if leader_elect else "--no-leader-elect",
+            f"--resync-seconds={self.resync_seconds}",
+        ]
+        with self.log.open("wb") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.procs.append(proc)
+        return proc
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.health_port}/healthz", timeout=1
+                ):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(
+            f"controller not healthy in {timeout}s:\n{self.log.read_text()[-3000:]}"
+        )
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as resp:
+            return str(resp.read().decode())
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self.procs.clear()
+
+    def logs(self) -> str:
+        return "".join(
+            p.read_text(errors="replace") for p in sorted(self.log_dir.glob("controller-*.log"))
+        )
+
+
+def custom(api: k8s.ApiClient) -> Any:
+    return k8s.CustomObjectsApi(api)

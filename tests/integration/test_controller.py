@@ -1,0 +1,398 @@
+"""stackube-controller on the devbox's real kube-apiserver, Keystone and Neutron."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from openstack.connection import Connection
+
+from stackube.api.types import GROUP, VERSION
+from stackube.controller.naming import neutron_name
+from stackube.devbox.box import Devbox
+from stackube.openstack import cloud
+from tests.integration.controller_harness import (
+    REPO,
+    Controller,
+    apply_crds,
+    apply_rbac,
+    service_account_kubeconfig,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+SEED_TENANT = """\
+apiVersion: "stackube.kubernetes.io/v1"
+kind: Tenant
+metadata:
+  name: test
+spec:
+  username: "test"
+  password: "password"
+"""
+
+
+@pytest.fixture(scope="module")
+def harness(
+    devbox: Devbox, kube: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Controller]:
+    apply_crds(kube)
+    apply_rbac(kube)
+    directory = tmp_path_factory.mktemp("controller")
+    kubeconfig = service_account_kubeconfig(kube, devbox, directory / "kubeconfig")
+    config_dir, secret_dir = write_config(devbox, directory)
+    harness = Controller(kubeconfig, config_dir, secret_dir, directory)
+    yield harness
+    harness.stop_all()
+
+
+@pytest.fixture
+def controller(harness: Controller) -> Iterator[Controller]:
+    harness.start()
+    harness.wait_healthy()
+    yield harness
+    harness.stop_all()
+
+
+# ---- helpers ------------------------------------------------------------------------------
+def objects(kube: k8s.ApiClient) -> k8s.CustomObjectsApi:
+    return k8s.CustomObjectsApi(kube)
+
+
+# Tenant passwords of this run: none may ever appear in the controller's log.
+PASSWORDS: list[str] = []
+
+
+def create_tenant(kube: k8s.ApiClient, name: str, username: str | None = None) -> str:
+    password = f"pw-{secrets.token_hex(8)}"
+    PASSWORDS.append(password)
+    body = yaml.safe_load(SEED_TENANT)
+    body["metadata"]["name"] = name
+    body["spec"]["username"] = username or name
+    body["spec"]["password"] = password
+    objects(kube).create_cluster_custom_object(GROUP, VERSION, "tenants", body)
+    return password
+
+
+def read(
+    kube: k8s.ApiClient, kind: str, name: str, namespace: str | None = None
+) -> dict[str, Any] | None:
+    try:
+        if namespace:
+            found = objects(kube).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, kind, name
+            )
+        else:
+            found = objects(kube).get_cluster_custom_object(GROUP, VERSION, kind, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return dict(found)
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, logs: Callable[[], str]) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs()[-4000:]}")
+
+
+def state_of(kube: k8s.ApiClient, kind: str, name: str, namespace: str | None = None) -> str | None:
+    found = read(kube, kind, name, namespace)
+    return (found or {}).get("status", {}).get("state")
+
+
+def wait_active(kube: k8s.ApiClient, harness: Controller, name: str, timeout: float = 60) -> None:
+    wait_until(
+        lambda: state_of(kube, "tenants", name) == "Active",
+        timeout,
+        f"Tenant {name} Active",
+        harness.logs,
+    )
+
+
+def delete_tenant(kube: k8s.ApiClient, name: str) -> None:
+    try:
+        objects(kube).delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def leftovers(
+    kube: k8s.ApiClient, os_admin: Connection, name: str, username: str | None = None
+) -> list[str]:
+    """Everything a Tenant made that still exists (empty when cleaned up)."""
+    found = []
+    if read(kube, "tenants", name) is not None:
+        found.append(f"tenant {name}")
+    try:
+        k8s.CoreV1Api(kube).read_namespace(name)
+        found.append(f"namespace {name}")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    domain = os_admin.identity.find_domain("stackube")
+    if os_admin.identity.find_project(name, domain_id=domain.id, ignore_missing=True):
+        found.append(f"project {name}")
+    if os_admin.identity.find_user(username or name, domain_id=domain.id, ignore_missing=True):
+        found.append(f"user {username or name}")
+    neutron = neutron_name(name, name)
+    found += [f"network {n.id}" for n in os_admin.network.networks(name=neutron)]
+    found += [f"subnet {s.id}" for s in os_admin.network.subnets(name=neutron)]
+    found += [f"router {r.id}" for r in os_admin.network.routers(name=neutron)]
+    return found
+
+
+@pytest.fixture
+def cleanup_tenants(
+    kube: k8s.ApiClient, os_admin: Connection, harness: Controller
+) -> Iterator[list[str]]:
+    """Tenants a test makes are deleted afterwards (with a controller running), and the
+    test fails if anything of theirs is left in Kubernetes, Keystone or Neutron."""
+    names: list[str] = []
+    yield names
+    if not names:
+        return
+    running = any(p.poll() is None for p in harness.procs)
+    if not running:
+        harness.start()
+    for name in names:
+        delete_tenant(kube, name)
+    for name in names:
+        wait_until(
+            lambda n=name: not leftovers(kube, os_admin, n), 90, f"{name} cleaned up", harness.logs
+        )
+    if not running:
+        harness.stop_all()
+
+
+# ---- tests --------------------------------------------------------------------------------
+def test_seed_tenant_flow(
+    devbox: Devbox, kube: k8s.ApiClient, os_admin: Connection, controller: Controller
+) -> None:
+    objects(kube).create_cluster_custom_object(
+        GROUP, VERSION, "tenants", yaml.safe_load(SEED_TENANT)
+    )
+    try:
+        wait_active(kube, controller, "test")
+        namespace = k8s.CoreV1Api(kube).read_namespace("test")
+        assert namespace.status.phase == "Active"
+        network = read(kube, "networks", "test", "test")
+        assert network is not None
+        assert network["spec"] == {"cidr": "10.244.0.0/16", "gateway": "10.244.0.1"}
+        assert network["status"]["state"] == "Active"
+        tenant = read(kube, "tenants", "test")
+        assert tenant is not None
+        project_id = tenant["status"]["projectID"]
+
+        nets = list(os_admin.network.networks(name="kube-test-test"))
+        assert [n.project_id for n in nets] == [project_id]
+        subnets = list(os_admin.network.subnets(network_id=nets[0].id))
+        assert [(s.cidr, s.gateway_ip) for s in subnets] == [("10.244.0.0/16", "10.244.0.1")]
+        routers = list(os_admin.network.routers(name="kube-test-test"))
+        assert [r.project_id for r in routers] == [project_id]
+        assert network["status"]["routerID"] == routers[0].id
+
+        user = cloud.connect(
+            cloud.Credentials(
+                devbox.settings.keystone_url,
+                "test",
+                "password",
+                "test",
+                user_domain="stackube",
+                project_domain="stackube",
+            )
+        )
+        token = os_admin.identity.validate_token(user.auth_token)
+        assert token.project["id"] == project_id
+        user.close()
+
+        binding = k8s.RbacAuthorizationV1Api(kube).read_namespaced_role_binding(
+            "stackube-tenant-admins", "test"
+        )
+        assert binding.role_ref.name == "admin"
+        assert [s.name for s in binding.subjects] == [f"stackube:project:{project_id}"]
+    finally:
+        delete_tenant(kube, "test")
+    wait_until(
+        lambda: not leftovers(kube, os_admin, "test"), 90, "tenant test cleaned up", controller.logs
+    )
+    with pytest.raises(ApiException) as gone:
+        k8s.RbacAuthorizationV1Api(kube).read_namespaced_role_binding(
+            "stackube-tenant-admins", "test"
+        )
+    assert gone.value.status == 404
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "field"),
+    [
+        ("networks", {"cidr": "10.244.0.0/33"}, "spec.cidr"),
+        ("networks", {"cidr": "10.244.0.1/16"}, "spec.cidr"),
+        ("networks", {"cidr": "10.244.0.0/16", "gateway": "10.245.0.1"}, "spec.gateway"),
+        ("networks", {"cidr": "10.244.0.0/16", "gateway": "nope"}, "spec.gateway"),
+        ("tenants", {"password": "p"}, "spec.username"),
+        ("tenants", {"username": "u"}, "spec.password"),
+        ("tenants", {"username": "with space", "password": "p"}, "spec.username"),
+    ],
+)
+def test_bad_input_is_rejected_by_the_apiserver_naming_the_field(
+    kube: k8s.ApiClient, harness: Controller, kind: str, body: dict[str, Any], field: str
+) -> None:
+    meta: dict[str, Any] = {"name": "bad"}
+    if kind == "networks":
+        meta["namespace"] = "default"
+    document = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": kind[:-1].title(),
+        "metadata": meta,
+        "spec": body,
+    }
+    with pytest.raises(ApiException) as refused:
+        if kind == "networks":
+            objects(kube).create_namespaced_custom_object(GROUP, VERSION, "default", kind, document)
+        else:
+            objects(kube).create_cluster_custom_object(GROUP, VERSION, kind, document)
+    assert refused.value.status == 422
+    assert field in refused.value.body
+
+
+def test_invalid_tenant_name_is_rejected(kube: k8s.ApiClient, harness: Controller) -> None:
+    document = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Tenant",
+        "metadata": {"name": "a." + "b" * 70},
+        "spec": {"username": "u", "password": "p"},
+    }
+    with pytest.raises(ApiException) as refused:
+        objects(kube).create_cluster_custom_object(GROUP, VERSION, "tenants", document)
+    assert refused.value.status == 422
+    assert "metadata.name" in refused.value.body
+
+
+def test_two_tenants_with_the_same_cidr_get_separate_networks_and_routers(
+    kube: k8s.ApiClient, os_admin: Connection, controller: Controller, cleanup_tenants: list[str]
+) -> None:
+    cleanup_tenants += ["alpha", "beta"]
+    create_tenant(kube, "alpha")
+    create_tenant(kube, "beta")
+    wait_active(kube, controller, "alpha")
+    wait_active(kube, controller, "beta")
+    a, b = read(kube, "networks", "alpha", "alpha"), read(kube, "networks", "beta", "beta")
+    assert a and b
+    assert a["spec"]["cidr"] == b["spec"]["cidr"] == "10.244.0.0/16"
+    assert a["status"]["networkID"] != b["status"]["networkID"]
+    assert a["status"]["routerID"] != b["status"]["routerID"]
+
+
+def test_a_neutron_network_deleted_by_hand_comes_back(
+    kube: k8s.ApiClient, os_admin: Connection, controller: Controller, cleanup_tenants: list[str]
+) -> None:
+    cleanup_tenants.append("drift")
+    create_tenant(kube, "drift")
+    wait_active(kube, controller, "drift")
+    network = read(kube, "networks", "drift", "drift")
+    assert network
+    old = network["status"]
+    os_admin.network.remove_interface_from_router(old["routerID"], subnet=old["subnetID"])
+    os_admin.network.delete_network(old["networkID"])
+
+    def recreated() -> bool:
+        current = (read(kube, "networks", "drift", "drift") or {}).get("status", {})
+        return current.get("state") == "Active" and current.get("networkID") not in (
+            None,
+            old["networkID"],
+        )
+
+    wait_until(recreated, 30, "the network to be recreated", controller.logs)
+    assert len(list(os_admin.network.networks(name="kube-drift-drift"))) == 1
+
+
+def test_deletion_completes_when_requested_while_the_controller_was_down(
+    kube: k8s.ApiClient, os_admin: Connection, harness: Controller
+) -> None:
+    harness.start()
+    harness.wait_healthy()
+    create_tenant(kube, "offline")
+    wait_active(kube, harness, "offline")
+    harness.stop_all()
+    delete_tenant(kube, "offline")
+    time.sleep(2)
+    tenant = read(kube, "tenants", "offline")
+    assert tenant is not None and tenant["metadata"].get("deletionTimestamp"), (
+        "finalizer must hold it"
+    )
+    harness.start()
+    try:
+        wait_until(
+            lambda: not leftovers(kube, os_admin, "offline"), 90, "offline cleaned up", harness.logs
+        )
+    finally:
+        harness.stop_all()
+
+
+def test_outage_shows_pending_then_recovers(
+    devbox: Devbox, kube: k8s.ApiClient, controller: Controller, cleanup_tenants: list[str]
+) -> None:
+    cleanup_tenants.append("outage")
+    devbox.table.stop("neutron-server")
+    try:
+        create_tenant(kube, "outage")
+        wait_until(
+            lambda: state_of(kube, "networks", "outage", "outage") == "Pending",
+            60,
+            "Network Pending while Neutron is down",
+            controller.logs,
+        )
+        network = read(kube, "networks", "outage", "outage")
+        assert network and "Neutron" in network["status"]["message"]
+    finally:
+        devbox.up()
+    wait_active(kube, controller, "outage", timeout=120)
+
+
+def test_metrics_count_reconciles(
+    controller: Controller, kube: k8s.ApiClient, cleanup_tenants: list[str]
+) -> None:
+    cleanup_tenants.append("metrics")
+    create_tenant(kube, "metrics")
+    wait_active(kube, controller, "metrics")
+    text = controller.metrics()
+    assert 'stackube_reconciles_total{kind="tenant",outcome="ok"}' in text
+    assert 'stackube_reconciles_total{kind="network",outcome="ok"}' in text
+
+
+def test_no_password_appears_in_any_controller_log(devbox: Devbox, harness: Controller) -> None:
+    """Runs after the tests above in this module: their tenants' passwords, and the
+    controller's own service password, are nowhere in what the controller logged."""
+    service_password = json.loads(devbox.settings.secrets_file.read_text())["stackube_service"]
+    logs = harness.logs()
+    assert logs, "the controller logged nothing at all?"
+    assert PASSWORDS, "no tenant was created in this module"
+    for secret in [*PASSWORDS, service_password]:
+        assert secret not in logs
+
+
+def test_manifests_are_accepted_by_the_apiserver(devbox: Devbox, harness: Controller) -> None:
+    done = subprocess.run(
+        ["kubectl", "apply", "--dry-run=server", "-k", str(REPO / "deploy")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"KUBECONFIG": str(devbox.settings.admin_kubeconfig), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr

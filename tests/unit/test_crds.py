@@ -1,0 +1,33 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stackube.api import crds
+from stackube.api.types import State
+
+pytestmark = pytest.mark.unit
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "crds"
+
+
+def test_deployed_crd_files_are_the_generated_ones() -> None:
+    for crd in crds.all_crds():
+        path = DEPLOY / f"{crd['metadata']['name']}.yaml"
+        assert yaml.safe_load(path.read_text()) == crd, (
+            f"regenerate with `stackube crds -o {DEPLOY}`"
+        )
+
+
+def test_crds_carry_the_protected_group_approval_and_status_subresource() -> None:
+    for crd in crds.all_crds():
+        assert crd["metadata"]["annotations"]["api-approved.kubernetes.io"].startswith("unapproved")
+        version = crd["spec"]["versions"][0]
+        assert version["subresources"] == {"status": {}}
+        status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+        assert status["state"]["enum"] == [s.value for s in State]
+
+
+def test_scopes_match_the_seed() -> None:
+    assert crds.tenant_crd()["spec"]["scope"] == "Cluster"
+    assert crds.network_crd()["spec"]["scope"] == "Namespaced"
