@@ -18,7 +18,7 @@ from stackube.controller.network import NetworkReconciler
 from stackube.controller.operator import Reconcilers, register
 from stackube.controller.tenant import TenantReconciler
 from stackube.errors import StackubeError
-from stackube.kube.client import api_client
+from stackube.kube.client import api_client, endpoint
 from stackube.kube.lease import LeaseLock
 from stackube.openstack.cloud import Connection, Credentials, connect
 
@@ -73,10 +73,8 @@ def run(args: argparse.Namespace) -> int:
     config = parse_config(read_key_files(args.config_dir), read_key_files(args.secret_dir))
     for warning in config.warnings:
         log.warning("configuration: %s", warning)
-    if args.kubeconfig:
-        # kopf logs in through the Kubernetes client's own loading rules.
-        os.environ["KUBECONFIG"] = str(args.kubeconfig)
     kube = api_client(args.kubeconfig)
+    apiserver = endpoint(args.kubeconfig)
     openstack = OpenStackClient(config)
     metrics.serve(args.metrics_port, args.bind_address)
 
@@ -98,8 +96,16 @@ def run(args: argparse.Namespace) -> int:
     register(registry, args.resync_seconds)
 
     @kopf.on.login(registry=registry)
-    def _login(**kwargs: object) -> kopf.ConnectionInfo | None:
-        return kopf.login_via_client(**kwargs)  # type: ignore[arg-type]
+    def _login(**_: object) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(
+            server=apiserver.server,
+            ca_path=apiserver.ca_path,
+            certificate_path=apiserver.certificate_path,
+            private_key_path=apiserver.private_key_path,
+            token=apiserver.token,
+            insecure=apiserver.insecure,
+            scheme="Bearer" if apiserver.token else None,
+        )
 
     memo = kopf.Memo(
         reconcilers=Reconcilers(

@@ -186,7 +186,11 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
         run_pass("tenant", body, patch, retry, _tenant_pass(memo.reconcilers, body))
 
     @kopf.timer(
-        *tenants, registry=registry, interval=resync_seconds, initial_delay=resync_seconds, idle=resync_seconds / 2
+        *tenants,
+        registry=registry,
+        interval=resync_seconds,
+        initial_delay=resync_seconds,
+        idle=resync_seconds / 2,
     )
     def tenant_resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         if body.metadata.get("deletionTimestamp"):
@@ -229,7 +233,11 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
         run_pass("network", body, patch, retry, network_action(memo, body))
 
     @kopf.timer(
-        *networks, registry=registry, interval=resync_seconds, initial_delay=resync_seconds, idle=resync_seconds / 2
+        *networks,
+        registry=registry,
+        interval=resync_seconds,
+        initial_delay=resync_seconds,
+        idle=resync_seconds / 2,
     )
     def network_resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         if body.metadata.get("deletionTimestamp"):

@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lease-namespace", default="kube-system")
     parser.add_argument("--lease-name", default="stackube-controller")
     parser.add_argument(
-        "--resync-seconds", type=float, default=60.0,
+        "--resync-seconds",
+        type=float,
+        default=60.0,
         help="re-check every object this often, repairing drift (e.g. resources deleted by hand)",
     )

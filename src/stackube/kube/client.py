@@ -1,23 +1,56 @@
-"""Kubernetes API clients from a kubeconfig file."""
+"""Kubernetes API clients from a kubeconfig file or a pod's service account."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 from kubernetes import client, config
 
 ApiClient = client.ApiClient
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to reach the apiserver, as plain values (for other HTTP clients,
+    e.g. kopf's own)."""
+
+    server: str
+    ca_path: str | None
+    certificate_path: str | None
+    private_key_path: str | None
+    token: str | None
+    insecure: bool
+
+
+def _configuration(kubeconfig: Path | None) -> client.Configuration:
+    configuration = client.Configuration()
+    if kubeconfig is not None:
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        return configuration
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)
+    return configuration
+
+
 def api_client(kubeconfig: Path | None = None) -> ApiClient:
     """From a kubeconfig file, else in-cluster (a pod's service account), else $KUBECONFIG."""
-    if kubeconfig is None:
-        try:
-            config.load_incluster_config()
-            return ApiClient()
-        except config.ConfigException:
-            made = config.new_client_from_config()
-            return cast(ApiClient, made)
-    made = config.new_client_from_config(config_file=str(kubeconfig))
-    return cast(ApiClient, made)
+    return client.ApiClient(_configuration(kubeconfig))
+
+
+def endpoint(kubeconfig: Path | None = None) -> Endpoint:
+    configuration = _configuration(kubeconfig)
+    bearer = (configuration.api_key or {}).get("authorization") or (
+        configuration.api_key or {}
+    ).get("BearerToken")
+    token = bearer.split(" ", 1)[1] if bearer and " " in bearer else bearer
+    return Endpoint(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        token=token,
+        insecure=not configuration.verify_ssl,
+    )
