@@ -114,3 +114,10 @@ def test_openstack_errors_are_classified(exc: Exception, kind: type[Exception]) 
     translated = translate(exc, "doing a thing")
     assert type(translated) is kind
     assert str(translated).startswith("doing a thing: ")
+
+
+def test_backoff_doubles_to_a_minute_unless_a_delay_is_asked_for() -> None:
+    from stackube.controller.operator import _backoff
+
+    assert [_backoff(r, None) for r in range(9)] == [0.5, 1, 2, 4, 8, 16, 32, 60, 60]
+    assert _backoff(8, 1.0) == 1.0

@@ -91,7 +91,11 @@ def _status(
 
 
 def _backoff(retry: int, hinted: float | None) -> float:
-    return max(hinted or 0.0, min(2.0 ** min(retry, 6) * 0.5, MAX_BACKOFF_SECONDS))
+    """A delay the failure asked for (Retry-After, or "waiting for X" that resolves
+    soon) is honoured as it is; otherwise 0.5 s doubling up to a minute."""
+    if hinted is not None:
+        return hinted
+    return min(0.5 * 2.0 ** min(retry, 7), MAX_BACKOFF_SECONDS)
 
 
 def run_pass(

@@ -1,0 +1,152 @@
+"""The controller killed right after each external step converges on restart, with no
+duplicates and, after delete, no leftovers; leader election keeps one active."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client as k8s
+from openstack.connection import Connection
+
+from stackube.controller.faults import CRASH_EXIT_CODE
+from stackube.controller.network import NETWORK_DELETE_STEPS, NETWORK_STEPS
+from stackube.controller.tenant import TENANT_DELETE_STEPS, TENANT_STEPS
+from stackube.devbox.box import Devbox
+from tests.integration.controller_harness import (
+    Controller,
+    apply_crds,
+    apply_rbac,
+    service_account_kubeconfig,
+    write_config,
+)
+from tests.integration.test_controller import (
+    create_tenant,
+    delete_tenant,
+    leftovers,
+    wait_active,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def harness(
+    devbox: Devbox, kube: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Controller]:
+    apply_crds(kube)
+    apply_rbac(kube)
+    directory = tmp_path_factory.mktemp("controller-resilience")
+    kubeconfig = service_account_kubeconfig(kube, devbox, directory / "kubeconfig")
+    config_dir, secret_dir = write_config(devbox, directory)
+    harness = Controller(kubeconfig, config_dir, secret_dir, directory)
+    yield harness
+    harness.stop_all()
+
+
+def wait_crash(proc: subprocess.Popen[bytes], harness: Controller, step: str) -> None:
+    try:
+        code = proc.wait(60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"crash point {step} never reached\n{harness.logs()[-3000:]}"
+        ) from None
+    assert code == CRASH_EXIT_CODE, f"exited {code} instead of crashing at {step}"
+
+
+def duplicates(os_admin: Connection, name: str) -> dict[str, int]:
+    domain = os_admin.identity.find_domain("stackube")
+    neutron = f"kube-{name}-{name}"
+    counts = {
+        "projects": len(list(os_admin.identity.projects(name=name, domain_id=domain.id))),
+        "users": len(list(os_admin.identity.users(name=name, domain_id=domain.id))),
+        "networks": len(list(os_admin.network.networks(name=neutron))),
+        "subnets": len(list(os_admin.network.subnets(name=neutron))),
+        "routers": len(list(os_admin.network.routers(name=neutron))),
+    }
+    return {kind: n for kind, n in counts.items() if n != 1}
+
+
+@pytest.mark.parametrize("step", TENANT_STEPS + NETWORK_STEPS)
+def test_crash_after_a_create_step_converges_without_duplicates(
+    kube: k8s.ApiClient, os_admin: Connection, harness: Controller, step: str
+) -> None:
+    name = f"crash-{(TENANT_STEPS + NETWORK_STEPS).index(step)}"
+    proc = harness.start(crash_after=step)
+    try:
+        create_tenant(kube, name)
+        wait_crash(proc, harness, step)
+        harness.start()
+        wait_active(kube, harness, name)
+        assert duplicates(os_admin, name) == {}
+    finally:
+        delete_tenant(kube, name)
+        if not any(p.poll() is None for p in harness.procs):
+            harness.start()
+        wait_until(
+            lambda: not leftovers(kube, os_admin, name), 90, f"{name} cleaned up", harness.logs
+        )
+        harness.stop_all()
+
+
+@pytest.mark.parametrize("step", TENANT_DELETE_STEPS + NETWORK_DELETE_STEPS)
+def test_crash_after_a_delete_step_still_removes_everything(
+    kube: k8s.ApiClient, os_admin: Connection, harness: Controller, step: str
+) -> None:
+    name = f"crashdel-{(TENANT_DELETE_STEPS + NETWORK_DELETE_STEPS).index(step)}"
+    harness.start()
+    try:
+        create_tenant(kube, name)
+        wait_active(kube, harness, name)
+        harness.stop_all()
+        proc = harness.start(crash_after=step)
+        delete_tenant(kube, name)
+        wait_crash(proc, harness, step)
+        harness.start()
+        wait_until(
+            lambda: not leftovers(kube, os_admin, name), 90, f"{name} cleaned up", harness.logs
+        )
+    finally:
+        delete_tenant(kube, name)
+        harness.stop_all()
+
+
+def test_leader_election_keeps_one_active_and_fails_over(
+    kube: k8s.ApiClient, os_admin: Connection, harness: Controller
+) -> None:
+    first = harness.start(leader_elect=True)
+    harness.wait_healthy()
+    second = harness.start(leader_elect=True)
+    lease = k8s.CoordinationV1Api(kube)
+    try:
+        time.sleep(3)
+        holder = lease.read_namespaced_lease(
+            "stackube-controller", "kube-system"
+        ).spec.holder_identity
+        assert holder.endswith(f"-{first.pid}"), holder
+        assert second.poll() is None  # waiting, not failed
+        first.kill()
+        first.wait()
+        # The lease runs out (15 s) and the second takes over and serves.
+        wait_until(
+            lambda: lease.read_namespaced_lease(
+                "stackube-controller", "kube-system"
+            ).spec.holder_identity.endswith(f"-{second.pid}"),
+            40,
+            "the second controller to take the lease",
+            harness.logs,
+        )
+        create_tenant(kube, "failover")
+        wait_active(kube, harness, "failover")
+    finally:
+        delete_tenant(kube, "failover")
+        wait_until(
+            lambda: not leftovers(kube, os_admin, "failover"),
+            90,
+            "failover cleaned up",
+            harness.logs,
+        )
+        harness.stop_all()
