@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from stackube.api.crds import all_crds
+from stackube.api.manifests import controller_rbac
 from stackube.controller.options import add_arguments
 from stackube.devbox.box import Devbox
 from stackube.devbox.commands import StepError
@@ -64,13 +65,19 @@ def _controller(args: argparse.Namespace) -> int:
 
 
 def _manifests(args: argparse.Namespace) -> int:
-    documents = all_crds()
-    if args.output:
-        for crd in documents:
-            path = Path(args.output) / f"{crd['metadata']['name']}.yaml"
-            path.write_text(yaml.safe_dump(crd, sort_keys=False))
-    else:
+    """CRDs and the controller's RBAC, generated from the package (deploy/ holds copies)."""
+    if not args.output:
+        documents = [*all_crds(), *controller_rbac()]
         print(yaml.safe_dump_all(documents, sort_keys=False), end="")
+        return 0
+    root = Path(args.output)
+    (root / "crds").mkdir(parents=True, exist_ok=True)
+    (root / "controller").mkdir(parents=True, exist_ok=True)
+    for crd in all_crds():
+        path = root / "crds" / f"{crd['metadata']['name']}.yaml"
+        path.write_text(yaml.safe_dump(crd, sort_keys=False))
+    rbac = yaml.safe_dump_all(controller_rbac(), sort_keys=False)
+    (root / "controller" / "rbac.yaml").write_text(rbac)
     return 0
 
 
@@ -94,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(controller)
     controller.set_defaults(handler=_controller)
 
-    manifests = commands.add_parser("crds", help="print (or write) the CRD manifests")
-    manifests.add_argument("-o", "--output", help="directory to write one file per CRD")
+    manifests = commands.add_parser("manifests", help="print (or write) CRDs and controller RBAC")
+    manifests.add_argument("-o", "--output", help="deploy/ directory to write them into")
     manifests.set_defaults(handler=_manifests)
     return parser
 

@@ -11,19 +11,31 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from kubernetes import client as k8s
-from kubernetes import utils as k8s_utils
-from kubernetes.client.exceptions import ApiException
 
 from stackube.api.crds import all_crds
+from stackube.api.manifests import controller_rbac
 from stackube.devbox.box import Devbox
+from stackube.kube import apply
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def devbox_controller_paused(devbox: Devbox) -> Iterator[None]:
+    """Tests run their own controllers: the devbox's one must not act meanwhile."""
+    devbox.table.stop("stackube-controller")
+    try:
+        yield
+    finally:
+        devbox.up()
 
 
 def free_port() -> int:
@@ -33,34 +45,11 @@ def free_port() -> int:
 
 
 def apply_crds(api: k8s.ApiClient) -> None:
-    ext = k8s.ApiextensionsV1Api(api)
-    for crd in all_crds():
-        name = crd["metadata"]["name"]
-        try:
-            current = ext.read_custom_resource_definition(name)
-            version = current.metadata.resource_version
-            replacement = {**crd, "metadata": {**crd["metadata"], "resourceVersion": version}}
-            ext.replace_custom_resource_definition(name, replacement)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            ext.create_custom_resource_definition(crd)
-    deadline = time.monotonic() + 30
-    for crd in all_crds():
-        while time.monotonic() < deadline:
-            status = ext.read_custom_resource_definition(crd["metadata"]["name"]).status
-            if any(c.type == "Established" and c.status == "True" for c in status.conditions or []):
-                break
-            time.sleep(0.2)
+    apply.apply_crds(api, all_crds())
 
 
 def apply_rbac(api: k8s.ApiClient) -> None:
-    for doc in yaml.safe_load_all((REPO / "deploy/controller/rbac.yaml").read_text()):
-        try:
-            k8s_utils.create_from_dict(api, doc)
-        except k8s_utils.FailToCreateError as exc:
-            if not all(e.status == 409 for e in exc.api_exceptions):
-                raise
+    apply.create_missing(api, controller_rbac())
 
 
 def service_account_kubeconfig(api: k8s.ApiClient, devbox: Devbox, path: Path) -> Path:
@@ -123,7 +112,7 @@ class Controller:
     config_dir: Path
     secret_dir: Path
     log_dir: Path
-    resync_seconds: float = 3.0
+    resync_seconds: float = 5.0
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     runs: int = 0
 

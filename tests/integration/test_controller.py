@@ -24,6 +24,7 @@ from tests.integration.controller_harness import (
     Controller,
     apply_crds,
     apply_rbac,
+    devbox_controller_paused,
     service_account_kubeconfig,
     write_config,
 )
@@ -51,8 +52,9 @@ def harness(
     kubeconfig = service_account_kubeconfig(kube, devbox, directory / "kubeconfig")
     config_dir, secret_dir = write_config(devbox, directory)
     harness = Controller(kubeconfig, config_dir, secret_dir, directory)
-    yield harness
-    harness.stop_all()
+    with devbox_controller_paused(devbox):
+        yield harness
+        harness.stop_all()
 
 
 @pytest.fixture
@@ -396,3 +398,93 @@ def test_manifests_are_accepted_by_the_apiserver(devbox: Devbox, harness: Contro
         env={"KUBECONFIG": str(devbox.settings.admin_kubeconfig), "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stderr
+
+
+def keystone_accepts(devbox: Devbox, username: str, password: str, project: str) -> bool:
+    try:
+        conn = cloud.connect(
+            cloud.Credentials(
+                devbox.settings.keystone_url,
+                username,
+                password,
+                project,
+                user_domain="stackube",
+                project_domain="stackube",
+            )
+        )
+        ok = bool(conn.auth_token)
+        conn.close()
+    except Exception:  # noqa: BLE001 - any refusal means "not accepted"
+        return False
+    return ok
+
+
+def make_secret(kube: k8s.ApiClient, namespace: str, name: str, password: str) -> None:
+    body = k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name), string_data={"password": password})
+    k8s.CoreV1Api(kube).create_namespaced_secret(namespace, body)
+
+
+def test_password_from_a_secret_and_a_changed_password(
+    devbox: Devbox, kube: k8s.ApiClient, controller: Controller, cleanup_tenants: list[str]
+) -> None:
+    cleanup_tenants += ["fromsecret", "pwchange"]
+    secret_name, password = f"pw-{secrets.token_hex(3)}", f"pw-{secrets.token_hex(8)}"
+    PASSWORDS.append(password)
+    make_secret(kube, "kube-system", secret_name, password)
+    try:
+        body = yaml.safe_load(SEED_TENANT)
+        body["metadata"]["name"] = "fromsecret"
+        body["spec"] = {
+            "username": "fromsecret",
+            "passwordSecretRef": {"namespace": "kube-system", "name": secret_name},
+        }
+        objects(kube).create_cluster_custom_object(GROUP, VERSION, "tenants", body)
+        wait_active(kube, controller, "fromsecret")
+        assert keystone_accepts(devbox, "fromsecret", password, "fromsecret")
+    finally:
+        k8s.CoreV1Api(kube).delete_namespaced_secret(secret_name, "kube-system")
+
+    first = create_tenant(kube, "pwchange")
+    wait_active(kube, controller, "pwchange")
+    assert keystone_accepts(devbox, "pwchange", first, "pwchange")
+    second = f"pw-{secrets.token_hex(8)}"
+    PASSWORDS.append(second)
+    objects(kube).patch_cluster_custom_object(
+        GROUP, VERSION, "tenants", "pwchange", {"spec": {"password": second}}
+    )
+    wait_until(
+        lambda: keystone_accepts(devbox, "pwchange", second, "pwchange"),
+        30,
+        "the new password to work",
+        controller.logs,
+    )
+    assert not keystone_accepts(devbox, "pwchange", first, "pwchange")
+    annotations = (read(kube, "tenants", "pwchange") or {})["metadata"].get("annotations", {})
+    assert not any(second in value for value in annotations.values())
+
+
+def test_a_secret_outside_the_controller_namespace_fails_clearly(
+    kube: k8s.ApiClient, controller: Controller, cleanup_tenants: list[str]
+) -> None:
+    cleanup_tenants.append("elsewhere")
+    secret_name = f"pw-{secrets.token_hex(3)}"
+    make_secret(kube, "default", secret_name, "irrelevant")
+    try:
+        body = yaml.safe_load(SEED_TENANT)
+        body["metadata"]["name"] = "elsewhere"
+        body["spec"] = {
+            "username": "elsewhere",
+            "passwordSecretRef": {"namespace": "default", "name": secret_name},
+        }
+        objects(kube).create_cluster_custom_object(GROUP, VERSION, "tenants", body)
+        wait_until(
+            lambda: state_of(kube, "tenants", "elsewhere") == "Failed",
+            30,
+            "the Tenant to fail",
+            controller.logs,
+        )
+        tenant = read(kube, "tenants", "elsewhere")
+        assert tenant and "403" in tenant["status"]["message"]
+        assert "secret" in tenant["status"]["message"]
+    finally:
+        k8s.CoreV1Api(kube).delete_namespaced_secret(secret_name, "default")

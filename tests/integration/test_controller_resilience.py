@@ -19,6 +19,7 @@ from tests.integration.controller_harness import (
     Controller,
     apply_crds,
     apply_rbac,
+    devbox_controller_paused,
     service_account_kubeconfig,
     write_config,
 )
@@ -43,8 +44,9 @@ def harness(
     kubeconfig = service_account_kubeconfig(kube, devbox, directory / "kubeconfig")
     config_dir, secret_dir = write_config(devbox, directory)
     harness = Controller(kubeconfig, config_dir, secret_dir, directory)
-    yield harness
-    harness.stop_all()
+    with devbox_controller_paused(devbox):
+        yield harness
+        harness.stop_all()
 
 
 def wait_crash(proc: subprocess.Popen[bytes], harness: Controller, step: str) -> None:

@@ -7,6 +7,7 @@ from openstack import exceptions as sdk
 
 from stackube.api.conditions import set_condition
 from stackube.controller import config, naming, rbac
+from stackube.controller.operator import retry_delay
 from stackube.errors import NotFoundError, PermanentError, TemporaryError
 from stackube.openstack.errors import translate
 
@@ -117,7 +118,5 @@ def test_openstack_errors_are_classified(exc: Exception, kind: type[Exception]) 
 
 
 def test_backoff_doubles_to_a_minute_unless_a_delay_is_asked_for() -> None:
-    from stackube.controller.operator import _backoff
-
-    assert [_backoff(r, None) for r in range(9)] == [0.5, 1, 2, 4, 8, 16, 32, 60, 60]
-    assert _backoff(8, 1.0) == 1.0
+    assert [retry_delay(r, None) for r in range(9)] == [0.5, 1, 2, 4, 8, 16, 32, 60, 60]
+    assert retry_delay(8, 1.0) == 1.0

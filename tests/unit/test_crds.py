@@ -4,19 +4,21 @@ import pytest
 import yaml
 
 from stackube.api import crds
+from stackube.api.manifests import controller_rbac
 from stackube.api.types import State
 
 pytestmark = pytest.mark.unit
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "crds"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
-def test_deployed_crd_files_are_the_generated_ones() -> None:
+def test_deployed_files_are_the_generated_ones() -> None:
+    regenerate = f"regenerate with `stackube manifests -o {DEPLOY}`"
     for crd in crds.all_crds():
-        path = DEPLOY / f"{crd['metadata']['name']}.yaml"
-        assert yaml.safe_load(path.read_text()) == crd, (
-            f"regenerate with `stackube crds -o {DEPLOY}`"
-        )
+        path = DEPLOY / "crds" / f"{crd['metadata']['name']}.yaml"
+        assert yaml.safe_load(path.read_text()) == crd, regenerate
+    rbac = [d for d in yaml.safe_load_all((DEPLOY / "controller" / "rbac.yaml").read_text()) if d]
+    assert rbac == controller_rbac(), regenerate
 
 
 def test_crds_carry_the_protected_group_approval_and_status_subresource() -> None:

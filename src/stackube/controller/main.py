@@ -4,8 +4,10 @@ metrics, then the kopf operator until stopped or no longer leader."""
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -50,10 +52,12 @@ class OpenStackClient:
             return self._conn
 
 
-def _keep_lease(lock: LeaseLock, stop: threading.Event, lost: threading.Event) -> None:
+def _keep_lease(lock: LeaseLock, done: threading.Event, lost: threading.Event) -> None:
+    """Renew the lease until `done`; if it cannot be kept, note it and stop the operator
+    the way a kubelet would (SIGTERM: kopf's own graceful stop)."""
     period = lock.duration_seconds / 3
     last_ok = time.monotonic()
-    while not stop.wait(period):
+    while not done.wait(period):
         try:
             if lock.try_acquire_or_renew():
                 last_ok = time.monotonic()
@@ -65,11 +69,13 @@ def _keep_lease(lock: LeaseLock, stop: threading.Event, lost: threading.Event) -
                 continue
             log.error("leader lease not renewed for %ss: %s", lock.duration_seconds, exc)
         lost.set()
-        stop.set()
+        os.kill(os.getpid(), signal.SIGTERM)
         return
 
 
 def run(args: argparse.Namespace) -> int:
+    # `kill -USR1 <pid>` prints every thread's stack to the log: for stuck-looking pods.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     config = parse_config(read_key_files(args.config_dir), read_key_files(args.secret_dir))
     for warning in config.warnings:
         log.warning("configuration: %s", warning)
@@ -78,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
     openstack = OpenStackClient(config)
     metrics.serve(args.metrics_port, args.bind_address)
 
-    stop = threading.Event()
+    # No stop_flag for kopf: it would park an executor thread waiting on it, which
+    # asyncio then waits for forever at shutdown. Losing the lease sends SIGTERM instead.
     lost = threading.Event()
+    done = threading.Event()
     lock = None
     if args.leader_elect:
         identity = f"{socket.gethostname()}-{os.getpid()}"
@@ -89,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(2)
         log.info("became leader as %s", identity)
         threading.Thread(
-            target=_keep_lease, args=(lock, stop, lost), name="leader-lease", daemon=True
+            target=_keep_lease, args=(lock, done, lost), name="leader-lease", daemon=True
         ).start()
 
     registry = kopf.OperatorRegistry()
@@ -119,9 +127,9 @@ def run(args: argparse.Namespace) -> int:
             standalone=True,
             liveness_endpoint=f"http://{args.bind_address}:{args.health_port}/healthz",
             memo=memo,
-            stop_flag=stop,
         )
     finally:
+        done.set()
         if lock is not None and not lost.is_set():
             lock.release()
     return 1 if lost.is_set() else 0

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from stackube.api.types import LABEL_PROJECT_ID, SpecError, parse_network
+from stackube.api.types import LABEL_PROJECT_ID, NetworkSpec, SpecError, parse_network
 from stackube.controller.config import ControllerConfig
 from stackube.controller.faults import checkpoint
 from stackube.controller.naming import POD_PORT_DEVICE_OWNER, neutron_name
@@ -80,47 +81,57 @@ class NetworkReconciler:
         project = self.project_id(spec.namespace)
         name = neutron_name(spec.namespace, spec.name)
 
+        # The router does not depend on the network: make both side by side (Neutron's
+        # router with its external gateway is the slowest single call).
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="neutron") as pool:
+            routed = pool.submit(self._router, name, project, status)
+            net, subnet, recreated = self._network_and_subnet(spec, name, project, status)
+            router = routed.result()
+        if subnet.id not in neutron.router_interface_subnets(self.conn, router.id):
+            neutron.add_router_interface(self.conn, router.id, subnet.id)
+            checkpoint("router-interface")
+        return NetworkResult(net.id, subnet.id, router.id, recreated)
+
+    def _network_and_subnet(
+        self, spec: NetworkSpec, name: str, project: str, status: Mapping[str, Any]
+    ) -> tuple[neutron.Network, neutron.Subnet, bool]:
+        known = status.get("networkID")
         nets = neutron.find_networks(self.conn, name, project)
-        recreated = bool(status.get("networkID")) and status["networkID"] not in {
-            n.id for n in nets
-        }
+        recreated = bool(known) and known not in {n.id for n in nets}
         if nets:
-            net = next((n for n in nets if n.id == status.get("networkID")), nets[0])
+            net = next((n for n in nets if n.id == known), nets[0])
         else:
-            net = neutron.create_network(
-                self.conn, name, project, f"Stackube Network {spec.namespace}/{spec.name}"
-            )
+            description = f"Stackube Network {spec.namespace}/{spec.name}"
+            net = neutron.create_network(self.conn, name, project, description)
             if recreated:
                 log.warning(
                     "network %s/%s: Neutron network %s was gone; made %s",
                     spec.namespace,
                     spec.name,
-                    status["networkID"],
+                    known,
                     net.id,
                 )
             checkpoint("neutron-network")
-
         subnet = next((s for s in neutron.subnets_of(self.conn, net.id) if s.name == name), None)
         if subnet is None:
+            if spec.cidr is None:
+                raise PermanentError("spec.cidr is required unless spec.networkID adopts a network")
             subnet = neutron.create_subnet(
                 self.conn, name, net.id, project, cidr=spec.cidr, gateway_ip=spec.gateway
             )
             checkpoint("neutron-subnet")
+        return net, subnet, recreated
 
+    def _router(self, name: str, project: str, status: Mapping[str, Any]) -> neutron.Router:
         routers = neutron.find_routers(self.conn, name, project)
-        router = next((r for r in routers if r.id == status.get("routerID")), None) or (
-            routers[0] if routers else None
-        )
+        router = next((r for r in routers if r.id == status.get("routerID")), None)
+        router = router or (routers[0] if routers else None)
         if router is None:
             router = neutron.create_router(self.conn, name, project, self.config.ext_net_id)
             checkpoint("neutron-router")
         elif self.config.ext_net_id and router.external_network_id != self.config.ext_net_id:
             neutron.set_router_gateway(self.conn, router.id, self.config.ext_net_id)
-
-        if subnet.id not in neutron.router_interface_subnets(self.conn, router.id):
-            neutron.add_router_interface(self.conn, router.id, subnet.id)
-            checkpoint("router-interface")
-        return NetworkResult(net.id, subnet.id, router.id, recreated)
+        return router
 
     def finalize(self, body: Mapping[str, Any]) -> None:
         """Remove what we made in Neutron: pod ports, router interface, router, subnet,

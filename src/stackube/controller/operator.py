@@ -12,6 +12,7 @@ retries and the liveness endpoint. The decisions stay in the reconcilers; here:
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import logging
@@ -66,6 +67,8 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.networking.request_timeout = 60
     settings.execution.max_workers = 16
     settings.posting.level = logging.WARNING
+    # If a stop ever hangs, kopf kills its thread (the process) after this long.
+    settings.process.ultimate_exiting_timeout = 20
 
 
 def _status(
@@ -90,7 +93,7 @@ def _status(
     }
 
 
-def _backoff(retry: int, hinted: float | None) -> float:
+def retry_delay(retry: int, hinted: float | None) -> float:
     """A delay the failure asked for (Retry-After, or "waiting for X" that resolves
     soon) is honoured as it is; otherwise 0.5 s doubling up to a minute."""
     if hinted is not None:
@@ -113,7 +116,7 @@ def run_pass(
     except TemporaryError as exc:
         metrics.observe(kind, "temporary", time.monotonic() - started)
         patch.status.update(_status(body, State.PENDING, str(exc), False, "TemporaryFailure"))
-        raise kopf.TemporaryError(str(exc), delay=_backoff(retry, exc.retry_after)) from exc
+        raise kopf.TemporaryError(str(exc), delay=retry_delay(retry, exc.retry_after)) from exc
     except PermanentError as exc:
         metrics.observe(kind, "permanent", time.monotonic() - started)
         patch.status.update(_status(body, State.FAILED, str(exc), False, "PermanentFailure"))
@@ -130,6 +133,19 @@ def run_pass(
         raise kopf.TemporaryError(message, delay=recheck)
 
 
+def resync(
+    kind: str,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    action: Callable[[], tuple[State, str, dict[str, Any], float | None]],
+) -> None:
+    """A timer tick: the same pass; failures are already in status, the next tick retries."""
+    try:
+        run_pass(kind, body, patch, 0, action)
+    except (kopf.TemporaryError, kopf.PermanentError):
+        return
+
+
 def run_finalizer(
     kind: str, body: kopf.Body, patch: kopf.Patch, retry: int, action: Callable[[], None]
 ) -> None:
@@ -139,7 +155,7 @@ def run_finalizer(
     except TemporaryError as exc:
         metrics.observe(f"{kind}-delete", "waiting", time.monotonic() - started)
         patch.status.update(_status(body, State.TERMINATING, str(exc), False, "Terminating"))
-        raise kopf.TemporaryError(str(exc), delay=_backoff(retry, exc.retry_after)) from exc
+        raise kopf.TemporaryError(str(exc), delay=retry_delay(retry, exc.retry_after)) from exc
     except PermanentError as exc:
         # Deletion must finish eventually: a permanent error is reported and retried
         # slowly rather than leaving the finalizer stuck for good.
@@ -166,7 +182,8 @@ def _tenant_pass(r: Reconcilers, body: kopf.Body) -> Callable[[], Any]:
         if result.network_state == State.FAILED.value:
             raise PermanentError(f"Network {name}/{name} failed: {result.network_message}")
         waiting = f"waiting for Network {name}/{name} ({result.network_state or 'new'})"
-        return State.INITIALIZING, waiting, ids, 0.5
+        # The Network's state change annotates the Tenant, which runs this pass again.
+        return State.INITIALIZING, waiting, ids, None
 
     return action
 
@@ -183,7 +200,7 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
 
     @kopf.on.resume(*tenants, registry=registry)
     @kopf.on.create(*tenants, registry=registry)
-    @kopf.on.update(*tenants, registry=registry, field="spec")
+    @kopf.on.update(*tenants, registry=registry)
     def tenant_reconcile(
         body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, **_: Any
     ) -> None:
@@ -196,13 +213,13 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
         initial_delay=resync_seconds,
         idle=resync_seconds / 2,
     )
-    def tenant_resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        if body.metadata.get("deletionTimestamp"):
-            return
-        try:
-            run_pass("tenant", body, patch, 0, _tenant_pass(memo.reconcilers, body))
-        except (kopf.TemporaryError, kopf.PermanentError):
-            return  # already reported in status; the next tick tries again
+    async def tenant_resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        # Async, so that kopf's sleep between ticks is cancellable at shutdown; the
+        # pass itself runs in a thread like the other handlers.
+        if not body.metadata.get("deletionTimestamp"):
+            await asyncio.to_thread(
+                resync, "tenant", body, patch, _tenant_pass(memo.reconcilers, body)
+            )
 
     @kopf.on.delete(*tenants, registry=registry)
     def tenant_delete(
@@ -243,13 +260,16 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
         initial_delay=resync_seconds,
         idle=resync_seconds / 2,
     )
-    def network_resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        if body.metadata.get("deletionTimestamp"):
-            return
-        try:
-            run_pass("network", body, patch, 0, network_action(memo, body))
-        except (kopf.TemporaryError, kopf.PermanentError):
-            return
+    async def network_resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        if not body.metadata.get("deletionTimestamp"):
+            await asyncio.to_thread(resync, "network", body, patch, network_action(memo, body))
+
+    @kopf.on.field(*networks, registry=registry, field="status.state")
+    def network_state_changed(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> None:
+        # A Tenant waits for its default Network: tell it, instead of it polling.
+        namespace, name = body.metadata.namespace, body.metadata.name
+        if namespace == name and new:
+            memo.reconcilers.tenants.note_network_state(name, str(new))
 
     @kopf.on.delete(*networks, registry=registry)
     def network_delete(

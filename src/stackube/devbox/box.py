@@ -31,6 +31,7 @@ from stackube.devbox.process import (
 from stackube.devbox.progress import Progress
 from stackube.devbox.service import Service, ensure_running, stop_service
 from stackube.devbox.settings import DevboxSettings
+from stackube.devbox.stackube import StackubeDevbox
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,11 @@ class Devbox:
     def kubernetes_services(self) -> list[Service]:
         return kubernetes_services(self.settings, self.apiserver)
 
+    def stackube_services(self) -> list[Service]:
+        return StackubeDevbox(self.settings, self.openstack).services()
+
     def all_services(self) -> list[Service]:
-        return self.kubernetes_services() + self.openstack.services()
+        return self.kubernetes_services() + self.openstack.services() + self.stackube_services()
 
     # ---- up -----------------------------------------------------------------------------
     def up(self) -> None:
@@ -106,6 +110,8 @@ class Devbox:
             for track in tracks:
                 track.result()
         self.openstack.write_client_files()
+        # Stackube needs both halves: its CRDs in the apiserver, Keystone and Neutron.
+        self._start_track(self.stackube_services())
         self.progress.say("devbox is up; `stackube devbox env` prints the exports")
 
     def _start_track(self, services: Sequence[Service]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,3 +56,13 @@ def endpoint(kubeconfig: Path | None = None) -> Endpoint:
         token=token,
         insecure=not configuration.verify_ssl,
     )
+
+
+@contextmanager
+def session(kubeconfig: Path | None = None) -> Iterator[ApiClient]:
+    """An API client that is closed (its connection pool too) when the block ends."""
+    api = api_client(kubeconfig)
+    try:
+        yield api
+    finally:
+        api.close()

@@ -63,7 +63,7 @@ class LeaseLock:
             + datetime.timedelta(seconds=spec.lease_duration_seconds or self.duration_seconds)
             < now
         )
-        if holder != self.identity and not expired:
+        if holder and holder != self.identity and not expired:  # None: released
             return False
         if holder != self.identity:
             spec.acquire_time = now

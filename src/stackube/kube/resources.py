@@ -9,7 +9,7 @@ from typing import Any, cast
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from stackube.api.types import API_VERSION, GROUP, NETWORK_PLURAL, VERSION
+from stackube.api.types import API_VERSION, GROUP, NETWORK_PLURAL, TENANT_PLURAL, VERSION
 from stackube.kube.errors import translating
 
 
@@ -96,6 +96,16 @@ def secret_value(api: k8s.ApiClient, namespace: str, name: str, key: str) -> str
         return None
     data = (secret.data or {}).get(key)
     return None if data is None else base64.b64decode(data).decode()
+
+
+@translating("annotate Tenant")
+def annotate_tenant(api: k8s.ApiClient, name: str, annotations: dict[str, str]) -> None:
+    try:
+        k8s.CustomObjectsApi(api).patch_cluster_custom_object(
+            GROUP, VERSION, TENANT_PLURAL, name, {"metadata": {"annotations": annotations}}
+        )
+    except ApiException as exc:
+        _absent_is_none(exc)
 
 
 # ---- Network objects --------------------------------------------------------------------
