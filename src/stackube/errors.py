@@ -7,6 +7,13 @@ reported in status and Events and not retried until the object changes.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 class StackubeError(Exception):
     """Base of every error Stackube raises on purpose."""
@@ -26,3 +33,27 @@ class PermanentError(StackubeError):
 
 class NotFoundError(PermanentError):
     """The thing asked for does not exist (callers often treat this as 'already gone')."""
+
+
+Translator = Callable[[Exception, str], StackubeError]
+
+
+def translating_with(
+    translate: Translator, what: str
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate an adapter function so that its library errors come out as ours,
+    classified by `translate` and chained (`raise ... from exc`)."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except StackubeError:
+                raise
+            except Exception as exc:
+                raise translate(exc, what) from exc
+
+        return wrapper
+
+    return decorate

@@ -23,6 +23,14 @@ from stackube.devbox.settings import DevboxSettings
 from stackube.host import netlink
 from stackube.kube.client import api_client
 from stackube.openstack.cloud import connect_cloud
+from tests.integration.controller_harness import (
+    Controller,
+    apply_crds,
+    apply_rbac,
+    devbox_controller_paused,
+    service_account_kubeconfig,
+    write_config,
+)
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +47,23 @@ def kube(devbox: Devbox) -> Iterator[k8s.ApiClient]:
     api = api_client(devbox.settings.admin_kubeconfig)
     yield api
     api.close()
+
+
+@pytest.fixture(scope="module")
+def harness(
+    devbox: Devbox, kube: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Controller]:
+    """Runs stackube-controller processes for a test module (the devbox's own controller
+    is paused meanwhile), with the ServiceAccount's least-privilege RBAC."""
+    apply_crds(kube)
+    apply_rbac(kube)
+    directory = tmp_path_factory.mktemp("controller")
+    kubeconfig = service_account_kubeconfig(kube, devbox, directory / "kubeconfig")
+    config_dir, secret_dir = write_config(devbox, directory)
+    harness = Controller(kubeconfig, config_dir, secret_dir, directory)
+    with devbox_controller_paused(devbox):
+        yield harness
+        harness.stop_all()
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,6 @@ from stackube.openstack import cloud
 from tests.integration.controller_harness import (
     REPO,
     Controller,
-    apply_crds,
-    apply_rbac,
-    devbox_controller_paused,
-    service_account_kubeconfig,
-    write_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -40,21 +35,6 @@ spec:
   username: "test"
   password: "password"
 """
-
-
-@pytest.fixture(scope="module")
-def harness(
-    devbox: Devbox, kube: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Controller]:
-    apply_crds(kube)
-    apply_rbac(kube)
-    directory = tmp_path_factory.mktemp("controller")
-    kubeconfig = service_account_kubeconfig(kube, devbox, directory / "kubeconfig")
-    config_dir, secret_dir = write_config(devbox, directory)
-    harness = Controller(kubeconfig, config_dir, secret_dir, directory)
-    with devbox_controller_paused(devbox):
-        yield harness
-        harness.stop_all()
 
 
 @pytest.fixture
@@ -364,6 +344,8 @@ def test_outage_shows_pending_then_recovers(
         assert network and "Neutron" in network["status"]["message"]
     finally:
         devbox.up()
+        # `up` also restarted the devbox's own controller, paused for this module.
+        devbox.table.stop("stackube-controller")
     wait_active(kube, controller, "outage", timeout=120)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 from kubernetes import client as k8s
@@ -14,14 +13,8 @@ from openstack.connection import Connection
 from stackube.controller.faults import CRASH_EXIT_CODE
 from stackube.controller.network import NETWORK_DELETE_STEPS, NETWORK_STEPS
 from stackube.controller.tenant import TENANT_DELETE_STEPS, TENANT_STEPS
-from stackube.devbox.box import Devbox
 from tests.integration.controller_harness import (
     Controller,
-    apply_crds,
-    apply_rbac,
-    devbox_controller_paused,
-    service_account_kubeconfig,
-    write_config,
 )
 from tests.integration.test_controller import (
     create_tenant,
@@ -32,21 +25,6 @@ from tests.integration.test_controller import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def harness(
-    devbox: Devbox, kube: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Controller]:
-    apply_crds(kube)
-    apply_rbac(kube)
-    directory = tmp_path_factory.mktemp("controller-resilience")
-    kubeconfig = service_account_kubeconfig(kube, devbox, directory / "kubeconfig")
-    config_dir, secret_dir = write_config(devbox, directory)
-    harness = Controller(kubeconfig, config_dir, secret_dir, directory)
-    with devbox_controller_paused(devbox):
-        yield harness
-        harness.stop_all()
 
 
 def wait_crash(proc: subprocess.Popen[bytes], harness: Controller, step: str) -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from stackube.errors import NotFoundError, PermanentError, StackubeError, TemporaryError
+from stackube.errors import (
+    NotFoundError,
+    PermanentError,
+    StackubeError,
+    TemporaryError,
+    translating_with,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,16 +35,5 @@ def translate(exc: Exception, what: str) -> StackubeError:
 
 
 def translating(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            try:
-                return fn(*args, **kwargs)
-            except StackubeError:
-                raise
-            except Exception as exc:
-                raise translate(exc, what) from exc
-
-        return wrapper
-
-    return decorate
+    """Decorate an adapter function so its library errors come out translated."""
+    return translating_with(translate, what)

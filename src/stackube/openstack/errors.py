@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -10,7 +9,13 @@ import requests
 from keystoneauth1 import exceptions as ksa
 from openstack import exceptions as sdk
 
-from stackube.errors import NotFoundError, PermanentError, StackubeError, TemporaryError
+from stackube.errors import (
+    NotFoundError,
+    PermanentError,
+    StackubeError,
+    TemporaryError,
+    translating_with,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -62,17 +67,4 @@ def translate(exc: Exception, what: str) -> StackubeError:  # noqa: PLR0911 - a 
 
 def translating(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate an adapter function so its library errors come out translated."""
-
-    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            try:
-                return fn(*args, **kwargs)
-            except StackubeError:
-                raise
-            except Exception as exc:
-                raise translate(exc, what) from exc
-
-        return wrapper
-
-    return decorate
+    return translating_with(translate, what)
