@@ -13,6 +13,11 @@ import yaml
 
 from stackube.api.crds import all_crds
 from stackube.api.manifests import controller_rbac
+from stackube.auth.options import (
+    add_kubeconfig_arguments,
+    add_login_arguments,
+    add_webhook_arguments,
+)
 from stackube.controller.options import add_arguments
 from stackube.devbox.box import Devbox
 from stackube.devbox.commands import StepError
@@ -64,6 +69,24 @@ def _controller(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _auth_webhook(args: argparse.Namespace) -> int:
+    from stackube.auth.main import run_webhook  # noqa: PLC0415 - aiohttp loads on demand
+
+    return run_webhook(args)
+
+
+def _login(args: argparse.Namespace) -> int:
+    from stackube.auth.main import run_login  # noqa: PLC0415 - keep kubectl's plugin quick
+
+    return run_login(args)
+
+
+def _kubeconfig(args: argparse.Namespace) -> int:
+    from stackube.auth.main import run_kubeconfig  # noqa: PLC0415
+
+    return run_kubeconfig(args)
+
+
 def _manifests(args: argparse.Namespace) -> int:
     """CRDs and the controller's RBAC, generated from the package (deploy/ holds copies)."""
     if not args.output:
@@ -101,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(controller)
     controller.set_defaults(handler=_controller)
 
+    webhook = commands.add_parser("auth-webhook", help="run the Keystone TokenReview webhook")
+    add_webhook_arguments(webhook)
+    webhook.set_defaults(handler=_auth_webhook)
+
+    login = commands.add_parser("login", help="kubectl exec credential plugin (Keystone)")
+    add_login_arguments(login)
+    login.set_defaults(handler=_login)
+
+    kubeconfig = commands.add_parser("kubeconfig", help="write a kubeconfig for a tenant user")
+    add_kubeconfig_arguments(kubeconfig)
+    kubeconfig.set_defaults(handler=_kubeconfig)
+
     manifests = commands.add_parser("manifests", help="print (or write) CRDs and controller RBAC")
     manifests.add_argument("-o", "--output", help="deploy/ directory to write them into")
     manifests.set_defaults(handler=_manifests)
@@ -110,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Programs that run for long say what they do; the devbox shows its own progress.
-    default_level = logging.INFO if args.command == "controller" else logging.WARNING
+    long_running = args.command in ("controller", "auth-webhook")
+    default_level = logging.INFO if long_running else logging.WARNING
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else default_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -15,8 +15,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from openstack.connection import Connection
 
+from stackube.api.naming import neutron_name
 from stackube.api.types import GROUP, VERSION
-from stackube.controller.naming import neutron_name
 from stackube.devbox.box import Devbox
 from stackube.openstack import cloud
 from tests.integration.controller_harness import (

@@ -5,8 +5,10 @@ import requests
 from keystoneauth1 import exceptions as ksa
 from openstack import exceptions as sdk
 
+from stackube import config
+from stackube.api import naming
 from stackube.api.conditions import set_condition
-from stackube.controller import config, naming, rbac
+from stackube.controller import rbac
 from stackube.controller.operator import retry_delay
 from stackube.errors import NotFoundError, PermanentError, TemporaryError
 from stackube.openstack.errors import translate

@@ -14,8 +14,8 @@ import time
 
 import kopf
 
+from stackube.config import ControllerConfig, parse_config, read_key_files
 from stackube.controller import metrics
-from stackube.controller.config import ControllerConfig, parse_config, read_key_files
 from stackube.controller.network import NetworkReconciler
 from stackube.controller.operator import Reconcilers, register
 from stackube.controller.tenant import TenantReconciler

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stackube.controller.naming import TENANT_ROLE_BINDING, project_group, tenant_labels
+from stackube.api.naming import TENANT_ROLE_BINDING, project_group, tenant_labels
 
 
 def tenant_role_binding(tenant: str, project_id: str) -> dict[str, Any]:

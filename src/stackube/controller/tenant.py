@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from stackube.api import naming
 from stackube.api.types import LABEL_TENANT, SpecError, TenantSpec, parse_tenant
-from stackube.controller import naming
-from stackube.controller.config import ControllerConfig
+from stackube.config import ControllerConfig
 from stackube.controller.faults import checkpoint
 from stackube.controller.rbac import tenant_role_binding
 from stackube.errors import PermanentError, TemporaryError

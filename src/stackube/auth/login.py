@@ -1,0 +1,165 @@
+"""`stackube login`: a kubectl exec credential plugin (client.authentication.k8s.io/v1)
+that gets a project-scoped Keystone token and caches it privately until shortly before
+it expires. The rendering and the cache policy are pure; files are 0600 in a 0700 dir."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+EXEC_API_VERSION = "client.authentication.k8s.io/v1"
+# Do not hand out a token that expires within this margin (clock skew, long commands).
+REFRESH_MARGIN = datetime.timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class LoginRequest:
+    auth_url: str
+    username: str
+    password: str
+    project_name: str
+    user_domain: str
+    project_domain: str
+
+
+class LoginError(ValueError):
+    """What is missing for a login; the message says where to put it."""
+
+
+def request_from(flags: Mapping[str, str | None], env: Mapping[str, str]) -> LoginRequest:
+    """Flags win over OS_* variables; the password only from OS_PASSWORD (or a flag,
+    discouraged: command lines are visible to other users)."""
+
+    def pick(flag: str, var: str, default: str | None = None) -> str:
+        value = flags.get(flag) or env.get(var) or default
+        if not value:
+            raise LoginError(
+                f"no {flag.replace('_', '-')}: pass --{flag.replace('_', '-')} or set {var}"
+            )
+        return value
+
+    return LoginRequest(
+        auth_url=pick("auth_url", "OS_AUTH_URL"),
+        username=pick("username", "OS_USERNAME"),
+        password=pick("password", "OS_PASSWORD"),
+        project_name=pick("project_name", "OS_PROJECT_NAME"),
+        user_domain=pick("user_domain_name", "OS_USER_DOMAIN_NAME", "Default"),
+        project_domain=pick("project_domain_name", "OS_PROJECT_DOMAIN_NAME", "Default"),
+    )
+
+
+def cache_key(req: LoginRequest) -> str:
+    """Who, where and with which password (hashed together): a new password never
+    reuses a token got with the old one, which Keystone revoked when it changed."""
+    ident = "\0".join(
+        [
+            req.auth_url,
+            req.user_domain,
+            req.username,
+            req.project_domain,
+            req.project_name,
+            req.password,
+        ]
+    )
+    return hashlib.sha256(ident.encode()).hexdigest()
+
+
+def exec_credential(token: str, expires_at: datetime.datetime) -> dict[str, Any]:
+    stamp = expires_at.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": EXEC_API_VERSION,
+        "kind": "ExecCredential",
+        "status": {"token": token, "expirationTimestamp": stamp},
+    }
+
+
+def still_fresh(expires_at: datetime.datetime, now: datetime.datetime) -> bool:
+    return expires_at - REFRESH_MARGIN > now
+
+
+class TokenCache:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.json"
+
+    def load(self, key: str, now: datetime.datetime) -> tuple[str, datetime.datetime] | None:
+        try:
+            doc = json.loads(self._path(key).read_text())
+            expires = datetime.datetime.fromisoformat(doc["expires_at"])
+        except (OSError, ValueError, KeyError):
+            return None
+        return (str(doc["token"]), expires) if still_fresh(expires, now) else None
+
+    def store(self, key: str, token: str, expires_at: datetime.datetime) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory.chmod(0o700)
+        path = self._path(key)
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"token": token, "expires_at": expires_at.isoformat()}, f)
+        tmp.replace(path)
+
+
+def kubeconfig_for_tenant(
+    *,
+    tenant: str,
+    server: str,
+    ca_data: str,
+    auth_url: str,
+    username: str,
+    command: list[str],
+) -> dict[str, Any]:
+    """A kubeconfig whose user runs `stackube login` for the tenant's project (domain
+    `stackube`); the password comes from OS_PASSWORD in the user's environment."""
+    args = [
+        "login",
+        f"--auth-url={auth_url}",
+        f"--username={username}",
+        f"--project-name={tenant}",
+        "--user-domain-name=stackube",
+        "--project-domain-name=stackube",
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "stackube",
+                "cluster": {"server": server, "certificate-authority-data": ca_data},
+            }
+        ],
+        "users": [
+            {
+                "name": f"{tenant}-{username}",
+                "user": {
+                    "exec": {
+                        "apiVersion": EXEC_API_VERSION,
+                        "command": command[0],
+                        "args": [*command[1:], *args],
+                        "interactiveMode": "Never",
+                        "provideClusterInfo": False,
+                    }
+                },
+            }
+        ],
+        "contexts": [
+            {
+                "name": tenant,
+                "context": {
+                    "cluster": "stackube",
+                    "user": f"{tenant}-{username}",
+                    "namespace": tenant,
+                },
+            }
+        ],
+        "current-context": tenant,
+    }

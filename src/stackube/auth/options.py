@@ -1,0 +1,59 @@
+"""Command-line options of the auth programs (apart, so `stackube --help` stays light)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_webhook_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config-dir",
+        type=Path,
+        required=True,
+        help="stackube-config (auth-url, username, tenant-name, ...), mounted",
+    )
+    parser.add_argument("--secret-dir", type=Path, help="the Secret with `password`, mounted")
+    parser.add_argument("--tls-cert", required=True)
+    parser.add_argument("--tls-key", required=True)
+    parser.add_argument("--client-ca", help="only clients with a certificate from this CA")
+    parser.add_argument("--bind-address", default="0.0.0.0")  # noqa: S104 - a pod's port
+    parser.add_argument("--port", type=int, default=8443)
+    parser.add_argument(
+        "--cache-ttl",
+        type=float,
+        default=20.0,
+        help="seconds a valid token's review is reused (never past its expiry)",
+    )
+    parser.add_argument("--negative-cache-ttl", type=float, default=5.0)
+    parser.add_argument("--cache-size", type=int, default=10000)
+    parser.add_argument("--keystone-timeout", type=float, default=5.0)
+    parser.add_argument(
+        "--username-format",
+        default="keystone:{user_domain}:{user_name}",
+        help="fields: {user_name} {user_id} {user_domain}",
+    )
+
+
+def add_login_arguments(parser: argparse.ArgumentParser) -> None:
+    for flag in ("auth-url", "username", "project-name", "user-domain-name", "project-domain-name"):
+        parser.add_argument(f"--{flag}")
+    parser.add_argument("--password", help="discouraged: prefer OS_PASSWORD")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "stackube"
+        / "tokens",
+    )
+    parser.add_argument("--forget", action="store_true", help="drop the cached token first")
+
+
+def add_kubeconfig_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tenant", required=True)
+    parser.add_argument("--username", help="default: the tenant's name")
+    parser.add_argument("--server", required=True, help="the apiserver URL")
+    parser.add_argument("--certificate-authority", required=True, help="the apiserver's CA file")
+    parser.add_argument("--auth-url", required=True, help="Keystone, e.g. http://host:5000/v3")
+    parser.add_argument("-o", "--output")

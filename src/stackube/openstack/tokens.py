@@ -1,0 +1,84 @@
+"""Keystone tokens: validating others' tokens (for the webhook) and getting one's own
+(for `stackube login`). Every call has a timeout."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from keystoneauth1 import session as ksa_session
+from keystoneauth1.identity import v3
+
+from stackube.api.tokens import TokenIdentity
+from stackube.errors import PermanentError, TemporaryError
+from stackube.openstack.cloud import Credentials
+from stackube.openstack.errors import translating
+
+
+def _password_auth(creds: Credentials) -> v3.Password:
+    return v3.Password(
+        auth_url=creds.auth_url,
+        username=creds.username,
+        password=creds.password,
+        project_name=creds.project_name,
+        user_domain_name=creds.user_domain,
+        project_domain_name=creds.project_domain,
+    )
+
+
+def _expiry(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def parse_token_body(body: dict[str, Any]) -> TokenIdentity:
+    """Keystone's `GET /v3/auth/tokens` answer -> TokenIdentity (pure)."""
+    token = body["token"]
+    user, project = token["user"], token.get("project")
+    return TokenIdentity(
+        user_id=user["id"],
+        user_name=user["name"],
+        user_domain=user["domain"]["name"],
+        project_id=project["id"] if project else None,
+        project_name=project["name"] if project else None,
+        project_domain=project["domain"]["name"] if project else None,
+        roles=tuple(sorted(r["name"] for r in token.get("roles") or [])),
+        expires_at=_expiry(token["expires_at"]),
+    )
+
+
+class TokenValidator:
+    """Validates tokens with a service account's own token (which keystoneauth renews)."""
+
+    def __init__(self, creds: Credentials, timeout: float = 5.0) -> None:
+        self.url = creds.auth_url.rstrip("/") + "/auth/tokens"
+        self.session = ksa_session.Session(auth=_password_auth(creds), timeout=timeout)
+
+    @translating("Keystone token validation")
+    def validate(self, token: str) -> TokenIdentity | None:
+        """TokenIdentity for a valid token; None for one Keystone says is invalid, expired
+        or revoked. Keystone being unreachable or failing raises TemporaryError."""
+        response = self.session.get(
+            self.url,
+            headers={"X-Subject-Token": token},
+            raise_exc=False,
+            # Our token may have expired: keystoneauth re-authenticates once on a 401.
+            allow_reauth=True,
+        )
+        if response.status_code in (401, 404):
+            return None
+        if response.status_code >= 500:
+            raise TemporaryError(f"Keystone answered {response.status_code}")
+        if response.status_code != 200:
+            raise PermanentError(f"Keystone answered {response.status_code} to a validation")
+        return parse_token_body(response.json())
+
+
+@translating("Keystone login")
+def issue_token(creds: Credentials, timeout: float = 10.0) -> tuple[str, datetime.datetime]:
+    """A project-scoped token for these credentials, and when it expires."""
+    auth = _password_auth(creds)
+    session = ksa_session.Session(auth=auth, timeout=timeout)
+    access = auth.get_access(session)
+    if access.expires is None:
+        raise PermanentError("Keystone issued a token without an expiry")
+    return str(access.auth_token), access.expires
