@@ -47,7 +47,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def wait(check: Callable[[], bool], timeout: float = 180) -> None:
+def wait(check: Callable[[], bool], timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:

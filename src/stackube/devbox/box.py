@@ -31,7 +31,7 @@ from stackube.devbox.process import (
 from stackube.devbox.progress import Progress
 from stackube.devbox.service import Service, ensure_running, stop_service
 from stackube.devbox.settings import DevboxSettings
-from stackube.devbox.stackube import StackubeDevbox
+from stackube.devbox.stackube import StackubeDevbox, apiserver_auth_flags, ensure_auth_pki
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ class Devbox:
     ) -> None:
         self.settings = settings
         self.progress = progress or Progress()
-        self.apiserver = apiserver or ApiserverOptions()
+        # Bearer tokens the apiserver does not know go to stackube-auth (Keystone).
+        self.apiserver = apiserver or ApiserverOptions(apiserver_auth_flags(settings))
         self.table = ProcessTable(settings.run_dir, settings.log_dir)
         self._openstack: OpenStackDevbox | None = None
 
@@ -102,6 +103,7 @@ class Devbox:
         self.ensure_binaries()
         with self.progress.step("PKI and kubeconfigs"):
             ensure_pki_and_kubeconfigs(self.settings)
+            ensure_auth_pki(self.settings)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="devbox-track") as pool:
             tracks = [
                 pool.submit(self._start_track, self.kubernetes_services()),

@@ -8,6 +8,7 @@ reused by an unrelated process is never mistaken for ours.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -55,6 +56,16 @@ class ProcessTable:
     def log_file(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
+    def argv_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.argv"
+
+    def started_with(self, name: str) -> list[str] | None:
+        """The command line our process `name` was started with, if recorded."""
+        try:
+            return list(json.loads(self.argv_file(name).read_text()))
+        except (OSError, ValueError):
+            return None
+
     def pid(self, name: str) -> int | None:
         """The PID of our process `name` if it is alive, else None."""
         try:
@@ -82,6 +93,7 @@ class ProcessTable:
             )
         start = _start_time(proc.pid)
         self.pid_file(spec.name).write_text(f"{proc.pid} {start}\n")
+        self.argv_file(spec.name).write_text(json.dumps(list(spec.argv)))
         log.info("started %s (pid %d)", spec.name, proc.pid)
         return proc.pid
 

@@ -49,16 +49,24 @@ STUCK_GRACE_SECONDS = 10.0
 
 
 def ensure_running(service: Service, table: ProcessTable) -> str:
-    """Make `service` run and pass its probe. Returns what was done: 'healthy' or 'started'."""
+    """Make `service` run with its current command line and pass its probe. Returns what
+    was done: 'healthy' or 'started'."""
     service.prepare()
+    spec = service.process()
     pid = table.pid(service.name)
     if pid is not None:
-        if _wait_healthy(service, table, STUCK_GRACE_SECONDS):
+        if table.started_with(service.name) not in (None, list(spec.argv)):
+            log.warning(
+                "%s (pid %d) runs with an old command line: restarting it", service.name, pid
+            )
+            stop_service(service, table)
+        elif _wait_healthy(service, table, STUCK_GRACE_SECONDS):
             service.after_start()
             return "healthy"
-        log.warning("%s (pid %d) is running but unhealthy: restarting it", service.name, pid)
-        stop_service(service, table)
-    table.start(service.process())
+        else:
+            log.warning("%s (pid %d) is running but unhealthy: restarting it", service.name, pid)
+            stop_service(service, table)
+    table.start(spec)
     if not _wait_healthy(service, table, service.start_timeout):
         reason = (
             "exited during start-up"

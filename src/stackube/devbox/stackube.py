@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import yaml
+
 from stackube.api.crds import all_crds
 from stackube.api.manifests import controller_rbac
 from stackube.devbox import health
@@ -24,6 +26,10 @@ from stackube.kube.client import session
 CONTROLLER_SA = "system:serviceaccount:kube-system:stackube-controller"
 CONTROLLER_HEALTH_PORT = 8081
 CONTROLLER_METRICS_PORT = 9091
+AUTH_PORT = 8443
+# The apiserver caches webhook answers too: a revoked token stops working within the
+# webhook's cache TTL plus this.
+APISERVER_WEBHOOK_CACHE = "10s"
 
 
 def controller_cert() -> CertSpec:
@@ -33,6 +39,70 @@ def controller_cert() -> CertSpec:
         organizations=["system:serviceaccounts", "system:serviceaccounts:kube-system"],
         client=True,
     )
+
+
+def auth_certs(settings: DevboxSettings) -> list[CertSpec]:
+    return [
+        CertSpec(
+            "stackube-auth",
+            "stackube-auth",
+            dns_names=["localhost"],
+            ip_addresses=[settings.host],
+            server=True,
+        ),
+        # Only the apiserver (holding this) may ask the webhook.
+        CertSpec("apiserver-webhook-client", "kube-apiserver", client=True),
+    ]
+
+
+def webhook_kubeconfig(settings: DevboxSettings) -> Path:
+    return settings.kube_dir / "authn-webhook.kubeconfig"
+
+
+def apiserver_auth_flags(settings: DevboxSettings) -> dict[str, str]:
+    """kube-apiserver flags that send bearer tokens it does not know to stackube-auth."""
+    return {
+        "authentication-token-webhook-config-file": str(webhook_kubeconfig(settings)),
+        "authentication-token-webhook-cache-ttl": APISERVER_WEBHOOK_CACHE,
+        "authentication-token-webhook-version": "v1",
+    }
+
+
+def ensure_auth_pki(settings: DevboxSettings) -> None:
+    """The webhook's serving certificate, the apiserver's client certificate for it, and
+    the webhook kubeconfig the apiserver reads (it must exist before the apiserver starts)."""
+    store = PkiStore(settings.pki_dir)
+    store.ensure_ca()
+    for spec in auth_certs(settings):
+        store.ensure_leaf(spec)
+    client = store.paths("apiserver-webhook-client")
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "stackube-auth",
+                "cluster": {
+                    "server": f"https://{settings.host}:{AUTH_PORT}/authenticate",
+                    "certificate-authority": str(store.ca_paths.cert),
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": "kube-apiserver",
+                "user": {
+                    "client-certificate": str(client.cert),
+                    "client-key": str(client.key),
+                },
+            }
+        ],
+        "contexts": [
+            {"name": "webhook", "context": {"cluster": "stackube-auth", "user": "kube-apiserver"}}
+        ],
+        "current-context": "webhook",
+    }
+    write_atomic(webhook_kubeconfig(settings), yaml.safe_dump(doc, sort_keys=False), 0o600)
 
 
 class StackubeDevbox:
@@ -87,6 +157,13 @@ class StackubeDevbox:
 
     def services(self) -> list[Service]:
         host = self.settings.host
+        pki = PkiStore(self.settings.pki_dir)
+        serving, client = pki.paths("stackube-auth"), pki.paths("apiserver-webhook-client")
+
+        def auth_probe() -> bool:
+            context = health.tls_context(pki.ca_paths.cert, client.cert, client.key)
+            return health.http_ok(f"https://{host}:{AUTH_PORT}/healthz", context=context)()
+
         return [
             Service(
                 name="stackube-controller",
@@ -108,5 +185,27 @@ class StackubeDevbox:
                 probe=health.http_ok(f"http://{host}:{CONTROLLER_HEALTH_PORT}/healthz"),
                 start_timeout=60,
                 prepare=self.prepare,
-            )
+            ),
+            Service(
+                name="stackube-auth",
+                process=lambda: ProcessSpec(
+                    "stackube-auth",
+                    [
+                        sys.executable,
+                        "-m",
+                        "stackube",
+                        "auth-webhook",
+                        f"--config-dir={self.root / 'config'}",
+                        f"--secret-dir={self.root / 'secret'}",
+                        f"--tls-cert={serving.cert}",
+                        f"--tls-key={serving.key}",
+                        f"--client-ca={pki.ca_paths.cert}",
+                        f"--bind-address={host}",
+                        f"--port={AUTH_PORT}",
+                    ],
+                ),
+                probe=auth_probe,
+                start_timeout=30,
+                prepare=lambda: ensure_auth_pki(self.settings),
+            ),
         ]
