@@ -15,7 +15,7 @@ from aiohttp import web
 from stackube.auth import login
 from stackube.auth.webhook import Reviewer, make_app, tls_context
 from stackube.config import parse_config, read_key_files
-from stackube.openstack.cloud import Credentials
+from stackube.openstack.cloud import Credentials, service_credentials
 from stackube.openstack.tokens import TokenValidator, issue_token
 
 log = logging.getLogger("stackube.auth")
@@ -27,18 +27,7 @@ def run_webhook(args: argparse.Namespace) -> int:
     config = parse_config(read_key_files(args.config_dir), read_key_files(args.secret_dir))
     for warning in config.warnings:
         log.warning("configuration: %s", warning)
-    validator = TokenValidator(
-        Credentials(
-            auth_url=config.auth_url,
-            username=config.username,
-            password=config.password,
-            project_name=config.tenant_name,
-            region=config.region,
-            user_domain=config.user_domain_name,
-            project_domain=config.project_domain_name,
-        ),
-        timeout=args.keystone_timeout,
-    )
+    validator = TokenValidator(service_credentials(config), timeout=args.keystone_timeout)
     reviewer = Reviewer(
         validate=validator.validate,
         ttl=args.cache_ttl,

@@ -22,7 +22,7 @@ from stackube.controller.tenant import TenantReconciler
 from stackube.errors import StackubeError
 from stackube.kube.client import api_client, endpoint
 from stackube.kube.lease import LeaseLock
-from stackube.openstack.cloud import Connection, Credentials, connect
+from stackube.openstack.cloud import Connection, connect, service_credentials
 
 log = logging.getLogger("stackube.controller")
 
@@ -38,17 +38,7 @@ class OpenStackClient:
     def __call__(self) -> Connection:
         with self._lock:
             if self._conn is None:
-                self._conn = connect(
-                    Credentials(
-                        auth_url=self.config.auth_url,
-                        username=self.config.username,
-                        password=self.config.password,
-                        project_name=self.config.tenant_name,
-                        region=self.config.region,
-                        user_domain=self.config.user_domain_name,
-                        project_domain=self.config.project_domain_name,
-                    )
-                )
+                self._conn = connect(service_credentials(self.config))
             return self._conn
 
 

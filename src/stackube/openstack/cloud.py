@@ -9,7 +9,9 @@ import openstack
 import openstack.config
 from openstack.connection import Connection
 
-__all__ = ["Connection", "Credentials", "connect", "connect_cloud"]
+from stackube.config import ControllerConfig
+
+__all__ = ["Connection", "Credentials", "connect", "connect_cloud", "service_credentials"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,19 @@ class Credentials:
     region: str = "RegionOne"
     user_domain: str = "Default"
     project_domain: str = "Default"
+
+
+def service_credentials(config: ControllerConfig) -> Credentials:
+    """Stackube's own service account, from the stackube-config keys."""
+    return Credentials(
+        auth_url=config.auth_url,
+        username=config.username,
+        password=config.password,
+        project_name=config.tenant_name,
+        region=config.region,
+        user_domain=config.user_domain_name,
+        project_domain=config.project_domain_name,
+    )
 
 
 def connect(creds: Credentials, timeout: float = 30.0) -> Connection:
