@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     memo = kopf.Memo(
         reconcilers=Reconcilers(
-            TenantReconciler(openstack, kube, config), NetworkReconciler(openstack, kube, config)
+            TenantReconciler(openstack, kube, config),
+            NetworkReconciler(openstack, kube, config, args.neutron_concurrency),
         )
     )
     try:

@@ -7,6 +7,7 @@ lookups by derived name make every step safe to repeat after a crash.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,11 +41,18 @@ class NetworkResult:
 
 class NetworkReconciler:
     def __init__(
-        self, openstack: Callable[[], Connection], kube_api: ApiClient, config: ControllerConfig
+        self,
+        openstack: Callable[[], Connection],
+        kube_api: ApiClient,
+        config: ControllerConfig,
+        neutron_concurrency: int = 4,
     ) -> None:
         self._openstack = openstack
         self.kube = kube_api
         self.config = config
+        # Neutron (one API worker here) slows down for everyone when flooded; passes
+        # beyond this many wait their turn instead of timing out together.
+        self._slots = threading.BoundedSemaphore(neutron_concurrency)
 
     @property
     def conn(self) -> Connection:
@@ -69,6 +77,14 @@ class NetworkReconciler:
         return NetworkResult(net.id, subnets[0].id if subnets else None, None)
 
     def reconcile(self, body: Mapping[str, Any]) -> NetworkResult:
+        with self._slots:
+            return self._reconcile(body)
+
+    def finalize(self, body: Mapping[str, Any]) -> None:
+        with self._slots:
+            self._finalize(body)
+
+    def _reconcile(self, body: Mapping[str, Any]) -> NetworkResult:
         try:
             spec = parse_network(body)
         except SpecError as exc:
@@ -133,7 +149,7 @@ class NetworkReconciler:
             neutron.set_router_gateway(self.conn, router.id, self.config.ext_net_id)
         return router
 
-    def finalize(self, body: Mapping[str, Any]) -> None:
+    def _finalize(self, body: Mapping[str, Any]) -> None:
         """Remove what we made in Neutron: pod ports, router interface, router, subnet,
         network. Ports we did not make block it (reported, retried). Adopted networks
         are left as they are."""

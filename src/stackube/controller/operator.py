@@ -65,7 +65,7 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.persistence.diffbase_storage = PasswordHashingDiffBase(prefix=GROUP)
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
-    settings.execution.max_workers = 16
+    settings.execution.max_workers = 32  # some wait for a Neutron slot; others go on
     settings.posting.level = logging.WARNING
     # If a stop ever hangs, kopf kills its thread (the process) after this long.
     settings.process.ultimate_exiting_timeout = 20

@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lease-namespace", default="kube-system")
     parser.add_argument("--lease-name", default="stackube-controller")
     parser.add_argument(
+        "--neutron-concurrency",
+        type=int,
+        default=4,
+        help="Network passes talking to Neutron at once (more wait, rather than time out)",
+    )
+    parser.add_argument(
         "--resync-seconds",
         type=float,
         default=60.0,

@@ -224,19 +224,21 @@ class TenantReconciler:
         namespace = kube.get_namespace(self.kube, name)
         # A namespace that is not ours (the Tenant failed on it) is left alone.
         if namespace is not None and namespace.labels.get(LABEL_TENANT) == name:
+            # Networks first: asking for their deletion starts their Neutron cleanup
+            # (their finalizers hold the namespace until it is done). The namespace is
+            # deleted in the same pass, so Kubernetes empties it meanwhile; it is gone
+            # only after every Network is, which keeps the order.
             networks = kube.list_networks(self.kube, name)
             for network in networks:
                 if not network["metadata"].get("deletionTimestamp"):
                     kube.delete_network(self.kube, name, network["metadata"]["name"])
-            if networks:
-                raise TemporaryError(
-                    f"waiting for {len(networks)} Network(s) of namespace {name} to be cleaned up",
-                    retry_after=1,
-                )
             checkpoint("networks-deleted")
             if not namespace.terminating:
                 kube.delete_namespace(self.kube, name)
-            raise TemporaryError(f"waiting for namespace {name} to terminate", retry_after=1)
+            waiting = f" and {len(networks)} Network(s)" if networks else ""
+            raise TemporaryError(
+                f"waiting for namespace {name}{waiting} to be removed", retry_after=0.5
+            )
         checkpoint("namespace-deleted")
         domain = self._domain()
         project_id = spec_body.get("tenantID") or status.get("projectID")
