@@ -1,0 +1,1 @@
+"""kubestack, the CNI plugin (a thin standard-library client), and its node daemon."""
