@@ -50,8 +50,10 @@ class NetworkReconciler:
         self._openstack = openstack
         self.kube = kube_api
         self.config = config
-        # Neutron (one API worker here) slows down for everyone when flooded; passes
-        # beyond this many wait their turn instead of timing out together.
+        # Neutron (one API worker here) slows down for everyone when flooded with
+        # creates; passes beyond this many wait their turn instead of timing out
+        # together. Deletions are not limited: measured, limiting them was slower
+        # (docs/benchmarks.md).
         self._slots = threading.BoundedSemaphore(neutron_concurrency)
 
     @property
@@ -81,8 +83,7 @@ class NetworkReconciler:
             return self._reconcile(body)
 
     def finalize(self, body: Mapping[str, Any]) -> None:
-        with self._slots:
-            self._finalize(body)
+        self._finalize(body)
 
     def _reconcile(self, body: Mapping[str, Any]) -> NetworkResult:
         try:
