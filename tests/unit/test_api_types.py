@@ -94,4 +94,3 @@ def test_adopted_network_needs_no_cidr() -> None:
 def test_ipv6_networks_are_accepted() -> None:
     spec = types.parse_network(network({"cidr": "fd00:10::/64", "gateway": "fd00:10::1"}))
     assert spec.cidr == "fd00:10::/64"
-    assert types.default_gateway("10.244.0.0/16") == "10.244.0.1"

@@ -158,8 +158,3 @@ def check_cidr_and_gateway(cidr: str, gateway: str | None) -> None:
         raise SpecError(f"spec.gateway {gateway!r} is not an IP address") from exc
     if gw not in net or gw in (net.network_address, net.broadcast_address):
         raise SpecError(f"spec.gateway {gateway} is not a host address inside spec.cidr {cidr}")
-
-
-def default_gateway(cidr: str) -> str:
-    """The first host address: what Neutron picks when no gateway is given."""
-    return str(next(ipaddress.ip_network(cidr).hosts()))

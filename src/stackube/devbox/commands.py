@@ -54,6 +54,3 @@ class Markers:
         self.directory.mkdir(parents=True, exist_ok=True)
         marker.write_text(inputs)
         return True
-
-    def forget(self, name: str) -> None:
-        (self.directory / f"{name}.done").unlink(missing_ok=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -48,14 +47,3 @@ def http_ok(
             return False
 
     return probe
-
-
-def wait_for(probe: Probe, timeout: float, interval: float = 0.25) -> bool:
-    """Poll `probe` until it passes or `timeout` seconds have gone by."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if probe():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)

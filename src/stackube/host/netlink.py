@@ -13,11 +13,6 @@ def link_names() -> list[str]:
         return [str(link.get("ifname")) for link in ipr.get_links()]
 
 
-def link_exists(name: str) -> bool:
-    with IPRoute() as ipr:
-        return bool(ipr.link_lookup(ifname=name))
-
-
 def ensure_veth_pair(name: str, peer: str, mtu: int = 1500) -> None:
     """Both ends exist and are up (created if missing; a half-pair is replaced)."""
     with IPRoute() as ipr:
@@ -92,10 +87,3 @@ def plug_veth_into_namespace(
         ns.link("set", index=lo, state="up")
         if gateway is not None:
             ns.route("add", dst="0.0.0.0/0", gateway=gateway)
-
-
-def attach_to_bridge(ifname: str, bridge: str) -> None:
-    with IPRoute() as ipr:
-        ipr.link(
-            "set", index=ipr.link_lookup(ifname=ifname)[0], master=ipr.link_lookup(ifname=bridge)[0]
-        )

@@ -77,16 +77,6 @@ def apply_role_binding(api: k8s.ApiClient, namespace: str, body: dict[str, Any])
         rbac.patch_namespaced_role_binding(name, namespace, body)
 
 
-@translating("read role binding")
-def role_binding_exists(api: k8s.ApiClient, namespace: str, name: str) -> bool:
-    try:
-        k8s.RbacAuthorizationV1Api(api).read_namespaced_role_binding(name, namespace)
-    except ApiException as exc:
-        _absent_is_none(exc)
-        return False
-    return True
-
-
 @translating("read secret")
 def secret_value(api: k8s.ApiClient, namespace: str, name: str, key: str) -> str | None:
     try:

@@ -103,12 +103,6 @@ def ensure_external_network(
     return ExternalNetwork(str(net.id), str(subnet.id))
 
 
-@translating("Neutron agents")
-def alive_agents(conn: Connection) -> dict[str, bool]:
-    """Agent binary -> alive, for the agents Neutron knows of on any host."""
-    return {agent.binary: bool(agent.is_alive) for agent in conn.network.agents()}
-
-
 # ---- networks ---------------------------------------------------------------------------
 @translating("Neutron network lookup")
 def get_network(conn: Connection, network_id: str) -> Network | None:
