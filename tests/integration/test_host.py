@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import subprocess
 import sys
 import time
@@ -10,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from stackube.cni import plugin, spec
 from stackube.devbox.process import ProcessSpec, ProcessTable
 from tests.integration.conftest import unique
+from tests.unit.test_cni_spec import CONFIG, ENV
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +65,12 @@ def test_process_table_starts_finds_and_stops_by_pid(tmp_path: Path) -> None:
     # A recorded PID whose start time differs (reused PID) is not ours.
     table.pid_file(name).write_text(f"{pid} 1\n")
     assert table.pid(name) is None
+
+
+def test_an_unreachable_daemon_is_a_cni_error_not_a_traceback() -> None:
+    send = plugin.unix_socket_sender("/nonexistent/stackube-test.sock", timeout=1)
+    out, err = io.StringIO(), io.StringIO()
+    code = plugin.run(ENV, CONFIG, out, err, send)
+    assert code == 1
+    assert json.loads(out.getvalue())["code"] == spec.DAEMON_UNREACHABLE
+    assert "not reachable" in err.getvalue()
