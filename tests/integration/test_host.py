@@ -14,6 +14,7 @@ import pytest
 
 from stackube.cni import plugin, spec
 from stackube.devbox.process import ProcessSpec, ProcessTable
+from stackube.devbox.service import Service, ServiceError, ensure_running
 from tests.integration.conftest import unique
 from tests.unit.test_cni_spec import CONFIG, ENV
 
@@ -74,3 +75,18 @@ def test_an_unreachable_daemon_is_a_cni_error_not_a_traceback() -> None:
     assert code == 1
     assert json.loads(out.getvalue())["code"] == spec.DAEMON_UNREACHABLE
     assert "not reachable" in err.getvalue()
+
+
+def test_a_service_that_dies_at_start_fails_with_its_log_tail(tmp_path: Path) -> None:
+    table = ProcessTable(tmp_path / "run", tmp_path / "log")
+    broken = Service(
+        name="broken",
+        process=lambda: ProcessSpec("broken", ["sh", "-c", "echo cannot bind 127.0.0.1:1; exit 3"]),
+        probe=lambda: False,
+        start_timeout=5,
+    )
+    with pytest.raises(ServiceError) as failed:
+        ensure_running(broken, table)
+    assert failed.value.service == "broken"
+    assert failed.value.reason == "exited during start-up"
+    assert "cannot bind 127.0.0.1:1" in failed.value.log_tail
