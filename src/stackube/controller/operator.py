@@ -106,13 +106,13 @@ def run_pass(
     body: kopf.Body,
     patch: kopf.Patch,
     retry: int,
-    action: Callable[[], tuple[State, str, dict[str, Any], float | None]],
+    action: Callable[[], tuple[State, str, dict[str, Any]]],
 ) -> None:
     """Run one reconcile pass and turn its outcome into status, Events and retries.
-    `action` returns (state, message, extra status fields, re-check delay or None)."""
+    `action` returns (state, message, extra status fields)."""
     started = time.monotonic()
     try:
-        state, message, extra, recheck = action()
+        state, message, extra = action()
     except TemporaryError as exc:
         metrics.observe(kind, "temporary", time.monotonic() - started)
         patch.status.update(_status(body, State.PENDING, str(exc), False, "TemporaryFailure"))
@@ -129,15 +129,13 @@ def run_pass(
     old_state = (body.get("status") or {}).get("state")
     if ready and old_state != State.ACTIVE.value:
         kopf.info(body, reason="Active", message=message)
-    if recheck is not None:
-        raise kopf.TemporaryError(message, delay=recheck)
 
 
 def resync(
     kind: str,
     body: kopf.Body,
     patch: kopf.Patch,
-    action: Callable[[], tuple[State, str, dict[str, Any], float | None]],
+    action: Callable[[], tuple[State, str, dict[str, Any]]],
 ) -> None:
     """A timer tick: the same pass; failures are already in status, the next tick retries."""
     try:
@@ -168,7 +166,7 @@ def run_finalizer(
 
 # ---- Tenant ---------------------------------------------------------------------------
 def _tenant_pass(r: Reconcilers, body: kopf.Body) -> Callable[[], Any]:
-    def action() -> tuple[State, str, dict[str, Any], float | None]:
+    def action() -> tuple[State, str, dict[str, Any]]:
         result = r.tenants.reconcile(body)
         ids = {"projectID": result.project_id, "userID": result.user_id}
         name = body["metadata"]["name"]
@@ -177,13 +175,12 @@ def _tenant_pass(r: Reconcilers, body: kopf.Body) -> Callable[[], Any]:
                 State.ACTIVE,
                 "tenant ready: Keystone project, user, namespace, RBAC, network",
                 ids,
-                None,
             )
         if result.network_state == State.FAILED.value:
             raise PermanentError(f"Network {name}/{name} failed: {result.network_message}")
         waiting = f"waiting for Network {name}/{name} ({result.network_state or 'new'})"
         # The Network's state change annotates the Tenant, which runs this pass again.
-        return State.INITIALIZING, waiting, ids, None
+        return State.INITIALIZING, waiting, ids
 
     return action
 
@@ -228,7 +225,7 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
         run_finalizer("tenant", body, patch, retry, lambda: memo.reconcilers.tenants.finalize(body))
 
     def network_action(memo: kopf.Memo, body: kopf.Body) -> Callable[[], Any]:
-        def action() -> tuple[State, str, dict[str, Any], float | None]:
+        def action() -> tuple[State, str, dict[str, Any]]:
             result = memo.reconcilers.networks.reconcile(body)
             ids = {
                 "networkID": result.network_id,
@@ -241,7 +238,7 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
                     reason="Recreated",
                     message=f"Neutron network was missing; recreated as {result.network_id}",
                 )
-            return State.ACTIVE, "Neutron network, subnet and router ready", ids, None
+            return State.ACTIVE, "Neutron network, subnet and router ready", ids
 
         return action
 
