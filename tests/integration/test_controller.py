@@ -7,6 +7,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -371,13 +372,20 @@ def test_no_password_appears_in_any_controller_log(devbox: Devbox, harness: Cont
         assert secret not in logs
 
 
-def test_manifests_are_accepted_by_the_apiserver(devbox: Devbox, harness: Controller) -> None:
+def test_manifests_are_accepted_by_the_apiserver(
+    devbox: Devbox, harness: Controller, tmp_path: Path
+) -> None:
     done = subprocess.run(
         ["kubectl", "apply", "--dry-run=server", "-k", str(REPO / "deploy")],
         capture_output=True,
         text=True,
         check=False,
-        env={"KUBECONFIG": str(devbox.settings.admin_kubeconfig), "PATH": "/usr/bin:/bin"},
+        # HOME too: kubectl keeps its discovery cache there (else in the working dir).
+        env={
+            "KUBECONFIG": str(devbox.settings.admin_kubeconfig),
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+        },
     )
     assert done.returncode == 0, done.stderr
 
