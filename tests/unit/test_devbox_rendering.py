@@ -131,3 +131,10 @@ def test_clouds_yaml_has_admin_and_the_stackube_service_account() -> None:
     assert clouds["devbox-admin"]["auth"]["username"] == "admin"
     assert clouds["devbox-stackube"]["auth"]["password"] == "stk"
     assert clouds["devbox-stackube"]["auth"]["auth_url"] == "http://127.0.0.1:5000/v3"
+
+
+def test_database_sql_is_repeatable_and_scoped_to_loopback_users() -> None:
+    sql = cfg.databases_sql(SETTINGS, SECRETS)
+    assert "CREATE DATABASE IF NOT EXISTS keystone;" in sql
+    assert "CREATE USER IF NOT EXISTS 'neutron'@'127.0.0.1' IDENTIFIED BY 'n-db';" in sql
+    assert "GRANT ALL PRIVILEGES ON keystone.* TO 'keystone'@'127.0.0.1';" in sql

@@ -20,33 +20,16 @@ def set_condition(
 ) -> list[Condition]:
     """Conditions with `type_` set; lastTransitionTime moves only when status flips."""
     value = "True" if status else "False"
-    updated = []
-    found = False
-    for condition in conditions:
-        if condition.get("type") != type_:
-            updated.append(dict(condition))
-            continue
-        found = True
-        changed = condition.get("status") != value
-        updated.append(
-            {
-                "type": type_,
-                "status": value,
-                "reason": reason,
-                "message": message,
-                "observedGeneration": generation,
-                "lastTransitionTime": now if changed else condition.get("lastTransitionTime", now),
-            }
-        )
-    if not found:
-        updated.append(
-            {
-                "type": type_,
-                "status": value,
-                "reason": reason,
-                "message": message,
-                "observedGeneration": generation,
-                "lastTransitionTime": now,
-            }
-        )
-    return updated
+    previous = next((c for c in conditions if c.get("type") == type_), None)
+    unchanged = previous is not None and previous.get("status") == value
+    condition = {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": (previous or {}).get("lastTransitionTime", now) if unchanged else now,
+    }
+    if previous is None:
+        return [*map(dict, conditions), condition]
+    return [condition if c is previous else dict(c) for c in conditions]

@@ -131,15 +131,19 @@ def run_pass(
         kopf.info(body, reason="Active", message=message)
 
 
-def resync(
+async def resync(
     kind: str,
     body: kopf.Body,
     patch: kopf.Patch,
     action: Callable[[], tuple[State, str, dict[str, Any]]],
 ) -> None:
-    """A timer tick: the same pass; failures are already in status, the next tick retries."""
+    """A timer tick: the same pass, in a thread like the other handlers (the timer itself
+    is async so that kopf's sleep between ticks is cancellable at shutdown). Failures are
+    already in status; the next tick retries."""
+    if body.metadata.get("deletionTimestamp"):
+        return
     try:
-        run_pass(kind, body, patch, 0, action)
+        await asyncio.to_thread(run_pass, kind, body, patch, 0, action)
     except (kopf.TemporaryError, kopf.PermanentError):
         return
 
@@ -191,6 +195,15 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
     tenants = (GROUP, VERSION, TENANT_PLURAL)
     networks = (GROUP, VERSION, NETWORK_PLURAL)
 
+    def every_resync(resource: tuple[str, str, str]) -> kopf.on.TimerDecorator:
+        return kopf.timer(
+            *resource,
+            registry=registry,
+            interval=resync_seconds,
+            initial_delay=resync_seconds,
+            idle=resync_seconds / 2,
+        )
+
     @kopf.on.startup(registry=registry)
     def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_settings(settings)
@@ -203,20 +216,9 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
     ) -> None:
         run_pass("tenant", body, patch, retry, _tenant_pass(memo.reconcilers, body))
 
-    @kopf.timer(
-        *tenants,
-        registry=registry,
-        interval=resync_seconds,
-        initial_delay=resync_seconds,
-        idle=resync_seconds / 2,
-    )
+    @every_resync(tenants)
     async def tenant_resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        # Async, so that kopf's sleep between ticks is cancellable at shutdown; the
-        # pass itself runs in a thread like the other handlers.
-        if not body.metadata.get("deletionTimestamp"):
-            await asyncio.to_thread(
-                resync, "tenant", body, patch, _tenant_pass(memo.reconcilers, body)
-            )
+        await resync("tenant", body, patch, _tenant_pass(memo.reconcilers, body))
 
     @kopf.on.delete(*tenants, registry=registry)
     def tenant_delete(
@@ -250,16 +252,9 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
     ) -> None:
         run_pass("network", body, patch, retry, network_action(memo, body))
 
-    @kopf.timer(
-        *networks,
-        registry=registry,
-        interval=resync_seconds,
-        initial_delay=resync_seconds,
-        idle=resync_seconds / 2,
-    )
+    @every_resync(networks)
     async def network_resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        if not body.metadata.get("deletionTimestamp"):
-            await asyncio.to_thread(resync, "network", body, patch, network_action(memo, body))
+        await resync("network", body, patch, network_action(memo, body))
 
     @kopf.on.field(*networks, registry=registry, field="status.state")
     def network_state_changed(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> None:

@@ -133,19 +133,7 @@ class OpenStackDevbox:
         )
 
     def _mariadb_after_start(self) -> None:
-        statements = []
-        for database, password in (
-            ("keystone", self.secrets.mariadb_keystone),
-            ("neutron", self.secrets.mariadb_neutron),
-        ):
-            user = f"'{database}'@'{self.settings.host}'"
-            statements += [
-                f"CREATE DATABASE IF NOT EXISTS {database};",
-                f"CREATE USER IF NOT EXISTS {user} IDENTIFIED BY '{password}';",
-                f"ALTER USER {user} IDENTIFIED BY '{password}';",
-                f"GRANT ALL PRIVILEGES ON {database}.* TO {user};",
-            ]
-        sql = "\n".join(statements)
+        sql = cfg.databases_sql(self.settings, self.secrets)
         self.markers.once(
             "mariadb-databases",
             fingerprint(sql),

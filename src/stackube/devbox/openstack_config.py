@@ -93,6 +93,24 @@ def _db_url(user: str, password: str, settings: DevboxSettings, database: str) -
     )
 
 
+def databases_sql(settings: DevboxSettings, secrets: Secrets) -> str:
+    """The databases and users of Keystone and Neutron; safe to run again (it also
+    resets the passwords to ours)."""
+    statements = []
+    for database, password in (
+        ("keystone", secrets.mariadb_keystone),
+        ("neutron", secrets.mariadb_neutron),
+    ):
+        user = f"'{database}'@'{settings.host}'"
+        statements += [
+            f"CREATE DATABASE IF NOT EXISTS {database};",
+            f"CREATE USER IF NOT EXISTS {user} IDENTIFIED BY '{password}';",
+            f"ALTER USER {user} IDENTIFIED BY '{password}';",
+            f"GRANT ALL PRIVILEGES ON {database}.* TO {user};",
+        ]
+    return "\n".join(statements)
+
+
 def keystone_conf(settings: DevboxSettings, paths: OpenStackPaths, secrets: Secrets) -> str:
     keystone_dir = paths.keystone_conf.parent
     return render_ini(
