@@ -18,6 +18,7 @@ from stackube.auth.options import (
     add_login_arguments,
     add_webhook_arguments,
 )
+from stackube.cni.options import add_arguments as add_cni_daemon_arguments
 from stackube.controller.options import add_arguments
 from stackube.devbox.box import Devbox
 from stackube.devbox.commands import StepError
@@ -65,6 +66,12 @@ def _print_status(box: Devbox) -> int:
 
 def _controller(args: argparse.Namespace) -> int:
     from stackube.controller.main import run  # noqa: PLC0415 - kopf is heavy; load on demand
+
+    return run(args)
+
+
+def _cni_daemon(args: argparse.Namespace) -> int:
+    from stackube.cni.main import run  # noqa: PLC0415 - openstacksdk loads on demand
 
     return run(args)
 
@@ -124,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(controller)
     controller.set_defaults(handler=_controller)
 
+    cni_daemon = commands.add_parser("cni-daemon", help="run stackube-cni-daemon (one per node)")
+    add_cni_daemon_arguments(cni_daemon)
+    cni_daemon.set_defaults(handler=_cni_daemon)
+
     webhook = commands.add_parser("auth-webhook", help="run the Keystone TokenReview webhook")
     add_webhook_arguments(webhook)
     webhook.set_defaults(handler=_auth_webhook)
@@ -145,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Programs that run for long say what they do; the devbox shows its own progress.
-    long_running = args.command in ("controller", "auth-webhook")
+    long_running = args.command in ("controller", "auth-webhook", "cni-daemon")
     default_level = logging.INFO if long_running else logging.WARNING
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else default_level,

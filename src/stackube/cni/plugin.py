@@ -62,16 +62,7 @@ def run(env: Mapping[str, str], stdin: bytes, stdout: TextIO, stderr: TextIO, se
         if request.command == "VERSION":
             reply: dict[str, Any] = spec.version_result()
         else:
-            reply = send(
-                {
-                    "command": request.command,
-                    "containerID": request.container_id,
-                    "netns": request.netns,
-                    "ifname": request.ifname,
-                    "args": dict(request.args),
-                    "config": dict(request.config),
-                }
-            )
+            reply = send(spec.to_message(request))
             if "error" in reply:
                 error = reply["error"]
                 raise spec.CniError(

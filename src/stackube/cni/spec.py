@@ -144,3 +144,29 @@ def parse_request(env: Mapping[str, str], stdin: bytes) -> Request:
 
 def version_result() -> dict[str, Any]:
     return {"cniVersion": RESULT_VERSION, "supportedVersions": list(SUPPORTED_VERSIONS)}
+
+
+# ---- the plugin <-> daemon wire format (one JSON object per line each way) --------------
+def to_message(request: Request) -> dict[str, Any]:
+    return {
+        "command": request.command,
+        "containerID": request.container_id,
+        "netns": request.netns,
+        "ifname": request.ifname,
+        "args": dict(request.args),
+        "config": dict(request.config),
+    }
+
+
+def from_message(message: Mapping[str, Any]) -> tuple[dict[str, str], bytes]:
+    """A forwarded request, back into the env + stdin it came from, so that the daemon
+    validates exactly what a plugin would (the socket is a trust boundary too)."""
+    args = message.get("args")
+    env = {
+        "CNI_COMMAND": str(message.get("command", "")),
+        "CNI_CONTAINERID": str(message.get("containerID", "")),
+        "CNI_NETNS": str(message.get("netns", "")),
+        "CNI_IFNAME": str(message.get("ifname", "")),
+        "CNI_ARGS": ";".join(f"{k}={v}" for k, v in args.items()) if isinstance(args, dict) else "",
+    }
+    return env, json.dumps(message.get("config") or {}).encode()

@@ -14,7 +14,7 @@ import time
 
 import kopf
 
-from stackube.config import ControllerConfig, parse_config, read_key_files
+from stackube.config import parse_config, read_key_files
 from stackube.controller import metrics
 from stackube.controller.network import NetworkReconciler
 from stackube.controller.operator import Reconcilers, register
@@ -22,24 +22,9 @@ from stackube.controller.tenant import TenantReconciler
 from stackube.errors import StackubeError
 from stackube.kube.client import api_client, endpoint
 from stackube.kube.lease import LeaseLock
-from stackube.openstack.cloud import Connection, connect, service_credentials
+from stackube.openstack.cloud import LazyConnection
 
 log = logging.getLogger("stackube.controller")
-
-
-class OpenStackClient:
-    """One openstacksdk connection for the service account, made on first use."""
-
-    def __init__(self, config: ControllerConfig) -> None:
-        self.config = config
-        self._conn: Connection | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self) -> Connection:
-        with self._lock:
-            if self._conn is None:
-                self._conn = connect(service_credentials(self.config))
-            return self._conn
 
 
 def _keep_lease(lock: LeaseLock, done: threading.Event, lost: threading.Event) -> None:
@@ -71,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         log.warning("configuration: %s", warning)
     kube = api_client(args.kubeconfig)
     apiserver = endpoint(args.kubeconfig)
-    openstack = OpenStackClient(config)
+    openstack = LazyConnection(config)
     metrics.serve(args.metrics_port, args.bind_address)
 
     # No stop_flag for kopf: it would park an executor thread waiting on it, which

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
-from pyroute2 import IPRoute, NetlinkError, netns
+from pyroute2 import IPRoute, NetlinkError, config, netns
+
+# pyroute2 opens sockets inside other netns from a forked child; without this the child
+# runs its parent's SIGTERM handler when pyroute2 stops it (a daemon would log "stopping").
+config.disable_mp_signal = True
 
 
 def link_names() -> list[str]:
@@ -87,3 +94,173 @@ def plug_veth_into_namespace(
         ns.link("set", index=lo, state="up")
         if gateway is not None:
             ns.route("add", dst="0.0.0.0/0", gateway=gateway)
+
+
+# ---- pod plumbing (the CNI daemon) ------------------------------------------------------
+@dataclass(frozen=True)
+class PodInterface:
+    """A pod's interface as found inside its network namespace (for CNI CHECK)."""
+
+    ifname: str
+    mac: str
+    mtu: int
+    up: bool
+    addresses: tuple[str, ...]  # CIDR form
+    default_gateway: str | None
+
+
+def _index(ipr: IPRoute, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return int(found[0]) if found else None
+
+
+def _require(ipr: IPRoute, ifname: str) -> int:
+    index = _index(ipr, ifname)
+    if index is None:
+        raise FileNotFoundError(f"link {ifname} does not exist")
+    return index
+
+
+def ensure_bridge(name: str) -> None:
+    """A Linux bridge (made if missing, as os-vif does for Neutron's Linux bridge agent,
+    which adds its VXLAN or physical interface to it), up."""
+    with IPRoute() as ipr:
+        if _index(ipr, name) is None:
+            try:
+                ipr.link("add", ifname=name, kind="bridge")
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:  # the agent made it meanwhile
+                    raise
+        ipr.link("set", index=_require(ipr, name), state="up")
+
+
+def ensure_parked_veth(host_ifname: str, parked_ifname: str, *, mac: str, mtu: int) -> None:
+    """A veth pair in this namespace: the host end up, the other end (later the pod's)
+    down and parked with the port's MAC and MTU. A half pair is replaced."""
+    with IPRoute() as ipr:
+        host, parked = _index(ipr, host_ifname), _index(ipr, parked_ifname)
+        if host is None or parked is None:
+            for index in (host, parked):
+                if index is not None:
+                    ipr.link("del", index=index)
+            ipr.link(
+                "add",
+                ifname=host_ifname,
+                kind="veth",
+                mtu=mtu,
+                peer={"ifname": parked_ifname, "mtu": mtu, "address": mac},
+            )
+        ipr.link("set", index=_require(ipr, host_ifname), state="up")
+
+
+def attach_to_bridge(ifname: str, bridge: str) -> None:
+    with IPRoute() as ipr:
+        index, master = _index(ipr, ifname), _index(ipr, bridge)
+        if index is None or master is None:
+            raise FileNotFoundError(f"{ifname if index is None else bridge} does not exist")
+        ipr.link("set", index=index, master=master)
+
+
+def master_of(ifname: str) -> str | None:
+    """The bridge this link is enslaved to, or None (also when the link is missing)."""
+    with IPRoute() as ipr:
+        index = _index(ipr, ifname)
+        if index is None:
+            return None
+        master = ipr.get_links(index)[0].get("master")
+        if not master:
+            return None
+        return str(ipr.get_links(master)[0].get("ifname"))
+
+
+def links_with_prefix(prefix: str) -> list[str]:
+    return [name for name in link_names() if name.startswith(prefix)]
+
+
+def _netns_fd(netns_path: str) -> int:
+    return os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def move_into_namespace(
+    parked_ifname: str,
+    netns_path: str,
+    *,
+    ifname: str,
+    mtu: int,
+    address: str,
+    gateway: str | None,
+) -> None:
+    """The parked end becomes `ifname` inside the pod's netns, with its address and
+    default route. Repeatable: a pod end already moved is (re)configured in place."""
+    with IPRoute() as ipr:
+        parked = _index(ipr, parked_ifname)
+        if parked is not None:
+            fd = _netns_fd(netns_path)
+            try:
+                ipr.link("set", index=parked, net_ns_fd=fd)
+            finally:
+                os.close(fd)
+    ip, prefix = address.split("/")
+    with IPRoute(netns=netns_path) as ns:
+        index = _index(ns, ifname)
+        if index is None:
+            index = _index(ns, parked_ifname)
+            if index is None:
+                raise FileNotFoundError(f"neither {parked_ifname} nor {ifname} is in {netns_path}")
+            ns.link("set", index=index, ifname=ifname, mtu=mtu)
+        have = {a.get("address") for a in ns.get_addr(index=index)}
+        if ip not in have:
+            ns.addr("add", index=index, address=ip, prefixlen=int(prefix))
+        ns.link("set", index=index, state="up")
+        lo = _index(ns, "lo")
+        if lo is not None:
+            ns.link("set", index=lo, state="up")
+        if gateway is not None:
+            ns.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=index)
+
+
+def pod_interface(netns_path: str, ifname: str) -> PodInterface | None:
+    """What the pod's netns holds under `ifname`; None if the netns or link is gone."""
+    if not Path(netns_path).exists():
+        return None
+    with IPRoute(netns=netns_path) as ns:
+        index = _index(ns, ifname)
+        if index is None:
+            return None
+        link = ns.get_links(index)[0]
+        addresses = tuple(
+            f"{a.get('address')}/{a['prefixlen']}" for a in ns.get_addr(index=index, family=2)
+        )
+        gateway = None
+        for route in ns.get_routes(family=2, oif=index):
+            if route["dst_len"] == 0 and route.get("gateway"):
+                gateway = str(route.get("gateway"))
+        return PodInterface(
+            ifname=ifname,
+            mac=str(link.get("address")),
+            mtu=int(link.get("mtu")),
+            up=bool(link["flags"] & 1),
+            addresses=addresses,
+            default_gateway=gateway,
+        )
+
+
+def delete_pod_interface(netns_path: str, ifname: str) -> bool:
+    """Delete `ifname` in the pod's netns (its veth peer goes with it). False if the
+    netns or the link was already gone."""
+    if not netns_path or not Path(netns_path).exists():
+        return False
+    try:
+        with IPRoute(netns=netns_path) as ns:
+            index = _index(ns, ifname)
+            if index is None:
+                return False
+            ns.link("del", index=index)
+            return True
+    except (OSError, NetlinkError) as exc:
+        if getattr(exc, "code", None) == errno.ENODEV or getattr(exc, "errno", None) in (
+            errno.ENOENT,
+            errno.EINVAL,
+        ):
+            return False
+        raise

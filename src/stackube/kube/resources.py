@@ -125,6 +125,15 @@ def list_networks(api: k8s.ApiClient, namespace: str) -> list[dict[str, Any]]:
     return list(found.get("items", []))
 
 
+@translating("list Networks")
+def list_all_networks(api: k8s.ApiClient) -> list[dict[str, Any]]:
+    found = cast(
+        dict[str, Any],
+        k8s.CustomObjectsApi(api).list_cluster_custom_object(GROUP, VERSION, NETWORK_PLURAL),
+    )
+    return list(found.get("items", []))
+
+
 @translating("create Network")
 def create_network(
     api: k8s.ApiClient, namespace: str, name: str, spec: dict[str, Any], labels: dict[str, str]

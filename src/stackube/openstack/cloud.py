@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,14 @@ from openstack.connection import Connection
 
 from stackube.config import ControllerConfig
 
-__all__ = ["Connection", "Credentials", "connect", "connect_cloud", "service_credentials"]
+__all__ = [
+    "Connection",
+    "Credentials",
+    "LazyConnection",
+    "connect",
+    "connect_cloud",
+    "service_credentials",
+]
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,11 @@ def service_credentials(config: ControllerConfig) -> Credentials:
 
 
 def connect(creds: Credentials, timeout: float = 30.0) -> Connection:
+    # Only these credentials: OS_* variables or a clouds.yaml of whoever runs us must not
+    # blend in (OS_CLOUD in an operator's shell would otherwise swap in other auth).
     return openstack.connect(
+        load_yaml_config=False,
+        load_envvars=False,
         auth_url=creds.auth_url,
         username=creds.username,
         password=creds.password,
@@ -56,3 +68,19 @@ def connect(creds: Credentials, timeout: float = 30.0) -> Connection:
 def connect_cloud(cloud: str, clouds_yaml: Path) -> Connection:
     config = openstack.config.OpenStackConfig(config_files=[str(clouds_yaml)])
     return Connection(config=config.get_one(cloud=cloud))
+
+
+class LazyConnection:
+    """One openstacksdk connection for Stackube's service account, made on first use
+    (so a program starts, and reports, even while Keystone is down)."""
+
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Connection:
+        with self._lock:
+            if self._conn is None:
+                self._conn = connect(service_credentials(self.config))
+            return self._conn

@@ -226,3 +226,100 @@ def ports_on(conn: Connection, network_id: str) -> list[Port]:
 @translating("Neutron port delete")
 def delete_port(conn: Connection, port_id: str) -> None:
     conn.network.delete_port(port_id, ignore_missing=True)
+
+
+# ---- pod ports (the CNI daemon) ---------------------------------------------------------
+@dataclass(frozen=True)
+class PodPort:
+    """A port as the CNI daemon sees it: identity, addressing, binding and state."""
+
+    id: str
+    name: str
+    network_id: str
+    project_id: str
+    mac: str
+    fixed_ips: tuple[tuple[str, str], ...]  # (subnet id, address)
+    status: str
+    device_owner: str
+    device_id: str
+    host: str
+
+    def address_on(self, subnet_id: str) -> str | None:
+        return next((ip for sid, ip in self.fixed_ips if sid == subnet_id), None)
+
+
+def _pod_port(raw: Any) -> PodPort:
+    return PodPort(
+        id=str(raw.id),
+        name=str(raw.name or ""),
+        network_id=str(raw.network_id),
+        project_id=str(raw.project_id or ""),
+        mac=str(raw.mac_address),
+        fixed_ips=tuple((str(ip["subnet_id"]), str(ip["ip_address"])) for ip in raw.fixed_ips),
+        status=str(raw.status or ""),
+        device_owner=str(raw.device_owner or ""),
+        device_id=str(raw.device_id or ""),
+        host=str(raw.binding_host_id or ""),
+    )
+
+
+@translating("Neutron subnet lookup")
+def get_subnet(conn: Connection, subnet_id: str) -> Subnet | None:
+    raw = conn.network.find_subnet(subnet_id, ignore_missing=True)
+    return None if raw is None else _subnet(raw)
+
+
+@translating("Neutron port create")
+def create_pod_port(
+    conn: Connection,
+    *,
+    network_id: str,
+    project_id: str,
+    name: str,
+    device_id: str,
+    device_owner: str,
+    host: str,
+) -> PodPort:
+    """A port bound to `host` (the node's agent wires it); the project's default
+    security group applies."""
+    raw = conn.network.create_port(
+        network_id=network_id,
+        project_id=project_id,
+        name=name,
+        device_id=device_id,
+        device_owner=device_owner,
+        binding_host_id=host,
+    )
+    return _pod_port(raw)
+
+
+@translating("Neutron port update")
+def rename_port(conn: Connection, port_id: str, *, name: str, device_id: str) -> PodPort:
+    return _pod_port(conn.network.update_port(port_id, name=name, device_id=device_id))
+
+
+@translating("Neutron port lookup")
+def get_pod_port(conn: Connection, port_id: str) -> PodPort | None:
+    try:
+        return _pod_port(conn.network.get_port(port_id))
+    except sdk.NotFoundException:
+        return None
+
+
+@translating("Neutron port lookup")
+def pod_ports(
+    conn: Connection,
+    *,
+    device_owner: str,
+    host: str | None = None,
+    device_id: str | None = None,
+    network_id: str | None = None,
+) -> list[PodPort]:
+    filters: dict[str, str] = {"device_owner": device_owner}
+    if host is not None:
+        filters["binding:host_id"] = host
+    if device_id is not None:
+        filters["device_id"] = device_id
+    if network_id is not None:
+        filters["network_id"] = network_id
+    return [_pod_port(p) for p in conn.network.ports(**filters)]

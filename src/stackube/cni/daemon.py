@@ -1,0 +1,608 @@
+"""stackube-cni-daemon's logic: ADD, DEL, CHECK, STATUS and GC for the pods of this
+node, warm port pools, and recovery after a restart.
+
+Every step that changes Neutron or the host is preceded by a journal entry
+(`attachments.py`), so a daemon killed at any point can finish or undo the work on
+the next call for that sandbox or at start-up. Calls for one sandbox are serialized;
+calls for different sandboxes run in parallel.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from stackube.api.naming import POD_PORT_DEVICE_OWNER
+from stackube.cni import spec
+from stackube.cni.attachments import Attachment, AttachmentStore, Phase, attachment_key
+from stackube.cni.drivers import PlugDriver, parked_ifname
+from stackube.cni.pool import (
+    POOL_DEVICE_ID,
+    HostPort,
+    PortPools,
+    ReadyPort,
+    plan_recovery,
+    pool_port_name,
+)
+from stackube.cni.result import PodAddressing, dns_search, host_ifname, port_name, render
+from stackube.cni.tenancy import (
+    ExpectedInterface,
+    NetworkRef,
+    TenantNetwork,
+    check_problems,
+    choose_network,
+    cidr_address,
+    live_network_refs,
+)
+from stackube.errors import NotFoundError, StackubeError, TemporaryError
+from stackube.host import netlink
+from stackube.kube import resources as kube
+from stackube.kube.client import ApiClient
+from stackube.openstack import network as neutron
+from stackube.openstack.cloud import Connection
+
+log = logging.getLogger("stackube.cni")
+
+CHECK_FAILED = 102
+PORT_NOT_ACTIVE = 103
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    node: str
+    pool_size: int = 3
+    pool_eager: bool = False
+    cluster_dns: tuple[str, ...] = ()
+    cluster_domain: str = "cluster.local"
+    port_active_timeout: float = 60.0
+    resync_seconds: float = 5.0
+    pool_concurrency: int = 4
+
+
+class CniDaemon:
+    def __init__(
+        self,
+        settings: DaemonSettings,
+        conn: Callable[[], Connection],
+        kube_api: ApiClient,
+        driver: PlugDriver,
+        store: AttachmentStore,
+    ) -> None:
+        self.settings = settings
+        self.conn = conn
+        self.kube = kube_api
+        self.driver = driver
+        self.store = store
+        self.pools = PortPools(settings.pool_size)
+        self._networks: dict[str, TenantNetwork] = {}
+        self._sandbox_locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._renames: queue.Queue[str] = queue.Queue()
+        self._fillers = ThreadPoolExecutor(
+            max(1, settings.pool_concurrency), thread_name_prefix="pool-fill"
+        )
+        self._kick = threading.Event()
+        self.stopping = threading.Event()
+        self.ready = threading.Event()
+
+    # ---- the socket's entry point --------------------------------------------------------
+    def handle(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        """One request from `kubestack` -> {"result": ...} or {"error": CNI error}."""
+        started = time.monotonic()
+        command = str(message.get("command", ""))
+        what = command
+        try:
+            request = spec.parse_request(*spec.from_message(message))
+            what = _describe(request)
+            result = self._dispatch(request)
+        except spec.CniError as exc:
+            log.warning("%s failed: %s (code %s) %s", what, exc.msg, exc.code, exc.details)
+            return {"error": exc.to_json()}
+        except TemporaryError as exc:
+            log.warning("%s failed, the runtime will retry: %s", what, exc)
+            return {"error": spec.CniError(spec.TRY_AGAIN_LATER, str(exc)).to_json()}
+        except (StackubeError, OSError) as exc:
+            log.error("%s failed: %s", what, exc)
+            return {"error": spec.CniError(spec.IO_FAILURE, str(exc)).to_json()}
+        except Exception as exc:  # a bug: still a CNI error, with the trace in our log
+            log.exception("%s failed unexpectedly", what)
+            return {"error": spec.CniError(spec.IO_FAILURE, f"internal error: {exc!r}").to_json()}
+        log.info("%s done in %.0f ms", what, (time.monotonic() - started) * 1000)
+        return {"result": result}
+
+    def _dispatch(self, request: spec.Request) -> dict[str, Any]:
+        if request.command == "ADD":
+            return self.add(request)
+        if request.command == "DEL":
+            self.delete(request)
+            return {}
+        if request.command == "CHECK":
+            self.check(request)
+            return {}
+        if request.command == "GC":
+            self.gc(request)
+            return {}
+        if request.command == "STATUS":
+            if not self.ready.is_set():
+                raise spec.CniError(spec.PLUGIN_NOT_AVAILABLE, "the CNI daemon is still recovering")
+            return {}
+        raise spec.CniError(spec.INVALID_ENVIRONMENT, f"unsupported command {request.command}")
+
+    @contextmanager
+    def _sandbox(self, container_id: str, ifname: str) -> Iterator[None]:
+        key = attachment_key(container_id, ifname)
+        with self._guard:
+            lock = self._sandbox_locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    # ---- tenant networks -----------------------------------------------------------------
+    def _resolve(self, ref: NetworkRef) -> TenantNetwork:
+        cached = self._networks.get(ref.network_id)
+        if cached is not None and (not ref.subnet_id or cached.subnet_id == ref.subnet_id):
+            return cached
+        conn = self.conn()
+        net = neutron.get_network(conn, ref.network_id)
+        if net is None:
+            raise spec.CniError(
+                spec.TRY_AGAIN_LATER,
+                f"Network {ref.namespace}/{ref.name}: Neutron network {ref.network_id} is missing",
+            )
+        subnets = neutron.subnets_of(conn, net.id)
+        subnet = next((s for s in subnets if s.id == ref.subnet_id), None) or next(
+            (s for s in subnets if ":" not in s.cidr), None
+        )
+        if subnet is None:
+            raise spec.CniError(
+                spec.TRY_AGAIN_LATER, f"Neutron network {net.id} has no IPv4 subnet yet"
+            )
+        found = TenantNetwork(
+            net.id, subnet.id, subnet.cidr, subnet.gateway_ip, net.mtu, net.project_id
+        )
+        self._networks[net.id] = found
+        return found
+
+    def tenant_network(self, namespace: str) -> TenantNetwork:
+        return self._resolve(choose_network(namespace, kube.list_networks(self.kube, namespace)))
+
+    # ---- ADD -----------------------------------------------------------------------------
+    def add(self, request: spec.Request) -> dict[str, Any]:
+        pod = request.pod
+        if pod is None:  # parse_request insists for ADD; kept for the type checker
+            raise spec.CniError(spec.INVALID_ENVIRONMENT, "CNI_ARGS must name the pod")
+        with self._sandbox(request.container_id, request.ifname):
+            network = self.tenant_network(pod.namespace)
+            attachment = self.store.get(request.container_id, request.ifname)
+            if attachment is not None and attachment.network_id != network.network_id:
+                log.info(
+                    "%s: was on network %s; starting over", attachment.key, attachment.network_id
+                )
+                self._release(attachment, request.netns)
+                attachment = None
+            if attachment is None:
+                attachment = Attachment(
+                    request.container_id,
+                    request.ifname,
+                    request.netns,
+                    pod.namespace,
+                    pod.name,
+                    pod.uid,
+                    network.network_id,
+                )
+                self.store.put(attachment)
+            attachment, port, pooled = self._port_for(attachment, network)
+            address = cidr_address(port.ip, network.cidr)
+            netlink.move_into_namespace(
+                parked_ifname(port.id),
+                request.netns,
+                ifname=request.ifname,
+                mtu=network.mtu,
+                address=address,
+                gateway=network.gateway,
+            )
+            done = Phase.PLUGGED if pooled or attachment.phase == Phase.PLUGGED else Phase.RECORDED
+            if attachment.phase != Phase.RECORDED:
+                attachment = attachment.advanced(done, netns=request.netns)
+                self.store.put(attachment)
+            if attachment.phase == Phase.PLUGGED:
+                self._renames.put(attachment.key)
+            log.info(
+                "ADD %s/%s: port %s %s on %s%s",
+                pod.namespace,
+                pod.name,
+                port.id,
+                address,
+                network.network_id,
+                " (from the pool)" if pooled else "",
+            )
+            addressing = PodAddressing(
+                port_id=port.id,
+                mac=port.mac,
+                ip=port.ip,
+                cidr=network.cidr,
+                gateway=network.gateway,
+                mtu=network.mtu,
+                dns_servers=self.settings.cluster_dns,
+                dns_search=dns_search(pod.namespace, self.settings.cluster_domain),
+            )
+            return render(addressing, request.ifname, request.netns, request.cni_version)
+
+    def _port_for(
+        self, attachment: Attachment, network: TenantNetwork
+    ) -> tuple[Attachment, ReadyPort, bool]:
+        """The attachment's port, plugged with its pod end parked or already in the pod:
+        the journaled one (a retried or interrupted ADD), else a pooled one, else a new
+        one (or the one an interrupted ADD made: it carries the pod's device id)."""
+        conn = self.conn()
+        if attachment.port_id:
+            port = neutron.get_pod_port(conn, attachment.port_id)
+            if port is not None:
+                if not self.driver.is_plugged(port.id, port.network_id):
+                    self._plug(port)
+                self._wait_active(port.id, port.network_id)
+                return attachment, self._ready(port, network), False
+            log.warning(
+                "%s: port %s is gone from Neutron; getting another",
+                attachment.key,
+                attachment.port_id,
+            )
+            self.driver.unplug(attachment.port_id)
+            attachment = attachment.advanced(Phase.NEW, port_id="")
+            self.store.put(attachment)
+
+        self.pools.track(network.network_id)
+        self._kick.set()
+        pooled = self.pools.take(network.network_id)
+        if pooled is not None:
+            attachment = attachment.advanced(Phase.CLAIMED, port_id=pooled.id)
+            self.store.put(attachment)
+            return attachment, pooled, True
+
+        made = neutron.pod_ports(
+            conn,
+            device_owner=POD_PORT_DEVICE_OWNER,
+            host=self.settings.node,
+            device_id=attachment.device_id,
+            network_id=network.network_id,
+        )
+        port = (
+            made[0]
+            if made
+            else self._create_port(
+                network, port_name(attachment.namespace, attachment.pod), attachment.device_id
+            )
+        )
+        attachment = attachment.advanced(Phase.CLAIMED, port_id=port.id)
+        self.store.put(attachment)
+        self._plug(port)
+        self._wait_active(port.id, port.network_id)
+        return attachment, self._ready(port, network), False
+
+    def _create_port(self, network: TenantNetwork, name: str, device_id: str) -> neutron.PodPort:
+        return neutron.create_pod_port(
+            self.conn(),
+            network_id=network.network_id,
+            project_id=network.project_id,
+            name=name,
+            device_id=device_id,
+            device_owner=POD_PORT_DEVICE_OWNER,
+            host=self.settings.node,
+        )
+
+    def _plug(self, port: neutron.PodPort) -> None:
+        network = self._networks.get(port.network_id)
+        mtu = network.mtu if network else 1450
+        self.driver.plug(
+            port_id=port.id,
+            network_id=port.network_id,
+            mac=port.mac,
+            mtu=mtu,
+            device_id=port.device_id,
+        )
+
+    def _ready(self, port: neutron.PodPort, network: TenantNetwork) -> ReadyPort:
+        ip = port.address_on(network.subnet_id)
+        if ip is None:
+            raise spec.CniError(
+                spec.IO_FAILURE, f"port {port.id} has no address on {network.subnet_id}"
+            )
+        return ReadyPort(port.id, port.network_id, port.mac, ip)
+
+    def _wait_active(self, port_id: str, network_id: str) -> None:
+        """Until Neutron says ACTIVE (the agent has wired it, security groups included)
+        and the host end is attached; bounded."""
+        deadline = time.monotonic() + self.settings.port_active_timeout
+        delay = 0.1
+        status = "unknown"
+        while True:
+            port = neutron.get_pod_port(self.conn(), port_id)
+            if port is None:
+                raise TemporaryError(f"port {port_id} was deleted while being wired")
+            status = port.status
+            if status == "ACTIVE" and self.driver.is_plugged(port_id, network_id):
+                return
+            if time.monotonic() >= deadline:
+                raise spec.CniError(
+                    PORT_NOT_ACTIVE,
+                    f"port {port_id} is not ACTIVE after {self.settings.port_active_timeout:.0f} s",
+                    f"status {status}; is the Neutron agent on {self.settings.node} alive?",
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    # ---- DEL -----------------------------------------------------------------------------
+    def delete(self, request: spec.Request) -> None:
+        with self._sandbox(request.container_id, request.ifname):
+            attachment = self.store.get(request.container_id, request.ifname)
+            if attachment is not None:
+                self._release(attachment, request.netns)
+                return
+            pod = request.pod
+            if pod is None or not pod.uid:
+                return  # nothing of ours: DEL succeeds
+            # Not journaled (e.g. the journal was lost): this pod's ports on this node that
+            # no other sandbox holds.
+            held = {a.port_id for a in self.store.all()}
+            for port in neutron.pod_ports(
+                self.conn(),
+                device_owner=POD_PORT_DEVICE_OWNER,
+                host=self.settings.node,
+                device_id=pod.uid,
+            ):
+                if port.id not in held and port.name == port_name(pod.namespace, pod.name):
+                    self.driver.unplug(port.id)
+                    neutron.delete_port(self.conn(), port.id)
+                    log.info(
+                        "DEL %s/%s: deleted unjournaled port %s", pod.namespace, pod.name, port.id
+                    )
+
+    def _release(self, attachment: Attachment, netns: str) -> None:
+        """Undo an attachment whatever phase it reached: pod interface, host links,
+        Neutron port (also one made before its id was journaled), journal entry."""
+        for path in {netns, attachment.netns} - {""}:
+            netlink.delete_pod_interface(path, attachment.ifname)
+        ports = {attachment.port_id} - {""}
+        if not ports:
+            ports = {
+                p.id
+                for p in neutron.pod_ports(
+                    self.conn(),
+                    device_owner=POD_PORT_DEVICE_OWNER,
+                    host=self.settings.node,
+                    device_id=attachment.device_id,
+                    network_id=attachment.network_id or None,
+                )
+            }
+        for port_id in ports:
+            self.driver.unplug(port_id)
+            neutron.delete_port(self.conn(), port_id)
+        self.store.remove(attachment)
+        log.info(
+            "DEL %s/%s (%s): released port %s",
+            attachment.namespace,
+            attachment.pod,
+            attachment.key,
+            ", ".join(sorted(ports)) or "(none)",
+        )
+
+    # ---- CHECK and GC --------------------------------------------------------------------
+    def check(self, request: spec.Request) -> None:
+        with self._sandbox(request.container_id, request.ifname):
+            attachment = self.store.get(request.container_id, request.ifname)
+            if attachment is None or not attachment.port_id:
+                raise spec.CniError(
+                    spec.UNKNOWN_CONTAINER,
+                    f"no attachment for container {request.container_id} {request.ifname}",
+                )
+            network = self.tenant_network(attachment.namespace)
+            port = neutron.get_pod_port(self.conn(), attachment.port_id)
+            found = netlink.pod_interface(request.netns, request.ifname)
+            ip = port.address_on(network.subnet_id) if port else None
+            expected = ExpectedInterface(
+                request.ifname,
+                port.mac if port else "",
+                cidr_address(ip, network.cidr) if ip else "",
+                network.mtu,
+                network.gateway,
+            )
+            problems = check_problems(
+                expected,
+                found,
+                port.status if port else None,
+                self.driver.is_plugged(attachment.port_id, attachment.network_id),
+            )
+            if problems:
+                raise spec.CniError(CHECK_FAILED, "; ".join(problems))
+
+    def gc(self, request: spec.Request) -> None:
+        """CNI 1.1 GC: release every attachment the runtime no longer lists."""
+        valid = {
+            attachment_key(str(a.get("containerID", "")), str(a.get("ifname", "")))
+            for a in request.config.get("cni.dev/valid-attachments") or []
+            if isinstance(a, dict)
+        }
+        for attachment in self.store.all():
+            if attachment.key not in valid:
+                container, ifname = attachment.container_id, attachment.ifname
+                with self._sandbox(container, ifname):
+                    current = self.store.get(container, ifname)
+                    if current is not None:
+                        self._release(current, current.netns)
+
+    # ---- background: Neutron names, pools --------------------------------------------------
+    def record_names(self) -> None:
+        """Name pooled ports after the pods that took them (off the ADD's path)."""
+        while not self.stopping.is_set():
+            try:
+                key = self._renames.get(timeout=1)
+            except queue.Empty:
+                continue
+            attachment = next((a for a in self.store.all() if a.key == key), None)
+            if attachment is None or attachment.phase != Phase.PLUGGED:
+                continue
+            try:
+                neutron.rename_port(
+                    self.conn(),
+                    attachment.port_id,
+                    name=port_name(attachment.namespace, attachment.pod),
+                    device_id=attachment.device_id,
+                )
+            except NotFoundError:
+                continue
+            except StackubeError as exc:
+                log.warning(
+                    "naming port %s after its pod: %s (will retry)", attachment.port_id, exc
+                )
+                self.stopping.wait(2)
+                self._renames.put(key)
+                continue
+            with self._sandbox(attachment.container_id, attachment.ifname):
+                current = self.store.get(attachment.container_id, attachment.ifname)
+                if current is not None and current.port_id == attachment.port_id:
+                    self.store.put(current.advanced(Phase.RECORDED))
+
+    def maintain_pools(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._maintain_once()
+            except StackubeError as exc:
+                log.warning("pool maintenance: %s", exc)
+            self._kick.wait(self.settings.resync_seconds)
+            self._kick.clear()
+
+    def _maintain_once(self) -> None:
+        refs = live_network_refs(kube.list_all_networks(self.kube))
+        for network_id in self.pools.networks():
+            if network_id not in refs:
+                dropped = self.pools.drop(network_id)
+                self._networks.pop(network_id, None)
+                for port in dropped:
+                    self._discard(port.id)
+                log.info(
+                    "network %s is gone: dropped its pool (%d ports)", network_id, len(dropped)
+                )
+        if self.settings.pool_size <= 0:
+            return
+        if self.settings.pool_eager:
+            for network_id in refs:
+                self.pools.track(network_id)
+        for network_id in self.pools.networks():
+            ref = refs.get(network_id)
+            if ref is None:
+                continue
+            try:
+                network = self._resolve(ref)
+            except spec.CniError as exc:
+                log.info("pool for %s waits: %s", network_id, exc.msg)
+                continue
+            for _ in range(self.pools.want(network_id)):
+                self._fillers.submit(self._fill_one, network)
+
+    def _fill_one(self, network: TenantNetwork) -> None:
+        port: neutron.PodPort | None = None
+        ready: ReadyPort | None = None
+        try:
+            port = self._create_port(network, pool_port_name(self.settings.node), POOL_DEVICE_ID)
+            self._plug(port)
+            self._wait_active(port.id, port.network_id)
+            ready = self._ready(port, network)
+        except (StackubeError, spec.CniError, OSError) as exc:
+            log.warning("pool for %s: could not prepare a port: %s", network.network_id, exc)
+        kept = self.pools.filled(ready, network.network_id)
+        if port is not None and (ready is None or not kept):
+            self._discard(port.id)
+
+    def _discard(self, port_id: str) -> None:
+        try:
+            self.driver.unplug(port_id)
+            neutron.delete_port(self.conn(), port_id)
+        except (StackubeError, OSError) as exc:
+            log.warning("could not delete port %s (recovery will): %s", port_id, exc)
+
+    # ---- start-up --------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Make sense of Neutron, the journal and the host after a (re)start: adopt
+        intact pool ports, keep pods' ports, delete what nobody owns."""
+        attachments = self.store.all()
+        ports = neutron.pod_ports(
+            self.conn(), device_owner=POD_PORT_DEVICE_OWNER, host=self.settings.node
+        )
+        links = set(netlink.link_names())
+        live = live_network_refs(kube.list_all_networks(self.kube))
+        host_ports = [
+            HostPort(
+                p.id,
+                p.network_id,
+                p.device_id,
+                p.mac,
+                p.fixed_ips[0][1] if p.fixed_ips else "",
+                p.status == "ACTIVE",
+            )
+            for p in ports
+        ]
+        plugged = [
+            p.id
+            for p in ports
+            if parked_ifname(p.id) in links and self.driver.is_plugged(p.id, p.network_id)
+        ]
+        plan = plan_recovery(
+            host_ports,
+            {a.key: (a.port_id, a.device_id) for a in attachments},
+            plugged,
+            live,
+        )
+        for port in plan.pool:
+            self.pools.adopt(ReadyPort(port.id, port.network_id, port.mac, port.ip))
+        for port in plan.delete:
+            self._discard(port.id)
+        by_key = {a.key: a for a in attachments}
+        for port_id, key in plan.owned.items():
+            attachment = by_key[key]
+            if not attachment.port_id:
+                self.store.put(attachment.advanced(Phase.CLAIMED, port_id=port_id))
+            elif attachment.phase == Phase.PLUGGED:
+                self._renames.put(key)
+        kept = {p.id[:11] for p in plan.pool} | {pid[:11] for pid in plan.owned}
+        kept |= {a.port_id[:11] for a in attachments if a.port_id}
+        stray = [
+            name[3:]
+            for name in links
+            if name.startswith("stp") and name[3:] not in kept and host_ifname(name[3:]) in links
+        ]
+        for prefix in stray:
+            self.driver.unplug(prefix)
+        log.info(
+            "recovered: %d pool ports adopted, %d pod ports kept, %d ports, %d link pairs deleted",
+            len(plan.pool),
+            len(plan.owned),
+            len(plan.delete),
+            len(stray),
+        )
+        self.ready.set()
+
+    def start_background(self) -> list[threading.Thread]:
+        threads = [
+            threading.Thread(target=self.record_names, name="record-names", daemon=True),
+            threading.Thread(target=self.maintain_pools, name="pools", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._kick.set()
+        self._fillers.shutdown(wait=False, cancel_futures=True)
+
+
+def _describe(request: spec.Request) -> str:
+    pod = f" {request.pod.namespace}/{request.pod.name}" if request.pod else ""
+    container = f" container {request.container_id[:12]}" if request.container_id else ""
+    return f"{request.command}{pod}{container}"

@@ -1,0 +1,50 @@
+"""Command-line options of `stackube cni-daemon`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from pathlib import Path
+
+DEFAULT_STATE_DIR = Path("/var/lib/stackube/cni")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", type=Path, help="default: in-cluster or $KUBECONFIG")
+    parser.add_argument(
+        "--config-dir", type=Path, required=True, help="the stackube-config ConfigMap, mounted"
+    )
+    parser.add_argument("--secret-dir", type=Path, help="a Secret with the password, mounted")
+    parser.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME") or socket.gethostname(),
+        help="this node as Neutron's agents know it (binding:host_id); default $NODE_NAME",
+    )
+    parser.add_argument("--socket", type=Path, default=Path("/run/stackube/cni.sock"))
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="the journal of attachments (must survive daemon restarts: a hostPath)",
+    )
+    parser.add_argument(
+        "--plug-driver",
+        choices=("linuxbridge", "openvswitch"),
+        help="default: stackube-config plugin-name",
+    )
+    parser.add_argument(
+        "--pool-size", type=int, default=3, help="ready ports per tenant network (0: no pools)"
+    )
+    parser.add_argument(
+        "--pool-eager",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="keep pools for every Active Network, not only those with pods on this node",
+    )
+    parser.add_argument(
+        "--cluster-dns", action="append", default=[], help="DNS server(s) in CNI results"
+    )
+    parser.add_argument("--cluster-domain", default="cluster.local")
+    parser.add_argument("--port-active-timeout", type=float, default=60.0)
+    parser.add_argument("--resync-seconds", type=float, default=5.0)

@@ -1,0 +1,134 @@
+"""Which Neutron network a pod belongs on, and what CHECK compares (pure)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stackube.api.types import State
+from stackube.cni import spec
+from stackube.host.netlink import PodInterface
+
+
+@dataclass(frozen=True)
+class NetworkRef:
+    """A namespace's Network object, as far as the CNI daemon cares."""
+
+    namespace: str
+    name: str
+    network_id: str
+    subnet_id: str
+
+
+@dataclass(frozen=True)
+class TenantNetwork:
+    """The Neutron side of a NetworkRef (immutable once made, so cached by id)."""
+
+    network_id: str
+    subnet_id: str
+    cidr: str
+    gateway: str | None
+    mtu: int
+    project_id: str
+
+
+def _deleting(item: Mapping[str, Any]) -> bool:
+    return bool((item.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def _ref(item: Mapping[str, Any]) -> NetworkRef:
+    meta, status = item.get("metadata") or {}, item.get("status") or {}
+    return NetworkRef(
+        str(meta.get("namespace", "")),
+        str(meta.get("name", "")),
+        str(status.get("networkID") or ""),
+        str(status.get("subnetID") or ""),
+    )
+
+
+def choose_network(namespace: str, items: Sequence[Mapping[str, Any]]) -> NetworkRef:
+    """The Network of a namespace: the one named like the namespace (the tenant's), else
+    the only one. It must be Active and not being deleted."""
+    if not items:
+        raise spec.CniError(
+            spec.NO_TENANT_NETWORK,
+            f"namespace {namespace} has no Network",
+            "pods run only in tenant namespaces (create a Tenant, or a Network in this namespace)",
+        )
+    named = [i for i in items if (i.get("metadata") or {}).get("name") == namespace]
+    if named:
+        item = named[0]
+    elif len(items) == 1:
+        item = items[0]
+    else:
+        names = sorted(str((i.get("metadata") or {}).get("name")) for i in items)
+        raise spec.CniError(
+            spec.NO_TENANT_NETWORK,
+            f"namespace {namespace} has several Networks and none named {namespace}",
+            f"found: {', '.join(names)}",
+        )
+    ref = _ref(item)
+    state = (item.get("status") or {}).get("state")
+    if _deleting(item):
+        raise spec.CniError(
+            spec.NO_TENANT_NETWORK, f"Network {namespace}/{ref.name} is being deleted"
+        )
+    if state != State.ACTIVE or not ref.network_id:
+        raise spec.CniError(
+            spec.TRY_AGAIN_LATER,
+            f"Network {namespace}/{ref.name} is not Active yet (state {state or 'unset'})",
+        )
+    return ref
+
+
+def live_network_refs(items: Iterable[Mapping[str, Any]]) -> dict[str, NetworkRef]:
+    """Networks that are Active and not being deleted (the ones worth keeping a pool
+    for), by Neutron network id."""
+    return {
+        ref.network_id: ref
+        for item in items
+        if not _deleting(item)
+        and (item.get("status") or {}).get("state") == State.ACTIVE
+        and (ref := _ref(item)).network_id
+    }
+
+
+@dataclass(frozen=True)
+class ExpectedInterface:
+    ifname: str
+    mac: str
+    address: str  # CIDR form
+    mtu: int
+    gateway: str | None
+
+
+def cidr_address(ip: str, cidr: str) -> str:
+    return f"{ip}/{ipaddress.ip_network(cidr, strict=False).prefixlen}"
+
+
+def check_problems(
+    expected: ExpectedInterface, found: PodInterface | None, port_status: str | None, plugged: bool
+) -> list[str]:
+    """What CHECK finds wrong (an empty list means the attachment is as ADD left it)."""
+    if found is None:
+        return [f"{expected.ifname} is missing from the pod's network namespace"]
+    problems = []
+    if found.mac.lower() != expected.mac.lower():
+        problems.append(f"{expected.ifname} has MAC {found.mac}, the port has {expected.mac}")
+    if expected.address not in found.addresses:
+        problems.append(f"{expected.ifname} lacks address {expected.address}")
+    if found.mtu != expected.mtu:
+        problems.append(f"{expected.ifname} has MTU {found.mtu}, the network has {expected.mtu}")
+    if not found.up:
+        problems.append(f"{expected.ifname} is down")
+    if expected.gateway and found.default_gateway != expected.gateway:
+        problems.append(f"default route via {found.default_gateway}, expected {expected.gateway}")
+    if port_status is None:
+        problems.append("the Neutron port is gone")
+    elif port_status != "ACTIVE":
+        problems.append(f"the Neutron port is {port_status}")
+    if not plugged:
+        problems.append("the host end is not attached to the Neutron agent's bridge")
+    return problems
