@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from stackube.api.crds import all_crds
-from stackube.api.manifests import controller_rbac
+from stackube.api.manifests import cni_rbac, controller_rbac
 from stackube.auth.options import (
     add_kubeconfig_arguments,
     add_login_arguments,
@@ -76,6 +76,14 @@ def _cni_daemon(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cni_install(args: argparse.Namespace) -> int:
+    from stackube.cni.install import install  # noqa: PLC0415
+
+    for path in install(Path(args.bin_dir), Path(args.conf_dir), args.socket):
+        print(f"wrote {path}")
+    return 0
+
+
 def _auth_webhook(args: argparse.Namespace) -> int:
     from stackube.auth.main import run_webhook  # noqa: PLC0415 - aiohttp loads on demand
 
@@ -95,9 +103,9 @@ def _kubeconfig(args: argparse.Namespace) -> int:
 
 
 def _manifests(args: argparse.Namespace) -> int:
-    """CRDs and the controller's RBAC, generated from the package (deploy/ holds copies)."""
+    """CRDs and the controller's and CNI daemon's RBAC, generated from the package (deploy/ holds copies)."""
     if not args.output:
-        documents = [*all_crds(), *controller_rbac()]
+        documents = [*all_crds(), *controller_rbac(), *cni_rbac()]
         print(yaml.safe_dump_all(documents, sort_keys=False), end="")
         return 0
     root = Path(args.output)
@@ -108,6 +116,8 @@ def _manifests(args: argparse.Namespace) -> int:
         path.write_text(yaml.safe_dump(crd, sort_keys=False))
     rbac = yaml.safe_dump_all(controller_rbac(), sort_keys=False)
     (root / "controller" / "rbac.yaml").write_text(rbac)
+    (root / "cni").mkdir(parents=True, exist_ok=True)
+    (root / "cni" / "rbac.yaml").write_text(yaml.safe_dump_all(cni_rbac(), sort_keys=False))
     return 0
 
 
@@ -134,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     cni_daemon = commands.add_parser("cni-daemon", help="run stackube-cni-daemon (one per node)")
     add_cni_daemon_arguments(cni_daemon)
     cni_daemon.set_defaults(handler=_cni_daemon)
+
+    cni_install = commands.add_parser(
+        "cni-install", help="install the kubestack plugin and its CNI configuration on a node"
+    )
+    cni_install.add_argument("--bin-dir", default="/opt/cni/bin")
+    cni_install.add_argument("--conf-dir", default="/etc/cni/net.d")
+    cni_install.add_argument("--socket", default="/run/stackube/cni.sock")
+    cni_install.set_defaults(handler=_cni_install)
 
     webhook = commands.add_parser("auth-webhook", help="run the Keystone TokenReview webhook")
     add_webhook_arguments(webhook)

@@ -52,13 +52,15 @@ def apply_rbac(api: k8s.ApiClient) -> None:
     apply.create_missing(api, controller_rbac())
 
 
-def service_account_kubeconfig(api: k8s.ApiClient, devbox: Devbox, path: Path) -> Path:
+def service_account_kubeconfig(
+    api: k8s.ApiClient, devbox: Devbox, path: Path, account: str = "stackube-controller"
+) -> Path:
     request = k8s.AuthenticationV1TokenRequest(
         spec=k8s.V1TokenRequestSpec(expiration_seconds=7200, audiences=[])
     )
     token = (
         k8s.CoreV1Api(api)
-        .create_namespaced_service_account_token("stackube-controller", "kube-system", request)
+        .create_namespaced_service_account_token(account, "kube-system", request)
         .status.token
     )
     ca = (devbox.settings.pki_dir / "ca.crt").read_bytes()
@@ -74,10 +76,8 @@ def service_account_kubeconfig(api: k8s.ApiClient, devbox: Devbox, path: Path) -
                 },
             }
         ],
-        "users": [{"name": "stackube-controller", "user": {"token": token}}],
-        "contexts": [
-            {"name": "c", "context": {"cluster": "devbox", "user": "stackube-controller"}}
-        ],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "devbox", "user": account}}],
         "current-context": "c",
     }
     path.write_text(yaml.safe_dump(doc))

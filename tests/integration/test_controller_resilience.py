@@ -10,9 +10,9 @@ import pytest
 from kubernetes import client as k8s
 from openstack.connection import Connection
 
-from stackube.controller.faults import CRASH_EXIT_CODE
 from stackube.controller.network import NETWORK_DELETE_STEPS, NETWORK_STEPS
 from stackube.controller.tenant import TENANT_DELETE_STEPS, TENANT_STEPS
+from stackube.faults import CRASH_EXIT_CODE
 from tests.integration.controller_harness import (
     Controller,
 )

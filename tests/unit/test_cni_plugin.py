@@ -24,7 +24,7 @@ def invoke(
         return reply
 
     out, err = io.StringIO(), io.StringIO()
-    code = plugin.run(env, stdin, out, err, send)
+    code = plugin.run(env, stdin, out, err, lambda _path: send)
     return code, json.loads(out.getvalue() or "{}"), err.getvalue(), sent
 
 

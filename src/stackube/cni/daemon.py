@@ -42,6 +42,7 @@ from stackube.cni.tenancy import (
     live_network_refs,
 )
 from stackube.errors import NotFoundError, StackubeError, TemporaryError
+from stackube.faults import checkpoint
 from stackube.host import netlink
 from stackube.kube import resources as kube
 from stackube.kube.client import ApiClient
@@ -207,6 +208,7 @@ class CniDaemon:
                 address=address,
                 gateway=network.gateway,
             )
+            checkpoint("cni-moved")
             done = Phase.PLUGGED if pooled or attachment.phase == Phase.PLUGGED else Phase.RECORDED
             if attachment.phase != Phase.RECORDED:
                 attachment = attachment.advanced(done, netns=request.netns)
@@ -263,6 +265,7 @@ class CniDaemon:
         if pooled is not None:
             attachment = attachment.advanced(Phase.CLAIMED, port_id=pooled.id)
             self.store.put(attachment)
+            checkpoint("cni-claimed")
             return attachment, pooled, True
 
         made = neutron.pod_ports(
@@ -272,16 +275,16 @@ class CniDaemon:
             device_id=attachment.device_id,
             network_id=network.network_id,
         )
-        port = (
-            made[0]
-            if made
-            else self._create_port(
-                network, port_name(attachment.namespace, attachment.pod), attachment.device_id
-            )
-        )
+        if made:
+            port = made[0]
+        else:
+            name = port_name(attachment.namespace, attachment.pod)
+            port = self._create_port(network, name, attachment.device_id)
+            checkpoint("cni-port-created")
         attachment = attachment.advanced(Phase.CLAIMED, port_id=port.id)
         self.store.put(attachment)
         self._plug(port)
+        checkpoint("cni-plugged")
         self._wait_active(port.id, port.network_id)
         return attachment, self._ready(port, network), False
 

@@ -54,7 +54,21 @@ def unix_socket_sender(path: str, timeout: float = TIMEOUT_SECONDS) -> Send:
     return send
 
 
-def run(env: Mapping[str, str], stdin: bytes, stdout: TextIO, stderr: TextIO, send: Send) -> int:
+def socket_path(env: Mapping[str, str], config: Mapping[str, Any]) -> str:
+    """$STACKUBE_CNI_SOCKET, else the network configuration's "socket", else the default."""
+    configured = config.get("socket")
+    return env.get(SOCKET_ENV) or (configured if isinstance(configured, str) else DEFAULT_SOCKET)
+
+
+def run(
+    env: Mapping[str, str],
+    stdin: bytes,
+    stdout: TextIO,
+    stderr: TextIO,
+    sender_for: Callable[[str], Send],
+) -> int:
+    """`sender_for(socket path)` talks to the daemon (the path comes from env or the
+    network configuration)."""
     version = spec.RESULT_VERSION
     try:
         request = spec.parse_request(env, stdin)
@@ -62,6 +76,7 @@ def run(env: Mapping[str, str], stdin: bytes, stdout: TextIO, stderr: TextIO, se
         if request.command == "VERSION":
             reply: dict[str, Any] = spec.version_result()
         else:
+            send = sender_for(socket_path(env, request.config))
             reply = send(spec.to_message(request))
             if "error" in reply:
                 error = reply["error"]
@@ -81,8 +96,7 @@ def run(env: Mapping[str, str], stdin: bytes, stdout: TextIO, stderr: TextIO, se
 
 
 def main() -> int:
-    send = unix_socket_sender(os.environ.get(SOCKET_ENV, DEFAULT_SOCKET))
-    return run(os.environ, sys.stdin.buffer.read(), sys.stdout, sys.stderr, send)
+    return run(os.environ, sys.stdin.buffer.read(), sys.stdout, sys.stderr, unix_socket_sender)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ class _Connection(socketserver.StreamRequestHandler):
 
 class CniSocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    # A node starting many pods at once connects many plugins at once (default: 5).
+    request_queue_size = 512
 
     def __init__(self, path: Path, handler: Handler) -> None:
         self.handler = handler

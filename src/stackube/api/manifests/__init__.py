@@ -8,7 +8,16 @@ from typing import Any
 import yaml
 
 
+def _documents(name: str) -> list[dict[str, Any]]:
+    text = resources.files(__name__).joinpath(name).read_text()
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
 def controller_rbac() -> list[dict[str, Any]]:
     """ServiceAccount, least-privilege ClusterRole/Role and their bindings."""
-    text = resources.files(__name__).joinpath("controller-rbac.yaml").read_text()
-    return [doc for doc in yaml.safe_load_all(text) if doc]
+    return _documents("controller-rbac.yaml")
+
+
+def cni_rbac() -> list[dict[str, Any]]:
+    """The CNI daemon's ServiceAccount: read Networks, nothing else."""
+    return _documents("cni-rbac.yaml")

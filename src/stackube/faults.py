@@ -1,5 +1,5 @@
 """Crash points for tests of crash safety: with STACKUBE_CRASH_AFTER=<step>, the
-controller process exits abruptly right after that external step succeeded, as a
+process exits abruptly right after that external step succeeded, as a
 `kill -9` at the worst moment would. Inert unless the variable is set."""
 
 from __future__ import annotations

@@ -1,0 +1,342 @@
+"""kubestack + stackube-cni-daemon on the devbox's real Neutron (Linux bridge agent),
+with network namespaces as pods and the plugin invoked as containerd invokes it."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+from openstack.connection import Connection
+
+from stackube.api.manifests import cni_rbac
+from stackube.cni import spec
+from stackube.cni.daemon import CHECK_FAILED
+from stackube.cni.drivers import parked_ifname
+from stackube.cni.result import host_ifname
+from stackube.devbox.box import Devbox
+from stackube.host import netlink
+from stackube.kube import apply
+from tests.integration.cni_harness import (
+    CniNode,
+    PodIdentity,
+    our_ports,
+    wait_for,
+)
+from tests.integration.controller_harness import (
+    apply_crds,
+    custom,
+    service_account_kubeconfig,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+GROUP, VERSION = "stackube.kubernetes.io", "v1"
+
+
+# ---- fixtures ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def node(
+    devbox: Devbox, kube: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CniNode]:
+    apply_crds(kube)
+    apply.create_missing(kube, cni_rbac())
+    root = tmp_path_factory.mktemp("cni")
+    kubeconfig = service_account_kubeconfig(kube, devbox, root / "kubeconfig", "stackube-cni")
+    config_dir, secret_dir = write_config(devbox, root)
+    cni = CniNode(root, kubeconfig, config_dir, secret_dir, socket.gethostname())
+    cni.start()
+    yield cni
+    cni.stop()
+
+
+def _create_tenant(kube: k8s.ApiClient, name: str) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Tenant",
+        "metadata": {"name": name},
+        "spec": {"username": name, "password": f"{name}-pw-{secrets.token_hex(4)}"},
+    }
+    custom(kube).create_cluster_custom_object(GROUP, VERSION, "tenants", body)
+
+
+def _network_id(kube: k8s.ApiClient, namespace: str) -> str | None:
+    try:
+        net = custom(kube).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "networks", namespace
+        )
+    except k8s.ApiException:
+        return None
+    status = net.get("status") or {}
+    return str(status["networkID"]) if status.get("state") == "Active" else None
+
+
+def _delete_tenant(kube: k8s.ApiClient, name: str) -> None:
+    custom(kube).delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
+
+    def gone() -> bool:
+        try:
+            custom(kube).get_cluster_custom_object(GROUP, VERSION, "tenants", name)
+        except k8s.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(gone, 120, f"Tenant {name} to be deleted")
+
+
+@pytest.fixture(scope="module")
+def tenants(kube: k8s.ApiClient, node: CniNode, os_admin: Connection) -> Iterator[dict[str, str]]:
+    """Two tenants with the same CIDR (the default 10.244.0.0/16): namespace -> network id."""
+    names = [f"cni-a-{secrets.token_hex(2)}", f"cni-b-{secrets.token_hex(2)}"]
+    for name in names:
+        _create_tenant(kube, name)
+    found = {
+        n: wait_for(lambda n=n: _network_id(kube, n), 90, f"Network {n} Active") for n in names
+    }
+    yield found
+    for name in names:
+        _delete_tenant(kube, name)
+    assert not our_ports(os_admin, set(found.values()))
+
+
+class Sandboxes:
+    """Network namespaces standing in for pod sandboxes (containerd makes them the same
+    way: a bind-mounted netns under /var/run/netns)."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def new(self) -> str:
+        name = f"stkb-cni-{secrets.token_hex(4)}"
+        netlink.create_namespace(name)
+        self.made.append(name)
+        return f"/var/run/netns/{name}"
+
+
+@pytest.fixture
+def sandboxes() -> Iterator[Sandboxes]:
+    made = Sandboxes()
+    yield made
+    for name in made.made:
+        netlink.delete_namespace(name)
+
+
+def in_netns(netns: str, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["nsenter", f"--net={netns}", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def reaches(netns: str, ip: str, tries: int = 3) -> bool:
+    return any(
+        in_netns(netns, "ping", "-c", "1", "-W", "1", ip).returncode == 0 for _ in range(tries)
+    )
+
+
+def address_of(result: dict[str, object]) -> str:
+    ips = result["ips"]
+    assert isinstance(ips, list)
+    return str(ips[0]["address"]).split("/")[0]
+
+
+Attach = Callable[[str], tuple[PodIdentity, str, dict[str, object]]]
+
+
+@pytest.fixture
+def attach(node: CniNode, sandboxes: Sandboxes) -> Iterator[Attach]:
+    """ADD a new pod of a namespace; every pod attached is DELeted at the end."""
+    attached: list[tuple[PodIdentity, str]] = []
+
+    def add(namespace: str) -> tuple[PodIdentity, str, dict[str, object]]:
+        pod, netns = PodIdentity.new(namespace), sandboxes.new()
+        run = node.invoke("ADD", pod, netns)
+        assert run.code == 0, (run.output, run.stderr, node.logs()[-2000:])
+        attached.append((pod, netns))
+        return pod, netns, run.output
+
+    yield add
+    for pod, netns in attached:
+        assert node.invoke("DEL", pod, netns).code == 0
+
+
+def assert_released(os_admin: Connection, node: CniNode, port_id: str) -> None:
+    assert os_admin.network.find_port(port_id, ignore_missing=True) is None
+    links = set(netlink.link_names())
+    assert host_ifname(port_id) not in links and parked_ifname(port_id) not in links
+    assert not [a for a in node.store.all() if a.port_id == port_id]
+
+
+def port_of(node: CniNode, pod: PodIdentity) -> str:
+    found = node.store.get(pod.container_id, "eth0")
+    assert found is not None and found.port_id
+    return found.port_id
+
+
+# ---- tests ---------------------------------------------------------------------------------
+def test_pods_get_tenant_addresses_reach_gateway_and_each_other(
+    node: CniNode, tenants: dict[str, str], attach: Attach, os_admin: Connection
+) -> None:
+    tenant = next(iter(tenants))
+    first, first_ns, first_result = attach(tenant)
+    _, second_ns, second_result = attach(tenant)
+    subnet = ipaddress.ip_network("10.244.0.0/16")
+    for result in (first_result, second_result):
+        assert ipaddress.ip_address(address_of(result)) in subnet
+        assert result["cniVersion"] == "1.0.0"
+        assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.244.0.1"}]
+        assert result["dns"] == {
+            "nameservers": ["10.96.0.10"],
+            "search": [f"{tenant}.svc.cluster.local", "svc.cluster.local", "cluster.local"],
+        }
+    assert reaches(first_ns, "10.244.0.1"), "tenant gateway (its Neutron router)"
+    assert reaches(first_ns, address_of(second_result))
+    assert reaches(second_ns, address_of(first_result))
+    # (not /sys/class/net: nsenter --net keeps the host's sysfs mount)
+    link = in_netns(first_ns, "ip", "-o", "link", "show", "eth0").stdout
+    assert f" mtu {os_admin.network.get_network(tenants[tenant]).mtu} " in link
+    check = node.invoke("CHECK", first, first_ns, prev_result=first_result)
+    assert check.code == 0, check.output
+
+
+def test_tenants_are_isolated_even_with_the_same_cidr(
+    node: CniNode, tenants: dict[str, str], attach: Attach
+) -> None:
+    a, b = list(tenants)
+    pods = {name: [attach(name) for _ in range(2)] for name in (a, b)}
+    ips = {name: [address_of(r) for _, _, r in group] for name, group in pods.items()}
+    assert not set(ips[a]) & set(ips[b]), "same address in both tenants: rerun"
+    matrix = {}
+    for source in (a, b):
+        _, netns, _ = pods[source][0]
+        for target in (a, b):
+            matrix[(source, target)] = reaches(
+                netns, ips[target][1], tries=1 if source != target else 3
+            )
+    assert matrix == {(a, a): True, (b, b): True, (a, b): False, (b, a): False}
+
+
+def test_double_del_and_nothing_left_behind(
+    node: CniNode, tenants: dict[str, str], os_admin: Connection, sandboxes: Sandboxes
+) -> None:
+    tenant = next(iter(tenants))
+    pod, netns = PodIdentity.new(tenant), sandboxes.new()
+    added = node.invoke("ADD", pod, netns)
+    assert added.code == 0, added.output
+    port_id = port_of(node, pod)
+    assert node.invoke("DEL", pod, netns, prev_result=added.output).code == 0
+    # The runtime's second DEL: the sandbox may be gone, CNI_NETNS empty.
+    assert node.invoke("DEL", pod, "").code == 0
+    netlink.delete_namespace(Path(netns).name)
+    assert node.invoke("DEL", pod, netns).code == 0  # netns missing
+    assert_released(os_admin, node, port_id)
+
+
+def test_twenty_concurrent_adds(
+    node: CniNode, tenants: dict[str, str], os_admin: Connection, sandboxes: Sandboxes
+) -> None:
+    tenant = next(iter(tenants))
+    pods = [(PodIdentity.new(tenant), sandboxes.new()) for _ in range(20)]
+    with ThreadPoolExecutor(20) as pool:
+        runs = list(pool.map(lambda p: node.invoke("ADD", *p), pods))
+    assert [r.code for r in runs] == [0] * 20, [r.output for r in runs if r.code]
+    addresses = [address_of(r.output) for r in runs]
+    assert len(set(addresses)) == 20
+    port_ids = [port_of(node, pod) for pod, _ in pods]
+    with ThreadPoolExecutor(20) as pool:
+        dels = list(pool.map(lambda p: node.invoke("DEL", *p), pods))
+    assert [r.code for r in dels] == [0] * 20
+    for port_id in port_ids:
+        assert_released(os_admin, node, port_id)
+
+
+def test_check_reports_a_tampered_interface(
+    node: CniNode, tenants: dict[str, str], attach: Attach
+) -> None:
+    pod, netns, result = attach(next(iter(tenants)))
+    in_netns(netns, "ip", "addr", "flush", "dev", "eth0")
+    check = node.invoke("CHECK", pod, netns, prev_result=result)
+    assert check.code != 0
+    assert check.output["code"] == CHECK_FAILED
+    assert "lacks address" in check.output["msg"]
+
+
+def test_gc_releases_attachments_the_runtime_no_longer_has(
+    node: CniNode, tenants: dict[str, str], os_admin: Connection, sandboxes: Sandboxes
+) -> None:
+    tenant = next(iter(tenants))
+    kept, dropped = (
+        (PodIdentity.new(tenant), sandboxes.new()),
+        (PodIdentity.new(tenant), sandboxes.new()),
+    )
+    for pod, netns in (kept, dropped):
+        assert node.invoke("ADD", pod, netns).code == 0
+    dropped_port = port_of(node, dropped[0])
+    others = [
+        a
+        for a in node.store.all()
+        if a.container_id not in (kept[0].container_id, dropped[0].container_id)
+    ]
+    config = json.loads(node.plugin_stdin())
+    config["cniVersion"] = "1.1.0"
+    config["cni.dev/valid-attachments"] = [
+        {"containerID": a.container_id, "ifname": a.ifname} for a in [*others]
+    ] + [{"containerID": kept[0].container_id, "ifname": "eth0"}]
+    gc = node.invoke("GC", None, stdin=json.dumps(config).encode())
+    assert gc.code == 0, gc.output
+    assert_released(os_admin, node, dropped_port)
+    assert node.store.get(kept[0].container_id, "eth0") is not None
+    assert node.invoke("DEL", *kept).code == 0
+
+
+@pytest.mark.parametrize(
+    ("stdin", "env", "code"),
+    [
+        (b"{not json", {}, spec.DECODE_FAILURE),
+        (
+            b'{"cniVersion": "9.9.9", "name": "stackube", "type": "kubestack"}',
+            {},
+            spec.INCOMPATIBLE_VERSION,
+        ),
+        (None, {"CNI_CONTAINERID": ""}, spec.INVALID_ENVIRONMENT),
+        (None, {"CNI_NETNS": ""}, spec.INVALID_ENVIRONMENT),
+        (None, {"CNI_ARGS": "K8S_POD_NAMESPACE"}, spec.INVALID_ENVIRONMENT),
+        (None, {"CNI_COMMAND": "FROB"}, spec.INVALID_ENVIRONMENT),
+    ],
+    ids=[
+        "malformed-json",
+        "unknown-version",
+        "no-container",
+        "no-netns",
+        "bad-args",
+        "bad-command",
+    ],
+)
+def test_bad_input_gets_a_cni_error(
+    node: CniNode, sandboxes: Sandboxes, stdin: bytes | None, env: dict[str, str], code: int
+) -> None:
+    run = node.invoke("ADD", PodIdentity.new("default"), sandboxes.new(), stdin=stdin, env=env)
+    assert run.code != 0
+    assert run.output["code"] == code and run.output["msg"]
+    assert "Traceback" not in run.stderr and "kubestack:" in run.stderr
+
+
+def test_namespace_without_network_gets_a_cni_error(
+    node: CniNode, kube: k8s.ApiClient, sandboxes: Sandboxes
+) -> None:
+    run = node.invoke("ADD", PodIdentity.new("kube-system"), sandboxes.new())
+    assert run.code != 0
+    assert run.output["code"] == spec.NO_TENANT_NETWORK
+    assert "has no Network" in run.output["msg"]
+    assert "Traceback" not in run.stderr
