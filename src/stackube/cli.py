@@ -103,7 +103,7 @@ def _kubeconfig(args: argparse.Namespace) -> int:
 
 
 def _manifests(args: argparse.Namespace) -> int:
-    """CRDs and the controller's and CNI daemon's RBAC, generated from the package (deploy/ holds copies)."""
+    """CRDs and the RBAC of controller and CNI daemon, from the package (deploy/ holds copies)."""
     if not args.output:
         documents = [*all_crds(), *controller_rbac(), *cni_rbac()]
         print(yaml.safe_dump_all(documents, sort_keys=False), end="")

@@ -16,8 +16,8 @@ from typing import Any
 from stackube.api.naming import POD_PORT_DEVICE_OWNER, neutron_name
 from stackube.api.types import LABEL_PROJECT_ID, NetworkSpec, SpecError, parse_network
 from stackube.config import ControllerConfig
-from stackube.faults import checkpoint
 from stackube.errors import PermanentError, TemporaryError
+from stackube.faults import checkpoint
 from stackube.kube import resources as kube
 from stackube.kube.client import ApiClient
 from stackube.openstack import network as neutron

@@ -14,9 +14,9 @@ from typing import Any
 from stackube.api import naming
 from stackube.api.types import LABEL_TENANT, SpecError, TenantSpec, parse_tenant
 from stackube.config import ControllerConfig
-from stackube.faults import checkpoint
 from stackube.controller.rbac import tenant_role_binding
 from stackube.errors import PermanentError, TemporaryError
+from stackube.faults import checkpoint
 from stackube.kube import resources as kube
 from stackube.kube.client import ApiClient
 from stackube.openstack import identity
