@@ -8,6 +8,7 @@ import json
 import secrets
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,17 +18,21 @@ from kubernetes import client as k8s
 from openstack.connection import Connection
 
 from stackube.api.manifests import cni_rbac
+from stackube.api.naming import POD_PORT_DEVICE_OWNER
 from stackube.cni import spec
 from stackube.cni.daemon import CHECK_FAILED
 from stackube.cni.drivers import parked_ifname
+from stackube.cni.pool import POOL_DEVICE_ID
 from stackube.cni.result import host_ifname
 from stackube.devbox.box import Devbox
+from stackube.faults import CRASH_EXIT_CODE
 from stackube.host import netlink
 from stackube.kube import apply
 from tests.integration.cni_harness import (
     CniNode,
     PodIdentity,
     our_ports,
+    pool_ports,
     wait_for,
 )
 from tests.integration.controller_harness import (
@@ -340,3 +345,132 @@ def test_namespace_without_network_gets_a_cni_error(
     assert run.output["code"] == spec.NO_TENANT_NETWORK
     assert "has no Network" in run.output["msg"]
     assert "Traceback" not in run.stderr
+
+
+# ---- crash safety, restarts, pools ---------------------------------------------------------
+@pytest.fixture
+def fresh_daemon(node: CniNode) -> Iterator[CniNode]:
+    """A test that restarts the daemon with its own settings; the module's default
+    daemon (no pools) is back afterwards."""
+    node.stop()
+    yield node
+    node.stop()
+    node.start()
+
+
+def stray_links(os_admin: Connection) -> list[str]:
+    """Parked pod ends (ours alone) whose Neutron port does not exist."""
+    ids = [p.id for p in os_admin.network.ports(device_owner=POD_PORT_DEVICE_OWNER)]
+    return [
+        name
+        for name in netlink.link_names()
+        if name.startswith("stp") and not any(i.startswith(name[3:]) for i in ids)
+    ]
+
+
+@pytest.mark.parametrize("then", ["ADD", "DEL"])
+@pytest.mark.parametrize("point", ["cni-claimed", "cni-port-created", "cni-plugged", "cni-moved"])
+def test_daemon_killed_in_the_middle_of_an_add_recovers(
+    fresh_daemon: CniNode,
+    tenants: dict[str, str],
+    os_admin: Connection,
+    sandboxes: Sandboxes,
+    point: str,
+    then: str,
+) -> None:
+    node = fresh_daemon
+    tenant = next(iter(tenants))
+    network_id = tenants[tenant]
+    before = {p.id for p in our_ports(os_admin, {network_id})}
+    pooled = point == "cni-claimed"
+    crashing = node.start(pool_size=1 if pooled else 0, pool_eager=pooled, crash_after=point)
+    if pooled:
+        ready = f"pool for {network_id}: port "
+        wait_for(lambda: ready in node.log.read_text(), 90, "a pool port")
+    pod, netns = PodIdentity.new(tenant), sandboxes.new()
+    run = node.invoke("ADD", pod, netns)
+    assert run.code != 0 and "Traceback" not in run.stderr
+    assert crashing.wait(10) == CRASH_EXIT_CODE, node.logs()[-2000:]
+    node.start()  # the DaemonSet's restart; no pool
+    if then == "ADD":
+        again = node.invoke("ADD", pod, netns)
+        assert again.code == 0, (again.output, node.logs()[-3000:])
+        assert reaches(netns, "10.244.0.1")
+        mine = [p for p in our_ports(os_admin, {network_id}) if p.id not in before]
+        assert [p.id for p in mine] == [port_of(node, pod)], "exactly one port for the pod"
+    assert node.invoke("DEL", pod, netns).code == 0
+    assert node.invoke("DEL", pod, "").code == 0
+    left = [
+        p.id
+        for p in our_ports(os_admin, {network_id})
+        if p.id not in before and p.device_id != POOL_DEVICE_ID
+    ]
+    assert not left, f"ports leaked: {left}"
+    assert not node.store.all()
+    assert not stray_links(os_admin)
+
+
+def test_restart_keeps_pods_and_adopts_the_pool(
+    fresh_daemon: CniNode, tenants: dict[str, str], os_admin: Connection, sandboxes: Sandboxes
+) -> None:
+    node = fresh_daemon
+    tenant = next(iter(tenants))
+    network_id = tenants[tenant]
+    node.start(pool_size=2, pool_eager=True)
+    wait_for(lambda: len(_ready_pool(os_admin, network_id)) == 2, 90, "a pool of 2")
+    pod, netns = PodIdentity.new(tenant), sandboxes.new()
+    added = node.invoke("ADD", pod, netns)
+    assert added.code == 0
+    assert "(from the pool)" in node.log.read_text()
+    wait_for(lambda: len(_ready_pool(os_admin, network_id)) == 2, 90, "the pool refilled")
+    ready = f"pool for {network_id}: port "
+    wait_for(lambda: node.log.read_text().count(ready) >= 3, 30, "the refill to be ready")
+    pool_before = set(_ready_pool(os_admin, network_id))
+
+    node.stop()
+    node.start(pool_size=2, pool_eager=True)
+    assert " 1 pod ports kept, 0 ports" in node.log.read_text()
+    time.sleep(3)  # a few resync periods: a pool that was not adopted would be refilled
+    assert set(_ready_pool(os_admin, network_id)) == pool_before
+    assert node.invoke("CHECK", pod, netns, prev_result=added.output).code == 0
+    second, second_ns = PodIdentity.new(tenant), sandboxes.new()
+    assert node.invoke("ADD", second, second_ns).code == 0
+    assert port_of(node, second) in pool_before, "the second pod got an adopted pool port"
+    for p, ns in ((pod, netns), (second, second_ns)):
+        assert node.invoke("DEL", p, ns).code == 0
+    assert not node.store.all()
+
+
+def _ready_pool(os_admin: Connection, network_id: str) -> list[str]:
+    return [p.id for p in pool_ports(os_admin, network_id) if p.status == "ACTIVE"]
+
+
+def test_the_pool_goes_with_its_network(
+    fresh_daemon: CniNode, kube: k8s.ApiClient, os_admin: Connection
+) -> None:
+    node = fresh_daemon
+    node.start(pool_size=2, pool_eager=True)
+    name = f"cni-c-{secrets.token_hex(2)}"
+    _create_tenant(kube, name)
+    try:
+        network_id = wait_for(lambda: _network_id(kube, name), 90, f"Network {name} Active")
+        pool = wait_for(
+            lambda: (
+                _ready_pool(os_admin, network_id)
+                if len(_ready_pool(os_admin, network_id)) == 2
+                else None
+            ),
+            90,
+            "a pool of 2",
+        )
+        links = set(netlink.link_names())
+        assert all(host_ifname(p) in links and parked_ifname(p) in links for p in pool)
+    finally:
+        _delete_tenant(kube, name)
+    assert os_admin.network.find_network(network_id, ignore_missing=True) is None
+    wait_for(
+        lambda: not {host_ifname(p) for p in pool} & set(netlink.link_names()),
+        30,
+        "the pool's links to go",
+    )
+    assert "is gone: dropped its pool" in node.logs()

@@ -30,6 +30,7 @@ from stackube.cni.pool import (
     ReadyPort,
     plan_recovery,
     pool_port_name,
+    split_to_size,
 )
 from stackube.cni.result import PodAddressing, dns_search, host_ifname, port_name, render
 from stackube.cni.tenancy import (
@@ -516,6 +517,7 @@ class CniDaemon:
             self._plug(port)
             self._wait_active(port.id, port.network_id)
             ready = self._ready(port, network)
+            log.info("pool for %s: port %s ready", network.network_id, port.id)
         except (StackubeError, spec.CniError, OSError) as exc:
             log.warning("pool for %s: could not prepare a port: %s", network.network_id, exc)
         kept = self.pools.filled(ready, network.network_id)
@@ -561,9 +563,10 @@ class CniDaemon:
             plugged,
             live,
         )
-        for port in plan.pool:
+        adopted, excess = split_to_size(plan.pool, self.settings.pool_size)
+        for port in adopted:
             self.pools.adopt(ReadyPort(port.id, port.network_id, port.mac, port.ip))
-        for port in plan.delete:
+        for port in (*plan.delete, *excess):
             self._discard(port.id)
         by_key = {a.key: a for a in attachments}
         for port_id, key in plan.owned.items():
@@ -583,9 +586,9 @@ class CniDaemon:
             self.driver.unplug(prefix)
         log.info(
             "recovered: %d pool ports adopted, %d pod ports kept, %d ports, %d link pairs deleted",
-            len(plan.pool),
+            len(adopted),
             len(plan.owned),
-            len(plan.delete),
+            len(plan.delete) + len(excess),
             len(stray),
         )
         self.ready.set()

@@ -152,3 +152,15 @@ def plan_recovery(
         else:
             delete.append(port)
     return Recovery(tuple(adopt), tuple(delete), owned)
+
+
+def split_to_size(ports: Iterable[HostPort], size: int) -> tuple[list[HostPort], list[HostPort]]:
+    """At most `size` ports per network to keep; the rest to delete."""
+    keep: list[HostPort] = []
+    extra: list[HostPort] = []
+    per_network: dict[str, int] = {}
+    for port in ports:
+        count = per_network.get(port.network_id, 0)
+        (keep if count < size else extra).append(port)
+        per_network[port.network_id] = count + 1
+    return keep, extra
