@@ -53,3 +53,16 @@ def test_bad_input_never_reaches_the_daemon() -> None:
     code, printed, _, sent = invoke({**ENV, "CNI_IFNAME": ""}, config, {"result": {}})
     assert code == 1 and sent == []
     assert printed["code"] == spec.INVALID_ENVIRONMENT
+
+
+def test_the_socket_comes_from_env_then_the_network_configuration() -> None:
+    assert plugin.socket_path({}, {}) == plugin.DEFAULT_SOCKET
+    assert plugin.socket_path({}, {"socket": "/run/x.sock"}) == "/run/x.sock"
+    assert plugin.socket_path({plugin.SOCKET_ENV: "/tmp/y"}, {"socket": "/run/x"}) == "/tmp/y"
+    assert plugin.socket_path({}, {"socket": 7}) == plugin.DEFAULT_SOCKET
+
+
+def test_the_daemon_revalidates_exactly_what_the_plugin_parsed() -> None:
+    request = spec.parse_request(ENV, CONFIG)
+    again = spec.parse_request(*spec.from_message(spec.to_message(request)))
+    assert again == request

@@ -1,0 +1,207 @@
+"""The CNI daemon's pure decisions: which network, pool bookkeeping, recovery, CHECK."""
+
+from typing import Any
+
+import pytest
+
+from stackube.cni import spec
+from stackube.cni.drivers import linux_bridge_name, ovs_external_ids, parked_ifname
+from stackube.cni.install import conflist
+from stackube.cni.pool import (
+    POOL_DEVICE_ID,
+    HostPort,
+    PortPools,
+    ReadyPort,
+    plan_recovery,
+    refill_count,
+    split_to_size,
+)
+from stackube.cni.result import host_ifname
+from stackube.cni.tenancy import (
+    ExpectedInterface,
+    check_problems,
+    choose_network,
+    live_network_refs,
+)
+from stackube.host.netlink import PodInterface
+from stackube.host.ovs import add_port_commands, del_port_commands
+
+pytestmark = pytest.mark.unit
+
+NET = "0a1b2c3d-0000-4000-8000-000000000001"
+
+
+def network(
+    namespace: str, name: str, state: str = "Active", net: str = NET, deleting: bool = False
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"namespace": namespace, "name": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-26T00:00:00Z"
+    return {"metadata": meta, "status": {"state": state, "networkID": net, "subnetID": "s1"}}
+
+
+# ---- which network -------------------------------------------------------------------------
+def test_the_tenants_network_is_the_one_named_like_the_namespace() -> None:
+    items = [network("test", "other", net="n2"), network("test", "test")]
+    assert choose_network("test", items).network_id == NET
+
+
+def test_a_single_network_of_any_name_is_used() -> None:
+    assert choose_network("test", [network("test", "mine")]).name == "mine"
+
+
+@pytest.mark.parametrize(
+    ("items", "code", "text"),
+    [
+        ([], spec.NO_TENANT_NETWORK, "has no Network"),
+        ([network("t", "a"), network("t", "b")], spec.NO_TENANT_NETWORK, "several Networks"),
+        ([network("t", "t", state="Pending")], spec.TRY_AGAIN_LATER, "not Active"),
+        ([network("t", "t", net="")], spec.TRY_AGAIN_LATER, "not Active"),
+        ([network("t", "t", deleting=True)], spec.NO_TENANT_NETWORK, "being deleted"),
+    ],
+)
+def test_no_usable_network_is_a_cni_error(
+    items: list[dict[str, Any]], code: int, text: str
+) -> None:
+    with pytest.raises(spec.CniError) as raised:
+        choose_network("t", items)
+    assert raised.value.code == code and text in raised.value.msg
+
+
+def test_pools_are_kept_only_for_active_networks_not_being_deleted() -> None:
+    items = [
+        network("a", "a", net="n1"),
+        network("b", "b", net="n2", state="Pending"),
+        network("c", "c", net="n3", deleting=True),
+        network("d", "d", net=""),
+    ]
+    assert set(live_network_refs(items)) == {"n1"}
+
+
+# ---- pools ---------------------------------------------------------------------------------
+def test_refill_counts_what_is_ready_and_what_is_being_made() -> None:
+    assert refill_count(3, 0, 0) == 3
+    assert refill_count(3, 1, 1) == 1
+    assert refill_count(3, 2, 2) == 0
+    assert refill_count(0, 0, 0) == 0
+
+
+def test_a_pool_hands_out_each_port_once_and_reserves_refills() -> None:
+    pools = PortPools(size=2)
+    assert pools.want(NET) == 0  # untracked networks get no pool
+    pools.track(NET)
+    assert pools.want(NET) == 2
+    assert pools.want(NET) == 0  # already being made
+    port = ReadyPort("p1", NET, "fa:16:3e:00:00:01", "10.0.0.5")
+    assert pools.filled(port, NET) and pools.filled(None, NET)  # one made, one failed
+    assert pools.want(NET) == 1
+    assert pools.take(NET) == port
+    assert pools.take(NET) is None
+
+
+def test_a_dropped_pool_returns_its_ports_and_refuses_late_ones() -> None:
+    pools = PortPools(size=1)
+    pools.track(NET)
+    pools.want(NET)
+    pools.adopt(ReadyPort("p0", NET, "m", "ip"))
+    assert [p.id for p in pools.drop(NET)] == ["p0"]
+    assert not pools.filled(ReadyPort("late", NET, "m", "ip"), NET)  # caller deletes it
+
+
+def host_port(
+    port_id: str, device_id: str = POOL_DEVICE_ID, net: str = NET, active: bool = True
+) -> HostPort:
+    return HostPort(port_id, net, device_id, "fa:16:3e:00:00:01", "10.0.0.9", active)
+
+
+def test_recovery_keeps_pods_adopts_intact_pool_ports_and_deletes_the_rest() -> None:
+    ports = [
+        host_port("pod-port", device_id="uid-1"),  # journaled by id
+        host_port("early", device_id="uid-2"),  # made before its id was journaled
+        host_port("pool-ok"),
+        host_port("pool-unplugged"),
+        host_port("pool-down", active=False),
+        host_port("pool-dead-net", net="gone"),
+        host_port("orphan", device_id="uid-9"),  # nobody's
+    ]
+    attachments = {"c1-eth0": ("pod-port", "uid-1"), "c2-eth0": ("", "uid-2")}
+    plugged = ["pool-ok", "pool-down", "pool-dead-net", "pod-port"]
+    plan = plan_recovery(ports, attachments, plugged, [NET])
+    assert [p.id for p in plan.pool] == ["pool-ok"]
+    assert dict(plan.owned) == {"pod-port": "c1-eth0", "early": "c2-eth0"}
+    assert {p.id for p in plan.delete} == {"pool-unplugged", "pool-down", "pool-dead-net", "orphan"}
+
+
+def test_recovered_pools_are_trimmed_to_size_per_network() -> None:
+    ports = [host_port("a1"), host_port("a2"), host_port("a3"), host_port("b1", net="other")]
+    keep, extra = split_to_size(ports, 2)
+    assert [p.id for p in keep] == ["a1", "a2", "b1"] and [p.id for p in extra] == ["a3"]
+    assert split_to_size(ports, 0)[0] == []
+
+
+# ---- CHECK ---------------------------------------------------------------------------------
+EXPECTED = ExpectedInterface("eth0", "fa:16:3e:aa:bb:cc", "10.244.0.5/16", 1450, "10.244.0.1")
+
+
+def found(**changes: Any) -> PodInterface:
+    base: dict[str, Any] = {
+        "ifname": "eth0",
+        "mac": "FA:16:3E:AA:BB:CC",
+        "mtu": 1450,
+        "up": True,
+        "addresses": ("10.244.0.5/16",),
+        "default_gateway": "10.244.0.1",
+    }
+    return PodInterface(**(base | changes))
+
+
+def test_check_passes_when_everything_is_as_add_left_it() -> None:
+    assert check_problems(EXPECTED, found(), "ACTIVE", plugged=True) == []
+
+
+@pytest.mark.parametrize(
+    ("interface", "status", "plugged", "text"),
+    [
+        (None, "ACTIVE", True, "missing"),
+        (found(mac="fa:16:3e:00:00:00"), "ACTIVE", True, "MAC"),
+        (found(addresses=()), "ACTIVE", True, "lacks address"),
+        (found(mtu=1500), "ACTIVE", True, "MTU"),
+        (found(up=False), "ACTIVE", True, "down"),
+        (found(default_gateway=None), "ACTIVE", True, "default route"),
+        (found(), None, True, "port is gone"),
+        (found(), "DOWN", True, "port is DOWN"),
+        (found(), "ACTIVE", False, "not attached"),
+    ],
+)
+def test_check_names_what_is_wrong(
+    interface: PodInterface | None, status: str | None, plugged: bool, text: str
+) -> None:
+    problems = check_problems(EXPECTED, interface, status, plugged)
+    assert len(problems) == 1 and text in problems[0]
+
+
+# ---- names, drivers, install ----------------------------------------------------------------
+def test_link_names_fit_linux_and_match_what_neutron_agents_expect() -> None:
+    port = "e17c3b2a-d2f2-4ece-9dde-eeef71719728"
+    assert host_ifname(port) == "tape17c3b2a-d2"
+    assert parked_ifname(port) == "stpe17c3b2a-d2"
+    assert linux_bridge_name(NET) == "brq0a1b2c3d-00"
+    assert all(
+        len(n) <= 15 for n in (host_ifname(port), parked_ifname(port), linux_bridge_name(NET))
+    )
+
+
+def test_ovs_plug_is_one_transaction_with_os_vif_external_ids() -> None:
+    ids = ovs_external_ids("port-1", "fa:16:3e:00:00:01", "uid-1")
+    args = add_port_commands("br-int", "tapport-1", ids)
+    assert args[:4] == ["--may-exist", "add-port", "br-int", "tapport-1"]
+    assert "external-ids:iface-id=port-1" in args and "external-ids:iface-status=active" in args
+    assert "external-ids:attached-mac=fa:16:3e:00:00:01" in args
+    assert "external-ids:vm-uuid=uid-1" in args
+    assert del_port_commands("br-int", "tapx") == ["--if-exists", "del-port", "br-int", "tapx"]
+
+
+def test_the_conflist_names_the_plugin_and_its_socket() -> None:
+    doc = conflist("/run/stackube/cni.sock")
+    assert doc["cniVersion"] == "1.0.0" and doc["name"] == "stackube"
+    assert doc["plugins"] == [{"type": "kubestack", "socket": "/run/stackube/cni.sock"}]
