@@ -99,6 +99,7 @@ def write_config(devbox: Devbox, directory: Path) -> tuple[Path, Path]:
         "ext-net-id": ext_net,
         "user-cidr": "10.244.0.0/16",
         "user-gateway": "10.244.0.1",
+        "plugin-name": devbox.settings.neutron_backend,
     }
     for key, value in values.items():
         (config_dir / key).write_text(value)

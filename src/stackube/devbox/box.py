@@ -93,10 +93,12 @@ class Devbox:
     def up(self) -> None:
         if os.geteuid() != 0:
             raise StepError("the devbox needs root (it runs Neutron's agents and edits netns)")
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self.settings.state_dir.chmod(0o755)
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        s.state_dir.chmod(0o755)
+        self._check_backend()
         with self.progress.step("checking Debian packages"):
-            missing = packages.missing_packages()
+            missing = packages.missing_packages(packages.packages_for(s.neutron_backend))
         if missing:
             with self.progress.step(f"installing {len(missing)} Debian packages"):
                 packages.install(missing)
@@ -115,6 +117,21 @@ class Devbox:
         # Stackube needs both halves: its CRDs in the apiserver, Keystone and Neutron.
         self._start_track(self.stackube_services())
         self.progress.say("devbox is up; `stackube devbox env` prints the exports")
+
+    def _check_backend(self) -> None:
+        """A devbox keeps the Neutron backend it was made with (its database has that
+        ML2 mechanism's bindings)."""
+        record = self.settings.state_dir / "neutron-backend"
+        wanted = self.settings.neutron_backend
+        if not record.exists():
+            record.write_text(wanted + "\n")
+            return
+        made = record.read_text().strip()
+        if made != wanted:
+            raise StepError(
+                f"this devbox ({self.settings.state_dir}) runs Neutron with {made}, not {wanted}:"
+                " use another STACKUBE_DEVBOX_DIR, or `stackube devbox down --purge` first"
+            )
 
     def _start_track(self, services: Sequence[Service]) -> None:
         for service in services:

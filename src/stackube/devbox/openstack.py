@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from stackube.devbox import health
+from stackube.devbox import health, openvswitch
 from stackube.devbox import openstack_config as cfg
 from stackube.devbox.commands import Markers, StepError, fingerprint, run
 from stackube.devbox.fsutil import write_atomic
@@ -288,9 +288,12 @@ class OpenStackDevbox:
         s, p = self.settings, self.paths
         write_atomic(p.neutron_conf, cfg.neutron_conf(s, p, self.secrets), 0o600)
         write_atomic(p.ml2_conf, cfg.ml2_conf(s))
-        write_atomic(p.linuxbridge_conf, cfg.linuxbridge_agent_conf(s))
-        write_atomic(p.l3_conf, cfg.l3_agent_conf())
-        write_atomic(p.dhcp_conf, cfg.dhcp_agent_conf())
+        if s.openvswitch:
+            write_atomic(p.openvswitch_conf, cfg.openvswitch_agent_conf(s))
+        else:
+            write_atomic(p.linuxbridge_conf, cfg.linuxbridge_agent_conf(s))
+        write_atomic(p.l3_conf, cfg.l3_agent_conf(s))
+        write_atomic(p.dhcp_conf, cfg.dhcp_agent_conf(s))
         (p.neutron_state / "lock").mkdir(parents=True, exist_ok=True)
 
     def _neutron_prepare(self) -> None:
@@ -344,6 +347,8 @@ class OpenStackDevbox:
         netlink.ensure_veth_pair(
             self.settings.external_host_veth, self.settings.external_agent_veth
         )
+        if self.settings.openvswitch:
+            openvswitch.ensure_bridges(self.settings.external_agent_veth)
 
     def _agent(self, binary: str, conf: Path, prepare: Callable[[], None] | None = None) -> Service:
         def process() -> ProcessSpec:
@@ -437,11 +442,27 @@ class OpenStackDevbox:
                 prepare=self._neutron_prepare,
                 after_start=self._neutron_after_start,
             ),
-            self._agent(
-                "neutron-linuxbridge-agent", self.paths.linuxbridge_conf, self.prepare_host_network
-            ),
+            *self._l2_services(),
             self._agent("neutron-dhcp-agent", self.paths.dhcp_conf),
             self._agent("neutron-l3-agent", self.paths.l3_conf),
+        ]
+
+    def _l2_services(self) -> list[Service]:
+        """The L2 agent of the chosen backend (with Open vSwitch itself before it)."""
+        if not self.settings.openvswitch:
+            return [
+                self._agent(
+                    "neutron-linuxbridge-agent",
+                    self.paths.linuxbridge_conf,
+                    self.prepare_host_network,
+                )
+            ]
+        return [
+            openvswitch.ovsdb_service(self.settings),
+            openvswitch.vswitchd_service(),
+            self._agent(
+                "neutron-openvswitch-agent", self.paths.openvswitch_conf, self.prepare_host_network
+            ),
         ]
 
     def write_client_files(self) -> None:

@@ -69,6 +69,10 @@ class OpenStackPaths:
         return self.root / "neutron" / "linuxbridge_agent.ini"
 
     @property
+    def openvswitch_conf(self) -> Path:
+        return self.root / "neutron" / "openvswitch_agent.ini"
+
+    @property
     def l3_conf(self) -> Path:
         return self.root / "neutron" / "l3_agent.ini"
 
@@ -190,7 +194,7 @@ def neutron_conf(settings: DevboxSettings, paths: OpenStackPaths, secrets: Secre
                 ),
                 "notify_nova_on_port_status_changes": "false",
                 "notify_nova_on_port_data_changes": "false",
-                "interface_driver": "linuxbridge",
+                "interface_driver": settings.neutron_backend,
                 "use_stderr": "true",
                 "debug": "false",
             },
@@ -201,7 +205,7 @@ def neutron_conf(settings: DevboxSettings, paths: OpenStackPaths, secrets: Secre
             "oslo_concurrency": {"lock_path": str(paths.neutron_state / "lock")},
             "agent": {"root_helper": agent_root_helper(paths), "report_interval": "10"},
             # Zed's neutron-server exits without this when Linux bridge is configured.
-            "experimental": {"linuxbridge": "true"},
+            **({} if settings.openvswitch else {"experimental": {"linuxbridge": "true"}}),
         }
     )
 
@@ -212,7 +216,7 @@ def ml2_conf(settings: DevboxSettings) -> str:
             "ml2": {
                 "type_drivers": "flat,vxlan",
                 "tenant_network_types": "vxlan",
-                "mechanism_drivers": "linuxbridge,l2population",
+                "mechanism_drivers": f"{settings.neutron_backend},l2population",
                 "extension_drivers": "port_security",
             },
             "ml2_type_flat": {"flat_networks": settings.external_physnet},
@@ -237,21 +241,50 @@ def linuxbridge_agent_conf(settings: DevboxSettings) -> str:
     )
 
 
-def l3_agent_conf() -> str:
+def openvswitch_agent_conf(settings: DevboxSettings) -> str:
+    """ML2/OVS on the userspace (netdev) datapath: there is no openvswitch kernel module."""
     return render_ini(
-        {"DEFAULT": {"interface_driver": "linuxbridge", "enable_metadata_proxy": "false"}}
+        {
+            "ovs": {
+                "integration_bridge": "br-int",
+                "tunnel_bridge": "br-tun",
+                "datapath_type": "netdev",
+                "local_ip": "127.0.0.1",
+                "bridge_mappings": f"{settings.external_physnet}:br-ex",
+            },
+            "agent": {"tunnel_types": "vxlan", "l2_population": "true", "polling_interval": "2"},
+            "securitygroup": {"enable_security_group": "true", "firewall_driver": "openvswitch"},
+        }
     )
 
 
-def dhcp_agent_conf() -> str:
+def _l3_dhcp_interface(settings: DevboxSettings) -> tuple[dict[str, str], Sections]:
+    """With OVS, routers' and DHCP's ports are veths (a vswitchd restart would leave
+    internal ports dead for good) on the netdev datapath."""
+    if not settings.openvswitch:
+        return {"interface_driver": "linuxbridge"}, {}
+    return (
+        {"interface_driver": "openvswitch", "ovs_use_veth": "true"},
+        {"ovs": {"datapath_type": "netdev", "integration_bridge": "br-int"}},
+    )
+
+
+def l3_agent_conf(settings: DevboxSettings) -> str:
+    interface, extra = _l3_dhcp_interface(settings)
+    return render_ini({"DEFAULT": {**interface, "enable_metadata_proxy": "false"}, **extra})
+
+
+def dhcp_agent_conf(settings: DevboxSettings) -> str:
+    interface, extra = _l3_dhcp_interface(settings)
     return render_ini(
         {
             "DEFAULT": {
-                "interface_driver": "linuxbridge",
+                **interface,
                 "dhcp_driver": "neutron.agent.linux.dhcp.Dnsmasq",
                 "enable_isolated_metadata": "false",
                 "force_metadata": "false",
-            }
+            },
+            **extra,
         }
     )
 

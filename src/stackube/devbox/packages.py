@@ -29,6 +29,14 @@ PACKAGES: tuple[str, ...] = (
     "iputils-ping",
 )
 
+# ML2/Open vSwitch (userspace datapath) instead of the Linux bridge agent.
+OVS_PACKAGES: tuple[str, ...] = ("openvswitch-switch", "neutron-openvswitch-agent", "ethtool")
+
+
+def packages_for(neutron_backend: str) -> tuple[str, ...]:
+    return PACKAGES + (OVS_PACKAGES if neutron_backend == "openvswitch" else ())
+
+
 POLICY_RC = Path("/usr/sbin/policy-rc.d")
 
 

@@ -19,6 +19,8 @@ ENV_STATE_DIR = "STACKUBE_DEVBOX_DIR"
 ENV_CACHE_DIR = "STACKUBE_CACHE_DIR"
 ENV_KUBE_BIN_DIR = "STACKUBE_KUBE_BIN_DIR"
 ENV_ETCD_BIN_DIR = "STACKUBE_ETCD_BIN_DIR"
+ENV_NEUTRON_BACKEND = "STACKUBE_DEVBOX_NEUTRON"
+NEUTRON_BACKENDS = ("linuxbridge", "openvswitch")
 
 DEFAULT_STATE_DIR = Path("/var/lib/stackube-devbox")
 
@@ -65,6 +67,8 @@ class DevboxSettings:
     # The host end of the external segment; the agent bridges the other end.
     external_host_veth: str = "stkbext0"
     external_agent_veth: str = "stkbext1"
+    # ML2 mechanism: Linux bridge (kernel) or Open vSwitch on its userspace datapath.
+    neutron_backend: str = "linuxbridge"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DevboxSettings:
@@ -72,11 +76,17 @@ class DevboxSettings:
         state = Path(env[ENV_STATE_DIR]) if env.get(ENV_STATE_DIR) else DEFAULT_STATE_DIR
         kube_bin = env.get(ENV_KUBE_BIN_DIR)
         etcd_bin = env.get(ENV_ETCD_BIN_DIR)
+        backend = env.get(ENV_NEUTRON_BACKEND) or "linuxbridge"
+        if backend not in NEUTRON_BACKENDS:
+            raise ValueError(
+                f"{ENV_NEUTRON_BACKEND}={backend!r}: use one of {', '.join(NEUTRON_BACKENDS)}"
+            )
         return cls(
             state_dir=state,
             cache_dir=default_cache_dir(env),
             kube_bin_override=Path(kube_bin) if kube_bin else None,
             etcd_bin_override=Path(etcd_bin) if etcd_bin else None,
+            neutron_backend=backend,
         )
 
     # ---- derived paths -------------------------------------------------------------
@@ -127,6 +137,14 @@ class DevboxSettings:
     @property
     def etcd_bin_dir(self) -> Path:
         return self.etcd_bin_override or self.etcd_cache_dir / "bin"
+
+    @property
+    def openvswitch(self) -> bool:
+        return self.neutron_backend == "openvswitch"
+
+    @property
+    def ovs_db(self) -> Path:
+        return self.state_dir / "openvswitch" / "conf.db"
 
     # ---- derived addresses -----------------------------------------------------------
     @property

@@ -129,6 +129,7 @@ class StackubeDevbox:
             "user-cidr": "10.244.0.0/16",
             "user-gateway": "10.244.0.1",
             "tenant-domain-name": STACKUBE_DOMAIN,
+            "plugin-name": self.settings.neutron_backend,
         }
 
     def prepare(self) -> None:
