@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from stackube.devbox import cleanup, gobuild, packages
+from stackube.devbox import cleanup, gobuild, openvswitch, packages
 from stackube.devbox.commands import StepError
 from stackube.devbox.kubernetes import (
     ApiserverOptions,
@@ -181,9 +181,11 @@ class Devbox:
         for pid in pids_mentioning(str(self.settings.state_dir), HELPER_COMMANDS):
             terminate_group(pid, timeout=5)
         with self.progress.step("removing namespaces, links, chains and ipsets"):
-            report = cleanup.apply(
-                [self.settings.external_host_veth, self.settings.external_agent_veth]
-            )
+            links = [self.settings.external_host_veth, self.settings.external_agent_veth]
+            if self.settings.openvswitch:
+                # The userspace datapath's tap devices outlive ovs-vswitchd.
+                links += list(openvswitch.NETDEV_LINKS)
+            report = cleanup.apply(links)
         self.progress.say(report.summary())
         if self.settings.secrets_file.exists():
             restored = self.openstack.restore_sysctls()

@@ -17,6 +17,8 @@ from stackube.devbox.settings import DevboxSettings
 OVS_RUN = Path("/var/run/openvswitch")
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 OVSDB_TCP = "ptcp:6640:127.0.0.1"  # Neutron's default ovsdb_connection
+# Tap devices of the netdev datapath (its bridges' internal ports).
+NETDEV_LINKS = ("br-int", "br-ex", "br-tun", "ovs-netdev")
 
 
 def vsctl(*args: str, timeout: int = 10) -> str:
