@@ -92,6 +92,9 @@ class CniDaemon:
         )
         self._kick = threading.Event()
         self.stopping = threading.Event()
+        self._network_objects: dict[tuple[str, str], dict[str, Any]] = {}
+        # The Networks watch's "listed everything" event (until then: ask the API).
+        self.networks_watched = threading.Event()
         self.ready = threading.Event()
 
     # ---- the socket's entry point --------------------------------------------------------
@@ -171,7 +174,34 @@ class CniDaemon:
         self._networks[net.id] = found
         return found
 
+    def on_network(
+        self, _kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None
+    ) -> None:
+        """Fed by a watch of Networks: ADDs and pool upkeep read this, not the API."""
+        obj = new if new is not None else old
+        if obj is None:
+            return
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        with self._guard:
+            if new is None:
+                self._network_objects.pop(key, None)
+            else:
+                self._network_objects[key] = new
+        self._kick.set()
+
+    def _cached_networks(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        with self._guard:
+            return [o for (ns, _), o in self._network_objects.items() if namespace in (None, ns)]
+
     def tenant_network(self, namespace: str) -> TenantNetwork:
+        """From the watched Networks; a namespace they do not (yet) show as usable is
+        read from the API (a Network made a moment ago)."""
+        if self.networks_watched.is_set():
+            try:
+                return self._resolve(choose_network(namespace, self._cached_networks(namespace)))
+            except spec.CniError:
+                pass
         return self._resolve(choose_network(namespace, kube.list_networks(self.kube, namespace)))
 
     # ---- ADD -----------------------------------------------------------------------------
@@ -182,6 +212,7 @@ class CniDaemon:
         with self._sandbox(request.container_id, request.ifname):
             network = self.tenant_network(pod.namespace)
             attachment = self.store.get(request.container_id, request.ifname)
+            ready: ReadyPort | None = None
             if attachment is not None and attachment.network_id != network.network_id:
                 log.info(
                     "%s: was on network %s; starting over", attachment.key, attachment.network_id
@@ -189,6 +220,10 @@ class CniDaemon:
                 self._release(attachment, request.netns)
                 attachment = None
             if attachment is None:
+                # A fresh sandbox: one journal write, with the pool's port if it has one.
+                self.pools.track(network.network_id)
+                self._kick.set()
+                ready = self.pools.take(network.network_id)
                 attachment = Attachment(
                     request.container_id,
                     request.ifname,
@@ -197,9 +232,15 @@ class CniDaemon:
                     pod.name,
                     pod.uid,
                     network.network_id,
+                    port_id=ready.id if ready else "",
+                    phase=Phase.CLAIMED if ready else Phase.NEW,
                 )
                 self.store.put(attachment)
-            attachment, port, pooled = self._port_for(attachment, network)
+            if ready is not None:
+                checkpoint("cni-claimed")
+                port, pooled = ready, True
+            else:
+                attachment, port, pooled = self._port_for(attachment, network)
             address = cidr_address(port.ip, network.cidr)
             netlink.move_into_namespace(
                 parked_ifname(port.id),
@@ -482,7 +523,12 @@ class CniDaemon:
             self._kick.clear()
 
     def _maintain_once(self) -> None:
-        refs = live_network_refs(kube.list_all_networks(self.kube))
+        items = (
+            self._cached_networks()
+            if self.networks_watched.is_set()
+            else kube.list_all_networks(self.kube)
+        )
+        refs = live_network_refs(items)
         for network_id in self.pools.networks():
             if network_id not in refs:
                 dropped = self.pools.drop(network_id)

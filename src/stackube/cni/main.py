@@ -17,6 +17,7 @@ from stackube.cni.server import CniSocketServer
 from stackube.config import parse_config, read_key_files
 from stackube.errors import StackubeError
 from stackube.kube.client import api_client
+from stackube.kube.watch import network_reflector
 from stackube.openstack.cloud import LazyConnection
 
 log = logging.getLogger("stackube.cni")
@@ -50,10 +51,11 @@ def run(args: argparse.Namespace) -> int:
         port_active_timeout=args.port_active_timeout,
         resync_seconds=args.resync_seconds,
     )
+    kube_api = api_client(args.kubeconfig)
     daemon = CniDaemon(
         settings,
         LazyConnection(config),
-        api_client(args.kubeconfig),
+        kube_api,
         driver,
         AttachmentStore(args.state_dir / "attachments"),
     )
@@ -64,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         settings.pool_size,
         " (every Active Network)" if settings.pool_eager else "",
     )
+    reflector = network_reflector(kube_api, daemon.on_network, daemon.stopping)
+    daemon.networks_watched = reflector.synced
+    reflector.start()
     server = CniSocketServer(args.socket, daemon.handle)
 
     def stop(signum: int, _frame: FrameType | None) -> None:

@@ -1,0 +1,82 @@
+"""iptables and conntrack inside a router's network namespace (the tools Neutron's L3
+agent uses there too, so both see the same tables)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from stackube.errors import TemporaryError
+
+NETNS_DIR = "/var/run/netns"
+TIMEOUT = 60
+
+
+def _run(
+    netns: str, argv: Sequence[str], input_text: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    try:
+        done = subprocess.run(
+            ["nsenter", f"--net={NETNS_DIR}/{netns}", *argv],
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise TemporaryError(f"{argv[0]} in {netns}: {exc}") from exc
+    if check and done.returncode != 0:
+        raise TemporaryError(f"{' '.join(argv[:3])} in {netns}: {done.stderr.strip()[-500:]}")
+    return done
+
+
+def chains(netns: str, table: str) -> set[str]:
+    """The chains of one table (from iptables-save: `:NAME POLICY [counters]` lines)."""
+    saved = _run(netns, ["iptables-save", "-t", table]).stdout
+    return {line[1:].split()[0] for line in saved.splitlines() if line.startswith(":")}
+
+
+def rules(netns: str, table: str) -> list[str]:
+    saved = _run(netns, ["iptables-save", "-t", table]).stdout
+    return [line for line in saved.splitlines() if line.startswith("-A ")]
+
+
+def restore(netns: str, text: str) -> None:
+    """Apply `text` atomically per table, leaving every chain it does not name alone."""
+    _run(netns, ["iptables-restore", "--noflush", "-w", "5"], input_text=text)
+
+
+def ensure_jump(netns: str, table: str, chain: str, target: str) -> bool:
+    """`-j target` first in `chain`, once. Returns True if it had to be added."""
+    spec = ["-t", table, "-j", target]
+    if _run(netns, ["iptables", "-w", "5", "-C", chain, *spec], check=False).returncode == 0:
+        return False
+    _run(netns, ["iptables", "-w", "5", "-I", chain, "1", *spec])
+    return True
+
+
+def forget_udp_flows(netns: str, cluster_ip: str, port: int, endpoint_ip: str) -> None:
+    """Drop conntrack entries of UDP flows to a ClusterIP that were DNATed to an
+    endpoint that is gone (exit status 1 means there were none)."""
+    _run(
+        netns,
+        [
+            "conntrack",
+            "-D",
+            "-p",
+            "udp",
+            "--orig-dst",
+            cluster_ip,
+            "--orig-port-dst",
+            str(port),
+            "--reply-src",
+            endpoint_ip,
+        ],
+        check=False,
+    )
+
+
+def namespace_exists(netns: str) -> bool:
+    return Path(NETNS_DIR, netns).exists()

@@ -1,0 +1,1 @@
+"""stackube-proxy: ClusterIP Services inside each tenant's Neutron router."""

@@ -1,0 +1,200 @@
+"""stackube-proxy's engine: keeps, per tenant router on this node, the STKB chains equal
+to what the tenant's Services and EndpointSlices say. Changes mark their namespace
+dirty; a sync pass (at most every `min_sync_seconds`) handles only dirty namespaces and
+rewrites only the chains whose rules changed. A start is a full resync: every chain is
+written and stale STKB chains are removed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from stackube.errors import StackubeError
+from stackube.proxy.model import TenantServices
+from stackube.proxy.render import (
+    JUMPS,
+    Tables,
+    desired_tables,
+    restore_input,
+    udp_endpoints_removed,
+)
+from stackube.proxy.tenants import ProxySettings, router_of, tenant_services
+
+log = logging.getLogger("stackube.proxy")
+
+
+class RouterTables(Protocol):
+    """The I/O the engine needs in a router's namespace (stackube.host.iptables)."""
+
+    def namespace_exists(self, netns: str) -> bool: ...
+    def chains(self, netns: str, table: str) -> set[str]: ...
+    def restore(self, netns: str, text: str) -> None: ...
+    def ensure_jump(self, netns: str, table: str, chain: str, target: str) -> bool: ...
+    def forget_udp_flows(
+        self, netns: str, cluster_ip: str, port: int, endpoint_ip: str
+    ) -> None: ...
+
+
+def router_netns(router_id: str) -> str:
+    return f"qrouter-{router_id}"
+
+
+@dataclass
+class SyncResult:
+    namespace: str
+    router_id: str | None
+    changed_chains: int = 0
+    deleted_chains: int = 0
+    seconds: float = 0.0
+
+
+class ProxyEngine:
+    def __init__(
+        self, settings: ProxySettings, tables: RouterTables, min_sync_seconds: float = 0.05
+    ) -> None:
+        self.settings = settings
+        self.tables = tables
+        self.min_sync_seconds = min_sync_seconds
+        self._objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
+            "services": {},
+            "endpointslices": {},
+            "networks": {},
+        }
+        self._dirty: set[str] = set()
+        self._changed = threading.Condition()
+        self._applied: dict[str, Tables] = {}  # router id -> what is in its tables
+        self._last: dict[str, TenantServices] = {}
+        self._router_of_ns: dict[str, str] = {}
+        self.history: list[SyncResult] = []
+
+    # ---- input ---------------------------------------------------------------------------
+    def on_change(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        obj = new if new is not None else old
+        if obj is None:
+            return
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        with self._changed:
+            if new is None:
+                self._objects[kind].pop(key, None)
+            else:
+                self._objects[kind][key] = new
+            self._dirty.add(key[0])
+            self._changed.notify()
+
+    def _in(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+        return [o for (ns, _), o in self._objects[kind].items() if ns == namespace]
+
+    # ---- the loop ------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            with self._changed:
+                while not self._dirty and not stop.is_set():
+                    self._changed.wait(1)
+            if stop.is_set():
+                return
+            started = time.monotonic()
+            self.sync_dirty()
+            # Bounded frequency: changes arriving meanwhile wait for the next pass.
+            stop.wait(max(0.0, self.min_sync_seconds - (time.monotonic() - started)))
+
+    def sync_dirty(self) -> list[SyncResult]:
+        with self._changed:
+            namespaces, self._dirty = sorted(self._dirty), set()
+            snapshot = {
+                ns: (
+                    self._in("networks", ns),
+                    self._in("services", ns),
+                    self._in("endpointslices", ns),
+                )
+                for ns in namespaces
+            }
+        results = []
+        for namespace, (networks, services, slices) in snapshot.items():
+            try:
+                results.append(self.sync_namespace(namespace, networks, services, slices))
+            except StackubeError as exc:
+                log.warning("namespace %s: %s; retrying", namespace, exc)
+                with self._changed:
+                    self._dirty.add(namespace)
+        self.history = (self.history + results)[-1000:]
+        return results
+
+    def sync_namespace(
+        self,
+        namespace: str,
+        networks: Iterable[dict[str, Any]],
+        services: Iterable[dict[str, Any]],
+        slices: Iterable[dict[str, Any]],
+    ) -> SyncResult:
+        started = time.monotonic()
+        router = router_of(namespace, networks)
+        previous = self._router_of_ns.get(namespace)
+        if previous and previous != router:
+            # The tenant's router changed or went: its tables went with it.
+            self._applied.pop(previous, None)
+            self._last.pop(previous, None)
+            self._router_of_ns.pop(namespace, None)
+        if router is None:
+            return SyncResult(namespace, None)
+        netns = router_netns(router)
+        if not self.tables.namespace_exists(netns):
+            return SyncResult(namespace, router)  # not on this node (or not yet)
+        tenant = tenant_services(namespace, router, services, slices, self.settings)
+        desired = desired_tables(tenant)
+        applied = self._applied.get(router)
+        existing = (
+            {table: self.tables.chains(netns, table) for table in ("nat", "filter")}
+            if applied is None
+            else {}
+        )
+        restore = restore_input(desired, applied, existing)
+        if not restore.empty:
+            self.tables.restore(netns, restore.text)
+        if applied is None:
+            for table, chain, target in JUMPS:
+                self.tables.ensure_jump(netns, table, chain, target)
+        for cluster_ip, port, endpoint_ip in udp_endpoints_removed(self._last.get(router), tenant):
+            self.tables.forget_udp_flows(netns, cluster_ip, port, endpoint_ip)
+        self._applied[router] = desired
+        self._last[router] = tenant
+        self._router_of_ns[namespace] = router
+        result = SyncResult(
+            namespace,
+            router,
+            restore.changed_chains,
+            restore.deleted_chains,
+            time.monotonic() - started,
+        )
+        if not restore.empty:
+            log.info(
+                "synced %s (router %s): %d chains written, %d deleted in %.0f ms",
+                namespace,
+                router,
+                result.changed_chains,
+                result.deleted_chains,
+                result.seconds * 1000,
+            )
+        return result
+
+    def resync_all(self) -> None:
+        """Forget what was applied: the next pass rewrites every tenant fully (used at
+        start, and when a router's tables may have been rewritten behind our back)."""
+        with self._changed:
+            self._applied.clear()
+            self._dirty |= {ns for kind in self._objects.values() for ns, _ in kind}
+            self._changed.notify()
+
+    def verify_jumps(self) -> None:
+        """Re-add our hooks where something removed them (e.g. a Neutron agent resync)."""
+        for router in list(self._applied):
+            netns = router_netns(router)
+            if not self.tables.namespace_exists(netns):
+                continue
+            for table, chain, target in JUMPS:
+                if self.tables.ensure_jump(netns, table, chain, target):
+                    log.warning("router %s: hook %s/%s was missing; re-added", router, table, chain)
