@@ -29,13 +29,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from openstack.connection import Connection
-from tests.integration.cni_harness import CniNode, PodIdentity, pool_ports, wait_for
+from tests.integration.cni_harness import (
+    CniNode,
+    PodIdentity,
+    create_tenant,
+    delete_tenant,
+    network_id_of,
+    pool_ports,
+    wait_for,
+)
 from tests.integration.controller_harness import (
     apply_crds,
     service_account_kubeconfig,
     write_config,
 )
-from tests.integration.test_cni import _create_tenant, _delete_tenant, _network_id
 
 from stackube.api.manifests import cni_rbac
 from stackube.api.naming import POD_PORT_DEVICE_OWNER
@@ -223,11 +230,11 @@ def main() -> int:
     config_dir, secret_dir = write_config(devbox, root)
     node = CniNode(root, kubeconfig, config_dir, secret_dir, socket.gethostname())
     tenant = f"bench-cni-{secrets.token_hex(2)}"
-    _create_tenant(kube, tenant)
+    create_tenant(kube, tenant)
     netns = Namespaces()
     results: dict[str, list[float]] = {}
     try:
-        network_id = wait_for(lambda: _network_id(kube, tenant), 120, "the Network")
+        network_id = wait_for(lambda: network_id_of(kube, tenant), 120, "the Network")
         project_id = admin.network.get_network(network_id).project_id
 
         fill = run_paths(
@@ -246,7 +253,7 @@ def main() -> int:
         netns.remove_all()
         node.start(pool_size=0)  # recovery deletes the pool's ports and links
         node.stop()
-        _delete_tenant(kube, tenant)
+        delete_tenant(kube, tenant)
     leftover = [p.id for p in pool_ports(admin, network_id)]
     print("| path | pods | p50 ms | p95 ms | max ms |")
     print("|---|---|---|---|---|")

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from stackube.api.crds import all_crds
-from stackube.api.manifests import cni_rbac, controller_rbac
+from stackube.api.manifests import cni_rbac, controller_rbac, proxy_rbac
 from stackube.auth.options import (
     add_kubeconfig_arguments,
     add_login_arguments,
@@ -25,6 +25,7 @@ from stackube.devbox.commands import StepError
 from stackube.devbox.service import ServiceError
 from stackube.devbox.settings import DevboxSettings
 from stackube.errors import StackubeError
+from stackube.proxy.options import add_arguments as add_proxy_arguments
 
 
 def _devbox(args: argparse.Namespace) -> int:
@@ -84,6 +85,12 @@ def _cni_install(args: argparse.Namespace) -> int:
     return 0
 
 
+def _proxy(args: argparse.Namespace) -> int:
+    from stackube.proxy.main import run  # noqa: PLC0415
+
+    return run(args)
+
+
 def _auth_webhook(args: argparse.Namespace) -> int:
     from stackube.auth.main import run_webhook  # noqa: PLC0415 - aiohttp loads on demand
 
@@ -105,7 +112,7 @@ def _kubeconfig(args: argparse.Namespace) -> int:
 def _manifests(args: argparse.Namespace) -> int:
     """CRDs and the RBAC of controller and CNI daemon, from the package (deploy/ holds copies)."""
     if not args.output:
-        documents = [*all_crds(), *controller_rbac(), *cni_rbac()]
+        documents = [*all_crds(), *controller_rbac(), *cni_rbac(), *proxy_rbac()]
         print(yaml.safe_dump_all(documents, sort_keys=False), end="")
         return 0
     root = Path(args.output)
@@ -118,6 +125,8 @@ def _manifests(args: argparse.Namespace) -> int:
     (root / "controller" / "rbac.yaml").write_text(rbac)
     (root / "cni").mkdir(parents=True, exist_ok=True)
     (root / "cni" / "rbac.yaml").write_text(yaml.safe_dump_all(cni_rbac(), sort_keys=False))
+    (root / "proxy").mkdir(parents=True, exist_ok=True)
+    (root / "proxy" / "rbac.yaml").write_text(yaml.safe_dump_all(proxy_rbac(), sort_keys=False))
     return 0
 
 
@@ -153,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     cni_install.add_argument("--socket", default="/run/stackube/cni.sock")
     cni_install.set_defaults(handler=_cni_install)
 
+    proxy = commands.add_parser("proxy", help="run stackube-proxy (Services in tenant routers)")
+    add_proxy_arguments(proxy)
+    proxy.set_defaults(handler=_proxy)
+
     webhook = commands.add_parser("auth-webhook", help="run the Keystone TokenReview webhook")
     add_webhook_arguments(webhook)
     webhook.set_defaults(handler=_auth_webhook)
@@ -174,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Programs that run for long say what they do; the devbox shows its own progress.
-    long_running = args.command in ("controller", "auth-webhook", "cni-daemon")
+    long_running = args.command in ("controller", "auth-webhook", "cni-daemon", "proxy")
     default_level = logging.INFO if long_running else logging.WARNING
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else default_level,

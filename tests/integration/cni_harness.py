@@ -15,12 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client as k8s
 from openstack.connection import Connection
 
 from stackube.api.naming import POD_PORT_DEVICE_OWNER
+from stackube.api.types import GROUP, VERSION
 from stackube.cni.attachments import AttachmentStore
 from stackube.cni.install import CONFLIST_NAME, install
 from stackube.cni.pool import POOL_DEVICE_ID
+from stackube.host import netlink
+from tests.integration.controller_harness import custom
 
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -201,3 +205,85 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.5) -
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+# ---- tenants and netns "pods" ---------------------------------------------------------------
+def create_tenant(kube: k8s.ApiClient, name: str) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Tenant",
+        "metadata": {"name": name},
+        "spec": {"username": name, "password": f"{name}-pw-{secrets.token_hex(4)}"},
+    }
+    custom(kube).create_cluster_custom_object(GROUP, VERSION, "tenants", body)
+
+
+def network_id_of(kube: k8s.ApiClient, namespace: str) -> str | None:
+    try:
+        net = custom(kube).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "networks", namespace
+        )
+    except k8s.ApiException:
+        return None
+    status = net.get("status") or {}
+    return str(status["networkID"]) if status.get("state") == "Active" else None
+
+
+def delete_tenant(kube: k8s.ApiClient, name: str) -> None:
+    custom(kube).delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
+
+    def gone() -> bool:
+        try:
+            custom(kube).get_cluster_custom_object(GROUP, VERSION, "tenants", name)
+        except k8s.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(gone, 120, f"Tenant {name} to be deleted")
+
+
+class Sandboxes:
+    """Network namespaces standing in for pod sandboxes (containerd makes them the same
+    way: a bind-mounted netns under /var/run/netns)."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def new(self) -> str:
+        name = f"stkb-cni-{secrets.token_hex(4)}"
+        netlink.create_namespace(name)
+        self.made.append(name)
+        return f"/var/run/netns/{name}"
+
+
+def in_netns(netns: str, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["nsenter", f"--net={netns}", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def reaches(netns: str, ip: str, tries: int = 3) -> bool:
+    return any(
+        in_netns(netns, "ping", "-c", "1", "-W", "1", ip).returncode == 0 for _ in range(tries)
+    )
+
+
+def address_of(result: dict[str, object]) -> str:
+    ips = result["ips"]
+    assert isinstance(ips, list)
+    return str(ips[0]["address"]).split("/")[0]
+
+
+def router_id_of(kube: k8s.ApiClient, namespace: str) -> str | None:
+    try:
+        net = custom(kube).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "networks", namespace
+        )
+    except k8s.ApiException:
+        return None
+    status = net.get("status") or {}
+    return str(status["routerID"]) if status.get("state") == "Active" else None

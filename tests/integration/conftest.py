@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -18,11 +19,23 @@ import pytest
 from kubernetes import client as k8s
 from openstack.connection import Connection
 
+from stackube.api.manifests import cni_rbac
 from stackube.devbox.box import Devbox
 from stackube.devbox.settings import DevboxSettings
 from stackube.host import netlink
+from stackube.kube import apply
 from stackube.kube.client import api_client
 from stackube.openstack.cloud import connect_cloud
+from tests.integration.cni_harness import (
+    CniNode,
+    PodIdentity,
+    Sandboxes,
+    create_tenant,
+    delete_tenant,
+    network_id_of,
+    our_ports,
+    wait_for,
+)
 from tests.integration.controller_harness import (
     Controller,
     apply_crds,
@@ -122,3 +135,62 @@ def pods() -> Iterator[Pods]:
     leftovers = set(netlink.namespaces()) & {p.namespace for p in helper.made}
     leftover_links = set(netlink.link_names()) & {p.host_ifname for p in helper.made}
     assert not leftovers and not leftover_links, (leftovers, leftover_links)
+
+
+# ---- kubestack: a CNI node, tenants, netns sandboxes ------------------------------------------
+@pytest.fixture(scope="module")
+def node(
+    devbox: Devbox, kube: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CniNode]:
+    apply_crds(kube)
+    apply.create_missing(kube, cni_rbac())
+    root = tmp_path_factory.mktemp("cni")
+    kubeconfig = service_account_kubeconfig(kube, devbox, root / "kubeconfig", "stackube-cni")
+    config_dir, secret_dir = write_config(devbox, root)
+    cni = CniNode(root, kubeconfig, config_dir, secret_dir, socket.gethostname())
+    cni.start()
+    yield cni
+    cni.stop()
+
+
+@pytest.fixture(scope="module")
+def tenants(kube: k8s.ApiClient, node: CniNode, os_admin: Connection) -> Iterator[dict[str, str]]:
+    """Two tenants with the same CIDR (the default 10.244.0.0/16): namespace -> network id."""
+    names = [f"cni-a-{secrets.token_hex(2)}", f"cni-b-{secrets.token_hex(2)}"]
+    for name in names:
+        create_tenant(kube, name)
+    found = {
+        n: wait_for(lambda n=n: network_id_of(kube, n), 90, f"Network {n} Active") for n in names
+    }
+    yield found
+    for name in names:
+        delete_tenant(kube, name)
+    assert not our_ports(os_admin, set(found.values()))
+
+
+@pytest.fixture
+def sandboxes() -> Iterator[Sandboxes]:
+    made = Sandboxes()
+    yield made
+    for name in made.made:
+        netlink.delete_namespace(name)
+
+
+Attach = Callable[[str], tuple[PodIdentity, str, dict[str, object]]]
+
+
+@pytest.fixture
+def attach(node: CniNode, sandboxes: Sandboxes) -> Iterator[Attach]:
+    """ADD a new pod of a namespace; every pod attached is DELeted at the end."""
+    attached: list[tuple[PodIdentity, str]] = []
+
+    def add(namespace: str) -> tuple[PodIdentity, str, dict[str, object]]:
+        pod, netns = PodIdentity.new(namespace), sandboxes.new()
+        run = node.invoke("ADD", pod, netns)
+        assert run.code == 0, (run.output, run.stderr, node.logs()[-2000:])
+        attached.append((pod, netns))
+        return pod, netns, run.output
+
+    yield add
+    for pod, netns in attached:
+        assert node.invoke("DEL", pod, netns).code == 0

@@ -6,10 +6,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,163 +15,33 @@ import pytest
 from kubernetes import client as k8s
 from openstack.connection import Connection
 
-from stackube.api.manifests import cni_rbac
 from stackube.api.naming import POD_PORT_DEVICE_OWNER
 from stackube.cni import spec
 from stackube.cni.daemon import CHECK_FAILED
 from stackube.cni.drivers import parked_ifname
 from stackube.cni.pool import POOL_DEVICE_ID
 from stackube.cni.result import host_ifname
-from stackube.devbox.box import Devbox
 from stackube.faults import CRASH_EXIT_CODE
 from stackube.host import netlink
-from stackube.kube import apply
 from tests.integration.cni_harness import (
     CniNode,
     PodIdentity,
+    Sandboxes,
+    address_of,
+    create_tenant,
+    delete_tenant,
+    in_netns,
+    network_id_of,
     our_ports,
     pool_ports,
+    reaches,
     wait_for,
 )
-from tests.integration.controller_harness import (
-    apply_crds,
-    custom,
-    service_account_kubeconfig,
-    write_config,
-)
+from tests.integration.conftest import Attach
 
 pytestmark = pytest.mark.integration
 
 GROUP, VERSION = "stackube.kubernetes.io", "v1"
-
-
-# ---- fixtures ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def node(
-    devbox: Devbox, kube: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CniNode]:
-    apply_crds(kube)
-    apply.create_missing(kube, cni_rbac())
-    root = tmp_path_factory.mktemp("cni")
-    kubeconfig = service_account_kubeconfig(kube, devbox, root / "kubeconfig", "stackube-cni")
-    config_dir, secret_dir = write_config(devbox, root)
-    cni = CniNode(root, kubeconfig, config_dir, secret_dir, socket.gethostname())
-    cni.start()
-    yield cni
-    cni.stop()
-
-
-def _create_tenant(kube: k8s.ApiClient, name: str) -> None:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Tenant",
-        "metadata": {"name": name},
-        "spec": {"username": name, "password": f"{name}-pw-{secrets.token_hex(4)}"},
-    }
-    custom(kube).create_cluster_custom_object(GROUP, VERSION, "tenants", body)
-
-
-def _network_id(kube: k8s.ApiClient, namespace: str) -> str | None:
-    try:
-        net = custom(kube).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, "networks", namespace
-        )
-    except k8s.ApiException:
-        return None
-    status = net.get("status") or {}
-    return str(status["networkID"]) if status.get("state") == "Active" else None
-
-
-def _delete_tenant(kube: k8s.ApiClient, name: str) -> None:
-    custom(kube).delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
-
-    def gone() -> bool:
-        try:
-            custom(kube).get_cluster_custom_object(GROUP, VERSION, "tenants", name)
-        except k8s.ApiException as exc:
-            return exc.status == 404
-        return False
-
-    wait_for(gone, 120, f"Tenant {name} to be deleted")
-
-
-@pytest.fixture(scope="module")
-def tenants(kube: k8s.ApiClient, node: CniNode, os_admin: Connection) -> Iterator[dict[str, str]]:
-    """Two tenants with the same CIDR (the default 10.244.0.0/16): namespace -> network id."""
-    names = [f"cni-a-{secrets.token_hex(2)}", f"cni-b-{secrets.token_hex(2)}"]
-    for name in names:
-        _create_tenant(kube, name)
-    found = {
-        n: wait_for(lambda n=n: _network_id(kube, n), 90, f"Network {n} Active") for n in names
-    }
-    yield found
-    for name in names:
-        _delete_tenant(kube, name)
-    assert not our_ports(os_admin, set(found.values()))
-
-
-class Sandboxes:
-    """Network namespaces standing in for pod sandboxes (containerd makes them the same
-    way: a bind-mounted netns under /var/run/netns)."""
-
-    def __init__(self) -> None:
-        self.made: list[str] = []
-
-    def new(self) -> str:
-        name = f"stkb-cni-{secrets.token_hex(4)}"
-        netlink.create_namespace(name)
-        self.made.append(name)
-        return f"/var/run/netns/{name}"
-
-
-@pytest.fixture
-def sandboxes() -> Iterator[Sandboxes]:
-    made = Sandboxes()
-    yield made
-    for name in made.made:
-        netlink.delete_namespace(name)
-
-
-def in_netns(netns: str, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["nsenter", f"--net={netns}", *argv],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def reaches(netns: str, ip: str, tries: int = 3) -> bool:
-    return any(
-        in_netns(netns, "ping", "-c", "1", "-W", "1", ip).returncode == 0 for _ in range(tries)
-    )
-
-
-def address_of(result: dict[str, object]) -> str:
-    ips = result["ips"]
-    assert isinstance(ips, list)
-    return str(ips[0]["address"]).split("/")[0]
-
-
-Attach = Callable[[str], tuple[PodIdentity, str, dict[str, object]]]
-
-
-@pytest.fixture
-def attach(node: CniNode, sandboxes: Sandboxes) -> Iterator[Attach]:
-    """ADD a new pod of a namespace; every pod attached is DELeted at the end."""
-    attached: list[tuple[PodIdentity, str]] = []
-
-    def add(namespace: str) -> tuple[PodIdentity, str, dict[str, object]]:
-        pod, netns = PodIdentity.new(namespace), sandboxes.new()
-        run = node.invoke("ADD", pod, netns)
-        assert run.code == 0, (run.output, run.stderr, node.logs()[-2000:])
-        attached.append((pod, netns))
-        return pod, netns, run.output
-
-    yield add
-    for pod, netns in attached:
-        assert node.invoke("DEL", pod, netns).code == 0
 
 
 def assert_released(os_admin: Connection, node: CniNode, port_id: str) -> None:
@@ -451,9 +319,9 @@ def test_the_pool_goes_with_its_network(
     node = fresh_daemon
     node.start(pool_size=2, pool_eager=True)
     name = f"cni-c-{secrets.token_hex(2)}"
-    _create_tenant(kube, name)
+    create_tenant(kube, name)
     try:
-        network_id = wait_for(lambda: _network_id(kube, name), 90, f"Network {name} Active")
+        network_id = wait_for(lambda: network_id_of(kube, name), 90, f"Network {name} Active")
         pool = wait_for(
             lambda: (
                 _ready_pool(os_admin, network_id)
@@ -466,7 +334,7 @@ def test_the_pool_goes_with_its_network(
         links = set(netlink.link_names())
         assert all(host_ifname(p) in links and parked_ifname(p) in links for p in pool)
     finally:
-        _delete_tenant(kube, name)
+        delete_tenant(kube, name)
     assert os_admin.network.find_network(network_id, ignore_missing=True) is None
     wait_for(
         lambda: not {host_ifname(p) for p in pool} & set(netlink.link_names()),

@@ -23,6 +23,8 @@ from stackube.kube.client import ApiClient
 from stackube.openstack import network as neutron
 from stackube.openstack.cloud import Connection
 
+SERVICES_RULE_DESCRIPTION = "stackube: Services reach pods through the tenant router"
+
 log = logging.getLogger(__name__)
 
 NETWORK_STEPS = ("neutron-network", "neutron-subnet", "neutron-router", "router-interface")
@@ -107,6 +109,12 @@ class NetworkReconciler:
         if subnet.id not in neutron.router_interface_subnets(self.conn, router.id):
             neutron.add_router_interface(self.conn, router.id, subnet.id)
             checkpoint("router-interface")
+        if subnet.gateway_ip:
+            # Service traffic reaches pods from the router (stackube-proxy masquerades
+            # it to the gateway address); the default group admits only its members.
+            neutron.allow_ingress_from(
+                self.conn, project, f"{subnet.gateway_ip}/32", SERVICES_RULE_DESCRIPTION
+            )
         return NetworkResult(net.id, subnet.id, router.id, recreated)
 
     def _network_and_subnet(

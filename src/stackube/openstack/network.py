@@ -323,3 +323,31 @@ def pod_ports(
     if network_id is not None:
         filters["network_id"] = network_id
     return [_pod_port(p) for p in conn.network.ports(**filters)]
+
+
+# ---- security groups --------------------------------------------------------------------
+@translating("Neutron security group rule")
+def allow_ingress_from(
+    conn: Connection, project_id: str, remote_prefix: str, description: str
+) -> bool:
+    """An ingress rule (any protocol) from `remote_prefix` in the project's default
+    security group; True if it had to be added. Listing the project's groups by
+    tenant_id makes Neutron create its default group if it does not exist yet."""
+    groups = list(conn.network.security_groups(tenant_id=project_id, name="default"))
+    if not groups:
+        raise sdk.ResourceNotFound(f"project {project_id} has no default security group")
+    group = groups[0]
+    for rule in conn.network.security_group_rules(security_group_id=group.id):
+        if rule.direction == "ingress" and rule.remote_ip_prefix == remote_prefix:
+            return False
+    try:
+        conn.network.create_security_group_rule(
+            security_group_id=group.id,
+            direction="ingress",
+            ethertype="IPv6" if ":" in remote_prefix else "IPv4",
+            remote_ip_prefix=remote_prefix,
+            description=description,
+        )
+    except sdk.ConflictException:
+        return False
+    return True

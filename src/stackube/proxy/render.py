@@ -3,10 +3,11 @@
 In the router's namespace, nat PREROUTING jumps to STKB-SERVICES, which dispatches by
 the ClusterIP's /24 to a small chain (STKB-IP-<hex of the /24>), which matches the
 exact ClusterIP, protocol and port and jumps to the service port's chain
-(STKB-SVC-<hash>): mark for masquerade, ClientIP affinity, then an equal-probability
-choice of endpoint chains (STKB-SEP-<hash>) that DNAT. Marked packets are masqueraded
-in POSTROUTING, so replies from an endpoint on the client's own subnet come back
-through the router. Ports without endpoints are rejected in filter FORWARD.
+(STKB-SVC-<hash>): ClientIP affinity, then an equal-probability choice of endpoint
+chains (STKB-SEP-<hash>) that DNAT. In POSTROUTING, connections whose original
+destination was in the service range are masqueraded, so replies from an endpoint on
+the client's own subnet come back through the router (no packet marks: Neutron's L3
+agent uses all 32 bits of them). Ports without endpoints are rejected in filter FORWARD.
 
 The two-level dispatch keeps a change to one Service to a few short chains: the sync
 rewrites only chains whose rules changed (`iptables-restore --noflush`), so a change is
@@ -27,9 +28,8 @@ from stackube.proxy.model import ServicePort, TenantServices
 PREFIX = "STKB-"
 SERVICES = "STKB-SERVICES"
 POSTROUTING = "STKB-POSTROUTING"
-MARK_MASQ = "STKB-MARK-MASQ"
 REJECT = "STKB-REJECT"
-MASQ_MARK = "0x4000"
+SERVICE_CIDR = "10.96.0.0/12"
 
 # table -> chain -> rules (each rule without the "-A <chain> " prefix)
 Chains = dict[str, tuple[str, ...]]
@@ -84,7 +84,7 @@ def _service_rules(port: ServicePort, nat: Chains, filter_: Chains) -> str | Non
         )
         return None
     svc = svc_chain(port)
-    rules = [f"-j {MARK_MASQ}"]
+    rules: list[str] = []
     seps = [(sep_chain(port, e.ip, e.port), e) for e in port.endpoints]
     if port.affinity_seconds:
         rules += [
@@ -113,13 +113,11 @@ def _service_rules(port: ServicePort, nat: Chains, filter_: Chains) -> str | Non
     return f"{_match(port)} {_comment(port.key)} -j {svc}"
 
 
-def desired_tables(tenant: TenantServices) -> Tables:
+def desired_tables(tenant: TenantServices, service_cidr: str = SERVICE_CIDR) -> Tables:
     """Every STKB chain of one tenant router, with its rules, in a stable order."""
     nat: Chains = {
-        MARK_MASQ: (f"-j MARK --or-mark {MASQ_MARK}",),
         POSTROUTING: (
-            f"-m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
-            f"-j MARK --xor-mark {MASQ_MARK}",
+            f"-m conntrack --ctstate DNAT --ctorigdst {service_cidr} "
             f"{_comment('service traffic, masqueraded so replies come back via the router')}"
             " -j MASQUERADE",
         ),

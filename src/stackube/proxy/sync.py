@@ -69,6 +69,7 @@ class ProxyEngine:
         self._applied: dict[str, Tables] = {}  # router id -> what is in its tables
         self._last: dict[str, TenantServices] = {}
         self._router_of_ns: dict[str, str] = {}
+        self._waiting: set[str] = set()  # tenants whose router is not (yet) on this node
         self.history: list[SyncResult] = []
 
     # ---- input ---------------------------------------------------------------------------
@@ -143,9 +144,11 @@ class ProxyEngine:
             return SyncResult(namespace, None)
         netns = router_netns(router)
         if not self.tables.namespace_exists(netns):
-            return SyncResult(namespace, router)  # not on this node (or not yet)
+            self._waiting.add(namespace)  # not on this node, or not yet: look again later
+            return SyncResult(namespace, router)
+        self._waiting.discard(namespace)
         tenant = tenant_services(namespace, router, services, slices, self.settings)
-        desired = desired_tables(tenant)
+        desired = desired_tables(tenant, self.settings.service_cidr)
         applied = self._applied.get(router)
         existing = (
             {table: self.tables.chains(netns, table) for table in ("nat", "filter")}
@@ -189,8 +192,13 @@ class ProxyEngine:
             self._dirty |= {ns for kind in self._objects.values() for ns, _ in kind}
             self._changed.notify()
 
-    def verify_jumps(self) -> None:
-        """Re-add our hooks where something removed them (e.g. a Neutron agent resync)."""
+    def housekeeping(self) -> None:
+        """Periodic: retry tenants whose router was not here yet, and re-add our hooks
+        where something removed them (e.g. a Neutron agent resync)."""
+        with self._changed:
+            if self._waiting:
+                self._dirty |= self._waiting
+                self._changed.notify()
         for router in list(self._applied):
             netns = router_netns(router)
             if not self.tables.namespace_exists(netns):

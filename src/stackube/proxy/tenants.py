@@ -16,6 +16,7 @@ DNS_SERVICE = "stackube-dns"
 class ProxySettings:
     cluster_dns_ip: str = "10.96.0.10"
     dns_service: str = DNS_SERVICE
+    service_cidr: str = "10.96.0.0/12"
 
 
 def router_of(namespace: str, networks: Iterable[Mapping[str, Any]]) -> str | None:

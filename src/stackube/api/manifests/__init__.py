@@ -21,3 +21,8 @@ def controller_rbac() -> list[dict[str, Any]]:
 def cni_rbac() -> list[dict[str, Any]]:
     """The CNI daemon's ServiceAccount: read Networks, nothing else."""
     return _documents("cni-rbac.yaml")
+
+
+def proxy_rbac() -> list[dict[str, Any]]:
+    """stackube-proxy's ServiceAccount: read Services, EndpointSlices, Networks."""
+    return _documents("proxy-rbac.yaml")

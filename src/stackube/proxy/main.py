@@ -1,0 +1,46 @@
+"""The `stackube proxy` program: watches, then the sync engine until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from types import FrameType
+
+from stackube.host import iptables
+from stackube.kube.client import api_client
+from stackube.kube.watch import cluster_reflectors
+from stackube.proxy.sync import ProxyEngine
+from stackube.proxy.tenants import ProxySettings
+
+log = logging.getLogger("stackube.proxy")
+
+
+def run(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    engine = ProxyEngine(
+        ProxySettings(args.cluster_dns, args.dns_service, args.service_cidr),
+        iptables,
+        args.min_sync_seconds,
+    )
+    reflectors = cluster_reflectors(api_client(args.kubeconfig), engine.on_change, stop)
+    for reflector in reflectors.values():
+        reflector.start()
+    for name, reflector in reflectors.items():
+        while not reflector.synced.wait(1):
+            if stop.is_set():
+                return 0
+            log.info("waiting for the first list of %s", name)
+    log.info("listed services, endpointslices and networks: full sync")
+    threading.Thread(target=engine.run, args=(stop,), name="sync", daemon=True).start()
+    while not stop.wait(args.housekeeping_seconds):
+        engine.housekeeping()
+    return 0

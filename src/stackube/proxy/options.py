@@ -1,0 +1,31 @@
+"""Command-line options of `stackube proxy`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", type=Path, help="default: in-cluster or $KUBECONFIG")
+    parser.add_argument(
+        "--cluster-dns", default="10.96.0.10", help="the DNS IP pods use (kubelet --cluster-dns)"
+    )
+    parser.add_argument("--service-cidr", default="10.96.0.0/12", help="the ClusterIP range")
+    parser.add_argument(
+        "--dns-service",
+        default="stackube-dns",
+        help="each tenant's own DNS Service, in its namespace: the cluster DNS IP goes there",
+    )
+    parser.add_argument(
+        "--min-sync-seconds",
+        type=float,
+        default=0.05,
+        help="at most one sync pass this often (changes meanwhile are batched)",
+    )
+    parser.add_argument(
+        "--housekeeping-seconds",
+        type=float,
+        default=10.0,
+        help="re-check hooks and routers that appeared this often",
+    )

@@ -1,0 +1,316 @@
+"""stackube-proxy on the devbox: Services in the apiserver, EndpointSlices naming netns
+pods that kubestack put on tenant networks, rules inside the tenants' real Neutron
+routers."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+
+from stackube.api.manifests import proxy_rbac
+from stackube.devbox.box import Devbox
+from stackube.host import iptables, netlink
+from stackube.kube import apply
+from tests.integration.cni_harness import (
+    BASE_PATH,
+    CniNode,
+    PodIdentity,
+    Sandboxes,
+    address_of,
+    router_id_of,
+    wait_for,
+)
+from tests.integration.controller_harness import service_account_kubeconfig
+
+pytestmark = pytest.mark.integration
+
+HTTP_SERVER = """
+import http.server, sys
+name = sys.argv[1].encode()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", str(len(name)))
+        self.end_headers(); self.wfile.write(name)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
+"""
+UDP_SERVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 5353))
+while True:
+    data, peer = s.recvfrom(512); s.sendto(sys.argv[1].encode(), peer)
+"""
+HTTP_GET = """
+import sys, urllib.request
+try:
+    url, timeout = f"http://{sys.argv[1]}/", float(sys.argv[2])
+    print(urllib.request.urlopen(url, timeout=timeout).read().decode())
+except Exception as exc:
+    print(f"ERROR {exc}"); sys.exit(1)
+"""
+UDP_ASK = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+s.sendto(b"?", (sys.argv[1], int(sys.argv[2])))
+try:
+    print(s.recv(512).decode())
+except OSError as exc:
+    print(f"ERROR {exc}"); sys.exit(1)
+"""
+
+
+@dataclass
+class Proxy:
+    kubeconfig: Path
+    root: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.log = self.root / f"proxy-{len(self.procs) + 1}.log"
+        argv = [
+            sys.executable, "-m", "stackube", "proxy", f"--kubeconfig={self.kubeconfig}",
+            "--cluster-dns=10.96.0.10", "--housekeeping-seconds=1",
+        ]  # fmt: skip
+        with self.log.open("wb") as out:
+            self.procs.append(
+                subprocess.Popen(
+                    argv, stdout=out, stderr=subprocess.STDOUT, env={"PATH": BASE_PATH}
+                )
+            )
+        wait_for(lambda: "full sync" in self.log.read_text(), 30, "the proxy's first list")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(15)
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    devbox: Devbox, kube: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
+    apply.create_missing(kube, proxy_rbac())
+    root = tmp_path_factory.mktemp("proxy")
+    kubeconfig = service_account_kubeconfig(kube, devbox, root / "kubeconfig", "stackube-proxy")
+    running = Proxy(kubeconfig, root)
+    running.start()
+    yield running
+    running.stop()
+
+
+@dataclass
+class Workloads:
+    """Netns pods on tenant networks, some running servers; all stopped at the end."""
+
+    node: CniNode
+    sandboxes: Sandboxes
+    servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    attached: list[tuple[PodIdentity, str]] = field(default_factory=list)
+
+    def pod(self, namespace: str) -> tuple[str, str]:
+        identity, netns = PodIdentity.new(namespace), self.sandboxes.new()
+        run = self.node.invoke("ADD", identity, netns)
+        assert run.code == 0, run.output
+        self.attached.append((identity, netns))
+        return netns, address_of(run.output)
+
+    def serve(self, netns: str, program: str, name: str) -> None:
+        self.servers.append(
+            subprocess.Popen(["nsenter", f"--net={netns}", sys.executable, "-c", program, name])
+        )
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.kill()
+            server.wait()
+        for identity, netns in self.attached:
+            self.node.invoke("DEL", identity, netns)
+
+
+@pytest.fixture(scope="module")
+def tenant_pods(
+    node: CniNode, tenants: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, object]]:
+    """Tenant A: two web/UDP servers and a client; tenant B: a client."""
+    sandboxes = Sandboxes()
+    work = Workloads(node, sandboxes)
+    a, b = list(tenants)
+    servers = {}
+    for name in ("web-1", "web-2"):
+        netns, ip = work.pod(a)
+        work.serve(netns, HTTP_SERVER, name)
+        work.serve(netns, UDP_SERVER, name)
+        servers[name] = ip
+    client_a, _ = work.pod(a)
+    client_b, _ = work.pod(b)
+    yield {"a": a, "b": b, "servers": servers, "client_a": client_a, "client_b": client_b}
+    work.close()
+    for name in sandboxes.made:
+        netlink.delete_namespace(name)
+
+
+def http_get(netns: str, address: str, timeout: float = 2) -> str:
+    done = subprocess.run(
+        ["nsenter", f"--net={netns}", sys.executable, "-c", HTTP_GET, address, str(timeout)],
+        capture_output=True, text=True, timeout=timeout + 10, check=False,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def udp_ask(netns: str, ip: str, port: int) -> str:
+    done = subprocess.run(
+        ["nsenter", f"--net={netns}", sys.executable, "-c", UDP_ASK, ip, str(port)],
+        capture_output=True, text=True, timeout=15, check=False,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def make_service(
+    kube: k8s.ApiClient, namespace: str, name: str, ports: list[dict[str, object]]
+) -> str:
+    body = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"ports": ports},  # no selector: the test owns the EndpointSlice
+    }
+    created = k8s.CoreV1Api(kube).create_namespaced_service(namespace, body)
+    return str(created.spec.cluster_ip)
+
+
+def set_endpoints(
+    kube: k8s.ApiClient,
+    namespace: str,
+    service: str,
+    ips: list[str],
+    ports: list[dict[str, object]],
+) -> None:
+    body = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{service}-manual",
+            "namespace": namespace,
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "stackube-tests",
+            },
+        },
+        "addressType": "IPv4",
+        "ports": ports,
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in ips],
+    }
+    api = k8s.DiscoveryV1Api(kube)
+    try:
+        api.replace_namespaced_endpoint_slice(f"{service}-manual", namespace, body)
+    except k8s.ApiException as exc:
+        if exc.status != 404:
+            raise
+        api.create_namespaced_endpoint_slice(namespace, body)
+
+
+WEB_PORTS = [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]
+WEB_SLICE_PORTS = [{"name": "http", "port": 8080, "protocol": "TCP"}]
+
+
+def test_cluster_ip_follows_endpoint_changes_and_is_private_to_the_tenant(
+    proxy: Proxy, kube: k8s.ApiClient, tenant_pods: dict[str, object]
+) -> None:
+    a, servers = str(tenant_pods["a"]), tenant_pods["servers"]
+    assert isinstance(servers, dict)
+    client_a, client_b = str(tenant_pods["client_a"]), str(tenant_pods["client_b"])
+    name = f"web-{secrets.token_hex(2)}"
+    cluster_ip = make_service(kube, a, name, WEB_PORTS)
+    set_endpoints(kube, a, name, [servers["web-1"]], WEB_SLICE_PORTS)
+    wait_for(
+        lambda: http_get(client_a, f"{cluster_ip}:80") == "web-1", 20, "web-1 via the ClusterIP"
+    )
+
+    # Move the endpoint: live within a second.
+    set_endpoints(kube, a, name, [servers["web-2"]], WEB_SLICE_PORTS)
+    started = time.monotonic()
+    wait_for(
+        lambda: http_get(client_a, f"{cluster_ip}:80", 1) == "web-2", 5, "web-2", interval=0.05
+    )
+    assert time.monotonic() - started <= 1.5  # includes one client process start per try
+
+    # Both: each gets traffic.
+    set_endpoints(kube, a, name, [servers["web-1"], servers["web-2"]], WEB_SLICE_PORTS)
+    seen: set[str] = set()
+    wait_for(
+        lambda: seen.add(http_get(client_a, f"{cluster_ip}:80")) or {"web-1", "web-2"} <= seen,
+        20,
+        "both endpoints",
+    )
+
+    # Tenant B: the same ClusterIP leads nowhere.
+    assert http_get(client_b, f"{cluster_ip}:80", 2).startswith("ERROR")
+
+
+def test_udp_through_the_cluster_ip(
+    proxy: Proxy, kube: k8s.ApiClient, tenant_pods: dict[str, object]
+) -> None:
+    a, servers = str(tenant_pods["a"]), tenant_pods["servers"]
+    assert isinstance(servers, dict)
+    name = f"echo-{secrets.token_hex(2)}"
+    ports = [{"name": "echo", "port": 53, "targetPort": 5353, "protocol": "UDP"}]
+    cluster_ip = make_service(kube, a, name, ports)
+    set_endpoints(
+        kube, a, name, [servers["web-2"]], [{"name": "echo", "port": 5353, "protocol": "UDP"}]
+    )
+    client = str(tenant_pods["client_a"])
+    wait_for(
+        lambda: udp_ask(client, cluster_ip, 53) == "web-2", 20, "a UDP answer via the ClusterIP"
+    )
+    # The endpoint moves: conntrack of the old flow is dropped, the next datagram goes to web-1.
+    set_endpoints(
+        kube, a, name, [servers["web-1"]], [{"name": "echo", "port": 5353, "protocol": "UDP"}]
+    )
+    wait_for(lambda: udp_ask(client, cluster_ip, 53) == "web-1", 5, "the new UDP endpoint")
+
+
+def test_a_service_without_endpoints_is_refused_at_once(
+    proxy: Proxy, kube: k8s.ApiClient, tenant_pods: dict[str, object]
+) -> None:
+    a = str(tenant_pods["a"])
+    cluster_ip = make_service(kube, a, f"empty-{secrets.token_hex(2)}", WEB_PORTS)
+    time.sleep(0.5)
+    started = time.monotonic()
+    answer = http_get(str(tenant_pods["client_a"]), f"{cluster_ip}:80", 5)
+    assert answer.startswith("ERROR") and time.monotonic() - started < 3, answer
+
+
+def test_restart_keeps_traffic_and_drops_rules_of_deleted_services(
+    proxy: Proxy, kube: k8s.ApiClient, tenant_pods: dict[str, object]
+) -> None:
+    a, servers = str(tenant_pods["a"]), tenant_pods["servers"]
+    assert isinstance(servers, dict)
+    client = str(tenant_pods["client_a"])
+    keep, drop = f"keep-{secrets.token_hex(2)}", f"drop-{secrets.token_hex(2)}"
+    keep_ip = make_service(kube, a, keep, WEB_PORTS)
+    set_endpoints(kube, a, keep, [servers["web-1"]], WEB_SLICE_PORTS)
+    drop_ip = make_service(kube, a, drop, WEB_PORTS)
+    set_endpoints(kube, a, drop, [servers["web-2"]], WEB_SLICE_PORTS)
+    wait_for(lambda: http_get(client, f"{drop_ip}:80") == "web-2", 20, "the service to drop")
+    router = router_id_of(kube, a)
+    assert router
+    proxy.stop()
+    assert http_get(client, f"{keep_ip}:80") == "web-1", "rules stay while the proxy is down"
+    k8s.CoreV1Api(kube).delete_namespaced_service(drop, a)
+    proxy.start()
+    wait_for(
+        lambda: not any(drop in rule for rule in iptables.rules(f"qrouter-{router}", "nat")),
+        10,
+        "the deleted service's rules to go",
+    )
+    assert http_get(client, f"{keep_ip}:80") == "web-1"
+    assert http_get(client, f"{drop_ip}:80", 2).startswith("ERROR")

@@ -1,0 +1,223 @@
+"""stackube-proxy's pure parts: Services -> tenant ports -> iptables-restore text."""
+
+from typing import Any
+
+import pytest
+
+from stackube.proxy.model import Endpoint, ServicePort, TenantServices, service_ports
+from stackube.proxy.render import (
+    JUMPS,
+    REJECT,
+    SERVICES,
+    bucket_chain,
+    desired_tables,
+    restore_input,
+    sep_chain,
+    svc_chain,
+    udp_endpoints_removed,
+)
+from stackube.proxy.tenants import ProxySettings, router_of, tenant_services
+
+pytestmark = pytest.mark.unit
+
+
+def service(name: str, ip: str, ports: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "test", "name": name},
+        "spec": {"clusterIP": ip, "clusterIPs": [ip], "ports": ports, **spec},
+    }
+
+
+def endpoint_slice(
+    owner: str, ips: list[str], port: int, name: str = "", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "namespace": "test",
+            "name": f"{owner}-x",
+            "labels": {"kubernetes.io/service-name": owner},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": name, "port": port, "protocol": extra.get("protocol", "TCP")}],
+        "endpoints": [
+            {"addresses": [ip], "conditions": {"ready": ip not in extra.get("unready", [])}}
+            for ip in ips
+        ],
+    }
+
+
+NGINX = service("nginx", "10.96.0.20", [{"port": 80, "protocol": "TCP", "targetPort": 8080}])
+NGINX_SLICE = endpoint_slice(
+    "nginx", ["10.244.0.5", "10.244.0.6", "10.244.0.9"], 8080, unready=["10.244.0.9"]
+)
+
+
+def port(ip: str = "10.96.0.20", endpoints: tuple[Endpoint, ...] = (), **kw: Any) -> ServicePort:
+    base: dict[str, Any] = {
+        "namespace": "test",
+        "service": "nginx",
+        "port_name": "",
+        "protocol": "TCP",
+        "cluster_ip": ip,
+        "port": 80,
+        "endpoints": endpoints,
+    }
+    return ServicePort(**(base | kw))
+
+
+# ---- model ---------------------------------------------------------------------------------
+def test_only_ready_endpoints_of_the_named_port_count() -> None:
+    (found,) = service_ports(NGINX, [NGINX_SLICE])
+    assert found.endpoints == (Endpoint("10.244.0.5", 8080), Endpoint("10.244.0.6", 8080))
+    assert found.key == "test/nginx:80/TCP" and found.affinity_seconds is None
+
+
+def test_headless_external_name_and_sctp_are_not_served() -> None:
+    assert service_ports(service("h", "None", [{"port": 80}]), []) == []
+    assert service_ports(service("e", "", [{"port": 80}], type="ExternalName"), []) == []
+    assert service_ports(service("s", "10.96.0.3", [{"port": 9, "protocol": "SCTP"}]), []) == []
+
+
+def test_client_ip_affinity_defaults_to_three_hours() -> None:
+    (found,) = service_ports(
+        service("a", "10.96.0.4", [{"port": 80}], sessionAffinity="ClientIP"), []
+    )
+    assert found.affinity_seconds == 10800
+
+
+def test_the_cluster_dns_ip_goes_to_the_tenants_own_dns() -> None:
+    dns = service("stackube-dns", "10.96.0.53", [{"name": "dns", "port": 53, "protocol": "UDP"}])
+    slices = [endpoint_slice("stackube-dns", ["10.244.0.2"], 53, "dns", protocol="UDP")]
+    tenant = tenant_services(
+        "test", "r1", [dns], slices, ProxySettings(cluster_dns_ip="10.96.0.10")
+    )
+    assert {(p.cluster_ip, p.port, p.protocol) for p in tenant.ports} == {
+        ("10.96.0.53", 53, "UDP"),
+        ("10.96.0.10", 53, "UDP"),
+    }
+    assert all(p.endpoints == (Endpoint("10.244.0.2", 53),) for p in tenant.ports)
+
+
+def test_the_router_is_that_of_the_network_named_like_the_namespace() -> None:
+    def net(name: str, router: str, **meta: Any) -> dict[str, Any]:
+        return {
+            "metadata": {"namespace": "t", "name": name, **meta},
+            "status": {"routerID": router},
+        }
+
+    assert router_of("t", [net("x", "r2"), net("t", "r1")]) == "r1"
+    assert router_of("t", [net("x", "r2")]) == "r2"
+    assert router_of("t", [net("x", "r2"), net("y", "r3")]) is None
+    assert router_of("t", [net("t", "r1", deletionTimestamp="now")]) is None
+    assert router_of("t", []) is None
+
+
+# ---- rendering ---------------------------------------------------------------------------
+def test_endpoints_are_chosen_with_equal_probability_then_dnat() -> None:
+    p = port(
+        endpoints=(
+            Endpoint("10.244.0.5", 8080),
+            Endpoint("10.244.0.6", 8080),
+            Endpoint("10.244.0.7", 8080),
+        )
+    )
+    nat = desired_tables(TenantServices("r", (p,)))["nat"]
+    svc = nat[svc_chain(p)]
+    assert "--probability 0.3333333333" in svc[0] and "--probability 0.5000000000" in svc[1]
+    assert "statistic" not in svc[2]
+    assert nat[sep_chain(p, "10.244.0.7", 8080)] == (
+        "-p tcp -j DNAT --to-destination 10.244.0.7:8080",
+    )
+    dispatch = nat[bucket_chain("10.96.0.20")]
+    assert dispatch == (
+        "-d 10.96.0.20/32 -p tcp -m tcp --dport 80 "
+        f'-m comment --comment "test/nginx:80/TCP" -j {svc_chain(p)}',
+    )
+    assert nat[SERVICES] == (f"-d 10.96.0.0/24 -j {bucket_chain('10.96.0.20')}",)
+
+
+def test_affinity_sets_and_checks_the_clients_recent_list() -> None:
+    p = port(endpoints=(Endpoint("10.244.0.5", 80),), affinity_seconds=60)
+    nat = desired_tables(TenantServices("r", (p,)))["nat"]
+    sep = sep_chain(p, "10.244.0.5", 80)
+    assert any(
+        "--rcheck --seconds 60 --reap" in rule and rule.endswith(f"-j {sep}")
+        for rule in nat[svc_chain(p)]
+    )
+    assert "--set" in nat[sep][0]
+
+
+def test_a_port_without_endpoints_is_rejected_not_dnatted() -> None:
+    p = port()
+    tables = desired_tables(TenantServices("r", (p,)))
+    assert svc_chain(p) not in tables["nat"]
+    (rule,) = tables["filter"][REJECT]
+    assert rule.startswith("-d 10.96.0.20/32 -p tcp -m tcp --dport 80") and rule.endswith(
+        "icmp-port-unreachable"
+    )
+
+
+def test_udp_ports_match_udp() -> None:
+    p = port(protocol="UDP", port=53, endpoints=(Endpoint("10.244.0.2", 53),))
+    nat = desired_tables(TenantServices("r", (p,)))["nat"]
+    assert "-p udp -m udp --dport 53" in nat[bucket_chain(p.cluster_ip)][0]
+
+
+def test_first_sync_writes_everything_and_removes_stale_chains_only_of_ours() -> None:
+    desired = desired_tables(TenantServices("r", (port(endpoints=(Endpoint("10.244.0.5", 80),)),)))
+    existing = {
+        "nat": {"STKB-SVC-OLD", "neutron-l3-agent-PREROUTING", "PREROUTING"},
+        "filter": set(),
+    }
+    restore = restore_input(desired, None, existing)
+    assert restore.changed_chains == len(desired["nat"]) + len(desired["filter"])
+    assert restore.deleted_chains == 1 and "-X STKB-SVC-OLD" in restore.text
+    assert "neutron" not in restore.text and "PREROUTING -" not in restore.text
+    assert restore.text.count("COMMIT") == 2
+
+
+def test_a_change_rewrites_only_the_chains_it_touches() -> None:
+    many = tuple(
+        port(
+            ip=f"10.96.{i // 200}.{i % 200 + 1}",
+            service=f"s{i}",
+            endpoints=(Endpoint(f"10.244.1.{i % 250}", 80),),
+        )
+        for i in range(1000)
+    )
+    before = desired_tables(TenantServices("r", many))
+    moved = (
+        *many[:500],
+        port(ip=many[500].cluster_ip, service="s500", endpoints=(Endpoint("10.244.9.9", 80),)),
+        *many[501:],
+    )
+    after = desired_tables(TenantServices("r", moved))
+    restore = restore_input(after, before, {})
+    # the new endpoint's SEP chain, the SVC chain, and the old SEP chain deleted
+    assert restore.changed_chains == 2 and restore.deleted_chains == 1
+    assert len(restore.text.splitlines()) < 12
+    assert restore_input(after, after, {}).empty
+
+
+def test_removed_udp_endpoints_are_listed_for_conntrack() -> None:
+    old = TenantServices(
+        "r",
+        (port(protocol="UDP", endpoints=(Endpoint("10.244.0.5", 53), Endpoint("10.244.0.6", 53))),),
+    )
+    new = TenantServices("r", (port(protocol="UDP", endpoints=(Endpoint("10.244.0.6", 53),)),))
+    assert udp_endpoints_removed(old, new) == [("10.96.0.20", 80, "10.244.0.5")]
+    assert udp_endpoints_removed(None, new) == []
+
+
+def test_service_connections_are_masqueraded_by_their_original_destination() -> None:
+    (rule,) = desired_tables(TenantServices("r", ()), "10.96.0.0/12")["nat"]["STKB-POSTROUTING"]
+    assert rule.startswith("-m conntrack --ctstate DNAT --ctorigdst 10.96.0.0/12")
+    assert rule.endswith("-j MASQUERADE") and "mark" not in rule
+
+
+def test_hooks_are_the_router_builtin_chains() -> None:
+    assert {(t, c) for t, c, _ in JUMPS} == {
+        ("nat", "PREROUTING"),
+        ("nat", "POSTROUTING"),
+        ("filter", "FORWARD"),
+    }
