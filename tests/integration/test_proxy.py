@@ -231,9 +231,18 @@ def test_cluster_ip_follows_endpoint_changes_and_is_private_to_the_tenant(
     name = f"web-{secrets.token_hex(2)}"
     cluster_ip = make_service(kube, a, name, WEB_PORTS)
     set_endpoints(kube, a, name, [servers["web-1"]], WEB_SLICE_PORTS)
-    wait_for(
-        lambda: http_get(client_a, f"{cluster_ip}:80") == "web-1", 20, "web-1 via the ClusterIP"
-    )
+    answers: list[str] = []
+    try:
+        wait_for(
+            lambda: (
+                answers.append(http_get(client_a, f"{cluster_ip}:80")) or answers[-1] == "web-1"
+            ),
+            20,
+            "web-1 via the ClusterIP",
+        )
+    except AssertionError as exc:
+        direct = http_get(client_a, servers["web-1"] + ":8080")
+        raise AssertionError(f"{exc}: {answers[-3:]}; direct: {direct}") from exc
 
     # Move the endpoint: live within a second.
     set_endpoints(kube, a, name, [servers["web-2"]], WEB_SLICE_PORTS)

@@ -123,8 +123,9 @@ def test_endpoints_are_chosen_with_equal_probability_then_dnat() -> None:
     )
     nat = desired_tables(TenantServices("r", (p,)))["nat"]
     svc = nat[svc_chain(p)]
-    assert "--probability 0.3333333333" in svc[0] and "--probability 0.5000000000" in svc[1]
-    assert "statistic" not in svc[2]
+    assert svc[0].endswith("-j MARK --set-xmark 0x2/0xffff")  # Neutron's SNAT skips it
+    assert "--probability 0.3333333333" in svc[1] and "--probability 0.5000000000" in svc[2]
+    assert "statistic" not in svc[3]
     assert nat[sep_chain(p, "10.244.0.7", 8080)] == (
         "-p tcp -j DNAT --to-destination 10.244.0.7:8080",
     )
@@ -151,10 +152,10 @@ def test_a_port_without_endpoints_is_rejected_not_dnatted() -> None:
     p = port()
     tables = desired_tables(TenantServices("r", (p,)))
     assert svc_chain(p) not in tables["nat"]
-    (rule,) = tables["filter"][REJECT]
-    assert rule.startswith("-d 10.96.0.20/32 -p tcp -m tcp --dport 80") and rule.endswith(
-        "icmp-port-unreachable"
-    )
+    rule, *catch_all = tables["filter"][REJECT]
+    assert rule.startswith("-d 10.96.0.20/32 -p tcp -m tcp --dport 80")
+    assert rule.endswith("--reject-with tcp-reset")
+    assert [r.startswith("-d 10.96.0.0/12") for r in catch_all] == [True, True]
 
 
 def test_udp_ports_match_udp() -> None:
@@ -219,5 +220,5 @@ def test_hooks_are_the_router_builtin_chains() -> None:
     assert {(t, c) for t, c, _ in JUMPS} == {
         ("nat", "PREROUTING"),
         ("nat", "POSTROUTING"),
-        ("filter", "FORWARD"),
+        ("filter", "INPUT"),
     }

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stackube.errors import TemporaryError
+from stackube.host import netlink
 
 NETNS_DIR = "/var/run/netns"
 TIMEOUT = 60
@@ -80,3 +81,7 @@ def forget_udp_flows(netns: str, cluster_ip: str, port: int, endpoint_ip: str) -
 
 def namespace_exists(netns: str) -> bool:
     return Path(NETNS_DIR, netns).exists()
+
+
+def ensure_local_route(netns: str, cidr: str) -> bool:
+    return netlink.ensure_local_route(f"{NETNS_DIR}/{netns}", cidr)

@@ -304,3 +304,23 @@ def delete_pod_interface(netns_path: str, ifname: str) -> bool:
         ):
             return False
         raise
+
+
+def ensure_local_route(netns_path: str, cidr: str) -> bool:
+    """`local <cidr> dev lo` in the netns's local table: its addresses are delivered to
+    the namespace itself. Returns True if it had to be added."""
+    address, prefix = cidr.split("/")
+
+    def ensure(ns: IPRoute) -> bool:
+        lo = _require(ns, "lo")
+        for route in ns.get_routes(table=255):
+            if (
+                route.get("type") == 2  # RTN_LOCAL
+                and route.get("dst") == address
+                and route["dst_len"] == int(prefix)
+            ):
+                return False
+        ns.route("replace", dst=cidr, type="local", table=255, oif=lo, scope=254)  # host
+        return True
+
+    return in_namespace(netns_path, ensure)

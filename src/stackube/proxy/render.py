@@ -6,8 +6,13 @@ exact ClusterIP, protocol and port and jumps to the service port's chain
 (STKB-SVC-<hash>): ClientIP affinity, then an equal-probability choice of endpoint
 chains (STKB-SEP-<hash>) that DNAT. In POSTROUTING, connections whose original
 destination was in the service range are masqueraded, so replies from an endpoint on
-the client's own subnet come back through the router (no packet marks: Neutron's L3
-agent uses all 32 bits of them). Ports without endpoints are rejected in filter FORWARD.
+the client's own subnet come back through the router.
+
+The service range is routed `local` in the router (a tenant router has no route for it,
+and an unroutable destination only earns an ICMP "net unreachable", which TCP treats
+as a soft error: clients would hang until their timeout). So whatever was not DNATed,
+a port without endpoints or an address that is no Service, is delivered to the router
+itself, where filter INPUT refuses it at once (TCP reset, ICMP port unreachable).
 
 The two-level dispatch keeps a change to one Service to a few short chains: the sync
 rewrites only chains whose rules changed (`iptables-restore --noflush`), so a change is
@@ -30,6 +35,11 @@ SERVICES = "STKB-SERVICES"
 POSTROUTING = "STKB-POSTROUTING"
 REJECT = "STKB-REJECT"
 SERVICE_CIDR = "10.96.0.0/12"
+# Neutron's L3 agent SNATs every DNATed connection to the router's external address
+# (meant for floating IPs) unless it carries the mark of traffic that entered through
+# the gateway; its rules come before ours whenever it rewrites the table. Service
+# connections carry that mark, so they reach our MASQUERADE whatever the order.
+NEUTRON_EXTERNAL_MARK = "0x2/0xffff"
 
 # table -> chain -> rules (each rule without the "-A <chain> " prefix)
 Chains = dict[str, tuple[str, ...]]
@@ -40,7 +50,7 @@ Tables = dict[str, Chains]
 JUMPS: tuple[tuple[str, str, str], ...] = (
     ("nat", "PREROUTING", SERVICES),
     ("nat", "POSTROUTING", POSTROUTING),
-    ("filter", "FORWARD", REJECT),
+    ("filter", "INPUT", REJECT),
 )
 
 
@@ -78,13 +88,14 @@ def _match(port: ServicePort) -> str:
 def _service_rules(port: ServicePort, nat: Chains, filter_: Chains) -> str | None:
     """Adds the port's SVC and SEP chains; returns its dispatch rule (None: rejected)."""
     if not port.endpoints:
+        reject = "tcp-reset" if port.protocol == "TCP" else "icmp-port-unreachable"
         filter_[REJECT] += (
             f"{_match(port)} {_comment(port.key + ' has no endpoints')} "
-            "-j REJECT --reject-with icmp-port-unreachable",
+            f"-j REJECT --reject-with {reject}",
         )
         return None
     svc = svc_chain(port)
-    rules: list[str] = []
+    rules = [f"{_comment('not for Neutron SNAT')} -j MARK --set-xmark {NEUTRON_EXTERNAL_MARK}"]
     seps = [(sep_chain(port, e.ip, e.port), e) for e in port.endpoints]
     if port.affinity_seconds:
         rules += [
@@ -135,6 +146,13 @@ def desired_tables(tenant: TenantServices, service_cidr: str = SERVICE_CIDR) -> 
         by_chain.setdefault(chain, []).extend(rules)
         cidrs[chain] = _bucket_cidr(cluster_ip)
     nat[SERVICES] = tuple(f"-d {cidrs[chain]} -j {chain}" for chain in sorted(by_chain))
+    # Whatever was not DNATed arrives locally (see LOCAL_ROUTE): refuse it at once.
+    filter_[REJECT] += (
+        f"-d {service_cidr} -p tcp {_comment('no such service port')} "
+        "-j REJECT --reject-with tcp-reset",
+        f"-d {service_cidr} {_comment('no such service port')} "
+        "-j REJECT --reject-with icmp-port-unreachable",
+    )
     for chain, rules in by_chain.items():
         nat[chain] = tuple(rules)
     return {"nat": nat, "filter": filter_}

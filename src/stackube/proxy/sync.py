@@ -37,6 +37,7 @@ class RouterTables(Protocol):
     def forget_udp_flows(
         self, netns: str, cluster_ip: str, port: int, endpoint_ip: str
     ) -> None: ...
+    def ensure_local_route(self, netns: str, cidr: str) -> bool: ...
 
 
 def router_netns(router_id: str) -> str:
@@ -120,10 +121,20 @@ class ProxyEngine:
                 results.append(self.sync_namespace(namespace, networks, services, slices))
             except StackubeError as exc:
                 log.warning("namespace %s: %s; retrying", namespace, exc)
-                with self._changed:
-                    self._dirty.add(namespace)
+                self._retry(namespace)
+            except Exception:  # a bug or an odd kernel answer: keep the others going
+                log.exception("namespace %s: sync failed; retrying", namespace)
+                self._retry(namespace)
         self.history = (self.history + results)[-1000:]
         return results
+
+    def _retry(self, namespace: str) -> None:
+        # Start from scratch for it: what reached the router is unknown.
+        router = self._router_of_ns.pop(namespace, None)
+        if router is not None:
+            self._applied.pop(router, None)
+        with self._changed:
+            self._waiting.add(namespace)  # retried by housekeeping, not in a hot loop
 
     def sync_namespace(
         self,
@@ -159,8 +170,7 @@ class ProxyEngine:
         if not restore.empty:
             self.tables.restore(netns, restore.text)
         if applied is None:
-            for table, chain, target in JUMPS:
-                self.tables.ensure_jump(netns, table, chain, target)
+            self._hook(netns)
         for cluster_ip, port, endpoint_ip in udp_endpoints_removed(self._last.get(router), tenant):
             self.tables.forget_udp_flows(netns, cluster_ip, port, endpoint_ip)
         self._applied[router] = desired
@@ -201,8 +211,12 @@ class ProxyEngine:
                 self._changed.notify()
         for router in list(self._applied):
             netns = router_netns(router)
-            if not self.tables.namespace_exists(netns):
-                continue
-            for table, chain, target in JUMPS:
-                if self.tables.ensure_jump(netns, table, chain, target):
-                    log.warning("router %s: hook %s/%s was missing; re-added", router, table, chain)
+            if self.tables.namespace_exists(netns) and self._hook(netns):
+                log.warning("router %s: a hook was missing; re-added", router)
+
+    def _hook(self, netns: str) -> bool:
+        """Our jumps and the service range's local route; True if any was missing."""
+        added = self.tables.ensure_local_route(netns, self.settings.service_cidr)
+        for table, chain, target in JUMPS:
+            added = self.tables.ensure_jump(netns, table, chain, target) or added
+        return added
