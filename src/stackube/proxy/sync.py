@@ -194,6 +194,10 @@ class ProxyEngine:
             )
         return result
 
+    def services_of(self, router_id: str) -> TenantServices:
+        """What was last applied to a router (KeyError if nothing)."""
+        return self._last[router_id]
+
     def resync_all(self) -> None:
         """Forget what was applied: the next pass rewrites every tenant fully (used at
         start, and when a router's tables may have been rewritten behind our back)."""

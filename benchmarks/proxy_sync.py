@@ -1,0 +1,167 @@
+"""stackube-proxy sync cost at 1k, 5k and 10k Services, in one tenant and spread over 100
+tenants, next to a single iptables-restore of the same rules, in one run.
+
+Run (root):  python3 -m benchmarks.proxy_sync [--sizes 1000,5000,10000] [--tenants 100]
+
+The proxy's engine (stackube.proxy.sync.ProxyEngine, the code the program runs) drives
+real iptables in network namespaces this benchmark creates, one per tenant router
+(named stkbbench-<n>, standing in for qrouter-<id>: same kernel, same iptables). Each
+Service has one TCP port and two endpoints.
+
+- full sync: the engine's first pass over every tenant (all chains written, hooks,
+  local route);
+- one change: one EndpointSlice of one tenant changes (an endpoint replaced): from the
+  engine being told to the rules being in the kernel;
+- baseline: one `iptables-restore --noflush` of that tenant's complete rule set, i.e.
+  what a proxy that rewrites everything would pay per change.
+Prints a Markdown table (milliseconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import statistics
+import sys
+import time
+from typing import Any
+
+from stackube.host import iptables, netlink
+from stackube.proxy.render import desired_tables, restore_input
+from stackube.proxy.sync import ProxyEngine
+from stackube.proxy.tenants import ProxySettings
+
+PREFIX = "stkbbench-"
+SERVICE_RANGE = ipaddress.ip_network("10.96.0.0/12")
+
+
+class BenchTables:
+    """stackube.host.iptables, with qrouter-<id> mapped to our own namespaces."""
+
+    @staticmethod
+    def _ns(netns: str) -> str:
+        return PREFIX + netns.removeprefix("qrouter-")
+
+    def namespace_exists(self, netns: str) -> bool:
+        return iptables.namespace_exists(self._ns(netns))
+
+    def chains(self, netns: str, table: str) -> set[str]:
+        return iptables.chains(self._ns(netns), table)
+
+    def restore(self, netns: str, text: str) -> None:
+        iptables.restore(self._ns(netns), text)
+
+    def ensure_jump(self, netns: str, table: str, chain: str, target: str) -> bool:
+        return iptables.ensure_jump(self._ns(netns), table, chain, target)
+
+    def forget_udp_flows(self, netns: str, cluster_ip: str, port: int, endpoint_ip: str) -> None:
+        iptables.forget_udp_flows(self._ns(netns), cluster_ip, port, endpoint_ip)
+
+    def ensure_local_route(self, netns: str, cidr: str) -> bool:
+        return iptables.ensure_local_route(self._ns(netns), cidr)
+
+
+def network(namespace: str) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": namespace, "name": namespace},
+        "status": {"state": "Active", "routerID": namespace},
+    }
+
+
+def service(namespace: str, index: int, ip: str) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": namespace, "name": f"svc-{index}"},
+        "spec": {"clusterIP": ip, "clusterIPs": [ip], "ports": [{"name": "http", "port": 80}]},
+    }
+
+
+def endpoint_slice(namespace: str, index: int, generation: int = 0) -> dict[str, Any]:
+    base = 10 + (index % 200)
+    return {
+        "metadata": {
+            "namespace": namespace,
+            "name": f"svc-{index}-x",
+            "labels": {"kubernetes.io/service-name": f"svc-{index}"},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": [f"10.244.{base}.{(index + generation) % 250 + 1}"]},
+            {"addresses": [f"10.244.{base + 1}.{index % 250 + 1}"]},
+        ],
+    }
+
+
+def run_case(services: int, tenants: int) -> dict[str, float]:
+    names = [f"t{n}" for n in range(tenants)]
+    for name in names:
+        netlink.create_namespace(PREFIX + name)
+    try:
+        engine = ProxyEngine(ProxySettings(), BenchTables(), min_sync_seconds=0)
+        ips = SERVICE_RANGE.hosts()
+        next(ips)  # the kubernetes Service's
+        for name in names:
+            engine.on_change("networks", None, network(name))
+        for index in range(services):
+            name = names[index % tenants]
+            engine.on_change("services", None, service(name, index, str(next(ips))))
+            engine.on_change("endpointslices", None, endpoint_slice(name, index))
+        started = time.perf_counter()
+        engine.sync_dirty()
+        full = time.perf_counter() - started
+
+        changes = []
+        for generation in range(1, 6):
+            index = generation * 7
+            name = names[index % tenants]
+            started = time.perf_counter()
+            engine.on_change("endpointslices", None, endpoint_slice(name, index, generation))
+            engine.sync_dirty()
+            changes.append(time.perf_counter() - started)
+
+        # Baseline: the tenant's whole rule set in one iptables-restore.
+        name = names[0]
+        tenant = engine.services_of(name)
+        text = restore_input(desired_tables(tenant), None, {}).text
+        baseline = []
+        for _ in range(3):
+            started = time.perf_counter()
+            iptables.restore(PREFIX + name, text)
+            baseline.append(time.perf_counter() - started)
+        rules = text.count("\n-A ")
+        return {
+            "full": full * 1000,
+            "change": statistics.median(changes) * 1000,
+            "change_max": max(changes) * 1000,
+            "baseline": statistics.median(baseline) * 1000,
+            "rules": float(rules),
+        }
+    finally:
+        for name in names:
+            netlink.delete_namespace(PREFIX + name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,5000,10000")
+    parser.add_argument("--tenants", type=int, default=100)
+    args = parser.parse_args()
+    print(
+        "| services | tenants | full sync ms | one change ms (p50 / max of 5) "
+        "| baseline: one restore of the tenant's rules ms | rules in that tenant |"
+    )
+    print("|---|---|---|---|---|---|")
+    for size in (int(s) for s in args.sizes.split(",")):
+        for tenants in (1, args.tenants):
+            print(f"running {size} services / {tenants} tenants ...", file=sys.stderr)
+            r = run_case(size, tenants)
+            print(
+                f"| {size} | {tenants} | {r['full']:.0f} | {r['change']:.0f} / "
+                f"{r['change_max']:.0f} | {r['baseline']:.0f} | {r['rules']:.0f} |",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
