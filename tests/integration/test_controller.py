@@ -184,6 +184,14 @@ def test_seed_tenant_flow(
 
         nets = list(os_admin.network.networks(name="kube-test-test"))
         assert [n.project_id for n in nets] == [project_id]
+        # Services reach pods from the router: its address is admitted by the default group.
+        groups = list(os_admin.network.security_groups(project_id=project_id, name="default"))
+        admitted = [
+            r.remote_ip_prefix
+            for r in os_admin.network.security_group_rules(security_group_id=groups[0].id)
+            if r.direction == "ingress"
+        ]
+        assert "10.244.0.1/32" in admitted
         subnets = list(os_admin.network.subnets(network_id=nets[0].id))
         assert [(s.cidr, s.gateway_ip) for s in subnets] == [("10.244.0.0/16", "10.244.0.1")]
         routers = list(os_admin.network.routers(name="kube-test-test"))
@@ -214,6 +222,8 @@ def test_seed_tenant_flow(
     wait_until(
         lambda: not leftovers(kube, os_admin, "test"), 90, "tenant test cleaned up", controller.logs
     )
+    # (listed unfiltered: a listing filtered by project makes Neutron create its default group)
+    assert not [g for g in os_admin.network.security_groups() if g.project_id == project_id]
     with pytest.raises(ApiException) as gone:
         k8s.RbacAuthorizationV1Api(kube).read_namespaced_role_binding(
             "stackube-tenant-admins", "test"

@@ -20,6 +20,7 @@ from stackube.faults import checkpoint
 from stackube.kube import resources as kube
 from stackube.kube.client import ApiClient
 from stackube.openstack import identity
+from stackube.openstack import network as neutron
 from stackube.openstack.cloud import Connection
 
 log = logging.getLogger(__name__)
@@ -253,6 +254,11 @@ class TenantReconciler:
                 log.info("tenant %s: deleted Keystone user %s", name, user.id)
         checkpoint("user-deleted")
         if project_id and not spec_body.get("tenantID"):
+            # Neutron keeps a deleted project's security groups (its default group, with
+            # our Services rule): remove them while the project still exists.
+            groups = neutron.delete_security_groups(self.conn, project_id)
+            if groups:
+                log.info("tenant %s: deleted %d security group(s)", name, groups)
             identity.delete_project(self.conn, project_id)
             log.info("tenant %s: deleted Keystone project %s", name, project_id)
         checkpoint("project-deleted")

@@ -351,3 +351,14 @@ def allow_ingress_from(
     except sdk.ConflictException:
         return False
     return True
+
+
+@translating("Neutron security group delete")
+def delete_security_groups(conn: Connection, project_id: str) -> int:
+    """Every security group of a project (Neutron keeps them after the project is gone).
+    A group still used by a port is a conflict: retried by the caller."""
+    deleted = 0
+    for group in list(conn.network.security_groups(project_id=project_id)):
+        conn.network.delete_security_group(group.id, ignore_missing=True)
+        deleted += 1
+    return deleted
