@@ -9,10 +9,10 @@ from stackube.proxy.render import (
     JUMPS,
     REJECT,
     SERVICES,
+    affinity_list,
     bucket_chain,
     desired_tables,
     restore_input,
-    sep_chain,
     svc_chain,
     udp_endpoints_removed,
 )
@@ -126,9 +126,11 @@ def test_endpoints_are_chosen_with_equal_probability_then_dnat() -> None:
     assert svc[0].endswith("-j MARK --set-xmark 0x2/0xffff")  # Neutron's SNAT skips it
     assert "--probability 0.3333333333" in svc[1] and "--probability 0.5000000000" in svc[2]
     assert "statistic" not in svc[3]
-    assert nat[sep_chain(p, "10.244.0.7", 8080)] == (
-        "-p tcp -j DNAT --to-destination 10.244.0.7:8080",
-    )
+    assert [rule.split("-j DNAT --to-destination ")[1] for rule in svc[1:]] == [
+        "10.244.0.5:8080",
+        "10.244.0.6:8080",
+        "10.244.0.7:8080",
+    ]
     dispatch = nat[bucket_chain("10.96.0.20")]
     assert dispatch == (
         "-d 10.96.0.20/32 -p tcp -m tcp --dport 80 "
@@ -140,12 +142,11 @@ def test_endpoints_are_chosen_with_equal_probability_then_dnat() -> None:
 def test_affinity_sets_and_checks_the_clients_recent_list() -> None:
     p = port(endpoints=(Endpoint("10.244.0.5", 80),), affinity_seconds=60)
     nat = desired_tables(TenantServices("r", (p,)))["nat"]
-    sep = sep_chain(p, "10.244.0.5", 80)
-    assert any(
-        "--rcheck --seconds 60 --reap" in rule and rule.endswith(f"-j {sep}")
-        for rule in nat[svc_chain(p)]
-    )
-    assert "--set" in nat[sep][0]
+    name = affinity_list(p, "10.244.0.5", 80)
+    check, pick = nat[svc_chain(p)][1:]
+    assert f"--name {name}" in check and "--rcheck --seconds 60 --reap" in check
+    assert f"--name {name}" in pick and "--set" in pick
+    assert check.endswith("DNAT --to-destination 10.244.0.5:80") and pick.endswith(":80")
 
 
 def test_a_port_without_endpoints_is_rejected_not_dnatted() -> None:
@@ -194,8 +195,8 @@ def test_a_change_rewrites_only_the_chains_it_touches() -> None:
     )
     after = desired_tables(TenantServices("r", moved))
     restore = restore_input(after, before, {})
-    # the new endpoint's SEP chain, the SVC chain, and the old SEP chain deleted
-    assert restore.changed_chains == 2 and restore.deleted_chains == 1
+    # only the service's own chain
+    assert restore.changed_chains == 1 and restore.deleted_chains == 0
     assert len(restore.text.splitlines()) < 12
     assert restore_input(after, after, {}).empty
 

@@ -12,10 +12,15 @@ from stackube.host import netlink
 
 NETNS_DIR = "/var/run/netns"
 TIMEOUT = 60
+RESTORE_TIMEOUT = 600  # a full sync of a very large tenant can take minutes with iptables-nft
 
 
 def _run(
-    netns: str, argv: Sequence[str], input_text: str | None = None, check: bool = True
+    netns: str,
+    argv: Sequence[str],
+    input_text: str | None = None,
+    check: bool = True,
+    timeout: float = TIMEOUT,
 ) -> subprocess.CompletedProcess[str]:
     try:
         done = subprocess.run(
@@ -23,7 +28,7 @@ def _run(
             input=input_text,
             capture_output=True,
             text=True,
-            timeout=TIMEOUT,
+            timeout=timeout,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -46,7 +51,12 @@ def rules(netns: str, table: str) -> list[str]:
 
 def restore(netns: str, text: str) -> None:
     """Apply `text` atomically per table, leaving every chain it does not name alone."""
-    _run(netns, ["iptables-restore", "--noflush", "-w", "5"], input_text=text)
+    _run(
+        netns,
+        ["iptables-restore", "--noflush", "-w", "5"],
+        input_text=text,
+        timeout=RESTORE_TIMEOUT,
+    )
 
 
 def ensure_jump(netns: str, table: str, chain: str, target: str) -> bool:

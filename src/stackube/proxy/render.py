@@ -3,8 +3,8 @@
 In the router's namespace, nat PREROUTING jumps to STKB-SERVICES, which dispatches by
 the ClusterIP's /24 to a small chain (STKB-IP-<hex of the /24>), which matches the
 exact ClusterIP, protocol and port and jumps to the service port's chain
-(STKB-SVC-<hash>): ClientIP affinity, then an equal-probability choice of endpoint
-chains (STKB-SEP-<hash>) that DNAT. In POSTROUTING, connections whose original
+(STKB-SVC-<hash>): ClientIP affinity, then an equal-probability choice of endpoint,
+each a DNAT rule. In POSTROUTING, connections whose original
 destination was in the service range are masqueraded, so replies from an endpoint on
 the client's own subnet come back through the router.
 
@@ -28,7 +28,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from stackube.proxy.model import ServicePort, TenantServices
+from stackube.proxy.model import Endpoint, ServicePort, TenantServices
 
 PREFIX = "STKB-"
 SERVICES = "STKB-SERVICES"
@@ -63,8 +63,9 @@ def svc_chain(port: ServicePort) -> str:
     return f"STKB-SVC-{_hash(port.key + port.cluster_ip)}"
 
 
-def sep_chain(port: ServicePort, ip: str, number: int) -> str:
-    return f"STKB-SEP-{_hash(f'{port.key}{port.cluster_ip}>{ip}:{number}')}"
+def affinity_list(port: ServicePort, ip: str, number: int) -> str:
+    """The `recent` list remembering which clients an endpoint got (ClientIP affinity)."""
+    return f"STKB-{_hash(f'{port.key}{port.cluster_ip}>{ip}:{number}')}"
 
 
 def bucket_chain(cluster_ip: str) -> str:
@@ -86,7 +87,9 @@ def _match(port: ServicePort) -> str:
 
 
 def _service_rules(port: ServicePort, nat: Chains, filter_: Chains) -> str | None:
-    """Adds the port's SVC and SEP chains; returns its dispatch rule (None: rejected)."""
+    """Adds the port's SVC chain; returns its dispatch rule (None: rejected). The DNATs
+    sit in the SVC chain itself (no chain per endpoint: iptables-nft slows down sharply
+    with the number of chains, and an endpoint change then rewrites one chain)."""
     if not port.endpoints:
         reject = "tcp-reset" if port.protocol == "TCP" else "icmp-port-unreachable"
         filter_[REJECT] += (
@@ -94,32 +97,36 @@ def _service_rules(port: ServicePort, nat: Chains, filter_: Chains) -> str | Non
             f"-j REJECT --reject-with {reject}",
         )
         return None
-    svc = svc_chain(port)
+    proto = port.protocol.lower()
     rules = [f"{_comment('not for Neutron SNAT')} -j MARK --set-xmark {NEUTRON_EXTERNAL_MARK}"]
-    seps = [(sep_chain(port, e.ip, e.port), e) for e in port.endpoints]
+    named = [(affinity_list(port, e.ip, e.port), e) for e in port.endpoints]
+
+    def dnat(endpoint: Endpoint) -> str:
+        return f"-p {proto} -j DNAT --to-destination {endpoint.ip}:{endpoint.port}"
+
     if port.affinity_seconds:
         rules += [
-            f"-m recent --name {sep} --mask 255.255.255.255 --rsource --rcheck "
-            f"--seconds {port.affinity_seconds} --reap -j {sep}"
-            for sep, _ in seps
+            f"-m recent --name {name} --mask 255.255.255.255 --rsource --rcheck "
+            f"--seconds {port.affinity_seconds} --reap {dnat(endpoint)}"
+            for name, endpoint in named
         ]
-    remaining = len(seps)
-    for sep, endpoint in seps:
-        if remaining > 1:
-            rules.append(
-                f"{_comment(f'{endpoint.ip}:{endpoint.port}')} -m statistic --mode random "
-                f"--probability {1 / remaining:.10f} -j {sep}"
-            )
-        else:
-            rules.append(f"{_comment(f'{endpoint.ip}:{endpoint.port}')} -j {sep}")
-        remaining -= 1
-        proto = port.protocol.lower()
-        affinity = (
-            f"-m recent --name {sep} --mask 255.255.255.255 --rsource --set "
+    remaining = len(named)
+    for name, endpoint in named:
+        chance = (
+            f"-m statistic --mode random --probability {1 / remaining:.10f} "
+            if remaining > 1
+            else ""
+        )
+        remember = (
+            f"-m recent --name {name} --mask 255.255.255.255 --rsource --set "
             if port.affinity_seconds
             else ""
         )
-        nat[sep] = (f"-p {proto} {affinity}-j DNAT --to-destination {endpoint.ip}:{endpoint.port}",)
+        rules.append(
+            f"{_comment(f'{endpoint.ip}:{endpoint.port}')} {chance}{remember}{dnat(endpoint)}"
+        )
+        remaining -= 1
+    svc = svc_chain(port)
     nat[svc] = tuple(rules)
     return f"{_match(port)} {_comment(port.key)} -j {svc}"
 
