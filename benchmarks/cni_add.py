@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import secrets
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from openstack.connection import Connection
 from tests.integration.cni_harness import (
     CniNode,
     PodIdentity,
+    Sandboxes,
     create_tenant,
     delete_tenant,
     network_id_of,
@@ -44,27 +44,15 @@ from tests.integration.controller_harness import (
     write_config,
 )
 
+from benchmarks.stats import row
 from stackube.api.manifests import cni_rbac
 from stackube.api.naming import POD_PORT_DEVICE_OWNER
 from stackube.cni.drivers import linux_bridge_name
 from stackube.devbox.box import Devbox
 from stackube.devbox.settings import DevboxSettings
-from stackube.host import netlink
 from stackube.kube import apply
 from stackube.kube.client import api_client
 from stackube.openstack.cloud import connect_cloud
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def row(label: str, values: list[float]) -> str:
-    return (
-        f"| {label} | {len(values)} | {statistics.median(values):.0f} | "
-        f"{percentile(values, 0.95):.0f} | {max(values):.0f} |"
-    )
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -73,29 +61,13 @@ def timed(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-class Namespaces:
-    def __init__(self) -> None:
-        self.made: list[str] = []
-
-    def new(self) -> str:
-        name = f"stkb-bench-{secrets.token_hex(4)}"
-        netlink.create_namespace(name)
-        self.made.append(name)
-        return name
-
-    def remove_all(self) -> None:
-        for name in self.made:
-            netlink.delete_namespace(name)
-        self.made.clear()
-
-
 def daemon_adds(
-    node: CniNode, tenant: str, pods: int, netns: Namespaces
+    node: CniNode, tenant: str, pods: int, netns: Sandboxes
 ) -> tuple[list[float], list[float]]:
     adds, dels = [], []
     attached = []
     for _ in range(pods):
-        pod, path = PodIdentity.new(tenant), f"/var/run/netns/{netns.new()}"
+        pod, path = PodIdentity.new(tenant), netns.new()
 
         def add(pod: PodIdentity = pod, path: str = path) -> None:
             run = node.invoke("ADD", pod, path)
@@ -115,7 +87,7 @@ def sh(*argv: str) -> None:
 
 
 def naive_adds(
-    devbox: Devbox, network_id: str, project_id: str, pods: int, netns: Namespaces
+    devbox: Devbox, network_id: str, project_id: str, pods: int, netns: Sandboxes
 ) -> list[float]:
     """Keystone login + port create + ~9 `ip` commands per pod, no wait (the 2017 way)."""
     times, made = [], []
@@ -123,7 +95,7 @@ def naive_adds(
     bridge = linux_bridge_name(network_id)
     try:
         for _ in range(pods):
-            ns = netns.new()
+            ns = Path(netns.new()).name
 
             def add(ns: str = ns) -> None:
                 conn = connect_cloud("devbox-admin", devbox.settings.clouds_yaml)
@@ -177,7 +149,7 @@ def run_paths(
     tenant: str,
     network_id: str,
     project_id: str,
-    netns: Namespaces,
+    netns: Sandboxes,
     devbox: Devbox,
     results: dict[str, list[float]],
 ) -> float:
@@ -231,7 +203,7 @@ def main() -> int:
     node = CniNode(root, kubeconfig, config_dir, secret_dir, socket.gethostname())
     tenant = f"bench-cni-{secrets.token_hex(2)}"
     create_tenant(kube, tenant)
-    netns = Namespaces()
+    netns = Sandboxes()
     results: dict[str, list[float]] = {}
     try:
         network_id = wait_for(lambda: network_id_of(kube, tenant), 120, "the Network")
@@ -258,7 +230,7 @@ def main() -> int:
     print("| path | pods | p50 ms | p95 ms | max ms |")
     print("|---|---|---|---|---|")
     for label, values in results.items():
-        print(row(label, values))
+        print(row(label, values, digits=0))
     if "pool" in paths:
         print(f"\npool of {args.pods} filled in {fill:.0f} s")
     print(f"pool ports left after the run: {len(leftover)}")

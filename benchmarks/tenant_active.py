@@ -14,7 +14,6 @@ Prints a Markdown table; numbers are seconds.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from tests.integration.controller_harness import (
 )
 from tests.integration.test_controller import create_tenant, delete_tenant, leftovers, state_of
 
+from benchmarks.stats import row
 from stackube.devbox.box import Devbox
 from stackube.devbox.settings import DevboxSettings
 from stackube.kube.client import api_client
@@ -42,24 +42,12 @@ from stackube.openstack import network as neutron
 from stackube.openstack.cloud import connect_cloud
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def wait(check: Callable[[], bool], timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
             raise TimeoutError("benchmark step timed out")
         time.sleep(0.05)
-
-
-def row(label: str, values: list[float]) -> str:
-    return (
-        f"| {label} | {len(values)} | {statistics.median(values):.2f} | "
-        f"{percentile(values, 0.95):.2f} | {max(values):.2f} |"
-    )
 
 
 def start_controller(devbox: Devbox, kube: k8s.ApiClient) -> Controller:

@@ -24,7 +24,7 @@ from stackube.cni.attachments import AttachmentStore
 from stackube.cni.install import CONFLIST_NAME, install
 from stackube.cni.pool import POOL_DEVICE_ID
 from stackube.host import netlink
-from tests.integration.controller_harness import custom
+from tests.integration.controller_harness import custom, stop_processes
 
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -115,15 +115,7 @@ class CniNode:
         raise AssertionError(f"daemon not ready in 60 s:\n{self.logs()[-3000:]}")
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        self.procs.clear()
+        stop_processes(self.procs)
 
     def logs(self) -> str:
         return "".join(
@@ -218,7 +210,8 @@ def create_tenant(kube: k8s.ApiClient, name: str) -> None:
     custom(kube).create_cluster_custom_object(GROUP, VERSION, "tenants", body)
 
 
-def network_id_of(kube: k8s.ApiClient, namespace: str) -> str | None:
+def _active_status(kube: k8s.ApiClient, namespace: str, field: str) -> str | None:
+    """A field of the tenant Network's status, once it is Active."""
     try:
         net = custom(kube).get_namespaced_custom_object(
             GROUP, VERSION, namespace, "networks", namespace
@@ -226,7 +219,11 @@ def network_id_of(kube: k8s.ApiClient, namespace: str) -> str | None:
     except k8s.ApiException:
         return None
     status = net.get("status") or {}
-    return str(status["networkID"]) if status.get("state") == "Active" else None
+    return str(status[field]) if status.get("state") == "Active" else None
+
+
+def network_id_of(kube: k8s.ApiClient, namespace: str) -> str | None:
+    return _active_status(kube, namespace, "networkID")
 
 
 def delete_tenant(kube: k8s.ApiClient, name: str) -> None:
@@ -255,6 +252,11 @@ class Sandboxes:
         self.made.append(name)
         return f"/var/run/netns/{name}"
 
+    def remove_all(self) -> None:
+        for name in self.made:
+            netlink.delete_namespace(name)
+        self.made.clear()
+
 
 def in_netns(netns: str, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -279,11 +281,4 @@ def address_of(result: dict[str, object]) -> str:
 
 
 def router_id_of(kube: k8s.ApiClient, namespace: str) -> str | None:
-    try:
-        net = custom(kube).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, "networks", namespace
-        )
-    except k8s.ApiException:
-        return None
-    status = net.get("status") or {}
-    return str(status["routerID"]) if status.get("state") == "Active" else None
+    return _active_status(kube, namespace, "routerID")

@@ -172,8 +172,7 @@ def tenants(kube: k8s.ApiClient, node: CniNode, os_admin: Connection) -> Iterato
 def sandboxes() -> Iterator[Sandboxes]:
     made = Sandboxes()
     yield made
-    for name in made.made:
-        netlink.delete_namespace(name)
+    made.remove_all()
 
 
 Attach = Callable[[str], tuple[PodIdentity, str, dict[str, object]]]

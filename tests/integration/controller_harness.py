@@ -38,6 +38,19 @@ def devbox_controller_paused(devbox: Devbox) -> Iterator[None]:
         devbox.up()
 
 
+def stop_processes(procs: list[subprocess.Popen[bytes]], grace: float = 15) -> None:
+    """SIGTERM each live process, SIGKILL what is still there after `grace` seconds."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    procs.clear()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -166,15 +179,7 @@ class Controller:
             return str(resp.read().decode())
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        self.procs.clear()
+        stop_processes(self.procs)
 
     def logs(self) -> str:
         return "".join(

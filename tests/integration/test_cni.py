@@ -285,13 +285,14 @@ def test_restart_keeps_pods_and_adopts_the_pool(
     tenant = next(iter(tenants))
     network_id = tenants[tenant]
     node.start(pool_size=2, pool_eager=True)
-    wait_for(lambda: len(_ready_pool(os_admin, network_id)) == 2, 90, "a pool of 2")
+    # Ready in the daemon's eyes (ACTIVE in Neutron can come a moment earlier).
+    ready = f"pool for {network_id}: port "
+    wait_for(lambda: node.log.read_text().count(ready) >= 2, 90, "a pool of 2")
     pod, netns = PodIdentity.new(tenant), sandboxes.new()
     added = node.invoke("ADD", pod, netns)
     assert added.code == 0
     assert "(from the pool)" in node.log.read_text()
     wait_for(lambda: len(_ready_pool(os_admin, network_id)) == 2, 90, "the pool refilled")
-    ready = f"pool for {network_id}: port "
     wait_for(lambda: node.log.read_text().count(ready) >= 3, 30, "the refill to be ready")
     pool_before = set(_ready_pool(os_admin, network_id))
 

@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 
 from stackube.api.manifests import proxy_rbac
 from stackube.devbox.box import Devbox
-from stackube.host import iptables, netlink
+from stackube.host import iptables
 from stackube.kube import apply
 from tests.integration.cni_harness import (
     BASE_PATH,
@@ -28,7 +28,7 @@ from tests.integration.cni_harness import (
     router_id_of,
     wait_for,
 )
-from tests.integration.controller_harness import service_account_kubeconfig
+from tests.integration.controller_harness import service_account_kubeconfig, stop_processes
 
 pytestmark = pytest.mark.integration
 
@@ -72,9 +72,11 @@ class Proxy:
     kubeconfig: Path
     root: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    runs: int = 0
 
     def start(self) -> None:
-        self.log = self.root / f"proxy-{len(self.procs) + 1}.log"
+        self.runs += 1
+        self.log = self.root / f"proxy-{self.runs}.log"
         argv = [
             sys.executable, "-m", "stackube", "proxy", f"--kubeconfig={self.kubeconfig}",
             "--cluster-dns=10.96.0.10", "--housekeeping-seconds=1",
@@ -88,10 +90,7 @@ class Proxy:
         wait_for(lambda: "full sync" in self.log.read_text(), 30, "the proxy's first list")
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(15)
+        stop_processes(self.procs)
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +153,7 @@ def tenant_pods(
     client_b, _ = work.pod(b)
     yield {"a": a, "b": b, "servers": servers, "client_a": client_a, "client_b": client_b}
     work.close()
-    for name in sandboxes.made:
-        netlink.delete_namespace(name)
+    sandboxes.remove_all()
 
 
 def http_get(netns: str, address: str, timeout: float = 2) -> str:

@@ -238,9 +238,9 @@ class CniDaemon:
                 self.store.put(attachment)
             if ready is not None:
                 checkpoint("cni-claimed")
-                port, pooled = ready, True
+                port, unnamed = ready, True
             else:
-                attachment, port, pooled = self._port_for(attachment, network)
+                attachment, port, unnamed = self._port_for(attachment, network)
             address = cidr_address(port.ip, network.cidr)
             netlink.move_into_namespace(
                 parked_ifname(port.id),
@@ -251,7 +251,7 @@ class CniDaemon:
                 gateway=network.gateway,
             )
             checkpoint("cni-moved")
-            done = Phase.PLUGGED if pooled or attachment.phase == Phase.PLUGGED else Phase.RECORDED
+            done = Phase.PLUGGED if unnamed or attachment.phase == Phase.PLUGGED else Phase.RECORDED
             if attachment.phase != Phase.RECORDED:
                 attachment = attachment.advanced(done, netns=request.netns)
                 self.store.put(attachment)
@@ -264,7 +264,7 @@ class CniDaemon:
                 port.id,
                 address,
                 network.network_id,
-                " (from the pool)" if pooled else "",
+                " (from the pool)" if unnamed else "",
             )
             addressing = PodAddressing(
                 port_id=port.id,
@@ -283,7 +283,8 @@ class CniDaemon:
     ) -> tuple[Attachment, ReadyPort, bool]:
         """The attachment's port, plugged with its pod end parked or already in the pod:
         the journaled one (a retried or interrupted ADD), else a pooled one, else a new
-        one (or the one an interrupted ADD made: it carries the pod's device id)."""
+        one (or the one an interrupted ADD made: it carries the pod's device id). The
+        flag says whether Neutron still has to name the port after the pod."""
         conn = self.conn()
         if attachment.port_id:
             port = neutron.get_pod_port(conn, attachment.port_id)
@@ -291,7 +292,9 @@ class CniDaemon:
                 if not self.driver.is_plugged(port.id, port.network_id):
                     self._plug(port)
                 self._wait_active(port.id, port.network_id)
-                return attachment, self._ready(port, network), False
+                # A pool port claimed before a crash still has the pool's name: rename it.
+                unnamed = port.device_id != attachment.device_id
+                return attachment, self._ready(port, network), unnamed
             log.warning(
                 "%s: port %s is gone from Neutron; getting another",
                 attachment.key,
