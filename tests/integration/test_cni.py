@@ -116,6 +116,17 @@ def test_double_del_and_nothing_left_behind(
     assert_released(os_admin, node, port_id)
 
 
+def test_del_succeeds_when_someone_deleted_the_port(
+    node: CniNode, tenants: dict[str, str], os_admin: Connection, sandboxes: Sandboxes
+) -> None:
+    pod, netns = PodIdentity.new(next(iter(tenants))), sandboxes.new()
+    assert node.invoke("ADD", pod, netns).code == 0
+    port_id = port_of(node, pod)
+    os_admin.network.delete_port(port_id)
+    assert node.invoke("DEL", pod, netns).code == 0
+    assert_released(os_admin, node, port_id)
+
+
 def test_twenty_concurrent_adds(
     node: CniNode, tenants: dict[str, str], os_admin: Connection, sandboxes: Sandboxes
 ) -> None:
