@@ -226,7 +226,7 @@ def network_id_of(kube: k8s.ApiClient, namespace: str) -> str | None:
     return _active_status(kube, namespace, "networkID")
 
 
-def delete_tenant(kube: k8s.ApiClient, name: str) -> None:
+def delete_tenant(kube: k8s.ApiClient, name: str, timeout: float = 120) -> None:
     custom(kube).delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
 
     def gone() -> bool:
@@ -236,7 +236,7 @@ def delete_tenant(kube: k8s.ApiClient, name: str) -> None:
             return exc.status == 404
         return False
 
-    wait_for(gone, 120, f"Tenant {name} to be deleted")
+    wait_for(gone, timeout, f"Tenant {name} to be deleted")
 
 
 class Sandboxes:
