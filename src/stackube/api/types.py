@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,3 +158,18 @@ def check_cidr_and_gateway(cidr: str, gateway: str | None) -> None:
         raise SpecError(f"spec.gateway {gateway!r} is not an IP address") from exc
     if gw not in net or gw in (net.network_address, net.broadcast_address):
         raise SpecError(f"spec.gateway {gateway} is not a host address inside spec.cidr {cidr}")
+
+
+def namespace_network(
+    namespace: str, networks: Sequence[Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """A namespace's Network among its Network objects: the one named like the namespace
+    (a Tenant's), else the only one; None when there is none or the choice is ambiguous."""
+    named = [n for n in networks if (n.get("metadata") or {}).get("name") == namespace]
+    if named:
+        return named[0]
+    return networks[0] if len(networks) == 1 else None
+
+
+def is_deleting(obj: Mapping[str, Any]) -> bool:
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stackube.api.types import State
+from stackube.api.types import State, is_deleting, namespace_network
 from stackube.cni import spec
 from stackube.host.netlink import PodInterface
 
@@ -34,10 +34,6 @@ class TenantNetwork:
     project_id: str
 
 
-def _deleting(item: Mapping[str, Any]) -> bool:
-    return bool((item.get("metadata") or {}).get("deletionTimestamp"))
-
-
 def _ref(item: Mapping[str, Any]) -> NetworkRef:
     meta, status = item.get("metadata") or {}, item.get("status") or {}
     return NetworkRef(
@@ -57,12 +53,8 @@ def choose_network(namespace: str, items: Sequence[Mapping[str, Any]]) -> Networ
             f"namespace {namespace} has no Network",
             "pods run only in tenant namespaces (create a Tenant, or a Network in this namespace)",
         )
-    named = [i for i in items if (i.get("metadata") or {}).get("name") == namespace]
-    if named:
-        item = named[0]
-    elif len(items) == 1:
-        item = items[0]
-    else:
+    item = namespace_network(namespace, items)
+    if item is None:
         names = sorted(str((i.get("metadata") or {}).get("name")) for i in items)
         raise spec.CniError(
             spec.NO_TENANT_NETWORK,
@@ -71,7 +63,7 @@ def choose_network(namespace: str, items: Sequence[Mapping[str, Any]]) -> Networ
         )
     ref = _ref(item)
     state = (item.get("status") or {}).get("state")
-    if _deleting(item):
+    if is_deleting(item):
         raise spec.CniError(
             spec.NO_TENANT_NETWORK, f"Network {namespace}/{ref.name} is being deleted"
         )
@@ -89,7 +81,7 @@ def live_network_refs(items: Iterable[Mapping[str, Any]]) -> dict[str, NetworkRe
     return {
         ref.network_id: ref
         for item in items
-        if not _deleting(item)
+        if not is_deleting(item)
         and (item.get("status") or {}).get("state") == State.ACTIVE
         and (ref := _ref(item)).network_id
     }

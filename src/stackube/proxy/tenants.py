@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from stackube.api.types import is_deleting, namespace_network
 from stackube.proxy.model import ServicePort, TenantServices, redirected, service_ports
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -22,10 +23,8 @@ class ProxySettings:
 def router_of(namespace: str, networks: Iterable[Mapping[str, Any]]) -> str | None:
     """The Neutron router of a tenant namespace: that of its Network named like the
     namespace, else of its only Network; None if it has none (not a tenant)."""
-    items = list(networks)
-    named = [n for n in items if (n.get("metadata") or {}).get("name") == namespace]
-    chosen = named[0] if named else (items[0] if len(items) == 1 else None)
-    if chosen is None or (chosen.get("metadata") or {}).get("deletionTimestamp"):
+    chosen = namespace_network(namespace, list(networks))
+    if chosen is None or is_deleting(chosen):
         return None
     router = (chosen.get("status") or {}).get("routerID")
     return str(router) if router else None
