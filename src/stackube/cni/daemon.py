@@ -333,7 +333,7 @@ class CniDaemon:
         self._wait_active(port.id, port.network_id)
         return attachment, self._ready(port, network), False
 
-    def _create_port(self, network: TenantNetwork, name: str, device_id: str) -> neutron.PodPort:
+    def _create_port(self, network: TenantNetwork, name: str, device_id: str) -> neutron.Port:
         return neutron.create_pod_port(
             self.conn(),
             network_id=network.network_id,
@@ -344,7 +344,7 @@ class CniDaemon:
             host=self.settings.node,
         )
 
-    def _plug(self, port: neutron.PodPort) -> None:
+    def _plug(self, port: neutron.Port) -> None:
         network = self._networks.get(port.network_id)
         mtu = network.mtu if network else 1450
         self.driver.plug(
@@ -355,7 +355,7 @@ class CniDaemon:
             device_id=port.device_id,
         )
 
-    def _ready(self, port: neutron.PodPort, network: TenantNetwork) -> ReadyPort:
+    def _ready(self, port: neutron.Port, network: TenantNetwork) -> ReadyPort:
         ip = port.address_on(network.subnet_id)
         if ip is None:
             raise spec.CniError(
@@ -559,7 +559,7 @@ class CniDaemon:
                 self._fillers.submit(self._fill_one, network)
 
     def _fill_one(self, network: TenantNetwork) -> None:
-        port: neutron.PodPort | None = None
+        port: neutron.Port | None = None
         ready: ReadyPort | None = None
         try:
             port = self._create_port(network, pool_port_name(self.settings.node), POOL_DEVICE_ID)

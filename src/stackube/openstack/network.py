@@ -44,11 +44,36 @@ class Router:
 
 @dataclass(frozen=True)
 class Port:
+    """A port: identity, owner, addressing, binding and state."""
+
     id: str
     name: str
     network_id: str
+    project_id: str
+    mac: str
+    fixed_ips: tuple[tuple[str, str], ...]  # (subnet id, address)
+    status: str
     device_owner: str
     device_id: str
+    host: str
+
+    def address_on(self, subnet_id: str) -> str | None:
+        return next((ip for sid, ip in self.fixed_ips if sid == subnet_id), None)
+
+
+def _port(raw: Any) -> Port:
+    return Port(
+        id=str(raw.id),
+        name=str(raw.name or ""),
+        network_id=str(raw.network_id),
+        project_id=str(raw.project_id or ""),
+        mac=str(raw.mac_address),
+        fixed_ips=tuple((str(ip["subnet_id"]), str(ip["ip_address"])) for ip in raw.fixed_ips),
+        status=str(raw.status or ""),
+        device_owner=str(raw.device_owner or ""),
+        device_id=str(raw.device_id or ""),
+        host=str(raw.binding_host_id or ""),
+    )
 
 
 def _network(raw: Any) -> Network:
@@ -62,16 +87,6 @@ def _subnet(raw: Any) -> Subnet:
 def _router(raw: Any) -> Router:
     gateway = raw.external_gateway_info or {}
     return Router(str(raw.id), str(raw.name), gateway.get("network_id"))
-
-
-def _port(raw: Any) -> Port:
-    return Port(
-        str(raw.id),
-        str(raw.name),
-        str(raw.network_id),
-        str(raw.device_owner or ""),
-        str(raw.device_id or ""),
-    )
 
 
 @translating("Neutron external network")
@@ -229,40 +244,6 @@ def delete_port(conn: Connection, port_id: str) -> None:
 
 
 # ---- pod ports (the CNI daemon) ---------------------------------------------------------
-@dataclass(frozen=True)
-class PodPort:
-    """A port as the CNI daemon sees it: identity, addressing, binding and state."""
-
-    id: str
-    name: str
-    network_id: str
-    project_id: str
-    mac: str
-    fixed_ips: tuple[tuple[str, str], ...]  # (subnet id, address)
-    status: str
-    device_owner: str
-    device_id: str
-    host: str
-
-    def address_on(self, subnet_id: str) -> str | None:
-        return next((ip for sid, ip in self.fixed_ips if sid == subnet_id), None)
-
-
-def _pod_port(raw: Any) -> PodPort:
-    return PodPort(
-        id=str(raw.id),
-        name=str(raw.name or ""),
-        network_id=str(raw.network_id),
-        project_id=str(raw.project_id or ""),
-        mac=str(raw.mac_address),
-        fixed_ips=tuple((str(ip["subnet_id"]), str(ip["ip_address"])) for ip in raw.fixed_ips),
-        status=str(raw.status or ""),
-        device_owner=str(raw.device_owner or ""),
-        device_id=str(raw.device_id or ""),
-        host=str(raw.binding_host_id or ""),
-    )
-
-
 @translating("Neutron subnet lookup")
 def get_subnet(conn: Connection, subnet_id: str) -> Subnet | None:
     raw = conn.network.find_subnet(subnet_id, ignore_missing=True)
@@ -279,7 +260,7 @@ def create_pod_port(
     device_id: str,
     device_owner: str,
     host: str,
-) -> PodPort:
+) -> Port:
     """A port bound to `host` (the node's agent wires it); the project's default
     security group applies."""
     raw = conn.network.create_port(
@@ -290,18 +271,18 @@ def create_pod_port(
         device_owner=device_owner,
         binding_host_id=host,
     )
-    return _pod_port(raw)
+    return _port(raw)
 
 
 @translating("Neutron port update")
-def rename_port(conn: Connection, port_id: str, *, name: str, device_id: str) -> PodPort:
-    return _pod_port(conn.network.update_port(port_id, name=name, device_id=device_id))
+def rename_port(conn: Connection, port_id: str, *, name: str, device_id: str) -> Port:
+    return _port(conn.network.update_port(port_id, name=name, device_id=device_id))
 
 
 @translating("Neutron port lookup")
-def get_pod_port(conn: Connection, port_id: str) -> PodPort | None:
+def get_pod_port(conn: Connection, port_id: str) -> Port | None:
     try:
-        return _pod_port(conn.network.get_port(port_id))
+        return _port(conn.network.get_port(port_id))
     except sdk.NotFoundException:
         return None
 
@@ -314,7 +295,7 @@ def pod_ports(
     host: str | None = None,
     device_id: str | None = None,
     network_id: str | None = None,
-) -> list[PodPort]:
+) -> list[Port]:
     filters: dict[str, str] = {"device_owner": device_owner}
     if host is not None:
         filters["binding:host_id"] = host
@@ -322,7 +303,7 @@ def pod_ports(
         filters["device_id"] = device_id
     if network_id is not None:
         filters["network_id"] = network_id
-    return [_pod_port(p) for p in conn.network.ports(**filters)]
+    return [_port(p) for p in conn.network.ports(**filters)]
 
 
 # ---- security groups --------------------------------------------------------------------
