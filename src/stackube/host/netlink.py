@@ -111,20 +111,15 @@ def plug_veth_into_namespace(
     """A veth pair whose host end stays here (up) and whose other end becomes `ifname`
     inside `namespace`, with this MAC, MTU, address (CIDR form) and default route."""
     peer = f"{host_ifname[:10]}-p"
-    with IPRoute() as ipr:
-        ipr.link("add", ifname=host_ifname, kind="veth", peer={"ifname": peer}, mtu=mtu)
-        ipr.link("set", index=ipr.link_lookup(ifname=peer)[0], net_ns_fd=namespace)
-        ipr.link("set", index=ipr.link_lookup(ifname=host_ifname)[0], state="up")
-    ip, prefix = address.split("/")
-    with IPRoute(netns=namespace) as ns:
-        index = ns.link_lookup(ifname=peer)[0]
-        ns.link("set", index=index, ifname=ifname, address=mac, mtu=mtu)
-        ns.addr("add", index=index, address=ip, prefixlen=int(prefix))
-        ns.link("set", index=index, state="up")
-        lo = ns.link_lookup(ifname="lo")[0]
-        ns.link("set", index=lo, state="up")
-        if gateway is not None:
-            ns.route("add", dst="0.0.0.0/0", gateway=gateway)
+    ensure_parked_veth(host_ifname, peer, mac=mac, mtu=mtu)
+    move_into_namespace(
+        peer,
+        f"{netns.NETNS_RUN_DIR}/{namespace}",
+        ifname=ifname,
+        mtu=mtu,
+        address=address,
+        gateway=gateway,
+    )
 
 
 # ---- pod plumbing (the CNI daemon) ------------------------------------------------------
