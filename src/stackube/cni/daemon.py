@@ -86,7 +86,7 @@ class CniDaemon:
         self._networks: dict[str, TenantNetwork] = {}
         self._sandbox_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        self._renames: queue.Queue[str] = queue.Queue()
+        self._renames: queue.Queue[tuple[str, str]] = queue.Queue()  # (container, ifname)
         self._fillers = ThreadPoolExecutor(
             max(1, settings.pool_concurrency), thread_name_prefix="pool-fill"
         )
@@ -256,7 +256,7 @@ class CniDaemon:
                 attachment = attachment.advanced(done, netns=request.netns)
                 self.store.put(attachment)
             if attachment.phase == Phase.PLUGGED:
-                self._renames.put(attachment.key)
+                self._renames.put((attachment.container_id, attachment.ifname))
             log.info(
                 "ADD %s/%s: port %s %s on %s%s",
                 pod.namespace,
@@ -489,10 +489,10 @@ class CniDaemon:
         """Name pooled ports after the pods that took them (off the ADD's path)."""
         while not self.stopping.is_set():
             try:
-                key = self._renames.get(timeout=1)
+                sandbox = self._renames.get(timeout=1)
             except queue.Empty:
                 continue
-            attachment = next((a for a in self.store.all() if a.key == key), None)
+            attachment = self.store.get(*sandbox)
             if attachment is None or attachment.phase != Phase.PLUGGED:
                 continue
             try:
@@ -509,7 +509,7 @@ class CniDaemon:
                     "naming port %s after its pod: %s (will retry)", attachment.port_id, exc
                 )
                 self.stopping.wait(2)
-                self._renames.put(key)
+                self._renames.put(sandbox)
                 continue
             with self._sandbox(attachment.container_id, attachment.ifname):
                 current = self.store.get(attachment.container_id, attachment.ifname)
@@ -623,7 +623,7 @@ class CniDaemon:
             if not attachment.port_id:
                 self.store.put(attachment.advanced(Phase.CLAIMED, port_id=port_id))
             elif attachment.phase == Phase.PLUGGED:
-                self._renames.put(key)
+                self._renames.put((attachment.container_id, attachment.ifname))
         kept = {p.id[:11] for p in plan.pool} | {pid[:11] for pid in plan.owned}
         kept |= {a.port_id[:11] for a in attachments if a.port_id}
         stray = [
