@@ -94,3 +94,14 @@ def test_adopted_network_needs_no_cidr() -> None:
 def test_ipv6_networks_are_accepted() -> None:
     spec = types.parse_network(network({"cidr": "fd00:10::/64", "gateway": "fd00:10::1"}))
     assert spec.cidr == "fd00:10::/64"
+
+
+def test_the_object_index_follows_a_watch() -> None:
+    from stackube.api.objects import ObjectIndex  # noqa: PLC0415
+
+    index = ObjectIndex()
+    svc = {"metadata": {"namespace": "a", "name": "web"}}
+    assert index.apply(None, svc) == "a" and index.in_namespace("a") == [svc]
+    assert index.in_namespace("b") == [] and index.namespaces() == {"a"}
+    assert index.apply(svc, None) == "a" and index.in_namespace() == []
+    assert index.apply(None, None) is None

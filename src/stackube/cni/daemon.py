@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stackube.api.naming import POD_PORT_DEVICE_OWNER
+from stackube.api.objects import ObjectIndex
 from stackube.cni import spec
 from stackube.cni.attachments import Attachment, AttachmentStore, Phase, attachment_key
 from stackube.cni.drivers import PlugDriver, parked_ifname
@@ -92,7 +93,7 @@ class CniDaemon:
         )
         self._kick = threading.Event()
         self.stopping = threading.Event()
-        self._network_objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self._network_objects = ObjectIndex()
         # The Networks watch's "listed everything" event (until then: ask the API).
         self.networks_watched = threading.Event()
         self.ready = threading.Event()
@@ -178,21 +179,13 @@ class CniDaemon:
         self, _kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None
     ) -> None:
         """Fed by a watch of Networks: ADDs and pool upkeep read this, not the API."""
-        obj = new if new is not None else old
-        if obj is None:
-            return
-        meta = obj.get("metadata") or {}
-        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
         with self._guard:
-            if new is None:
-                self._network_objects.pop(key, None)
-            else:
-                self._network_objects[key] = new
+            self._network_objects.apply(old, new)
         self._kick.set()
 
     def _cached_networks(self, namespace: str | None = None) -> list[dict[str, Any]]:
         with self._guard:
-            return [o for (ns, _), o in self._network_objects.items() if namespace in (None, ns)]
+            return self._network_objects.in_namespace(namespace)
 
     def tenant_network(self, namespace: str) -> TenantNetwork:
         """From the watched Networks; a namespace they do not (yet) show as usable is

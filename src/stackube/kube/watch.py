@@ -14,17 +14,12 @@ from kubernetes import client as k8s
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
+from stackube.api.objects import Key, key_of
 from stackube.api.types import GROUP, NETWORK_PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]  # (namespace, name)
 OnChange = Callable[[str, dict[str, Any] | None, dict[str, Any] | None], None]
-
-
-def key_of(obj: dict[str, Any]) -> Key:
-    meta = obj.get("metadata") or {}
-    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
 class Reflector:

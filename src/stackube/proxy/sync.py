@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from stackube.api.objects import ObjectIndex
 from stackube.errors import StackubeError
 from stackube.proxy.model import TenantServices
 from stackube.proxy.render import (
@@ -60,11 +61,7 @@ class ProxyEngine:
         self.settings = settings
         self.tables = tables
         self.min_sync_seconds = min_sync_seconds
-        self._objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
-            "services": {},
-            "endpointslices": {},
-            "networks": {},
-        }
+        self._objects = {kind: ObjectIndex() for kind in ("services", "endpointslices", "networks")}
         self._dirty: set[str] = set()
         self._changed = threading.Condition()
         self._applied: dict[str, Tables] = {}  # router id -> what is in its tables
@@ -75,21 +72,14 @@ class ProxyEngine:
 
     # ---- input ---------------------------------------------------------------------------
     def on_change(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        obj = new if new is not None else old
-        if obj is None:
-            return
-        meta = obj.get("metadata") or {}
-        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         with self._changed:
-            if new is None:
-                self._objects[kind].pop(key, None)
-            else:
-                self._objects[kind][key] = new
-            self._dirty.add(key[0])
-            self._changed.notify()
+            namespace = self._objects[kind].apply(old, new)
+            if namespace is not None:
+                self._dirty.add(namespace)
+                self._changed.notify()
 
     def _in(self, kind: str, namespace: str) -> list[dict[str, Any]]:
-        return [o for (ns, _), o in self._objects[kind].items() if ns == namespace]
+        return self._objects[kind].in_namespace(namespace)
 
     # ---- the loop ------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -203,7 +193,7 @@ class ProxyEngine:
         start, and when a router's tables may have been rewritten behind our back)."""
         with self._changed:
             self._applied.clear()
-            self._dirty |= {ns for kind in self._objects.values() for ns, _ in kind}
+            self._dirty |= {ns for index in self._objects.values() for ns in index.namespaces()}
             self._changed.notify()
 
     def housekeeping(self) -> None:
