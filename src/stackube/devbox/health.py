@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -44,6 +45,21 @@ def http_ok(
         except urllib.error.HTTPError as exc:
             return expect(exc.code, b"")
         except (OSError, ValueError):
+            return False
+
+    return probe
+
+
+def command_ok(argv: list[str], timeout: float = 5.0) -> Probe:
+    """Healthy when the command exits 0 in time (e.g. a daemon's control client)."""
+
+    def probe() -> bool:
+        try:
+            return (
+                subprocess.run(argv, capture_output=True, timeout=timeout, check=False).returncode
+                == 0
+            )
+        except (OSError, subprocess.TimeoutExpired):
             return False
 
     return probe

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stackube.devbox import health
 from stackube.devbox.commands import run
 from stackube.devbox.process import ProcessSpec
 from stackube.devbox.service import Service
@@ -23,13 +24,6 @@ NETDEV_LINKS = ("br-int", "br-ex", "br-tun", "ovs-netdev")
 
 def vsctl(*args: str, timeout: int = 10) -> str:
     return run(["ovs-vsctl", f"--timeout={timeout}", *args], timeout=timeout + 5).stdout
-
-
-def _ok(argv: list[str]) -> bool:
-    try:
-        return run(argv, check=False, timeout=5).returncode == 0
-    except OSError:
-        return False
 
 
 def ovsdb_service(settings: DevboxSettings) -> Service:
@@ -60,7 +54,7 @@ def ovsdb_service(settings: DevboxSettings) -> Service:
                 f"--pidfile={OVS_RUN / 'ovsdb-server.pid'}",
             ],
         ),
-        probe=lambda: _ok(["ovs-vsctl", "--timeout=2", "show"]),
+        probe=health.command_ok(["ovs-vsctl", "--timeout=2", "show"]),
         start_timeout=30,
         prepare=prepare,
         after_start=after_start,
@@ -78,7 +72,7 @@ def vswitchd_service() -> Service:
                 f"--pidfile={OVS_RUN / 'ovs-vswitchd.pid'}",
             ],
         ),
-        probe=lambda: _ok(["ovs-appctl", "-T", "2", "-t", "ovs-vswitchd", "version"]),
+        probe=health.command_ok(["ovs-appctl", "-T", "2", "-t", "ovs-vswitchd", "version"]),
         start_timeout=30,
     )
 
