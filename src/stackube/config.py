@@ -30,7 +30,18 @@ SEED_KEYS = frozenset(
         "keyring",
     }
 )
-EXTRA_KEYS = frozenset({"user-domain-name", "project-domain-name", "tenant-domain-name", "cacert"})
+EXTRA_KEYS = frozenset(
+    {
+        "user-domain-name",
+        "project-domain-name",
+        "tenant-domain-name",
+        "cacert",
+        "dns-image",
+        "cluster-domain",
+    }
+)
+# The tenant DNS servers' image: CoreDNS as its project publishes it.
+DEFAULT_DNS_IMAGE = "coredns/coredns:1.14.7"
 SECRET_KEYS = frozenset({"password", "keyring"})
 REQUIRED_KEYS = ("auth-url", "username", "password", "tenant-name")
 
@@ -57,7 +68,17 @@ class ControllerConfig:
     user_domain_name: str = "Default"
     project_domain_name: str = "Default"
     tenant_domain_name: str = "stackube"
+    dns_image: str = DEFAULT_DNS_IMAGE
+    cluster_domain: str = "cluster.local"
     warnings: tuple[str, ...] = ()
+
+    @property
+    def pod_apiserver_url(self) -> str | None:
+        """Where pods reach the API server when `kubernetes-host` says so (the seed's
+        key); None: through the `kubernetes` Service, as in-cluster clients do."""
+        if not self.kubernetes_host:
+            return None
+        return f"https://{self.kubernetes_host}:{self.kubernetes_port}"
 
 
 def _keystone_v3(url: str) -> tuple[str, list[str]]:
@@ -115,6 +136,8 @@ def parse_config(
         user_domain_name=merged.get("user-domain-name") or "Default",
         project_domain_name=merged.get("project-domain-name") or "Default",
         tenant_domain_name=merged.get("tenant-domain-name") or "stackube",
+        dns_image=merged.get("dns-image") or DEFAULT_DNS_IMAGE,
+        cluster_domain=merged.get("cluster-domain") or "cluster.local",
         warnings=tuple(warnings),
     )
 

@@ -143,7 +143,7 @@ def node(
     devbox: Devbox, kube: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[CniNode]:
     apply_crds(kube)
-    apply.create_missing(kube, cni_rbac())
+    apply.server_side_apply(kube, cni_rbac(), "stackube-tests")
     root = tmp_path_factory.mktemp("cni")
     kubeconfig = service_account_kubeconfig(kube, devbox, root / "kubeconfig", "stackube-cni")
     config_dir, secret_dir = write_config(devbox, root)

@@ -62,7 +62,7 @@ def apply_crds(api: k8s.ApiClient) -> None:
 
 
 def apply_rbac(api: k8s.ApiClient) -> None:
-    apply.create_missing(api, controller_rbac())
+    apply.server_side_apply(api, controller_rbac(), "stackube-tests")
 
 
 def service_account_kubeconfig(

@@ -97,7 +97,7 @@ class Proxy:
 def proxy(
     devbox: Devbox, kube: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Proxy]:
-    apply.create_missing(kube, proxy_rbac())
+    apply.server_side_apply(kube, proxy_rbac(), "stackube-tests")
     root = tmp_path_factory.mktemp("proxy")
     kubeconfig = service_account_kubeconfig(kube, devbox, root / "kubeconfig", "stackube-proxy")
     running = Proxy(kubeconfig, root)

@@ -9,8 +9,9 @@ import yaml
 
 from stackube.devbox import kubernetes as kube
 from stackube.devbox import openstack_config as cfg
+from stackube.devbox import podaccess
 from stackube.devbox.kubeconfig import render_kubeconfig
-from stackube.devbox.settings import DevboxSettings
+from stackube.devbox.settings import DevboxSettings, allocation_pools_without
 
 pytestmark = pytest.mark.unit
 
@@ -83,6 +84,7 @@ def test_etcd_requires_client_certificates_on_loopback() -> None:
 def test_apiserver_certificate_names_the_kubernetes_service() -> None:
     spec = next(s for s in kube.cert_specs(SETTINGS) if s.name == "kube-apiserver")
     assert "10.96.0.1" in spec.ip_addresses
+    assert SETTINGS.pod_apiserver_host in spec.ip_addresses  # pods reach it there
     assert "kubernetes.default.svc.cluster.local" in spec.dns_names
     assert spec.server and not spec.client
 
@@ -167,3 +169,22 @@ def test_database_sql_is_repeatable_and_scoped_to_loopback_users() -> None:
     assert "CREATE DATABASE IF NOT EXISTS keystone;" in sql
     assert "CREATE USER IF NOT EXISTS 'neutron'@'127.0.0.1' IDENTIFIED BY 'n-db';" in sql
     assert "GRANT ALL PRIVILEGES ON keystone.* TO 'keystone'@'127.0.0.1';" in sql
+
+
+def test_neutron_allocates_every_external_address_but_the_hosts() -> None:
+    assert SETTINGS.external_allocation_pools == [("203.0.113.1", "203.0.113.253")]
+    assert allocation_pools_without("192.0.2.0/29", "192.0.2.3") == [
+        ("192.0.2.1", "192.0.2.2"),
+        ("192.0.2.4", "192.0.2.6"),
+    ]
+    with pytest.raises(ValueError, match="not in"):
+        allocation_pools_without("192.0.2.0/29", "192.0.2.9")
+
+
+def test_pods_reach_the_loopback_apiserver_only_through_the_external_veth() -> None:
+    rule = podaccess.dnat_rule(SETTINGS)
+    assert rule[rule.index("-i") + 1] == SETTINGS.external_host_veth
+    assert rule[rule.index("-d") + 1] == "203.0.113.254/32"
+    assert rule[rule.index("--dport") + 1] == "6443"
+    assert rule[rule.index("--to-destination") + 1] == "127.0.0.1:6443"
+    assert podaccess.host_cidr(SETTINGS) == "203.0.113.254/24"

@@ -74,3 +74,10 @@ def test_tools_go_imports_each_program_under_a_build_tag() -> None:
     assert text.startswith("//go:build tools\n")
     assert '\t_ "example.com/a"\n' in text
     assert '\t_ "example.com/b"\n' in text
+
+
+def test_coredns_plan_builds_the_released_main_package() -> None:
+    plan = gobuild.coredns_plan("v1.14.7", "module github.com/coredns/coredns\n\ngo 1.25.0\n")
+    assert "require github.com/coredns/coredns v1.14.7" in plan.go_mod.splitlines()
+    assert "go 1.25.0" in plan.go_mod.splitlines()
+    assert plan.programs == (gobuild.GoProgram("coredns", "github.com/coredns/coredns"),)

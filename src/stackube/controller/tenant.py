@@ -14,9 +14,11 @@ from typing import Any
 from stackube.api import naming
 from stackube.api.types import LABEL_TENANT, SpecError, TenantSpec, parse_tenant
 from stackube.config import ControllerConfig
+from stackube.controller import dns
 from stackube.controller.rbac import tenant_role_binding
 from stackube.errors import PermanentError, TemporaryError
 from stackube.faults import checkpoint
+from stackube.kube import apply
 from stackube.kube import resources as kube
 from stackube.kube.client import ApiClient
 from stackube.openstack import identity
@@ -33,9 +35,11 @@ TENANT_STEPS = (
     "keystone-user",
     "keystone-role",
     "rbac",
+    "dns",
 )
 # Not under kopf's own annotation prefix (kopf hides those from its diffs).
 NETWORK_STATE_ANNOTATION = "network.stackube.kubernetes.io/state"
+FIELD_MANAGER = "stackube-controller"
 TENANT_DELETE_STEPS = ("networks-deleted", "namespace-deleted", "user-deleted", "project-deleted")
 
 
@@ -210,7 +214,20 @@ class TenantReconciler:
         checkpoint("keystone-role")
         kube.apply_role_binding(self.kube, spec.name, tenant_role_binding(spec.name, project.id))
         checkpoint("rbac")
+        self.dns(spec.name, project.id, str(body["metadata"]["uid"]))
+        checkpoint("dns")
         return TenantResult(project.id, user.id, network_state, network_message)
+
+    def dns(self, tenant: str, project_id: str, tenant_uid: str) -> None:
+        """The tenant's DNS server: applied every pass (one PATCH per object; nothing
+        changes when nothing differs)."""
+        settings = dns.DnsSettings(
+            image=self.config.dns_image,
+            cluster_domain=self.config.cluster_domain,
+            apiserver_url=self.config.pod_apiserver_url,
+        )
+        objects = dns.dns_objects(tenant, project_id, tenant_uid, settings)
+        apply.server_side_apply(self.kube, objects, FIELD_MANAGER)
 
     def note_network_state(self, tenant: str, state: str) -> None:
         """Record the default Network's state on the Tenant (an annotation), which
@@ -241,6 +258,9 @@ class TenantReconciler:
                 f"waiting for namespace {name}{waiting} to be removed", retry_after=0.5
             )
         checkpoint("namespace-deleted")
+        # Cluster-scoped, so not emptied with the namespace (the Tenant owns it as well).
+        if kube.delete_cluster_role_binding(self.kube, dns.cluster_role_binding_name(name)):
+            log.info("tenant %s: deleted the DNS server's ClusterRoleBinding", name)
         domain = self._domain()
         project_id = spec_body.get("tenantID") or status.get("projectID")
         if not project_id:

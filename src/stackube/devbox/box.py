@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from stackube.devbox import cleanup, gobuild, openvswitch, packages
+from stackube.devbox import cleanup, gobuild, openvswitch, packages, podaccess
 from stackube.devbox.commands import StepError
 from stackube.devbox.kubernetes import (
     ApiserverOptions,
@@ -157,6 +157,14 @@ class Devbox:
                     s.kube_bin_dir,
                     on_program=lambda name: self.progress.say(f"  go build {name}"),
                 )
+        if gobuild.missing_programs(s.coredns_bin_dir, ["coredns"]):
+            with self.progress.step(f"building CoreDNS {s.coredns_version} (once)"):
+                go_mod = builder.module_go_mod(gobuild.COREDNS_MODULE, s.coredns_version)
+                builder.build(
+                    f"coredns-{s.coredns_version}",
+                    gobuild.coredns_plan(s.coredns_version, go_mod),
+                    s.coredns_bin_dir,
+                )
         if s.etcd_bin_override is None and gobuild.missing_programs(s.etcd_bin_dir, ["etcd"]):
             with self.progress.step(f"building etcd {s.etcd_version}"):
                 go_mod = builder.module_go_mod(gobuild.ETCD_SERVER_MODULE, s.etcd_version)
@@ -185,6 +193,7 @@ class Devbox:
             if self.settings.openvswitch:
                 # The userspace datapath's tap devices outlive ovs-vswitchd.
                 links += list(openvswitch.NETDEV_LINKS)
+            podaccess.remove(self.settings)
             report = cleanup.apply(links)
         self.progress.say(report.summary())
         if self.settings.secrets_file.exists():

@@ -1,4 +1,4 @@
-"""Build pinned upstream Go programs (Kubernetes, etcd) from the Go module proxy.
+"""Build pinned upstream Go programs (Kubernetes, etcd, CoreDNS) from the Go module proxy.
 
 `go install k8s.io/kubernetes/cmd/...@vX` cannot work: that module requires its
 staging modules (k8s.io/api, client-go, ...) at v0.0.0. So we write a throwaway
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 KUBERNETES_MODULE = "k8s.io/kubernetes"
 ETCD_SERVER_MODULE = "go.etcd.io/etcd/server/v3"
+COREDNS_MODULE = "github.com/coredns/coredns"
 CONTROL_PLANE_COMMANDS: tuple[str, ...] = (
     "kube-apiserver",
     "kube-controller-manager",
@@ -108,6 +109,16 @@ def etcd_plan(version: str, etcd_go_mod: str) -> BuildPlan:
     )
     ldflags = "-s -w"
     return BuildPlan(go_mod, (GoProgram("etcd", ETCD_SERVER_MODULE),), ldflags)
+
+
+def coredns_plan(version: str, coredns_go_mod: str) -> BuildPlan:
+    """CoreDNS as released (all its plugins): the tenant DNS servers run it."""
+    go_mod = (
+        "module stackube.local/coredns-build\n\n"
+        f"go {_go_directive(coredns_go_mod)}\n\n"
+        f"require {COREDNS_MODULE} {version}\n"
+    )
+    return BuildPlan(go_mod, (GoProgram("coredns", COREDNS_MODULE),), "-s -w")
 
 
 def tools_go(programs: Sequence[GoProgram]) -> str:

@@ -45,7 +45,7 @@ def cert_specs(settings: DevboxSettings) -> list[CertSpec]:
             "kube-apiserver",
             "kube-apiserver",
             dns_names=apiserver_names,
-            ip_addresses=[host, settings.kubernetes_service_ip],
+            ip_addresses=[host, settings.kubernetes_service_ip, settings.pod_apiserver_host],
             server=True,
         ),
         CertSpec(

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from stackube.devbox import health, openvswitch
+from stackube.devbox import health, openvswitch, podaccess
 from stackube.devbox import openstack_config as cfg
 from stackube.devbox.commands import Markers, StepError, fingerprint, run
 from stackube.devbox.fsutil import write_atomic
@@ -329,6 +329,7 @@ class OpenStackDevbox:
             self.settings.external_network_name,
             self.settings.external_physnet,
             self.settings.external_cidr,
+            self.settings.external_allocation_pools,
         )
         write_atomic(
             self.settings.openstack_dir / "external-network-id", ext.network_id + "\n", 0o644
@@ -347,6 +348,7 @@ class OpenStackDevbox:
         netlink.ensure_veth_pair(
             self.settings.external_host_veth, self.settings.external_agent_veth
         )
+        podaccess.ensure(self.settings)
         if self.settings.openvswitch:
             openvswitch.ensure_bridges(self.settings.external_agent_veth)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 KUBERNETES_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.6.16"
+COREDNS_VERSION = "v1.14.7"
 
 ENV_STATE_DIR = "STACKUBE_DEVBOX_DIR"
 ENV_CACHE_DIR = "STACKUBE_CACHE_DIR"
@@ -32,6 +33,21 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
     xdg = env.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path(env.get("HOME", "/root")) / ".cache"
     return base / "stackube"
+
+
+def allocation_pools_without(cidr: str, reserved: str) -> list[tuple[str, str]]:
+    """The host addresses of `cidr` as (first, last) ranges that skip `reserved`."""
+    network = ipaddress.IPv4Network(cidr)
+    hole = ipaddress.IPv4Address(reserved)
+    if hole not in network:
+        raise ValueError(f"{reserved} is not in {cidr}")
+    first, last = network[1], network[-2]
+    pools = []
+    if first < hole:
+        pools.append((str(first), str(hole - 1)))
+    if hole < last:
+        pools.append((str(hole + 1), str(last)))
+    return pools
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,7 @@ class DevboxSettings:
     etcd_bin_override: Path | None = None
     kubernetes_version: str = KUBERNETES_VERSION
     etcd_version: str = ETCD_VERSION
+    coredns_version: str = COREDNS_VERSION
     host: str = "127.0.0.1"
     ports: Ports = field(default_factory=Ports)
     service_cidr: str = "10.96.0.0/12"
@@ -67,6 +84,9 @@ class DevboxSettings:
     # The host end of the external segment; the agent bridges the other end.
     external_host_veth: str = "stkbext0"
     external_agent_veth: str = "stkbext1"
+    # The host's own address on the external segment, kept out of Neutron's pool: pods
+    # reach the API server there (through their tenant router's SNAT).
+    external_host_address: str = "203.0.113.254"
     # ML2 mechanism: Linux bridge (kernel) or Open vSwitch on its userspace datapath.
     neutron_backend: str = "linuxbridge"
 
@@ -131,6 +151,10 @@ class DevboxSettings:
         return self.cache_dir / "etcd" / self.etcd_version
 
     @property
+    def coredns_bin_dir(self) -> Path:
+        return self.cache_dir / "coredns" / self.coredns_version / "bin"
+
+    @property
     def kube_bin_dir(self) -> Path:
         return self.kube_bin_override or self.kube_cache_dir / "bin"
 
@@ -151,6 +175,16 @@ class DevboxSettings:
     def kubernetes_service_ip(self) -> str:
         """The first address of the service range: the `kubernetes` Service's ClusterIP."""
         return str(ipaddress.ip_network(self.service_cidr)[1])
+
+    @property
+    def external_allocation_pools(self) -> list[tuple[str, str]]:
+        """Neutron's share of the external segment: every host address but the host's."""
+        return allocation_pools_without(self.external_cidr, self.external_host_address)
+
+    @property
+    def pod_apiserver_host(self) -> str:
+        """Where pods reach the API server: the host's address on the external segment."""
+        return self.external_host_address
 
     @property
     def apiserver_url(self) -> str:

@@ -130,6 +130,10 @@ class StackubeDevbox:
             "user-gateway": "10.244.0.1",
             "tenant-domain-name": STACKUBE_DOMAIN,
             "plugin-name": self.settings.neutron_backend,
+            # Pods reach the API server at the host's address on the external segment.
+            "kubernetes-host": self.settings.pod_apiserver_host,
+            "kubernetes-port": str(self.settings.ports.kube_apiserver),
+            "cluster-domain": self.settings.cluster_domain,
         }
 
     def prepare(self) -> None:
@@ -154,7 +158,7 @@ class StackubeDevbox:
         )
         with session(self.settings.admin_kubeconfig) as api:
             apply.apply_crds(api, all_crds())
-            apply.create_missing(api, controller_rbac())
+            apply.server_side_apply(api, controller_rbac(), "stackube-devbox")
 
     def services(self) -> list[Service]:
         host = self.settings.host

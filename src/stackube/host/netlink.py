@@ -63,6 +63,17 @@ def ensure_veth_pair(name: str, peer: str, mtu: int = 1500) -> None:
             ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
 
 
+def ensure_address(ifname: str, cidr: str) -> bool:
+    """`cidr` (address/prefix) on the host's link `ifname`. True if it was added."""
+    address, prefix = cidr.split("/")
+    with IPRoute() as ipr:
+        index = _require(ipr, ifname)
+        if address in {a.get("address") for a in ipr.get_addr(index=index)}:
+            return False
+        ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
+        return True
+
+
 def delete_links(names: Iterable[str]) -> list[str]:
     """Delete these links if present; returns the ones that were deleted."""
     deleted = []

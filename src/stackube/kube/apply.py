@@ -1,14 +1,13 @@
 """Applying manifests: CRDs (create or replace, then wait until Established) and plain
-objects (create; already there is fine)."""
+objects (server-side apply)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes import utils as k8s_utils
 from kubernetes.client.exceptions import ApiException
 
 from stackube.errors import TemporaryError
@@ -46,11 +45,65 @@ def _established(ext: k8s.ApiextensionsV1Api, name: str) -> bool:
     return any(c.type == "Established" and c.status == "True" for c in conditions)
 
 
-@translating("apply manifests")
-def create_missing(api: k8s.ApiClient, documents: Iterable[dict[str, Any]]) -> None:
+# (apiVersion, kind) -> (URL prefix, plural, namespaced): the kinds Stackube applies.
+APPLY_KINDS: dict[tuple[str, str], tuple[str, str, bool]] = {
+    ("v1", "ConfigMap"): ("/api/v1", "configmaps", True),
+    ("v1", "Service"): ("/api/v1", "services", True),
+    ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts", True),
+    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments", True),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): (
+        "/apis/rbac.authorization.k8s.io/v1",
+        "clusterroles",
+        False,
+    ),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): (
+        "/apis/rbac.authorization.k8s.io/v1",
+        "clusterrolebindings",
+        False,
+    ),
+    ("rbac.authorization.k8s.io/v1", "Role"): (
+        "/apis/rbac.authorization.k8s.io/v1",
+        "roles",
+        True,
+    ),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): (
+        "/apis/rbac.authorization.k8s.io/v1",
+        "rolebindings",
+        True,
+    ),
+}
+
+
+def object_path(body: Mapping[str, Any]) -> str:
+    """The REST path of one object of a kind in APPLY_KINDS (pure)."""
+    key = (str(body.get("apiVersion")), str(body.get("kind")))
+    if key not in APPLY_KINDS:
+        raise ValueError(f"cannot apply {key[1]} ({key[0]}): not a kind Stackube applies")
+    prefix, plural, namespaced = APPLY_KINDS[key]
+    meta = body["metadata"]
+    if namespaced:
+        return f"{prefix}/namespaces/{meta['namespace']}/{plural}/{meta['name']}"
+    return f"{prefix}/{plural}/{meta['name']}"
+
+
+@translating("server-side apply")
+def server_side_apply(
+    api: k8s.ApiClient, documents: Iterable[Mapping[str, Any]], field_manager: str
+) -> None:
+    """Apply each object (create or update the fields this manager owns), as
+    `kubectl apply --server-side --force-conflicts` does: one PATCH, idempotent."""
     for doc in documents:
-        try:
-            k8s_utils.create_from_dict(api, doc)
-        except k8s_utils.FailToCreateError as exc:
-            if not all(e.status == 409 for e in exc.api_exceptions):
-                raise
+        request = api.param_serialize(
+            "PATCH",
+            object_path(doc),
+            query_params=[("fieldManager", field_manager), ("force", "true")],
+            header_params={
+                "Content-Type": "application/apply-patch+yaml",
+                "Accept": "application/json",
+            },
+            body=dict(doc),
+            auth_settings=["BearerToken"],
+        )
+        response = api.call_api(*request)
+        response.read()
+        api.response_deserialize(response, {"200": "object", "201": "object"})

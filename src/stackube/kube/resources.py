@@ -55,6 +55,17 @@ def delete_namespace(api: k8s.ApiClient, name: str) -> None:
         _absent_is_none(exc)
 
 
+@translating("delete cluster role binding")
+def delete_cluster_role_binding(api: k8s.ApiClient, name: str) -> bool:
+    """True if it was there."""
+    try:
+        k8s.RbacAuthorizationV1Api(api).delete_cluster_role_binding(name)
+    except ApiException as exc:
+        _absent_is_none(exc)
+        return False
+    return True
+
+
 @translating("apply role binding")
 def apply_role_binding(api: k8s.ApiClient, namespace: str, body: dict[str, Any]) -> None:
     """Create the RoleBinding, or replace it if it differs (roleRef is immutable: a

@@ -3,6 +3,7 @@ typed values; creates and deletes are idempotent where Neutron lets them be)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,10 +92,15 @@ def _router(raw: Any) -> Router:
 
 @translating("Neutron external network")
 def ensure_external_network(
-    conn: Connection, name: str, physnet: str, cidr: str
+    conn: Connection,
+    name: str,
+    physnet: str,
+    cidr: str,
+    pools: Sequence[tuple[str, str]],
 ) -> ExternalNetwork:
     """A shared, external flat network on `physnet` with a subnet that has no gateway:
-    routers get addresses on it but no default route, so nothing is routed off the box."""
+    routers get addresses on it but no default route, so nothing is routed off the box.
+    Neutron allocates only from `pools` (first, last): the rest is the host's."""
     net = conn.network.find_network(name, ignore_missing=True)
     if net is None:
         net = conn.network.create_network(
@@ -104,6 +110,7 @@ def ensure_external_network(
             provider_network_type="flat",
             provider_physical_network=physnet,
         )
+    wanted = [{"start": first, "end": last} for first, last in pools]
     subnet_name = f"{name}-subnet"
     subnet = conn.network.find_subnet(subnet_name, network_id=net.id, ignore_missing=True)
     if subnet is None:
@@ -114,7 +121,10 @@ def ensure_external_network(
             cidr=cidr,
             gateway_ip=None,
             is_dhcp_enabled=False,
+            allocation_pools=wanted,
         )
+    elif list(subnet.allocation_pools or []) != wanted:
+        conn.network.update_subnet(subnet, allocation_pools=wanted)
     return ExternalNetwork(str(net.id), str(subnet.id))
 
 

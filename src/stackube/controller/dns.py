@@ -1,0 +1,199 @@
+"""A tenant's own DNS server (pure): CoreDNS in the tenant's namespace, answering only
+for that namespace's Services, reached by the tenant's pods at the cluster DNS IP
+(stackube-proxy maps that IP to this Service inside the tenant's router).
+
+Tenant networks are isolated, so one cluster-wide DNS server could not be reached by
+them (nor should it answer one tenant about another's Services).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from stackube.api.naming import tenant_labels
+
+DNS_NAME = "stackube-dns"  # Deployment, Service, ConfigMap and ServiceAccount
+DNS_CLUSTER_ROLE = "stackube:tenant-dns"  # read Services, EndpointSlices, Namespaces
+DNS_LISTEN_PORT = 1053  # unprivileged: CoreDNS runs as a non-root user with no capabilities
+DNS_HEALTH_PORT = 8080
+DNS_READY_PORT = 8181
+DNS_USER = 65532
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+CONFIG_DIR = "/etc/coredns"
+APP_LABEL = "app.kubernetes.io/name"
+CONFIG_HASH = "stackube.kubernetes.io/config-hash"
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    image: str
+    cluster_domain: str = "cluster.local"
+    # Where pods reach the API server, if the `kubernetes` Service cannot take them there
+    # (https://host:port); None: CoreDNS uses its in-cluster configuration.
+    apiserver_url: str | None = None
+
+
+def cluster_role_binding_name(tenant: str) -> str:
+    return f"{DNS_CLUSTER_ROLE}:{tenant}"
+
+
+def corefile(namespace: str, settings: DnsSettings) -> str:
+    """Names of this namespace only; no forwarding (tenants have no upstream here)."""
+    kubeconfig = f"        kubeconfig {CONFIG_DIR}/kubeconfig\n" if settings.apiserver_url else ""
+    return (
+        f".:{DNS_LISTEN_PORT} {{\n"
+        "    errors\n"
+        f"    health :{DNS_HEALTH_PORT}\n"
+        f"    ready :{DNS_READY_PORT}\n"
+        f"    kubernetes {settings.cluster_domain} in-addr.arpa ip6.arpa {{\n"
+        f"{kubeconfig}"
+        f"        namespaces {namespace}\n"
+        "        ttl 5\n"
+        "    }\n"
+        "    cache 5\n"
+        "    loadbalance\n"
+        "}\n"
+    )
+
+
+def kubeconfig(apiserver_url: str) -> str:
+    """The pod's own service account token and CA, at an explicit API server address."""
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "cluster",
+                "cluster": {
+                    "server": apiserver_url,
+                    "certificate-authority": f"{SERVICE_ACCOUNT_DIR}/ca.crt",
+                },
+            }
+        ],
+        "users": [{"name": DNS_NAME, "user": {"tokenFile": f"{SERVICE_ACCOUNT_DIR}/token"}}],
+        "contexts": [{"name": DNS_NAME, "context": {"cluster": "cluster", "user": DNS_NAME}}],
+        "current-context": DNS_NAME,
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _metadata(name: str, namespace: str | None, labels: dict[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": labels}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    return meta
+
+
+def dns_objects(
+    tenant: str, project_id: str, tenant_uid: str, settings: DnsSettings
+) -> list[dict[str, Any]]:
+    """Everything the tenant's DNS needs, in apply order. The ClusterRoleBinding is
+    cluster-scoped, so it is owned by the Tenant (garbage-collected with it)."""
+    namespace = tenant
+    labels = {**tenant_labels(tenant, project_id), APP_LABEL: DNS_NAME}
+    selector = {APP_LABEL: DNS_NAME}
+    data = {"Corefile": corefile(namespace, settings)}
+    if settings.apiserver_url:
+        data["kubeconfig"] = kubeconfig(settings.apiserver_url)
+    config_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    owner = {
+        "apiVersion": "stackube.kubernetes.io/v1",
+        "kind": "Tenant",
+        "name": tenant,
+        "uid": tenant_uid,
+    }
+    container = {
+        "name": "coredns",
+        "image": settings.image,
+        "args": ["-conf", f"{CONFIG_DIR}/Corefile"],
+        "ports": [
+            {"name": "dns", "containerPort": DNS_LISTEN_PORT, "protocol": "UDP"},
+            {"name": "dns-tcp", "containerPort": DNS_LISTEN_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": DNS_READY_PORT},
+            "periodSeconds": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": DNS_HEALTH_PORT},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+        },
+        "resources": {
+            "requests": {"cpu": "20m", "memory": "32Mi"},
+            "limits": {"memory": "128Mi"},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": DNS_USER,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}],
+    }
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {
+                **_metadata(cluster_role_binding_name(tenant), None, labels),
+                "ownerReferences": [owner],
+            },
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": DNS_CLUSTER_ROLE,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": DNS_NAME, "namespace": namespace}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _metadata(DNS_NAME, namespace, labels),
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _metadata(DNS_NAME, namespace, labels),
+            "data": data,
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(DNS_NAME, namespace, labels),
+            "spec": {
+                "selector": selector,
+                "ports": [
+                    {"name": "dns", "port": 53, "targetPort": "dns", "protocol": "UDP"},
+                    {"name": "dns-tcp", "port": 53, "targetPort": "dns-tcp", "protocol": "TCP"},
+                ],
+            },
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": _metadata(DNS_NAME, namespace, labels),
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": selector},
+                "template": {
+                    # A changed configuration rolls the pods (CoreDNS reads it at start).
+                    "metadata": {"labels": labels, "annotations": {CONFIG_HASH: config_hash}},
+                    "spec": {
+                        "serviceAccountName": DNS_NAME,
+                        # Not itself: the cluster DNS IP is this server.
+                        "dnsPolicy": "Default",
+                        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                        "containers": [container],
+                        "volumes": [{"name": "config", "configMap": {"name": DNS_NAME}}],
+                    },
+                },
+            },
+        },
+    ]
