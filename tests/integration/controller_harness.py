@@ -23,6 +23,7 @@ from kubernetes import client as k8s
 from stackube.api.crds import all_crds
 from stackube.api.manifests import controller_rbac
 from stackube.devbox.box import Devbox
+from stackube.devbox.stackube import controller_config_values
 from stackube.kube import apply
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,20 +101,10 @@ def service_account_kubeconfig(
 
 def write_config(devbox: Devbox, directory: Path) -> tuple[Path, Path]:
     secrets = json.loads(devbox.settings.secrets_file.read_text())
-    ext_net = (devbox.settings.openstack_dir / "external-network-id").read_text().strip()
     config_dir, secret_dir = directory / "config", directory / "secret"
     config_dir.mkdir(parents=True, exist_ok=True)
     secret_dir.mkdir(parents=True, exist_ok=True)
-    values = {
-        "auth-url": devbox.settings.keystone_url,
-        "username": "stackube",
-        "tenant-name": "service",
-        "region": devbox.settings.region,
-        "ext-net-id": ext_net,
-        "user-cidr": "10.244.0.0/16",
-        "user-gateway": "10.244.0.1",
-        "plugin-name": devbox.settings.neutron_backend,
-    }
+    values = controller_config_values(devbox.settings)
     for key, value in values.items():
         (config_dir / key).write_text(value)
     (secret_dir / "password").write_text(secrets["stackube_service"])

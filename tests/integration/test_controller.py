@@ -217,6 +217,20 @@ def test_seed_tenant_flow(
         )
         assert binding.role_ref.name == "admin"
         assert [s.name for s in binding.subjects] == [f"stackube:project:{project_id}"]
+
+        # The tenant's own DNS server, answering for its namespace only.
+        core, apps = k8s.CoreV1Api(kube), k8s.AppsV1Api(kube)
+        corefile = core.read_namespaced_config_map("stackube-dns", "test").data["Corefile"]
+        assert "namespaces test\n" in corefile
+        dns_ports = core.read_namespaced_service("stackube-dns", "test").spec.ports
+        assert sorted((p.protocol, p.port) for p in dns_ports) == [("TCP", 53), ("UDP", 53)]
+        deployment = apps.read_namespaced_deployment("stackube-dns", "test")
+        assert deployment.spec.template.spec.service_account_name == "stackube-dns"
+        dns_binding = k8s.RbacAuthorizationV1Api(kube).read_cluster_role_binding(
+            "stackube:tenant-dns:test"
+        )
+        assert dns_binding.role_ref.name == "stackube:tenant-dns"
+        assert [(s.name, s.namespace) for s in dns_binding.subjects] == [("stackube-dns", "test")]
     finally:
         delete_tenant(kube, "test")
     wait_until(
@@ -228,6 +242,9 @@ def test_seed_tenant_flow(
         k8s.RbacAuthorizationV1Api(kube).read_namespaced_role_binding(
             "stackube-tenant-admins", "test"
         )
+    assert gone.value.status == 404
+    with pytest.raises(ApiException) as gone:
+        k8s.RbacAuthorizationV1Api(kube).read_cluster_role_binding("stackube:tenant-dns:test")
     assert gone.value.status == 404
 
 

@@ -16,6 +16,7 @@ import pytest
 from kubernetes import client as k8s
 
 from stackube.api.manifests import proxy_rbac
+from stackube.controller import dns as tenant_dns
 from stackube.devbox.box import Devbox
 from stackube.host import iptables
 from stackube.kube import apply
@@ -114,17 +115,23 @@ class Workloads:
     sandboxes: Sandboxes
     servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     attached: list[tuple[PodIdentity, str]] = field(default_factory=list)
+    results: dict[str, dict[str, object]] = field(default_factory=dict)  # netns -> CNI result
 
     def pod(self, namespace: str) -> tuple[str, str]:
         identity, netns = PodIdentity.new(namespace), self.sandboxes.new()
         run = self.node.invoke("ADD", identity, netns)
         assert run.code == 0, run.output
         self.attached.append((identity, netns))
+        self.results[netns] = run.output
         return netns, address_of(run.output)
 
     def serve(self, netns: str, program: str, name: str) -> None:
+        self.run_in(netns, [sys.executable, "-c", program, name])
+
+    def run_in(self, netns: str, argv: list[str], log: Path | None = None) -> None:
+        out = log.open("wb") if log else None
         self.servers.append(
-            subprocess.Popen(["nsenter", f"--net={netns}", sys.executable, "-c", program, name])
+            subprocess.Popen(["nsenter", f"--net={netns}", *argv], stdout=out, stderr=out)
         )
 
     def close(self) -> None:
@@ -151,7 +158,14 @@ def tenant_pods(
         servers[name] = ip
     client_a, _ = work.pod(a)
     client_b, _ = work.pod(b)
-    yield {"a": a, "b": b, "servers": servers, "client_a": client_a, "client_b": client_b}
+    yield {
+        "a": a,
+        "b": b,
+        "servers": servers,
+        "client_a": client_a,
+        "client_b": client_b,
+        "work": work,
+    }
     work.close()
     sandboxes.remove_all()
 
@@ -321,3 +335,104 @@ def test_restart_keeps_traffic_and_drops_rules_of_deleted_services(
     )
     assert http_get(client, f"{keep_ip}:80") == "web-1"
     assert http_get(client, f"{drop_ip}:80", 2).startswith("ERROR")
+
+
+DNS_ASK = """
+import sys, dns.name, dns.resolver
+resolver = dns.resolver.Resolver(configure=False)
+resolver.nameservers = [sys.argv[1]]
+resolver.search = [dns.name.from_text(d) for d in sys.argv[3].split(",") if d]
+resolver.lifetime = 4
+try:
+    answer = resolver.resolve(sys.argv[2], "A", search=True, tcp=sys.argv[4] == "tcp")
+    print(" ".join(sorted(record.address for record in answer)))
+except Exception as exc:
+    print(f"ERROR {type(exc).__name__}"); sys.exit(1)
+"""
+
+
+def dns_ask(netns: str, server: str, name: str, search: list[str], transport: str = "udp") -> str:
+    argv = [sys.executable, "-c", DNS_ASK, server, name, ",".join(search), transport]
+    done = subprocess.run(
+        ["nsenter", f"--net={netns}", *argv],
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    return done.stdout.strip() or done.stderr.strip()[-300:]
+
+
+def start_tenant_dns(
+    devbox: Devbox, kube: k8s.ApiClient, work: Workloads, namespace: str, root: Path
+) -> None:
+    """Run the tenant's DNS server as its Deployment's pod would (this devbox has no
+    kubelet yet): CoreDNS from the devbox, the controller's ConfigMap, a token of the
+    controller's ServiceAccount, in a pod on the tenant's network; its EndpointSlice
+    names that pod."""
+    core = k8s.CoreV1Api(kube)
+    config_map = wait_for(
+        lambda: _config_map_data(core, namespace), 60, "the controller's DNS ConfigMap"
+    )
+    secrets_dir, config_dir = root / "serviceaccount", root / "coredns"
+    secrets_dir.mkdir()
+    config_dir.mkdir()
+    request = k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(audiences=[]))
+    token = core.create_namespaced_service_account_token(tenant_dns.DNS_NAME, namespace, request)
+    (secrets_dir / "token").write_text(str(token.status.token))
+    (secrets_dir / "ca.crt").write_bytes((devbox.settings.pki_dir / "ca.crt").read_bytes())
+    for key, text in config_map.items():  # the pod's mount paths -> this test's directory
+        local = text.replace(tenant_dns.SERVICE_ACCOUNT_DIR, str(secrets_dir))
+        (config_dir / key).write_text(local.replace(tenant_dns.CONFIG_DIR, str(config_dir)))
+    netns, address = work.pod(namespace)
+    coredns = devbox.settings.coredns_bin_dir / "coredns"
+    work.run_in(netns, [str(coredns), "-conf", str(config_dir / "Corefile")], root / "coredns.log")
+    listen = tenant_dns.DNS_LISTEN_PORT
+    set_endpoints(
+        kube, namespace, tenant_dns.DNS_NAME, [address],
+        [{"name": "dns", "port": listen, "protocol": "UDP"},
+         {"name": "dns-tcp", "port": listen, "protocol": "TCP"}],
+    )  # fmt: skip
+
+
+def _config_map_data(core: k8s.CoreV1Api, namespace: str) -> dict[str, str] | None:
+    try:
+        return dict(core.read_namespaced_config_map(tenant_dns.DNS_NAME, namespace).data or {})
+    except k8s.ApiException:
+        return None
+
+
+def test_names_resolve_through_the_cluster_dns_ip_within_the_tenant_only(
+    proxy: Proxy,
+    devbox: Devbox,
+    kube: k8s.ApiClient,
+    tenant_pods: dict[str, object],
+    tmp_path: Path,
+) -> None:
+    a, b, servers = str(tenant_pods["a"]), str(tenant_pods["b"]), tenant_pods["servers"]
+    work = tenant_pods["work"]
+    assert isinstance(servers, dict) and isinstance(work, Workloads)
+    client_a, client_b = str(tenant_pods["client_a"]), str(tenant_pods["client_b"])
+    nginx_ip = make_service(kube, a, "nginx", WEB_PORTS)
+    set_endpoints(kube, a, "nginx", [servers["web-1"]], WEB_SLICE_PORTS)
+    hidden_ip = make_service(kube, b, "hidden", WEB_PORTS)
+    start_tenant_dns(devbox, kube, work, a, tmp_path)
+    cni_dns = work.results[client_a]["dns"]
+    assert isinstance(cni_dns, dict)
+    server, search = str(cni_dns["nameservers"][0]), list(cni_dns["search"])
+    assert server == "10.96.0.10" and search[0] == f"{a}.svc.cluster.local"
+
+    answers: list[str] = []
+    try:
+        wait_for(
+            lambda: answers.append(dns_ask(client_a, server, "nginx", search)) or
+            answers[-1] == nginx_ip,
+            60, "nginx to resolve through the cluster DNS IP",
+        )  # fmt: skip
+    except AssertionError as exc:
+        log = (tmp_path / "coredns.log").read_text()[-1500:]
+        raise AssertionError(f"{exc}: {answers[-3:]}; CoreDNS: {log}") from exc
+    fqdn = f"nginx.{a}.svc.cluster.local"
+    assert dns_ask(client_a, server, fqdn, []) == nginx_ip
+    assert dns_ask(client_a, server, fqdn, [], transport="tcp") == nginx_ip
+    # Tenant B's names are not A's to know, and B's pods do not reach A's DNS.
+    assert dns_ask(client_a, server, f"hidden.{b}.svc.cluster.local", []) == "ERROR NXDOMAIN"
+    assert hidden_ip not in dns_ask(client_a, server, "hidden", search)
+    assert dns_ask(client_b, server, fqdn, []).startswith("ERROR")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from stackube.devbox import cleanup, gobuild, openvswitch, packages, podaccess
+from stackube.devbox import cleanup, gobuild, openvswitch, packages
 from stackube.devbox.commands import StepError
 from stackube.devbox.kubernetes import (
     ApiserverOptions,
@@ -193,7 +193,6 @@ class Devbox:
             if self.settings.openvswitch:
                 # The userspace datapath's tap devices outlive ovs-vswitchd.
                 links += list(openvswitch.NETDEV_LINKS)
-            podaccess.remove(self.settings)
             report = cleanup.apply(links)
         self.progress.say(report.summary())
         if self.settings.secrets_file.exists():

@@ -348,7 +348,6 @@ class OpenStackDevbox:
         netlink.ensure_veth_pair(
             self.settings.external_host_veth, self.settings.external_agent_veth
         )
-        podaccess.ensure(self.settings)
         if self.settings.openvswitch:
             openvswitch.ensure_bridges(self.settings.external_agent_veth)
 
@@ -447,6 +446,7 @@ class OpenStackDevbox:
             *self._l2_services(),
             self._agent("neutron-dhcp-agent", self.paths.dhcp_conf),
             self._agent("neutron-l3-agent", self.paths.l3_conf),
+            podaccess.service(s),
         ]
 
     def _l2_services(self) -> list[Service]:

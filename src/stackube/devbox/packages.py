@@ -27,6 +27,7 @@ PACKAGES: tuple[str, ...] = (
     "conntrack",
     "dnsmasq-base",
     "iputils-ping",
+    "socat",  # relays the API server to pods (devbox.podaccess)
 )
 
 # ML2/Open vSwitch (userspace datapath) instead of the Linux bridge agent.

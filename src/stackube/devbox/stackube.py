@@ -105,6 +105,26 @@ def ensure_auth_pki(settings: DevboxSettings) -> None:
     write_atomic(webhook_kubeconfig(settings), yaml.safe_dump(doc, sort_keys=False), 0o600)
 
 
+def controller_config_values(settings: DevboxSettings) -> dict[str, str]:
+    """The controller's (and CNI daemon's) configuration keys on this devbox."""
+    ext = (settings.openstack_dir / "external-network-id").read_text().strip()
+    return {
+        "auth-url": settings.keystone_url,
+        "username": "stackube",
+        "tenant-name": "service",
+        "region": settings.region,
+        "ext-net-id": ext,
+        "user-cidr": "10.244.0.0/16",
+        "user-gateway": "10.244.0.1",
+        "tenant-domain-name": STACKUBE_DOMAIN,
+        "plugin-name": settings.neutron_backend,
+        # Pods reach the API server at the host's address on the external segment.
+        "kubernetes-host": settings.pod_apiserver_host,
+        "kubernetes-port": str(settings.ports.kube_apiserver),
+        "cluster-domain": settings.cluster_domain,
+    }
+
+
 class StackubeDevbox:
     def __init__(self, settings: DevboxSettings, openstack: OpenStackDevbox) -> None:
         self.settings = settings
@@ -117,24 +137,6 @@ class StackubeDevbox:
     @property
     def controller_kubeconfig(self) -> Path:
         return self.settings.kube_dir / "stackube-controller.kubeconfig"
-
-    def config_values(self) -> dict[str, str]:
-        ext = (self.settings.openstack_dir / "external-network-id").read_text().strip()
-        return {
-            "auth-url": self.settings.keystone_url,
-            "username": "stackube",
-            "tenant-name": "service",
-            "region": self.settings.region,
-            "ext-net-id": ext,
-            "user-cidr": "10.244.0.0/16",
-            "user-gateway": "10.244.0.1",
-            "tenant-domain-name": STACKUBE_DOMAIN,
-            "plugin-name": self.settings.neutron_backend,
-            # Pods reach the API server at the host's address on the external segment.
-            "kubernetes-host": self.settings.pod_apiserver_host,
-            "kubernetes-port": str(self.settings.ports.kube_apiserver),
-            "cluster-domain": self.settings.cluster_domain,
-        }
 
     def prepare(self) -> None:
         store = PkiStore(self.settings.pki_dir)
@@ -151,7 +153,7 @@ class StackubeDevbox:
             ),
             0o600,
         )
-        for key, value in self.config_values().items():
+        for key, value in controller_config_values(self.settings).items():
             write_atomic(self.root / "config" / key, value)
         write_atomic(
             self.root / "secret" / "password", self.openstack.secrets.stackube_service, 0o600
