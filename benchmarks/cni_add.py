@@ -196,7 +196,7 @@ def main() -> int:
     kube = api_client(devbox.settings.admin_kubeconfig)
     admin: Connection = connect_cloud("devbox-admin", devbox.settings.clouds_yaml)
     apply_crds(kube)
-    apply.create_missing(kube, cni_rbac())
+    apply.server_side_apply(kube, cni_rbac(), "stackube-benchmarks")
     root = Path(tempfile.mkdtemp(prefix="stackube-bench-cni-"))
     kubeconfig = service_account_kubeconfig(kube, devbox, root / "kubeconfig", "stackube-cni")
     config_dir, secret_dir = write_config(devbox, root)

@@ -70,7 +70,7 @@ def main() -> int:
     devbox = Devbox(DevboxSettings.from_env())
     devbox.up()
     kube = api_client(devbox.settings.admin_kubeconfig)
-    apply.create_missing(kube, proxy_rbac())
+    apply.server_side_apply(kube, proxy_rbac(), "stackube-benchmarks")
     root = Path(tempfile.mkdtemp(prefix="stackube-bench-proxy-"))
     proxy = Proxy(
         service_account_kubeconfig(kube, devbox, root / "kubeconfig", "stackube-proxy"), root
@@ -82,7 +82,7 @@ def main() -> int:
         wait_for(lambda: router_id_of(kube, tenant), 120, "the tenant's router")
         proxy.start()
         made = 0
-        for size in (int(s) for s in args.sizes.split(",")):
+        for round_no, size in enumerate(int(s) for s in args.sizes.split(",")):
             started = time.monotonic()
             populate(kube, tenant, made, size)
             made = size
@@ -95,7 +95,8 @@ def main() -> int:
             for change in range(args.changes):
                 index = (change * 97) % size
                 sent = time.time()
-                fresh = f"10.245.{change}.{size % 250 + 1}"  # new at every size
+                # New in every round: an unchanged endpoint would not need a sync at all.
+                fresh = f"10.245.{change}.{round_no + 1}"
                 set_endpoints(kube, tenant, f"svc-{index}", [fresh], SLICE_PORTS)
                 stamp = wait_for(
                     lambda t=sent: synced_at(proxy.log, tenant, t), 30, "the sync", 0.02

@@ -41,6 +41,7 @@ from tests.integration.controller_harness import (
     apply_crds,
     apply_rbac,
     devbox_controller_paused,
+    devbox_services_paused,
     service_account_kubeconfig,
     write_config,
 )
@@ -60,6 +61,26 @@ def kube(devbox: Devbox) -> Iterator[k8s.ApiClient]:
     api = api_client(devbox.settings.admin_kubeconfig)
     yield api
     api.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def node_cordoned(devbox: Devbox, kube: k8s.ApiClient) -> Iterator[None]:
+    """This tier's pods are netns sandboxes from its own CNI daemons: the devbox's node
+    takes no pods meanwhile (DNS servers of the tenants made here stay Pending, which
+    also keeps tenant deletion from waiting on them). The e2e tier uses the node."""
+    core = k8s.CoreV1Api(kube)
+    name = devbox.settings.node_name
+
+    def schedulable(value: bool) -> None:
+        try:
+            core.patch_node(name, {"spec": {"unschedulable": not value}})
+        except k8s.ApiException as exc:
+            if exc.status != 404:  # no node (yet): nothing to cordon
+                raise
+
+    schedulable(False)
+    yield
+    schedulable(True)
 
 
 @pytest.fixture(scope="module")
@@ -148,9 +169,11 @@ def node(
     kubeconfig = service_account_kubeconfig(kube, devbox, root / "kubeconfig", "stackube-cni")
     config_dir, secret_dir = write_config(devbox, root)
     cni = CniNode(root, kubeconfig, config_dir, secret_dir, socket.gethostname())
-    cni.start()
-    yield cni
-    cni.stop()
+    # One CNI daemon per node: its recovery removes ports of this node it does not know.
+    with devbox_services_paused(devbox, "stackube-cni-daemon"):
+        cni.start()
+        yield cni
+        cni.stop()
 
 
 @pytest.fixture(scope="module")

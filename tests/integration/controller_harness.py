@@ -32,7 +32,16 @@ REPO = Path(__file__).resolve().parents[2]
 @contextmanager
 def devbox_controller_paused(devbox: Devbox) -> Iterator[None]:
     """Tests run their own controllers: the devbox's one must not act meanwhile."""
-    devbox.table.stop("stackube-controller")
+    with devbox_services_paused(devbox, "stackube-controller"):
+        yield
+
+
+@contextmanager
+def devbox_services_paused(devbox: Devbox, *names: str) -> Iterator[None]:
+    """Stop some of the devbox's services while tests run their own instances; `up`
+    brings them back (it is idempotent)."""
+    for name in names:
+        devbox.table.stop(name)
     try:
         yield
     finally:

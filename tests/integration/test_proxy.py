@@ -29,7 +29,11 @@ from tests.integration.cni_harness import (
     router_id_of,
     wait_for,
 )
-from tests.integration.controller_harness import service_account_kubeconfig, stop_processes
+from tests.integration.controller_harness import (
+    devbox_services_paused,
+    service_account_kubeconfig,
+    stop_processes,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -102,9 +106,10 @@ def proxy(
     root = tmp_path_factory.mktemp("proxy")
     kubeconfig = service_account_kubeconfig(kube, devbox, root / "kubeconfig", "stackube-proxy")
     running = Proxy(kubeconfig, root)
-    running.start()
-    yield running
-    running.stop()
+    with devbox_services_paused(devbox, "stackube-proxy"):
+        running.start()
+        yield running
+        running.stop()
 
 
 @dataclass

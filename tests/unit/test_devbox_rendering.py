@@ -172,7 +172,7 @@ def test_database_sql_is_repeatable_and_scoped_to_loopback_users() -> None:
 
 
 def test_neutron_allocates_every_external_address_but_the_hosts() -> None:
-    assert SETTINGS.external_allocation_pools == [("203.0.113.1", "203.0.113.253")]
+    assert SETTINGS.external_allocation_pools == [("198.51.100.1", "198.51.100.253")]
     assert allocation_pools_without("192.0.2.0/29", "192.0.2.3") == [
         ("192.0.2.1", "192.0.2.2"),
         ("192.0.2.4", "192.0.2.6"),
@@ -184,6 +184,12 @@ def test_neutron_allocates_every_external_address_but_the_hosts() -> None:
 def test_pods_reach_the_loopback_apiserver_through_a_relay_on_the_external_address() -> None:
     argv = podaccess.relay_argv(SETTINGS)
     assert argv[0] == "socat"
-    assert argv[1].startswith("TCP-LISTEN:6443,bind=203.0.113.254,")
+    assert argv[1].startswith("TCP-LISTEN:6443,bind=198.51.100.254,")
     assert argv[2] == "TCP:127.0.0.1:6443"
-    assert podaccess.host_cidr(SETTINGS) == "203.0.113.254/24"
+    assert podaccess.host_cidr(SETTINGS) == "198.51.100.254/24"
+
+
+def test_the_external_range_must_not_hold_addresses_the_machine_uses() -> None:
+    used = ["10.255.255.53", "203.0.113.80", "198.51.100.7", "not-an-ip"]
+    assert podaccess.inside("203.0.113.0/24", used) == ["203.0.113.80"]
+    assert podaccess.inside(SETTINGS.external_cidr, ["203.0.113.80", "10.255.255.53"]) == []

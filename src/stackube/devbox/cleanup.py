@@ -16,7 +16,8 @@ from stackube.host import netlink
 
 log = logging.getLogger(__name__)
 
-NEUTRON_NAMESPACE_PREFIXES = ("qrouter-", "qdhcp-", "snat-", "fip-")
+# Neutron's, and containerd's pod sandboxes (`cni-<uuid>`).
+NEUTRON_NAMESPACE_PREFIXES = ("qrouter-", "qdhcp-", "snat-", "fip-", "cni-")
 NEUTRON_LINK_PREFIXES = ("brq", "tap", "vxlan-")
 NEUTRON_CHAIN_PREFIX = "neutron"
 NEUTRON_IPSET_PREFIX = "NIPv"

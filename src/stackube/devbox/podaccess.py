@@ -11,14 +11,20 @@ is taken, empty, while it crosses the bridge, before it reaches the host's addre
 from __future__ import annotations
 
 import ipaddress
+import socket
+from collections.abc import Iterable
+from pathlib import Path
 
 from stackube.devbox import health
+from stackube.devbox.commands import StepError
 from stackube.devbox.process import ProcessSpec
 from stackube.devbox.service import Service
 from stackube.devbox.settings import DevboxSettings
 from stackube.host import netlink
 
 SERVICE_NAME = "apiserver-pod-access"
+# Hosts the devbox and CI must keep reaching (apt, pip, the Go module proxy).
+REGISTRY_HOSTS = ("deb.debian.org", "pypi.org", "files.pythonhosted.org", "proxy.golang.org")
 
 
 def host_cidr(settings: DevboxSettings) -> str:
@@ -47,5 +53,43 @@ def service(settings: DevboxSettings) -> Service:
     )
 
 
+def inside(cidr: str, addresses: Iterable[str]) -> list[str]:
+    """The addresses that fall inside `cidr` (pure)."""
+    network = ipaddress.ip_network(cidr)
+    found = []
+    for text in addresses:
+        try:
+            if ipaddress.ip_address(text) in network:
+                found.append(text)
+        except ValueError:
+            continue
+    return sorted(set(found))
+
+
+def addresses_in_use() -> list[str]:
+    """What this machine talks to: its nameservers and its registries' addresses."""
+    found = []
+    resolv = Path("/etc/resolv.conf")
+    if resolv.exists():
+        for line in resolv.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "nameserver":
+                found.append(fields[1])
+    for host in REGISTRY_HOSTS:
+        try:
+            found += [str(info[4][0]) for info in socket.getaddrinfo(host, 443, socket.AF_INET)]
+        except OSError:
+            continue
+    return found
+
+
 def _ensure_host_address(settings: DevboxSettings) -> None:
+    """The host's address on the external segment makes the whole range local: refuse if
+    the machine needs an address in it (it would become unreachable)."""
+    clash = inside(settings.external_cidr, addresses_in_use())
+    if clash:
+        raise StepError(
+            f"the devbox's external range {settings.external_cidr} holds {', '.join(clash)}, "
+            "which this machine uses (nameserver or package registry): pick another range"
+        )
     netlink.ensure_address(settings.external_host_veth, host_cidr(settings))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,9 @@ class Ports:
     etcd_client: int = 2379
     etcd_peer: int = 2380
     kube_apiserver: int = 6443
+    kubelet: int = 10250
+    kubelet_healthz: int = 10248
+    registry: int = 5000
     kube_controller_manager: int = 10257
     kube_scheduler: int = 10259
     mariadb: int = 3306
@@ -77,8 +81,10 @@ class DevboxSettings:
     service_cidr: str = "10.96.0.0/12"
     cluster_domain: str = "cluster.local"
     region: str = "RegionOne"
-    # TEST-NET-3 (RFC 5737): documentation-only addresses that no real network routes.
-    external_cidr: str = "203.0.113.0/24"
+    # TEST-NET-2 (RFC 5737): documentation-only addresses. Not TEST-NET-3: these machines
+    # reach their package registries at 203.0.113.80 (checked before the host takes an
+    # address here: devbox.podaccess).
+    external_cidr: str = "198.51.100.0/24"
     external_physnet: str = "external"
     external_network_name: str = "stackube-external"
     # The host end of the external segment; the agent bridges the other end.
@@ -86,9 +92,12 @@ class DevboxSettings:
     external_agent_veth: str = "stkbext1"
     # The host's own address on the external segment, kept out of Neutron's pool: pods
     # reach the API server there (through their tenant router's SNAT).
-    external_host_address: str = "203.0.113.254"
+    external_host_address: str = "198.51.100.254"
     # ML2 mechanism: Linux bridge (kernel) or Open vSwitch on its userspace datapath.
     neutron_backend: str = "linuxbridge"
+    # The node: its name is the host's, as Neutron's agents know it (binding:host_id).
+    node_name: str = "localhost"
+    cluster_dns_ip: str = "10.96.0.10"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DevboxSettings:
@@ -107,6 +116,7 @@ class DevboxSettings:
             kube_bin_override=Path(kube_bin) if kube_bin else None,
             etcd_bin_override=Path(etcd_bin) if etcd_bin else None,
             neutron_backend=backend,
+            node_name=socket.gethostname(),
         )
 
     # ---- derived paths -------------------------------------------------------------
@@ -165,6 +175,15 @@ class DevboxSettings:
     @property
     def openvswitch(self) -> bool:
         return self.neutron_backend == "openvswitch"
+
+    @property
+    def node_dir(self) -> Path:
+        """containerd, kubelet, the CNI daemon and the image registry of the node."""
+        return self.state_dir / "node"
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://{self.host}:{self.ports.registry}"
 
     @property
     def ovs_db(self) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 from openstack import exceptions as sdk
 from openstack.connection import Connection
 
+from stackube.errors import PermanentError
 from stackube.openstack.errors import translating
 
 
@@ -113,6 +114,15 @@ def ensure_external_network(
     wanted = [{"start": first, "end": last} for first, last in pools]
     subnet_name = f"{name}-subnet"
     subnet = conn.network.find_subnet(subnet_name, network_id=net.id, ignore_missing=True)
+    if subnet is not None and subnet.cidr != cidr:
+        # Moved to another range: possible while nothing (no router) uses the old one.
+        if any(True for _ in conn.network.ports(network_id=net.id)):
+            raise PermanentError(
+                f"external network {name} is on {subnet.cidr}, not {cidr}, and routers "
+                "still use it: delete the tenants (or the devbox) first"
+            )
+        conn.network.delete_subnet(subnet)
+        subnet = None
     if subnet is None:
         subnet = conn.network.create_subnet(
             name=subnet_name,

@@ -1,0 +1,245 @@
+"""Container images for an air-gapped devbox: built from files on this machine (static
+binaries from Debian packages, our CoreDNS build) and pushed to the devbox's own
+registry, which containerd uses as its mirror for docker.io and registry.k8s.io.
+
+Building is pure and deterministic (same files -> same digests, so pushes are no-ops
+the second time); `push` speaks the registry HTTP API (distribution v2).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
+LAYER_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+@dataclass(frozen=True)
+class File:
+    """One entry of the image's single layer: a regular file, a directory or a symlink."""
+
+    path: str  # inside the image, without a leading slash
+    data: bytes = b""
+    mode: int = 0o644
+    link_to: str | None = None  # a symlink's target
+    directory: bool = False
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """An image: one layer of files and the runtime configuration."""
+
+    repository: str  # in the registry, e.g. library/nginx
+    tag: str
+    files: tuple[File, ...]
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
+    user: str = ""
+    exposed_ports: tuple[str, ...] = ()  # e.g. "80/tcp"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    spec: ImageSpec
+    layer: bytes  # gzip-compressed tar
+    config: bytes
+    manifest: bytes
+
+    @property
+    def digest(self) -> str:
+        return sha256(self.manifest)
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def layer_tar(files: Sequence[File]) -> bytes:
+    """An uncompressed tar of `files` (parents first, owned by root, mtime 0)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for entry in sorted(files, key=lambda f: f.path):
+            info = tarfile.TarInfo(entry.path.lstrip("/"))
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            if entry.directory:
+                info.type, info.mode = tarfile.DIRTYPE, entry.mode or 0o755
+                tar.addfile(info)
+            elif entry.link_to is not None:
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, entry.link_to, 0o777
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(entry.data), entry.mode
+                tar.addfile(info, io.BytesIO(entry.data))
+    return out.getvalue()
+
+
+def with_parents(files: Sequence[File]) -> tuple[File, ...]:
+    """Adds a directory entry for every parent that has none."""
+    have = {f.path.strip("/") for f in files}
+    parents: set[str] = set()
+    for entry in files:
+        parts = entry.path.strip("/").split("/")[:-1]
+        parents |= {"/".join(parts[: i + 1]) for i in range(len(parts))}
+    extra = [File(p, directory=True, mode=0o755) for p in sorted(parents - have)]
+    return (*extra, *files)
+
+
+def build(spec: ImageSpec) -> BuiltImage:
+    tar = layer_tar(with_parents(spec.files))
+    # mtime=0 keeps the gzip stream (and so the digests) the same on every build.
+    layer = gzip.compress(tar, compresslevel=6, mtime=0)
+    runtime: dict[str, Any] = {"Env": list(spec.env)}
+    if spec.entrypoint:
+        runtime["Entrypoint"] = list(spec.entrypoint)
+    if spec.cmd:
+        runtime["Cmd"] = list(spec.cmd)
+    if spec.user:
+        runtime["User"] = spec.user
+    if spec.exposed_ports:
+        runtime["ExposedPorts"] = {port: {} for port in spec.exposed_ports}
+    if spec.labels:
+        runtime["Labels"] = dict(spec.labels)
+    config = _canonical(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": runtime,
+            "rootfs": {"type": "layers", "diff_ids": [sha256(tar)]},
+            "history": [{"created_by": "stackube devbox image builder"}],
+        }
+    )
+    manifest = _canonical(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": {"mediaType": CONFIG_TYPE, "size": len(config), "digest": sha256(config)},
+            "layers": [{"mediaType": LAYER_TYPE, "size": len(layer), "digest": sha256(layer)}],
+        }
+    )
+    return BuiltImage(spec, layer, config, manifest)
+
+
+def _canonical(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+class RegistryError(RuntimeError):
+    """The registry refused a push; the message names the step and its answer."""
+
+
+def _request(
+    method: str, url: str, data: bytes | None = None, headers: Mapping[str, str] | None = None
+) -> tuple[int, Mapping[str, str]]:
+    if not url.startswith("http://"):
+        raise RegistryError(f"not a plain-HTTP registry URL: {url}")
+    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            response.read()
+            return int(response.status), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        if method == "HEAD" and exc.code == 404:
+            return 404, {}
+        raise RegistryError(f"{method} {url}: {exc.code} {exc.read()[:300]!r}") from exc
+
+
+def push(image: BuiltImage, registry: str) -> bool:
+    """Upload blobs the registry lacks, then the manifest under the tag. `registry` is
+    http://host:port. Returns False if the tag already named this exact manifest."""
+    base = f"{registry}/v2/{image.spec.repository}"
+    status, headers = _request(
+        "HEAD", f"{base}/manifests/{image.spec.tag}", headers={"Accept": MANIFEST_TYPE}
+    )
+    if status == 200 and headers.get("Docker-Content-Digest") == image.digest:
+        return False
+    for blob in (image.layer, image.config):
+        digest = sha256(blob)
+        if _request("HEAD", f"{base}/blobs/{digest}")[0] == 200:
+            continue
+        _, started = _request("POST", f"{base}/blobs/uploads/")
+        location = started["Location"]
+        if location.startswith("/"):
+            location = registry + location
+        separator = "&" if "?" in location else "?"
+        _request(
+            "PUT",
+            f"{location}{separator}digest={digest}",
+            data=blob,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    _request(
+        "PUT",
+        f"{base}/manifests/{image.spec.tag}",
+        data=image.manifest,
+        headers={"Content-Type": MANIFEST_TYPE},
+    )
+    return True
+
+
+# ---- the devbox's images ------------------------------------------------------------------
+WELCOME_PAGE = b"""<!DOCTYPE html>
+<html>
+<head>
+<title>Welcome to nginx!</title>
+</head>
+<body>
+<h1>Welcome to nginx!</h1>
+<p>Served by busybox httpd in the Stackube devbox's stand-in for the nginx image.</p>
+</body>
+</html>
+"""
+PAUSE_TAG = "3.10"
+
+
+def busybox_files(busybox: bytes, applets: Sequence[str]) -> tuple[File, ...]:
+    """The static busybox and a symlink per applet (`busybox --list-full` paths),
+    plus what programs expect to find: /tmp, /etc/passwd and /etc/group."""
+    links = [File(path, link_to="/bin/busybox") for path in applets if path != "bin/busybox"]
+    return (
+        File("bin/busybox", busybox, mode=0o755),
+        *links,
+        File("tmp", directory=True, mode=0o1777),
+        File("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"),
+        File("etc/group", b"root:x:0:\nnobody:x:65534:\n"),
+    )
+
+
+def devbox_images(busybox: bytes, applets: Sequence[str], coredns: bytes) -> list[ImageSpec]:
+    """The names the user guide and the cluster use, as the registry mirror serves them:
+    docker.io/library/{busybox,nginx}, docker.io/coredns/coredns, registry.k8s.io/pause."""
+    base = busybox_files(busybox, applets)
+    html = "usr/share/nginx/html"
+    return [
+        ImageSpec("library/busybox", "latest", base, cmd=("sh",)),
+        ImageSpec(
+            "library/nginx",
+            "latest",
+            (*base, File(f"{html}/index.html", WELCOME_PAGE)),
+            cmd=("httpd", "-f", "-v", "-p", "80", "-h", f"/{html}"),
+            exposed_ports=("80/tcp",),
+        ),
+        # The sandbox only has to hold the namespaces; containerd kills it with SIGKILL.
+        ImageSpec("pause", PAUSE_TAG, base, entrypoint=("sleep", "2147483647")),
+        ImageSpec(
+            "coredns/coredns",
+            "1.14.7",
+            (File("coredns", coredns, mode=0o755),),
+            entrypoint=("/coredns",),
+            user="65532",
+            exposed_ports=("53/udp", "53/tcp"),
+        ),
+    ]

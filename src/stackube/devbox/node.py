@@ -1,0 +1,479 @@
+"""A real Kubernetes node on the devbox: an image registry (containerd's mirror for
+docker.io and registry.k8s.io, holding the images we build), containerd with runc,
+the Stackube CNI daemon with kubestack as the node's CNI plugin, stackube-proxy, and
+kubelet. Rendering (configs, command lines) is pure; the services do the I/O.
+
+Identities are client certificates from the devbox CA: kubelet is `system:node:<name>`
+(the Node authorizer limits it to its own node), the CNI daemon and the proxy are
+their ServiceAccounts (`system:serviceaccount:kube-system:...`), so the manifests'
+least-privilege RBAC is what they run with.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client as k8s
+
+from stackube.api.manifests import cni_rbac, proxy_rbac
+from stackube.cni.install import install as install_cni
+from stackube.devbox import health, images
+from stackube.devbox.commands import StepError, run
+from stackube.devbox.fsutil import write_atomic
+from stackube.devbox.kubeconfig import render_kubeconfig
+from stackube.devbox.pki import CertSpec, PkiStore
+from stackube.devbox.process import ProcessSpec, ProcessTable
+from stackube.devbox.service import Service
+from stackube.devbox.settings import DevboxSettings
+from stackube.kube import apply
+from stackube.kube.client import session
+
+# Registries whose names the images carry; containerd asks our registry instead.
+MIRRORED_REGISTRIES = ("docker.io", "registry.k8s.io")
+BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
+LOOPBACK_PLUGIN = Path("/usr/lib/cni/loopback")  # containernetworking-plugins
+REGISTRY_BIN = "docker-registry"
+NODE_READY_TIMEOUT = 90.0
+APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    root: Path
+
+    @property
+    def containerd_dir(self) -> Path:
+        return self.root / "containerd"
+
+    @property
+    def containerd_config(self) -> Path:
+        return self.containerd_dir / "config.toml"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.containerd_dir / "containerd.sock"
+
+    @property
+    def certs_d(self) -> Path:
+        return self.containerd_dir / "certs.d"
+
+    @property
+    def cni_bin(self) -> Path:
+        return self.root / "cni" / "bin"
+
+    @property
+    def cni_conf(self) -> Path:
+        return self.root / "cni" / "net.d"
+
+    @property
+    def cni_socket(self) -> Path:
+        return self.root / "cni" / "cni.sock"
+
+    @property
+    def cni_state(self) -> Path:
+        return self.root / "cni" / "state"
+
+    @property
+    def kubelet_dir(self) -> Path:
+        return self.root / "kubelet"
+
+    @property
+    def kubelet_config(self) -> Path:
+        return self.root / "kubelet-config.yaml"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.root / "registry"
+
+    @property
+    def registry_config(self) -> Path:
+        return self.root / "registry.yaml"
+
+
+# ---- pure rendering -----------------------------------------------------------------------
+def containerd_config(settings: DevboxSettings, paths: NodePaths) -> str:
+    """containerd 1.6 (config version 2) as ../shared/TESTBED.md found working: cgroupfs,
+    no negative oom_score_adj, our CNI directories, our registry as the mirror."""
+    return f"""version = 2
+root = "{paths.containerd_dir / "root"}"
+state = "{paths.containerd_dir / "state"}"
+oom_score = 0
+
+[grpc]
+  address = "{paths.containerd_socket}"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:{images.PAUSE_TAG}"
+  restrict_oom_score_adj = true
+  enable_unprivileged_ports = false
+
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{paths.cni_bin}"
+    conf_dir = "{paths.cni_conf}"
+    max_conf_num = 1
+
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{paths.certs_d}"
+"""
+
+
+def mirror_hosts_toml(registry: str, settings: DevboxSettings) -> str:
+    """certs.d/<registry>/hosts.toml: pull from our registry (plain HTTP on loopback)."""
+    upstream = "https://registry-1.docker.io" if registry == "docker.io" else f"https://{registry}"
+    return (
+        f'server = "{upstream}"\n\n'
+        f'[host."{settings.registry_url}"]\n'
+        '  capabilities = ["pull", "resolve"]\n'
+        "  skip_verify = true\n"
+    )
+
+
+def registry_config(settings: DevboxSettings, paths: NodePaths) -> dict[str, Any]:
+    return {
+        "version": 0.1,
+        "log": {"level": "warn"},
+        "storage": {
+            "filesystem": {"rootdirectory": str(paths.registry_dir)},
+            "delete": {"enabled": True},
+        },
+        "http": {"addr": f"{settings.host}:{settings.ports.registry}"},
+    }
+
+
+def kubelet_config(settings: DevboxSettings, paths: NodePaths) -> dict[str, Any]:
+    pki = PkiStore(settings.pki_dir)
+    serving = pki.paths("kubelet-serving")
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": settings.host,
+        "port": settings.ports.kubelet,
+        "readOnlyPort": 0,
+        "healthzBindAddress": settings.host,
+        "healthzPort": settings.ports.kubelet_healthz,
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(pki.ca_paths.cert)},
+        },
+        "authorization": {"mode": "Webhook"},
+        "tlsCertFile": str(serving.cert),
+        "tlsPrivateKeyFile": str(serving.key),
+        # This machine: cgroup v1, no systemd, no CAP_SYS_RESOURCE (TESTBED.md).
+        "cgroupDriver": "cgroupfs",
+        "failCgroupV1": False,
+        "failSwapOn": False,
+        "oomScoreAdj": 0,
+        "clusterDNS": [settings.cluster_dns_ip],
+        "clusterDomain": settings.cluster_domain,
+        "containerRuntimeEndpoint": f"unix://{paths.containerd_socket}",
+        "imageServiceEndpoint": f"unix://{paths.containerd_socket}",
+        "resolvConf": "/etc/resolv.conf",
+        "serializeImagePulls": False,
+        # A devbox disk is small and shared: evict only when it is really full, and never
+        # garbage-collect the images we built.
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "1%",
+            "imagefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+        },
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "maxPods": 110,
+        "registerNode": True,
+    }
+
+
+def kubelet_argv(settings: DevboxSettings, paths: NodePaths) -> list[str]:
+    return [
+        str(settings.kube_bin_dir / "kubelet"),
+        f"--config={paths.kubelet_config}",
+        f"--kubeconfig={settings.kube_dir / 'kubelet.kubeconfig'}",
+        f"--root-dir={paths.kubelet_dir}",
+        f"--hostname-override={settings.node_name}",
+        f"--node-ip={settings.host}",
+        "--v=1",
+    ]
+
+
+def cni_daemon_argv(settings: DevboxSettings, paths: NodePaths) -> list[str]:
+    stackube = settings.state_dir / "stackube"
+    return [
+        sys.executable, "-m", "stackube", "cni-daemon",
+        f"--kubeconfig={settings.kube_dir / 'stackube-cni.kubeconfig'}",
+        f"--config-dir={stackube / 'config'}",
+        f"--secret-dir={stackube / 'secret'}",
+        f"--node-name={settings.node_name}",
+        f"--socket={paths.cni_socket}",
+        f"--state-dir={paths.cni_state}",
+        f"--cluster-dns={settings.cluster_dns_ip}",
+        f"--cluster-domain={settings.cluster_domain}",
+    ]  # fmt: skip
+
+
+def proxy_argv(settings: DevboxSettings) -> list[str]:
+    return [
+        sys.executable, "-m", "stackube", "proxy",
+        f"--kubeconfig={settings.kube_dir / 'stackube-proxy.kubeconfig'}",
+        f"--cluster-dns={settings.cluster_dns_ip}",
+        f"--service-cidr={settings.service_cidr}",
+    ]  # fmt: skip
+
+
+def node_certs(settings: DevboxSettings) -> list[CertSpec]:
+    def service_account(name: str) -> CertSpec:
+        return CertSpec(
+            name,
+            f"system:serviceaccount:kube-system:{name}",
+            organizations=["system:serviceaccounts", "system:serviceaccounts:kube-system"],
+            client=True,
+        )
+
+    return [
+        CertSpec(
+            "kubelet",
+            f"system:node:{settings.node_name}",
+            organizations=["system:nodes"],
+            client=True,
+        ),
+        CertSpec(
+            "kubelet-serving",
+            settings.node_name,
+            dns_names=[settings.node_name, "localhost"],
+            ip_addresses=[settings.host],
+            server=True,
+        ),
+        service_account("stackube-cni"),
+        service_account("stackube-proxy"),
+    ]
+
+
+# (kubeconfig file stem, certificate name)
+NODE_KUBECONFIGS = (
+    ("kubelet", "kubelet"),
+    ("stackube-cni", "stackube-cni"),
+    ("stackube-proxy", "stackube-proxy"),
+)
+
+
+def kubelet_api_binding() -> dict[str, Any]:
+    """The apiserver may use the kubelet API (logs, exec, attach) as its client cert."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "stackube-devbox:apiserver-kubelet-api"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "system:kubelet-api-admin",
+        },
+        "subjects": [
+            {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "User",
+                "name": APISERVER_KUBELET_CLIENT,
+            }
+        ],
+    }
+
+
+# ---- the node -----------------------------------------------------------------------------
+class NodeDevbox:
+    def __init__(self, settings: DevboxSettings) -> None:
+        self.settings = settings
+        self.paths = NodePaths(settings.node_dir)
+
+    def prepare_identities(self) -> None:
+        store = PkiStore(self.settings.pki_dir)
+        ca = store.ensure_ca()
+        for spec in node_certs(self.settings):
+            store.ensure_leaf(spec)
+        for stem, cert in NODE_KUBECONFIGS:
+            paths = store.paths(cert)
+            write_atomic(
+                self.settings.kube_dir / f"{stem}.kubeconfig",
+                render_kubeconfig(
+                    self.settings.apiserver_url,
+                    ca.cert_pem,
+                    user=cert,
+                    cert_pem=paths.cert.read_bytes(),
+                    key_pem=paths.key.read_bytes(),
+                ),
+                0o600,
+            )
+        with session(self.settings.admin_kubeconfig) as api:
+            documents = [*cni_rbac(), *proxy_rbac(), kubelet_api_binding()]
+            apply.server_side_apply(api, documents, "stackube-devbox")
+
+    # -- registry and images
+    def _registry_prepare(self) -> None:
+        self.paths.registry_dir.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(registry_config(self.settings, self.paths), sort_keys=False)
+        write_atomic(self.paths.registry_config, text)
+
+    def push_images(self) -> None:
+        """Build the images and push what the registry lacks (cheap when nothing changed)."""
+        coredns = self.settings.coredns_bin_dir / "coredns"
+        if not BUSYBOX.exists():
+            raise StepError(f"{BUSYBOX} is missing (Debian package busybox-static)")
+        applets = run([str(BUSYBOX), "--list-full"]).stdout.split()
+        specs = images.devbox_images(BUSYBOX.read_bytes(), applets, coredns.read_bytes())
+        for spec in specs:
+            images.push(images.build(spec), self.settings.registry_url)
+
+    # -- containerd
+    def _containerd_prepare(self) -> None:
+        write_atomic(self.paths.containerd_config, containerd_config(self.settings, self.paths))
+        for registry in MIRRORED_REGISTRIES:
+            write_atomic(
+                self.paths.certs_d / registry / "hosts.toml",
+                mirror_hosts_toml(registry, self.settings),
+            )
+
+    def _ctr(self, *argv: str) -> list[str]:
+        return ["ctr", "--address", str(self.paths.containerd_socket), *argv]
+
+    def _containerd_stop(self, table: ProcessTable) -> None:
+        """Containers outlive containerd (their shims are daemons): kill them first."""
+        if table.pid("containerd") is not None:
+            listed = run(self._ctr("-n", "k8s.io", "tasks", "ls", "-q"), check=False)
+            for task in listed.stdout.split():
+                run(self._ctr("-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", task), check=False)
+            for task in listed.stdout.split():
+                run(self._ctr("-n", "k8s.io", "tasks", "delete", "-f", task), check=False)
+            table.stop("containerd")
+
+    def unmount_all(self) -> list[str]:
+        """What kubelet and containerd mounted under the node's directory (volumes,
+        rootfs overlays, sandbox /dev/shm), deepest first. Returns the mount points."""
+        root = str(self.paths.root) + "/"
+        points = [
+            line.split()[4]
+            for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4].startswith(root)
+        ]
+        for point in sorted(set(points), key=len, reverse=True):
+            run(["umount", "-l", point], check=False)
+        return points
+
+    # -- CNI
+    def _cni_prepare(self) -> None:
+        install_cni(self.paths.cni_bin, self.paths.cni_conf, str(self.paths.cni_socket))
+        if not LOOPBACK_PLUGIN.exists():
+            raise StepError(f"{LOOPBACK_PLUGIN} is missing (containernetworking-plugins)")
+        loopback = self.paths.cni_bin / "loopback"
+        if not loopback.exists():
+            shutil.copy2(LOOPBACK_PLUGIN, loopback)
+
+    def _cni_daemon_prepare(self) -> None:
+        self.prepare_identities()
+        self._cni_prepare()
+
+    def _cni_status(self) -> bool:
+        plugin = self.paths.cni_bin / "kubestack"
+        conf = json.loads(next(self.paths.cni_conf.glob("*.conflist")).read_text())
+        stdin = json.dumps({**conf["plugins"][0], "name": conf["name"], "cniVersion": "1.1.0"})
+        done = subprocess.run(
+            [str(plugin)],
+            input=stdin.encode(),
+            env={
+                "CNI_COMMAND": "STATUS",
+                "CNI_PATH": str(self.paths.cni_bin),
+                "PATH": "/usr/bin:/bin",
+            },
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        return done.returncode == 0
+
+    # -- kubelet
+    def _kubelet_prepare(self) -> None:
+        self.paths.kubelet_dir.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(kubelet_config(self.settings, self.paths), sort_keys=False)
+        write_atomic(self.paths.kubelet_config, text)
+
+    def wait_node_ready(self) -> None:
+        deadline = time.monotonic() + NODE_READY_TIMEOUT
+        reason = "not registered"
+        with session(self.settings.admin_kubeconfig) as api:
+            core = k8s.CoreV1Api(api)
+            while time.monotonic() < deadline:
+                try:
+                    node = core.read_node(self.settings.node_name)
+                    conditions = node.status.conditions if node.status else None
+                    ready = [c for c in conditions or [] if c.type == "Ready"]
+                    if ready and ready[0].status == "True":
+                        return
+                    reason = str(ready[0].message) if ready else "no Ready condition"
+                except k8s.ApiException as exc:
+                    reason = f"{exc.status} {exc.reason}"
+                time.sleep(1)
+        raise StepError(
+            f"node {self.settings.node_name} not Ready in {NODE_READY_TIMEOUT:.0f}s: {reason}"
+        )
+
+    def services(self) -> list[Service]:
+        s, paths = self.settings, self.paths
+        return [
+            Service(
+                name="registry",
+                process=lambda: ProcessSpec(
+                    "registry", [REGISTRY_BIN, "serve", str(paths.registry_config)]
+                ),
+                probe=health.http_ok(f"{s.registry_url}/v2/"),
+                start_timeout=30,
+                prepare=self._registry_prepare,
+                after_start=self.push_images,
+            ),
+            Service(
+                name="containerd",
+                process=lambda: ProcessSpec(
+                    "containerd", ["containerd", "--config", str(paths.containerd_config)]
+                ),
+                probe=health.command_ok(self._ctr("version")),
+                start_timeout=30,
+                prepare=self._containerd_prepare,
+                stop=self._containerd_stop,
+            ),
+            Service(
+                name="stackube-cni-daemon",
+                process=lambda: ProcessSpec("stackube-cni-daemon", cni_daemon_argv(s, paths)),
+                probe=self._cni_status,
+                start_timeout=60,
+                prepare=self._cni_daemon_prepare,
+            ),
+            Service(
+                name="stackube-proxy",
+                process=lambda: ProcessSpec("stackube-proxy", proxy_argv(s)),
+                probe=lambda: True,
+                start_timeout=10,
+            ),
+            Service(
+                name="kubelet",
+                process=lambda: ProcessSpec("kubelet", kubelet_argv(s, paths)),
+                probe=health.http_ok(f"http://{s.host}:{s.ports.kubelet_healthz}/healthz"),
+                start_timeout=60,
+                prepare=self._kubelet_prepare,
+                after_start=self.wait_node_ready,
+            ),
+        ]
