@@ -47,9 +47,15 @@ def test_strip_chains_handles_ebtables_chain_names() -> None:
     assert cleanup.strip_chains(save) == "*nat\n:PREROUTING ACCEPT\nCOMMIT\n"
 
 
-def test_only_neutron_namespaces_are_removed() -> None:
+def test_only_neutron_and_pod_sandbox_namespaces_are_removed() -> None:
     names = ["qrouter-1", "qdhcp-2", "snat-3", "fip-4", "cni-5", "myns", "stkb-test"]
-    assert cleanup.namespaces_to_remove(names) == ["fip-4", "qdhcp-2", "qrouter-1", "snat-3"]
+    assert cleanup.namespaces_to_remove(names) == [
+        "cni-5",  # containerd's pod sandboxes on the devbox node
+        "fip-4",
+        "qdhcp-2",
+        "qrouter-1",
+        "snat-3",
+    ]
 
 
 def test_links_removed_are_neutron_devices_and_our_own() -> None:
