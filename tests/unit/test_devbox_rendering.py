@@ -193,3 +193,7 @@ def test_the_external_range_must_not_hold_addresses_the_machine_uses() -> None:
     used = ["10.255.255.53", "203.0.113.80", "198.51.100.7", "not-an-ip"]
     assert podaccess.inside("203.0.113.0/24", used) == ["203.0.113.80"]
     assert podaccess.inside(SETTINGS.external_cidr, ["203.0.113.80", "10.255.255.53"]) == []
+
+
+def test_pod_and_service_ranges_never_leave_the_machine() -> None:
+    assert podaccess.host_routes(SETTINGS) == ["10.244.0.0/16", "10.96.0.0/12"]

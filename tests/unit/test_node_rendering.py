@@ -37,7 +37,7 @@ def test_containerd_config_is_the_testbed_shape_with_our_cni_and_mirrors() -> No
 def test_mirrors_send_docker_hub_and_registry_k8s_io_to_our_registry() -> None:
     hub = tomllib.loads(node.mirror_hosts_toml("docker.io", SETTINGS))
     assert hub["server"] == "https://registry-1.docker.io"
-    assert hub["host"]["http://127.0.0.1:5000"]["capabilities"] == ["pull", "resolve"]
+    assert hub["host"]["http://127.0.0.1:5001"]["capabilities"] == ["pull", "resolve"]
     k8s_io = tomllib.loads(node.mirror_hosts_toml("registry.k8s.io", SETTINGS))
     assert k8s_io["server"] == "https://registry.k8s.io"
 
@@ -51,7 +51,7 @@ def test_kubelet_config_fits_this_machine_and_the_cluster() -> None:
     assert config["authentication"]["anonymous"]["enabled"] is False
     assert config["authorization"]["mode"] == "Webhook"
     assert config["readOnlyPort"] == 0
-    assert config["address"] == "127.0.0.1"
+    assert config["address"] == SETTINGS.external_host_address  # the node's InternalIP
     assert config["containerRuntimeEndpoint"] == "unix:///state/node/containerd/containerd.sock"
 
 
@@ -61,7 +61,7 @@ def test_node_identities_are_the_node_and_the_service_accounts() -> None:
     assert certs["kubelet"].organizations == ["system:nodes"]
     assert certs["stackube-cni"].common_name == "system:serviceaccount:kube-system:stackube-cni"
     assert certs["stackube-proxy"].common_name == "system:serviceaccount:kube-system:stackube-proxy"
-    assert "127.0.0.1" in certs["kubelet-serving"].ip_addresses
+    assert SETTINGS.external_host_address in certs["kubelet-serving"].ip_addresses
 
 
 def test_daemons_run_as_this_node_with_the_cluster_dns() -> None:

@@ -115,15 +115,8 @@ def dns_objects(
             {"name": "dns", "containerPort": DNS_LISTEN_PORT, "protocol": "UDP"},
             {"name": "dns-tcp", "containerPort": DNS_LISTEN_PORT, "protocol": "TCP"},
         ],
-        "readinessProbe": {
-            "httpGet": {"path": "/ready", "port": DNS_READY_PORT},
-            "periodSeconds": 2,
-        },
-        "livenessProbe": {
-            "httpGet": {"path": "/health", "port": DNS_HEALTH_PORT},
-            "initialDelaySeconds": 10,
-            "periodSeconds": 10,
-        },
+        # No httpGet/tcpSocket probes: the kubelet probes from the node's network, which
+        # cannot reach isolated (and overlapping) tenant networks.
         "resources": {
             "requests": {"cpu": "20m", "memory": "32Mi"},
             "limits": {"memory": "128Mi"},

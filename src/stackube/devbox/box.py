@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from stackube.devbox import cleanup, gobuild, openvswitch, packages
+from stackube.devbox import cleanup, gobuild, openvswitch, packages, podaccess
 from stackube.devbox.commands import StepError
 from stackube.devbox.kubernetes import (
     ApiserverOptions,
     ensure_pki_and_kubeconfigs,
     kubernetes_services,
 )
+from stackube.devbox.node import NodeDevbox
 from stackube.devbox.openstack import OpenStackDevbox
 from stackube.devbox.process import (
     ProcessTable,
@@ -49,6 +50,7 @@ HELPER_COMMANDS = (
     "mariadbd",
     "etcd",
     "kube-",
+    "containerd-shim",
 )
 
 
@@ -86,8 +88,16 @@ class Devbox:
     def stackube_services(self) -> list[Service]:
         return StackubeDevbox(self.settings, self.openstack).services()
 
+    def node_services(self) -> list[Service]:
+        return NodeDevbox(self.settings).services()
+
     def all_services(self) -> list[Service]:
-        return self.kubernetes_services() + self.openstack.services() + self.stackube_services()
+        return (
+            self.kubernetes_services()
+            + self.openstack.services()
+            + self.stackube_services()
+            + self.node_services()
+        )
 
     # ---- up -----------------------------------------------------------------------------
     def up(self) -> None:
@@ -116,6 +126,8 @@ class Devbox:
         self.openstack.write_client_files()
         # Stackube needs both halves: its CRDs in the apiserver, Keystone and Neutron.
         self._start_track(self.stackube_services())
+        # A node: registry with our images, containerd, kubestack, stackube-proxy, kubelet.
+        self._start_track(self.node_services())
         self.progress.say("devbox is up; `stackube devbox env` prints the exports")
 
     def _check_backend(self) -> None:
@@ -188,6 +200,8 @@ class Devbox:
         # state directory on their command line.
         for pid in pids_mentioning(str(self.settings.state_dir), HELPER_COMMANDS):
             terminate_group(pid, timeout=5)
+        NodeDevbox(self.settings).unmount_all()
+        podaccess.remove_host_routes(self.settings)
         with self.progress.step("removing namespaces, links, chains and ipsets"):
             links = [self.settings.external_host_veth, self.settings.external_agent_veth]
             if self.settings.openvswitch:

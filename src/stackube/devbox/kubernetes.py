@@ -150,6 +150,8 @@ def apiserver_argv(settings: DevboxSettings, options: ApiserverOptions) -> list[
         "client-ca-file": str(ca.cert),
         "tls-cert-file": str(serving.cert),
         "tls-private-key-file": str(serving.key),
+        # The node's name resolves to loopback here; its InternalIP is where kubelet listens.
+        "kubelet-preferred-address-types": "InternalIP",
         "kubelet-client-certificate": str(kubelet_client.cert),
         "kubelet-client-key": str(kubelet_client.key),
         "service-cluster-ip-range": settings.service_cidr,

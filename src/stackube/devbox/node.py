@@ -164,7 +164,9 @@ def kubelet_config(settings: DevboxSettings, paths: NodePaths) -> dict[str, Any]
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
-        "address": settings.host,
+        # The node's address is the host's on the external segment (Kubernetes refuses a
+        # loopback node IP); the apiserver reaches the kubelet API there.
+        "address": settings.external_host_address,
         "port": settings.ports.kubelet,
         "readOnlyPort": 0,
         "healthzBindAddress": settings.host,
@@ -210,7 +212,7 @@ def kubelet_argv(settings: DevboxSettings, paths: NodePaths) -> list[str]:
         f"--kubeconfig={settings.kube_dir / 'kubelet.kubeconfig'}",
         f"--root-dir={paths.kubelet_dir}",
         f"--hostname-override={settings.node_name}",
-        f"--node-ip={settings.host}",
+        f"--node-ip={settings.external_host_address}",
         "--v=1",
     ]
 
@@ -259,7 +261,7 @@ def node_certs(settings: DevboxSettings) -> list[CertSpec]:
             "kubelet-serving",
             settings.node_name,
             dns_names=[settings.node_name, "localhost"],
-            ip_addresses=[settings.host],
+            ip_addresses=[settings.external_host_address, settings.host],
             server=True,
         ),
         service_account("stackube-cni"),

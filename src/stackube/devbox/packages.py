@@ -28,6 +28,13 @@ PACKAGES: tuple[str, ...] = (
     "dnsmasq-base",
     "iputils-ping",
     "socat",  # relays the API server to pods (devbox.podaccess)
+    # The node (devbox.node): runtime, the loopback CNI plugin, the image registry and
+    # the static busybox our images are made of.
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "docker-registry",
+    "busybox-static",
 )
 
 # ML2/Open vSwitch (userspace datapath) instead of the Linux bridge agent.

@@ -1,9 +1,15 @@
-"""How pods reach the API server on the devbox.
+"""How pods reach the API server on the devbox, and how the host never reaches out
+for pod or Service addresses.
 
 kube-apiserver listens on loopback only. Pods live behind their tenant's Neutron
 router, whose gateway port is on the external segment; the host owns one address there
 (kept out of Neutron's pool), where a relay (socat) passes the API port to loopback.
-Nothing else is exposed. (A DNAT rule cannot do it here: the external segment is
+Nothing else is exposed.
+
+Tenant networks are isolated and overlap, so the host has no route to pods; without
+one, traffic the host sends to a pod or Service address (a kubelet probe, a person's
+curl) would follow the default route off the machine. `unreachable` routes for the
+pod and Service ranges keep it here. (A DNAT rule cannot do it here: the external segment is
 bridged on the host with bridge-nf-call-iptables on, so the connection's NAT decision
 is taken, empty, while it crosses the bridge, before it reaches the host's address.)
 """
@@ -83,6 +89,15 @@ def addresses_in_use() -> list[str]:
     return found
 
 
+def host_routes(settings: DevboxSettings) -> list[str]:
+    """Ranges the host must never send off the machine."""
+    return [settings.user_cidr, settings.service_cidr]
+
+
+def remove_host_routes(settings: DevboxSettings) -> list[str]:
+    return [cidr for cidr in host_routes(settings) if netlink.delete_unreachable_route(cidr)]
+
+
 def _ensure_host_address(settings: DevboxSettings) -> None:
     """The host's address on the external segment makes the whole range local: refuse if
     the machine needs an address in it (it would become unreachable)."""
@@ -93,3 +108,5 @@ def _ensure_host_address(settings: DevboxSettings) -> None:
             "which this machine uses (nameserver or package registry): pick another range"
         )
     netlink.ensure_address(settings.external_host_veth, host_cidr(settings))
+    for cidr in host_routes(settings):
+        netlink.ensure_unreachable_route(cidr)

@@ -58,7 +58,7 @@ class Ports:
     kube_apiserver: int = 6443
     kubelet: int = 10250
     kubelet_healthz: int = 10248
-    registry: int = 5000
+    registry: int = 5001  # (5000 is Keystone)
     kube_controller_manager: int = 10257
     kube_scheduler: int = 10259
     mariadb: int = 3306
@@ -79,6 +79,9 @@ class DevboxSettings:
     host: str = "127.0.0.1"
     ports: Ports = field(default_factory=Ports)
     service_cidr: str = "10.96.0.0/12"
+    # Tenants' default Network (the controller's user-cidr/user-gateway).
+    user_cidr: str = "10.244.0.0/16"
+    user_gateway: str = "10.244.0.1"
     cluster_domain: str = "cluster.local"
     region: str = "RegionOne"
     # TEST-NET-2 (RFC 5737): documentation-only addresses. Not TEST-NET-3: these machines

@@ -114,8 +114,8 @@ def controller_config_values(settings: DevboxSettings) -> dict[str, str]:
         "tenant-name": "service",
         "region": settings.region,
         "ext-net-id": ext,
-        "user-cidr": "10.244.0.0/16",
-        "user-gateway": "10.244.0.1",
+        "user-cidr": settings.user_cidr,
+        "user-gateway": settings.user_gateway,
         "tenant-domain-name": STACKUBE_DOMAIN,
         "plugin-name": settings.neutron_backend,
         # Pods reach the API server at the host's address on the external segment.

@@ -74,6 +74,34 @@ def ensure_address(ifname: str, cidr: str) -> bool:
         return True
 
 
+RTN_UNREACHABLE = 7  # rtnetlink route type
+
+
+def ensure_unreachable_route(cidr: str) -> bool:
+    """`unreachable <cidr>` in the host's main table. True if it was added."""
+    address, prefix = cidr.split("/")
+    with IPRoute() as ipr:
+        for route in ipr.get_routes(family=2, table=254):
+            if route.get("dst") == address and route["dst_len"] == int(prefix):
+                return False
+        ipr.route("add", dst=address, dst_len=int(prefix), type="unreachable")
+        return True
+
+
+def delete_unreachable_route(cidr: str) -> bool:
+    address, prefix = cidr.split("/")
+    with IPRoute() as ipr:
+        for route in ipr.get_routes(family=2, table=254):
+            if (
+                route.get("dst") == address
+                and route["dst_len"] == int(prefix)
+                and route["type"] == RTN_UNREACHABLE
+            ):
+                ipr.route("del", dst=address, dst_len=int(prefix), type="unreachable")
+                return True
+    return False
+
+
 def delete_links(names: Iterable[str]) -> list[str]:
     """Delete these links if present; returns the ones that were deleted."""
     deleted = []

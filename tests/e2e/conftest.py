@@ -1,0 +1,37 @@
+"""The e2e tier: the devbox with its node, driven with kubectl as a person would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from openstack.connection import Connection
+
+from stackube.devbox.box import Devbox
+from stackube.devbox.settings import DevboxSettings
+from stackube.openstack.cloud import connect_cloud
+from tests.e2e.kubectl import Kubectl
+
+
+@pytest.fixture(scope="session")
+def devbox() -> Devbox:
+    if os.geteuid() != 0:
+        pytest.fail("e2e tests need root: they run the devbox")
+    box = Devbox(DevboxSettings.from_env())
+    box.up()
+    return box
+
+
+@pytest.fixture(scope="session")
+def kubectl(devbox: Devbox) -> Iterator[Kubectl]:
+    tool = Kubectl(devbox.settings.admin_kubeconfig)
+    # The integration tier cordons the node for its own netns pods; here pods are real.
+    subprocess.run(tool.argv("uncordon", devbox.settings.node_name), check=False)
+    yield tool
+
+
+@pytest.fixture(scope="session")
+def os_admin(devbox: Devbox) -> Connection:
+    return connect_cloud("devbox-admin", devbox.settings.clouds_yaml)

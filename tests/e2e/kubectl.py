@@ -1,0 +1,46 @@
+"""kubectl, run as a person runs it (with the devbox's admin kubeconfig)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Kubectl:
+    kubeconfig: Path
+
+    def argv(self, *args: str) -> list[str]:
+        return ["kubectl", f"--kubeconfig={self.kubeconfig}", *args]
+
+    def run(
+        self, *args: str, stdin: str | None = None, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            self.argv(*args), input=stdin, capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )  # fmt: skip
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+        return done
+
+    def json(self, *args: str) -> dict[str, Any]:
+        return dict(json.loads(self.run(*args, "-o", "json").stdout))
+
+
+def eventually(probe: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)

@@ -1,0 +1,127 @@
+"""The seed's user guide, replayed with kubectl against the devbox's real node.
+
+Where today's kubectl differs from 2017's (docs/user-guide.md says so): `kubectl run`
+makes a bare Pod now, so `kubectl create deployment` stands in for `kubectl run nginx`;
+`kubectl run -i -t busybox ... sh` followed by typed commands becomes a non-interactive
+`kubectl run -i --rm busybox -- sh -c '...'` with the same commands.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+import pytest
+from openstack.connection import Connection
+
+from stackube.devbox.box import Devbox
+from tests.e2e.kubectl import Kubectl, eventually
+
+pytestmark = pytest.mark.e2e
+
+TENANT = """
+apiVersion: stackube.kubernetes.io/v1
+kind: Tenant
+metadata:
+  name: {name}
+spec:
+  username: "{name}"
+  password: "password"
+"""
+POD_CIDR = ipaddress.ip_network("10.244.0.0/16")
+
+
+def network_state(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
+    done = kubectl.run("-n", namespace, "get", "network", namespace, "-o", "json", check=False)
+    if done.returncode != 0:
+        return None
+    network: dict[str, Any] = json.loads(done.stdout)
+    return network if (network.get("status") or {}).get("state") == "Active" else None
+
+
+def running_pods(kubectl: Kubectl, namespace: str, prefix: str) -> list[dict[str, Any]] | None:
+    pods = kubectl.json("-n", namespace, "get", "pods")["items"]
+    mine = [p for p in pods if p["metadata"]["name"].startswith(prefix)]
+    ready = [
+        p
+        for p in mine
+        if p["status"].get("phase") == "Running"
+        and all(c.get("ready") for c in p["status"].get("containerStatuses") or [{}])
+    ]
+    return ready if mine and len(ready) == len(mine) else None
+
+
+def make_tenant(kubectl: Kubectl, name: str) -> dict[str, Any]:
+    kubectl.run("create", "-f", "-", stdin=TENANT.format(name=name))
+    return eventually(lambda: network_state(kubectl, name), 180, f"Network {name} Active")
+
+
+def busybox(kubectl: Kubectl, namespace: str, name: str, script: str) -> str:
+    done = kubectl.run(
+        "-n", namespace, "run", name, "--image=busybox", "--restart=Never", "-i", "--rm",
+        "--quiet", "--pod-running-timeout=3m", "--command", "--", "sh", "-c", script,
+        timeout=300, check=False,
+    )  # fmt: skip
+    return done.stdout + done.stderr
+
+
+def gone(kubectl: Kubectl, os_admin: Connection, name: str) -> list[str]:
+    left = []
+    if kubectl.run("get", "namespace", name, check=False).returncode == 0:
+        left.append(f"namespace {name}")
+    if list(os_admin.network.networks(name=f"kube-{name}-{name}")):
+        left.append(f"network kube-{name}-{name}")
+    domain = os_admin.identity.find_domain("stackube")
+    if os_admin.identity.find_project(name, domain_id=domain.id, ignore_missing=True):
+        left.append(f"project {name}")
+    return left
+
+
+def test_the_user_guide(devbox: Devbox, kubectl: Kubectl, os_admin: Connection) -> None:
+    try:
+        network = make_tenant(kubectl, "test")
+        # $ kubectl get namespace test / kubectl -n test get network test -o yaml
+        phase = kubectl.run("get", "namespace", "test", "-o", "jsonpath={.status.phase}")
+        assert phase.stdout == "Active"
+        assert network["spec"] == {"cidr": "10.244.0.0/16", "gateway": "10.244.0.1"}
+        # $ neutron net-list: kube-test-test in the tenant's project
+        project = kubectl.json("get", "tenant", "test")["status"]["projectID"]
+        nets = list(os_admin.network.networks(name="kube-test-test"))
+        assert [n.project_id for n in nets] == [project]
+        # $ kubectl -n test get pods: the tenant's own DNS server runs there
+        eventually(lambda: running_pods(kubectl, "test", "stackube-dns"), 240, "DNS Running")
+
+        # $ kubectl -n test run nginx --image=nginx (today: create deployment)
+        kubectl.run("-n", "test", "create", "deployment", "nginx", "--image=nginx")
+        # $ kubectl -n test expose deployment nginx --port=80
+        kubectl.run("-n", "test", "expose", "deployment", "nginx", "--port=80")
+        pods = eventually(lambda: running_pods(kubectl, "test", "nginx"), 240, "nginx Running")
+        # $ kubectl -n test get pods -o wide: addresses from the tenant network
+        every = kubectl.json("-n", "test", "get", "pods")["items"]
+        assert all(ipaddress.ip_address(p["status"]["podIP"]) in POD_CIDR for p in every)
+        assert pods[0]["spec"]["nodeName"] == devbox.settings.node_name
+        cluster_ip = kubectl.json("-n", "test", "get", "service", "nginx")["spec"]["clusterIP"]
+
+        # $ kubectl -n test run -i -t busybox --image=busybox sh; nslookup nginx; wget -O- nginx
+        out = busybox(kubectl, "test", "busybox", "nslookup nginx; wget -O- nginx")
+        assert "10.96.0.10" in out, out  # Server: the cluster DNS IP
+        assert "nginx.test.svc.cluster.local" in out and cluster_ip in out, out
+        assert "Welcome to nginx!" in out, out
+
+        # Another tenant's pod gets nothing from test's Service, by name or by address.
+        make_tenant(kubectl, "other")
+        script = (
+            f"wget -T 5 -O- http://{cluster_ip}/ && echo FETCHED; "
+            "nslookup nginx.test.svc.cluster.local && echo RESOLVED; echo DONE"
+        )
+        out = busybox(kubectl, "other", "probe", script)
+        assert "DONE" in out, out
+        assert "FETCHED" not in out and "Welcome to nginx!" not in out, out
+        assert "RESOLVED" not in out, out
+    finally:
+        # $ kubectl delete tenant test
+        for name in ("test", "other"):
+            kubectl.run("delete", "tenant", name, "--ignore-not-found", "--wait=false")
+    for name in ("test", "other"):
+        eventually(lambda n=name: not gone(kubectl, os_admin, n), 240, f"tenant {name} gone")
