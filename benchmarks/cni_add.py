@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from kubernetes import client as k8s
 from openstack.connection import Connection
 from tests.integration.cni_harness import (
     CniNode,
@@ -40,6 +41,8 @@ from tests.integration.cni_harness import (
 )
 from tests.integration.controller_harness import (
     apply_crds,
+    devbox_services_paused,
+    node_cordoned,
     service_account_kubeconfig,
     write_config,
 )
@@ -189,11 +192,20 @@ def main() -> int:
         "--paths", default="pool,no-pool,naive", help="which of pool,no-pool,naive to run"
     )
     args = parser.parse_args()
-    paths = set(args.paths.split(","))
 
     devbox = Devbox(DevboxSettings.from_env())
     devbox.up()
     kube = api_client(devbox.settings.admin_kubeconfig)
+    # This benchmark runs its own cni-daemon: the devbox's pauses, its node takes no pods.
+    with (
+        devbox_services_paused(devbox, "stackube-cni-daemon"),
+        node_cordoned(kube, devbox.settings.node_name),
+    ):
+        return measure(devbox, kube, args)
+
+
+def measure(devbox: Devbox, kube: k8s.ApiClient, args: argparse.Namespace) -> int:
+    paths = set(args.paths.split(","))
     admin: Connection = connect_cloud("devbox-admin", devbox.settings.clouds_yaml)
     apply_crds(kube)
     apply.server_side_apply(kube, cni_rbac(), "stackube-benchmarks")

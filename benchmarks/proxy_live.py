@@ -25,7 +25,11 @@ from pathlib import Path
 
 from kubernetes import client as k8s
 from tests.integration.cni_harness import create_tenant, delete_tenant, router_id_of, wait_for
-from tests.integration.controller_harness import service_account_kubeconfig
+from tests.integration.controller_harness import (
+    devbox_services_paused,
+    node_cordoned,
+    service_account_kubeconfig,
+)
 from tests.integration.test_proxy import Proxy, make_service, set_endpoints
 
 from stackube.api.manifests import proxy_rbac
@@ -70,6 +74,15 @@ def main() -> int:
     devbox = Devbox(DevboxSettings.from_env())
     devbox.up()
     kube = api_client(devbox.settings.admin_kubeconfig)
+    # This benchmark runs its own proxy: the devbox's pauses, its node takes no pods.
+    with (
+        devbox_services_paused(devbox, "stackube-proxy"),
+        node_cordoned(kube, devbox.settings.node_name),
+    ):
+        return measure(devbox, kube, args)
+
+
+def measure(devbox: Devbox, kube: k8s.ApiClient, args: argparse.Namespace) -> int:
     apply.server_side_apply(kube, proxy_rbac(), "stackube-benchmarks")
     root = Path(tempfile.mkdtemp(prefix="stackube-bench-proxy-"))
     proxy = Proxy(

@@ -42,6 +42,7 @@ from tests.integration.controller_harness import (
     apply_rbac,
     devbox_controller_paused,
     devbox_services_paused,
+    node_cordoned,
     service_account_kubeconfig,
     write_config,
 )
@@ -64,23 +65,12 @@ def kube(devbox: Devbox) -> Iterator[k8s.ApiClient]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def node_cordoned(devbox: Devbox, kube: k8s.ApiClient) -> Iterator[None]:
+def devbox_node_cordoned(devbox: Devbox, kube: k8s.ApiClient) -> Iterator[None]:
     """This tier's pods are netns sandboxes from its own CNI daemons: the devbox's node
     takes no pods meanwhile (DNS servers of the tenants made here stay Pending, which
     also keeps tenant deletion from waiting on them). The e2e tier uses the node."""
-    core = k8s.CoreV1Api(kube)
-    name = devbox.settings.node_name
-
-    def schedulable(value: bool) -> None:
-        try:
-            core.patch_node(name, {"spec": {"unschedulable": not value}})
-        except k8s.ApiException as exc:
-            if exc.status != 404:  # no node (yet): nothing to cordon
-                raise
-
-    schedulable(False)
-    yield
-    schedulable(True)
+    with node_cordoned(kube, devbox.settings.node_name):
+        yield
 
 
 @pytest.fixture(scope="module")

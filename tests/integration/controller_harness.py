@@ -48,6 +48,24 @@ def devbox_services_paused(devbox: Devbox, *names: str) -> Iterator[None]:
         devbox.up()
 
 
+@contextmanager
+def node_cordoned(api: k8s.ApiClient, name: str) -> Iterator[None]:
+    """The devbox's node takes no new pods meanwhile (no node yet: nothing to do)."""
+
+    def schedulable(value: bool) -> None:
+        try:
+            k8s.CoreV1Api(api).patch_node(name, {"spec": {"unschedulable": not value}})
+        except k8s.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    schedulable(False)
+    try:
+        yield
+    finally:
+        schedulable(True)
+
+
 def stop_processes(procs: list[subprocess.Popen[bytes]], grace: float = 15) -> None:
     """SIGTERM each live process, SIGKILL what is still there after `grace` seconds."""
     for proc in procs:
