@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client as k8s
 
 from stackube.api.manifests import cni_rbac, proxy_rbac
-from stackube.cni.install import install as install_cni
 from stackube.devbox import health, images
 from stackube.devbox.commands import StepError, run
 from stackube.devbox.fsutil import write_atomic
@@ -34,6 +32,7 @@ from stackube.devbox.process import ProcessSpec, ProcessTable
 from stackube.devbox.service import Service
 from stackube.devbox.settings import DevboxSettings
 from stackube.kube import apply
+from stackube.kube import resources as kube
 from stackube.kube.client import session
 
 # Registries whose names the images carry; containerd asks our registry instead.
@@ -379,7 +378,15 @@ class NodeDevbox:
 
     # -- CNI
     def _cni_prepare(self) -> None:
-        install_cni(self.paths.cni_bin, self.paths.cni_conf, str(self.paths.cni_socket))
+        # As the DaemonSet's init container does it.
+        run(
+            [
+                sys.executable, "-m", "stackube", "cni-install",
+                f"--bin-dir={self.paths.cni_bin}",
+                f"--conf-dir={self.paths.cni_conf}",
+                f"--socket={self.paths.cni_socket}",
+            ]
+        )  # fmt: skip
         if not LOOPBACK_PLUGIN.exists():
             raise StepError(f"{LOOPBACK_PLUGIN} is missing (containernetworking-plugins)")
         loopback = self.paths.cni_bin / "loopback"
@@ -418,17 +425,10 @@ class NodeDevbox:
         deadline = time.monotonic() + NODE_READY_TIMEOUT
         reason = "not registered"
         with session(self.settings.admin_kubeconfig) as api:
-            core = k8s.CoreV1Api(api)
             while time.monotonic() < deadline:
-                try:
-                    node = core.read_node(self.settings.node_name)
-                    conditions = node.status.conditions if node.status else None
-                    ready = [c for c in conditions or [] if c.type == "Ready"]
-                    if ready and ready[0].status == "True":
-                        return
-                    reason = str(ready[0].message) if ready else "no Ready condition"
-                except k8s.ApiException as exc:
-                    reason = f"{exc.status} {exc.reason}"
+                ready, reason = kube.node_readiness(api, self.settings.node_name)
+                if ready:
+                    return
                 time.sleep(1)
         raise StepError(
             f"node {self.settings.node_name} not Ready in {NODE_READY_TIMEOUT:.0f}s: {reason}"

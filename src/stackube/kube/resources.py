@@ -55,6 +55,21 @@ def delete_namespace(api: k8s.ApiClient, name: str) -> None:
         _absent_is_none(exc)
 
 
+@translating("read node")
+def node_readiness(api: k8s.ApiClient, name: str) -> tuple[bool, str]:
+    """(Ready, why not): the Node's Ready condition, or that it is not registered."""
+    try:
+        node = k8s.CoreV1Api(api).read_node(name)
+    except ApiException as exc:
+        _absent_is_none(exc)
+        return False, "not registered"
+    conditions = node.status.conditions if node.status else None
+    ready = [c for c in conditions or [] if c.type == "Ready"]
+    if not ready:
+        return False, "no Ready condition"
+    return ready[0].status == "True", str(ready[0].message)
+
+
 @translating("delete cluster role binding")
 def delete_cluster_role_binding(api: k8s.ApiClient, name: str) -> bool:
     """True if it was there."""
