@@ -3,7 +3,7 @@
 Where today's kubectl differs from 2017's (docs/user-guide.md says so): `kubectl run`
 makes a bare Pod now, so `kubectl create deployment` stands in for `kubectl run nginx`;
 `kubectl run -i -t busybox ... sh` followed by typed commands becomes a non-interactive
-`kubectl run -i --rm busybox -- sh -c '...'` with the same commands.
+`kubectl run busybox -- sh -c '...'` with the same commands, then `kubectl logs`.
 """
 
 from __future__ import annotations
@@ -62,12 +62,21 @@ def make_tenant(kubectl: Kubectl, name: str) -> dict[str, Any]:
 
 
 def busybox(kubectl: Kubectl, namespace: str, name: str, script: str) -> str:
-    done = kubectl.run(
-        "-n", namespace, "run", name, "--image=busybox", "--restart=Never", "-i", "--rm",
-        "--quiet", "--pod-running-timeout=3m", "--command", "--", "sh", "-c", script,
-        timeout=300, check=False,
+    """Run `script` in a busybox pod to completion and return its output. (`kubectl run
+    -i --rm` races with a pod that finishes before kubectl attaches: it can print
+    nothing; a run, a wait and the logs cannot.)"""
+    kubectl.run(
+        "-n", namespace, "run", name, "--image=busybox", "--restart=Never",
+        "--command", "--", "sh", "-c", script,
     )  # fmt: skip
-    return done.stdout + done.stderr
+    try:
+        kubectl.run(
+            "-n", namespace, "wait", f"pod/{name}", "--timeout=240s",
+            "--for=jsonpath={.status.phase}=Succeeded", timeout=300, check=False,
+        )  # fmt: skip
+        return kubectl.run("-n", namespace, "logs", name).stdout
+    finally:
+        kubectl.run("-n", namespace, "delete", "pod", name, "--wait=false", check=False)
 
 
 def gone(kubectl: Kubectl, os_admin: Connection, name: str) -> list[str]:
