@@ -33,7 +33,8 @@ POD_CIDR = ipaddress.ip_network("10.244.0.0/16")
 # The tenant's DNS server answers a few seconds after its pod starts (it lists the API
 # first, and no readiness probe can reach it from the node: docs/user-guide.md); a
 # person would retry, the script does too.
-DNS_WAIT = "for i in $(seq 60); do nslookup nginx >/dev/null 2>&1 && break; sleep 1; done;"
+# (busybox's nslookup exits 1 when any search-list name is NXDOMAIN, even with an answer.)
+DNS_WAIT = "for i in $(seq 60); do nslookup nginx | grep -q '^Name:' && break; sleep 1; done;"
 
 
 def network_state(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
