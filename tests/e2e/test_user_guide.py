@@ -123,14 +123,18 @@ def test_the_user_guide(devbox: Devbox, kubectl: Kubectl, os_admin: Connection) 
         assert "nginx.test.svc.cluster.local" in out and cluster_ip in out, out
         assert "Welcome to nginx!" in out, out
 
-        # Another tenant's pod gets nothing from test's Service, by name or by address.
+        # Another tenant's pod gets nothing from test's Service, by name or by address,
+        # while its own DNS answers it (so the misses are isolation, not a broken pod).
         make_tenant(kubectl, "other")
         script = (
+            "for i in $(seq 60); do nslookup stackube-dns | grep -q '^Name:' && break; "
+            "sleep 1; done; nslookup stackube-dns | grep -q '^Name:' && echo OWN-DNS; "
             f"wget -T 5 -O- http://{cluster_ip}/ && echo FETCHED; "
-            "nslookup nginx.test.svc.cluster.local && echo RESOLVED; echo DONE"
+            "nslookup nginx.test.svc.cluster.local. | grep -q '^Name:' && echo RESOLVED; "
+            "echo DONE"
         )
         out = busybox(kubectl, "other", "probe", script)
-        assert "DONE" in out, out
+        assert "DONE" in out and "OWN-DNS" in out, out
         assert "FETCHED" not in out and "Welcome to nginx!" not in out, out
         assert "RESOLVED" not in out, out
     finally:

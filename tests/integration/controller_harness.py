@@ -23,6 +23,7 @@ from kubernetes import client as k8s
 from stackube.api.crds import all_crds
 from stackube.api.manifests import controller_rbac
 from stackube.devbox.box import Devbox
+from stackube.devbox.service import ensure_running
 from stackube.devbox.stackube import controller_config_values
 from stackube.kube import apply
 
@@ -38,32 +39,35 @@ def devbox_controller_paused(devbox: Devbox) -> Iterator[None]:
 
 @contextmanager
 def devbox_services_paused(devbox: Devbox, *names: str) -> Iterator[None]:
-    """Stop some of the devbox's services while tests run their own instances; `up`
-    brings them back (it is idempotent)."""
+    """Stop some of the devbox's services while tests run their own instances, and start
+    those again afterwards (only those: others may be paused by another fixture)."""
     for name in names:
         devbox.table.stop(name)
     try:
         yield
     finally:
-        devbox.up()
+        for service in devbox.all_services():
+            if service.name in names:
+                ensure_running(service, devbox.table)
 
 
 @contextmanager
 def node_cordoned(api: k8s.ApiClient, name: str) -> Iterator[None]:
-    """The devbox's node takes no new pods meanwhile (no node yet: nothing to do)."""
-
-    def schedulable(value: bool) -> None:
-        try:
-            k8s.CoreV1Api(api).patch_node(name, {"spec": {"unschedulable": not value}})
-        except k8s.ApiException as exc:
-            if exc.status != 404:
-                raise
-
-    schedulable(False)
+    """The devbox's node takes no new pods meanwhile, then is as it was (no node yet:
+    nothing to do)."""
+    core = k8s.CoreV1Api(api)
+    try:
+        before = bool(core.read_node(name).spec.unschedulable)
+    except k8s.ApiException as exc:
+        if exc.status != 404:
+            raise
+        yield
+        return
+    core.patch_node(name, {"spec": {"unschedulable": True}})
     try:
         yield
     finally:
-        schedulable(True)
+        core.patch_node(name, {"spec": {"unschedulable": before}})
 
 
 def stop_processes(procs: list[subprocess.Popen[bytes]], grace: float = 15) -> None:

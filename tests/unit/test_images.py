@@ -71,7 +71,9 @@ def test_a_changed_file_changes_the_digest() -> None:
 
 
 def test_devbox_images_carry_the_names_the_guide_uses() -> None:
-    specs = images.devbox_images(b"BB", ["bin/busybox", "bin/sh", "usr/bin/wget"], b"CD")
+    specs = images.devbox_images(
+        b"BB", ["bin/busybox", "bin/sh", "usr/bin/wget"], b"CD", "coredns/coredns:1.14.7"
+    )
     names = {f"{s.repository}:{s.tag}" for s in specs}
     assert names == {
         "library/busybox:latest",

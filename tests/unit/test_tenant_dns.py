@@ -32,7 +32,7 @@ def test_corefile_answers_for_the_namespace_only_and_forwards_nowhere() -> None:
 def test_without_an_apiserver_address_coredns_uses_its_in_cluster_config() -> None:
     settings = dns.DnsSettings(image="x")
     assert "kubeconfig" not in dns.corefile("a", settings)
-    config_map = by_kind(dns.dns_objects("a", "p", "uid", settings))["ConfigMap"]
+    config_map = by_kind(dns.dns_objects("a", "p", settings))["ConfigMap"]
     assert set(config_map["data"]) == {"Corefile"}
 
 
@@ -43,22 +43,31 @@ def test_kubeconfig_uses_the_pods_service_account_token() -> None:
     assert doc["clusters"][0]["cluster"]["certificate-authority"].endswith("/ca.crt")
 
 
-def test_objects_live_in_the_tenant_namespace_and_the_binding_is_owned_by_the_tenant() -> None:
-    objects = by_kind(dns.dns_objects("team-a", "p1", "uid-1", SETTINGS))
-    for kind in ("ServiceAccount", "ConfigMap", "Service", "Deployment"):
+def test_objects_live_in_the_tenant_namespace() -> None:
+    objects = by_kind(dns.dns_objects("team-a", "p1", SETTINGS))
+    assert set(objects) == {"ServiceAccount", "ConfigMap", "Service", "Deployment"}
+    for kind in objects:
         assert objects[kind]["metadata"]["namespace"] == "team-a"
         assert objects[kind]["metadata"]["name"] == dns.DNS_NAME
-    binding = objects["ClusterRoleBinding"]
-    assert binding["metadata"]["name"] == "stackube:tenant-dns:team-a"
-    assert binding["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": dns.DNS_NAME, "namespace": "team-a"}
-    ]
-    assert binding["roleRef"]["name"] == dns.DNS_CLUSTER_ROLE
+
+
+def test_the_shared_binding_gains_and_loses_one_namespace_at_a_time() -> None:
+    other = dns.dns_subject("team-b")
+    added = dns.binding_subjects([other], "team-a", present=True)
+    assert added == [other, dns.dns_subject("team-a")]
+    assert added is not None
+    assert dns.binding_subjects(added, "team-a", present=True) is None  # already there
+    assert dns.binding_subjects(added, "team-a", present=False) == [other]
+    assert dns.binding_subjects([other], "team-a", present=False) is None
+    assert dns.dns_subject("team-a") == {
+        "kind": "ServiceAccount",
+        "name": "stackube-dns",
+        "namespace": "team-a",
+    }
 
 
 def test_service_maps_port_53_to_the_unprivileged_listener() -> None:
-    objects = by_kind(dns.dns_objects("a", "p", "u", SETTINGS))
+    objects = by_kind(dns.dns_objects("a", "p", SETTINGS))
     ports = {
         (p["protocol"], p["port"], p["targetPort"]) for p in objects["Service"]["spec"]["ports"]
     }
@@ -81,7 +90,7 @@ def test_service_maps_port_53_to_the_unprivileged_listener() -> None:
 
 def test_a_changed_configuration_changes_the_pod_template() -> None:
     def template_annotations(settings: dns.DnsSettings) -> dict[str, str]:
-        deployment = by_kind(dns.dns_objects("a", "p", "u", settings))["Deployment"]
+        deployment = by_kind(dns.dns_objects("a", "p", settings))["Deployment"]
         return dict(deployment["spec"]["template"]["metadata"]["annotations"])
 
     moved = dns.DnsSettings(image=SETTINGS.image, apiserver_url="https://192.0.2.10:6443")

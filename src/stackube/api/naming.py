@@ -7,6 +7,9 @@ from stackube.api.types import GROUP
 PROJECT_TAG = "stackube-tenant"
 TENANT_ROLE_BINDING = "stackube-tenant-admins"
 PROJECT_GROUP_PREFIX = "stackube:project:"
+# Each tenant namespace's DNS server (its Service, Deployment, ...); the proxy maps the
+# cluster DNS IP to this Service.
+DNS_SERVICE = "stackube-dns"
 # Ports the CNI daemon makes for pods carry this device_owner.
 POD_PORT_DEVICE_OWNER = "compute:kubestack"
 

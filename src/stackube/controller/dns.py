@@ -15,10 +15,12 @@ from typing import Any
 
 import yaml
 
-from stackube.api.naming import tenant_labels
+from stackube.api.naming import DNS_SERVICE, tenant_labels
 
-DNS_NAME = "stackube-dns"  # Deployment, Service, ConfigMap and ServiceAccount
-DNS_CLUSTER_ROLE = "stackube:tenant-dns"  # read Services, EndpointSlices, Namespaces
+DNS_NAME = DNS_SERVICE  # Deployment, Service, ConfigMap and ServiceAccount
+# The ClusterRole (read Services, EndpointSlices, Namespaces) and the one ClusterRoleBinding
+# of every tenant's DNS ServiceAccount, both shipped with the controller's RBAC.
+DNS_CLUSTER_ROLE = "stackube:tenant-dns"
 DNS_LISTEN_PORT = 1053  # unprivileged: CoreDNS runs as a non-root user with no capabilities
 DNS_HEALTH_PORT = 8080
 DNS_READY_PORT = 8181
@@ -38,8 +40,20 @@ class DnsSettings:
     apiserver_url: str | None = None
 
 
-def cluster_role_binding_name(tenant: str) -> str:
-    return f"{DNS_CLUSTER_ROLE}:{tenant}"
+def dns_subject(namespace: str) -> dict[str, str]:
+    """The tenant DNS server's ServiceAccount, as a subject of the shared binding."""
+    return {"kind": "ServiceAccount", "name": DNS_NAME, "namespace": namespace}
+
+
+def binding_subjects(
+    subjects: list[dict[str, Any]], namespace: str, present: bool
+) -> list[dict[str, Any]] | None:
+    """The shared ClusterRoleBinding's subjects with (or without) this namespace's DNS
+    ServiceAccount; None when nothing changes."""
+    mine = dns_subject(namespace)
+    others = [s for s in subjects if {k: s.get(k) for k in mine} != mine]
+    wanted = [*others, mine] if present else others
+    return None if wanted == subjects else wanted
 
 
 def corefile(namespace: str, settings: DnsSettings) -> str:
@@ -89,11 +103,9 @@ def _metadata(name: str, namespace: str | None, labels: dict[str, str]) -> dict[
     return meta
 
 
-def dns_objects(
-    tenant: str, project_id: str, tenant_uid: str, settings: DnsSettings
-) -> list[dict[str, Any]]:
-    """Everything the tenant's DNS needs, in apply order. The ClusterRoleBinding is
-    cluster-scoped, so it is owned by the Tenant (garbage-collected with it)."""
+def dns_objects(tenant: str, project_id: str, settings: DnsSettings) -> list[dict[str, Any]]:
+    """The tenant's DNS objects, in its namespace (its ServiceAccount's read access is a
+    subject of the shared ClusterRoleBinding DNS_CLUSTER_ROLE: see binding_subjects)."""
     namespace = tenant
     labels = {**tenant_labels(tenant, project_id), APP_LABEL: DNS_NAME}
     selector = {APP_LABEL: DNS_NAME}
@@ -101,12 +113,6 @@ def dns_objects(
     if settings.apiserver_url:
         data["kubeconfig"] = kubeconfig(settings.apiserver_url)
     config_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-    owner = {
-        "apiVersion": "stackube.kubernetes.io/v1",
-        "kind": "Tenant",
-        "name": tenant,
-        "uid": tenant_uid,
-    }
     container = {
         "name": "coredns",
         "image": settings.image,
@@ -131,20 +137,6 @@ def dns_objects(
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}],
     }
     return [
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {
-                **_metadata(cluster_role_binding_name(tenant), None, labels),
-                "ownerReferences": [owner],
-            },
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": DNS_CLUSTER_ROLE,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": DNS_NAME, "namespace": namespace}],
-        },
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",

@@ -214,20 +214,33 @@ class TenantReconciler:
         checkpoint("keystone-role")
         kube.apply_role_binding(self.kube, spec.name, tenant_role_binding(spec.name, project.id))
         checkpoint("rbac")
-        self.dns(spec.name, project.id, str(body["metadata"]["uid"]))
+        self.dns(spec.name, project.id)
         checkpoint("dns")
         return TenantResult(project.id, user.id, network_state, network_message)
 
-    def dns(self, tenant: str, project_id: str, tenant_uid: str) -> None:
+    def dns(self, tenant: str, project_id: str) -> None:
         """The tenant's DNS server: applied every pass (one PATCH per object; nothing
-        changes when nothing differs)."""
+        changes when nothing differs), and its ServiceAccount in the shared binding."""
         settings = dns.DnsSettings(
             image=self.config.dns_image,
             cluster_domain=self.config.cluster_domain,
             apiserver_url=self.config.pod_apiserver_url,
         )
-        objects = dns.dns_objects(tenant, project_id, tenant_uid, settings)
+        objects = dns.dns_objects(tenant, project_id, settings)
         apply.server_side_apply(self.kube, objects, FIELD_MANAGER)
+        self.dns_binding(tenant, present=True)
+
+    def dns_binding(self, namespace: str, present: bool) -> None:
+        binding = kube.read_cluster_role_binding(self.kube, dns.DNS_CLUSTER_ROLE)
+        subjects = dns.binding_subjects(binding.get("subjects") or [], namespace, present)
+        if subjects is not None:
+            kube.replace_cluster_role_binding(self.kube, {**binding, "subjects": subjects})
+            log.info(
+                "tenant %s: DNS ServiceAccount %s the %s binding",
+                namespace,
+                "added to" if present else "removed from",
+                dns.DNS_CLUSTER_ROLE,
+            )
 
     def note_network_state(self, tenant: str, state: str) -> None:
         """Record the default Network's state on the Tenant (an annotation), which
@@ -258,9 +271,8 @@ class TenantReconciler:
                 f"waiting for namespace {name}{waiting} to be removed", retry_after=0.5
             )
         checkpoint("namespace-deleted")
-        # Cluster-scoped, so not emptied with the namespace (the Tenant owns it as well).
-        if kube.delete_cluster_role_binding(self.kube, dns.cluster_role_binding_name(name)):
-            log.info("tenant %s: deleted the DNS server's ClusterRoleBinding", name)
+        # The shared binding is cluster-scoped: not emptied with the namespace.
+        self.dns_binding(name, present=False)
         domain = self._domain()
         project_id = spec_body.get("tenantID") or status.get("projectID")
         if not project_id:

@@ -200,7 +200,7 @@ class Devbox:
         # state directory on their command line.
         for pid in pids_mentioning(str(self.settings.state_dir), HELPER_COMMANDS):
             terminate_group(pid, timeout=5)
-        NodeDevbox(self.settings).unmount_all()
+        still_mounted = NodeDevbox(self.settings).unmount_all()
         podaccess.remove_host_routes(self.settings)
         with self.progress.step("removing namespaces, links, chains and ipsets"):
             links = [self.settings.external_host_veth, self.settings.external_agent_veth]
@@ -213,6 +213,10 @@ class Devbox:
             restored = self.openstack.restore_sysctls()
             if restored:
                 self.progress.say(f"restored sysctls: {restored}")
+        if purge and still_mounted:
+            raise StepError(
+                f"not purging {self.settings.state_dir}: still mounted: {', '.join(still_mounted)}"
+            )
         if purge and self.settings.state_dir.exists():
             shutil.rmtree(self.settings.state_dir)
             self.progress.say(f"removed {self.settings.state_dir}")

@@ -218,10 +218,13 @@ def busybox_files(busybox: bytes, applets: Sequence[str]) -> tuple[File, ...]:
     )
 
 
-def devbox_images(busybox: bytes, applets: Sequence[str], coredns: bytes) -> list[ImageSpec]:
+def devbox_images(
+    busybox: bytes, applets: Sequence[str], coredns: bytes, coredns_image: str
+) -> list[ImageSpec]:
     """The names the user guide and the cluster use, as the registry mirror serves them:
     docker.io/library/{busybox,nginx}, docker.io/coredns/coredns, registry.k8s.io/pause."""
     base = busybox_files(busybox, applets)
+    coredns_repository, coredns_tag = coredns_image.rsplit(":", 1)
     html = "usr/share/nginx/html"
     return [
         ImageSpec("library/busybox", "latest", base, cmd=("sh",)),
@@ -235,8 +238,8 @@ def devbox_images(busybox: bytes, applets: Sequence[str], coredns: bytes) -> lis
         # The sandbox only has to hold the namespaces; containerd kills it with SIGKILL.
         ImageSpec("pause", PAUSE_TAG, base, entrypoint=("sleep", "2147483647")),
         ImageSpec(
-            "coredns/coredns",
-            "1.14.7",
+            coredns_repository,
+            coredns_tag,
             (File("coredns", coredns, mode=0o755),),
             entrypoint=("/coredns",),
             user="65532",

@@ -27,6 +27,10 @@ class ApiserverOptions:
     extra_flags: Mapping[str, str] = field(default_factory=dict)
 
 
+# The apiserver's identity towards kubelets (RBAC on the kubelet API names it).
+APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
+
+
 def cert_specs(settings: DevboxSettings) -> list[CertSpec]:
     host = settings.host
     apiserver_names = [
@@ -50,7 +54,7 @@ def cert_specs(settings: DevboxSettings) -> list[CertSpec]:
         ),
         CertSpec(
             "apiserver-kubelet-client",
-            "kube-apiserver-kubelet-client",
+            APISERVER_KUBELET_CLIENT,
             organizations=["kubeadm:cluster-admins"],
             client=True,
         ),

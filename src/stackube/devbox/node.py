@@ -27,6 +27,7 @@ from stackube.devbox import health, images
 from stackube.devbox.commands import StepError, run
 from stackube.devbox.fsutil import write_atomic
 from stackube.devbox.kubeconfig import render_kubeconfig
+from stackube.devbox.kubernetes import APISERVER_KUBELET_CLIENT
 from stackube.devbox.pki import CertSpec, PkiStore
 from stackube.devbox.process import ProcessSpec, ProcessTable
 from stackube.devbox.service import Service
@@ -41,7 +42,6 @@ BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
 LOOPBACK_PLUGIN = Path("/usr/lib/cni/loopback")  # containernetworking-plugins
 REGISTRY_BIN = "docker-registry"
 NODE_READY_TIMEOUT = 90.0
-APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
 
 
 @dataclass(frozen=True)
@@ -337,7 +337,9 @@ class NodeDevbox:
         if not BUSYBOX.exists():
             raise StepError(f"{BUSYBOX} is missing (Debian package busybox-static)")
         applets = run([str(BUSYBOX), "--list-full"]).stdout.split()
-        specs = images.devbox_images(BUSYBOX.read_bytes(), applets, coredns.read_bytes())
+        specs = images.devbox_images(
+            BUSYBOX.read_bytes(), applets, coredns.read_bytes(), self.settings.coredns_image
+        )
         for spec in specs:
             images.push(images.build(spec), self.settings.registry_url)
 
@@ -363,18 +365,23 @@ class NodeDevbox:
                 run(self._ctr("-n", "k8s.io", "tasks", "delete", "-f", task), check=False)
             table.stop("containerd")
 
-    def unmount_all(self) -> list[str]:
-        """What kubelet and containerd mounted under the node's directory (volumes,
-        rootfs overlays, sandbox /dev/shm), deepest first. Returns the mount points."""
+    def mounts(self) -> list[str]:
         root = str(self.paths.root) + "/"
-        points = [
-            line.split()[4]
-            for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if line.split()[4].startswith(root)
-        ]
-        for point in sorted(set(points), key=len, reverse=True):
+        return sorted(
+            {
+                line.split()[4]
+                for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                if line.split()[4].startswith(root)
+            }
+        )
+
+    def unmount_all(self) -> list[str]:
+        """Unmount what kubelet and containerd mounted under the node's directory
+        (volumes, rootfs overlays, sandbox /dev/shm), deepest first. Returns what is
+        still mounted afterwards (nothing, normally)."""
+        for point in sorted(self.mounts(), key=len, reverse=True):
             run(["umount", "-l", point], check=False)
-        return points
+        return self.mounts()
 
     # -- CNI
     def _cni_prepare(self) -> None:
@@ -399,7 +406,10 @@ class NodeDevbox:
 
     def _cni_status(self) -> bool:
         plugin = self.paths.cni_bin / "kubestack"
-        conf = json.loads(next(self.paths.cni_conf.glob("*.conflist")).read_text())
+        conflists = sorted(self.paths.cni_conf.glob("*.conflist"))
+        if not conflists or not plugin.exists():
+            return False
+        conf = json.loads(conflists[0].read_text())
         stdin = json.dumps({**conf["plugins"][0], "name": conf["name"], "cniVersion": "1.1.0"})
         done = subprocess.run(
             [str(plugin)],
@@ -414,6 +424,13 @@ class NodeDevbox:
             check=False,
         )
         return done.returncode == 0
+
+    def _cni_ready(self) -> bool:
+        """The probe: an installed plugin whose daemon answers STATUS."""
+        try:
+            return self._cni_status()
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            return False
 
     # -- kubelet
     def _kubelet_prepare(self) -> None:
@@ -460,7 +477,7 @@ class NodeDevbox:
             Service(
                 name="stackube-cni-daemon",
                 process=lambda: ProcessSpec("stackube-cni-daemon", cni_daemon_argv(s, paths)),
-                probe=self._cni_status,
+                probe=self._cni_ready,
                 start_timeout=60,
                 prepare=self._cni_daemon_prepare,
             ),

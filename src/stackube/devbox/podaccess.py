@@ -42,7 +42,8 @@ def relay_argv(settings: DevboxSettings) -> list[str]:
     port = settings.ports.kube_apiserver
     return [
         "socat",
-        f"TCP-LISTEN:{port},bind={settings.external_host_address},reuseaddr,fork",
+        # Pods of every tenant can reach it: bound the processes they can make it fork.
+        f"TCP-LISTEN:{port},bind={settings.external_host_address},reuseaddr,fork,max-children=128",
         f"TCP:{settings.host}:{port}",
     ]
 
@@ -101,12 +102,14 @@ def remove_host_routes(settings: DevboxSettings) -> list[str]:
 def _ensure_host_address(settings: DevboxSettings) -> None:
     """The host's address on the external segment makes the whole range local: refuse if
     the machine needs an address in it (it would become unreachable)."""
-    clash = inside(settings.external_cidr, addresses_in_use())
-    if clash:
-        raise StepError(
-            f"the devbox's external range {settings.external_cidr} holds {', '.join(clash)}, "
-            "which this machine uses (nameserver or package registry): pick another range"
-        )
+    used = addresses_in_use()
+    for cidr in [settings.external_cidr, *host_routes(settings)]:
+        clash = inside(cidr, used)
+        if clash:
+            raise StepError(
+                f"the devbox's range {cidr} holds {', '.join(clash)}, which this machine "
+                "uses (nameserver or package registry): pick another range"
+            )
     netlink.ensure_address(settings.external_host_veth, host_cidr(settings))
     for cidr in host_routes(settings):
         netlink.ensure_unreachable_route(cidr)

@@ -164,6 +164,11 @@ class DevboxSettings:
         return self.cache_dir / "etcd" / self.etcd_version
 
     @property
+    def coredns_image(self) -> str:
+        """Our CoreDNS build as the registry serves it (the name CoreDNS publishes)."""
+        return f"coredns/coredns:{self.coredns_version.removeprefix('v')}"
+
+    @property
     def coredns_bin_dir(self) -> Path:
         return self.cache_dir / "coredns" / self.coredns_version / "bin"
 

@@ -122,6 +122,7 @@ def controller_config_values(settings: DevboxSettings) -> dict[str, str]:
         "kubernetes-host": settings.pod_apiserver_host,
         "kubernetes-port": str(settings.ports.kube_apiserver),
         "cluster-domain": settings.cluster_domain,
+        "dns-image": settings.coredns_image,  # our build, from the devbox's registry
     }
 
 

@@ -70,15 +70,21 @@ def node_readiness(api: k8s.ApiClient, name: str) -> tuple[bool, str]:
     return ready[0].status == "True", str(ready[0].message)
 
 
-@translating("delete cluster role binding")
-def delete_cluster_role_binding(api: k8s.ApiClient, name: str) -> bool:
-    """True if it was there."""
-    try:
-        k8s.RbacAuthorizationV1Api(api).delete_cluster_role_binding(name)
-    except ApiException as exc:
-        _absent_is_none(exc)
-        return False
-    return True
+@translating("read cluster role binding")
+def read_cluster_role_binding(api: k8s.ApiClient, name: str) -> dict[str, Any]:
+    return cast(
+        dict[str, Any],
+        api.sanitize_for_serialization(
+            k8s.RbacAuthorizationV1Api(api).read_cluster_role_binding(name)
+        ),
+    )
+
+
+@translating("update cluster role binding")
+def replace_cluster_role_binding(api: k8s.ApiClient, body: dict[str, Any]) -> None:
+    """Write back what was read (its resourceVersion makes a concurrent change fail with
+    409, which is retried)."""
+    k8s.RbacAuthorizationV1Api(api).replace_cluster_role_binding(body["metadata"]["name"], body)
 
 
 @translating("apply role binding")

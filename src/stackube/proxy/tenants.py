@@ -6,11 +6,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from stackube.api.naming import DNS_SERVICE
 from stackube.api.types import is_deleting, namespace_network
 from stackube.proxy.model import ServicePort, TenantServices, redirected, service_ports
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-DNS_SERVICE = "stackube-dns"
 
 
 @dataclass(frozen=True)
