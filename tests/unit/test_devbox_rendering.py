@@ -11,6 +11,7 @@ from stackube.devbox import kubernetes as kube
 from stackube.devbox import openstack_config as cfg
 from stackube.devbox import podaccess
 from stackube.devbox.kubeconfig import render_kubeconfig
+from stackube.devbox.process import ProcessSpec
 from stackube.devbox.settings import DevboxSettings, allocation_pools_without
 
 pytestmark = pytest.mark.unit
@@ -197,3 +198,8 @@ def test_the_external_range_must_not_hold_addresses_the_machine_uses() -> None:
 
 def test_pod_and_service_ranges_never_leave_the_machine() -> None:
     assert podaccess.host_routes(SETTINGS) == ["10.244.0.0/16", "10.96.0.0/12"]
+
+
+def test_a_process_without_inputs_is_identified_by_its_command_line() -> None:
+    spec = ProcessSpec("x", ["x", "--flag"])
+    assert spec.identity == ["x", "--flag"]

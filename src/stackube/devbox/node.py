@@ -457,7 +457,9 @@ class NodeDevbox:
             Service(
                 name="registry",
                 process=lambda: ProcessSpec(
-                    "registry", [REGISTRY_BIN, "serve", str(paths.registry_config)]
+                    "registry",
+                    [REGISTRY_BIN, "serve", str(paths.registry_config)],
+                    inputs=(paths.registry_config,),
                 ),
                 probe=health.http_ok(f"{s.registry_url}/v2/"),
                 start_timeout=30,
@@ -467,7 +469,9 @@ class NodeDevbox:
             Service(
                 name="containerd",
                 process=lambda: ProcessSpec(
-                    "containerd", ["containerd", "--config", str(paths.containerd_config)]
+                    "containerd",
+                    ["containerd", "--config", str(paths.containerd_config)],
+                    inputs=(paths.containerd_config,),
                 ),
                 probe=health.command_ok(self._ctr("version")),
                 start_timeout=30,
@@ -489,7 +493,9 @@ class NodeDevbox:
             ),
             Service(
                 name="kubelet",
-                process=lambda: ProcessSpec("kubelet", kubelet_argv(s, paths)),
+                process=lambda: ProcessSpec(
+                    "kubelet", kubelet_argv(s, paths), inputs=(paths.kubelet_config,)
+                ),
                 probe=health.http_ok(f"http://{s.host}:{s.ports.kubelet_healthz}/healthz"),
                 start_timeout=60,
                 prepare=self._kubelet_prepare,

@@ -8,6 +8,7 @@ reused by an unrelated process is never mistaken for ours.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -27,6 +28,19 @@ class ProcessSpec:
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    # Configuration files the process reads at start: a change to them restarts it.
+    inputs: tuple[Path, ...] = ()
+
+    @property
+    def identity(self) -> list[str]:
+        """What a running process is compared with: its command line, plus a digest of
+        its input files when it has any."""
+        if not self.inputs:
+            return list(self.argv)
+        digest = hashlib.sha256()
+        for path in self.inputs:
+            digest.update(path.read_bytes() if path.exists() else b"")
+        return [*self.argv, f"#inputs:{digest.hexdigest()[:16]}"]
 
 
 def _start_time(pid: int) -> str | None:
@@ -60,7 +74,8 @@ class ProcessTable:
         return self.run_dir / f"{name}.argv"
 
     def started_with(self, name: str) -> list[str] | None:
-        """The command line our process `name` was started with, if recorded."""
+        """The identity (command line, inputs digest) our process `name` was started
+        with, if recorded."""
         try:
             return list(json.loads(self.argv_file(name).read_text()))
         except (OSError, ValueError):
@@ -93,7 +108,7 @@ class ProcessTable:
             )
         start = _start_time(proc.pid)
         self.pid_file(spec.name).write_text(f"{proc.pid} {start}\n")
-        self.argv_file(spec.name).write_text(json.dumps(list(spec.argv)))
+        self.argv_file(spec.name).write_text(json.dumps(spec.identity))
         log.info("started %s (pid %d)", spec.name, proc.pid)
         return proc.pid
 

@@ -55,9 +55,11 @@ def ensure_running(service: Service, table: ProcessTable) -> str:
     spec = service.process()
     pid = table.pid(service.name)
     if pid is not None:
-        if table.started_with(service.name) not in (None, list(spec.argv)):
+        if table.started_with(service.name) not in (None, spec.identity):
             log.warning(
-                "%s (pid %d) runs with an old command line: restarting it", service.name, pid
+                "%s (pid %d) runs with an old command line or configuration: restarting it",
+                service.name,
+                pid,
             )
             stop_service(service, table)
         elif _wait_healthy(service, table, STUCK_GRACE_SECONDS):
