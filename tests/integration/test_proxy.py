@@ -441,3 +441,31 @@ def test_names_resolve_through_the_cluster_dns_ip_within_the_tenant_only(
     assert dns_ask(client_a, server, f"hidden.{b}.svc.cluster.local", []) == "ERROR NXDOMAIN"
     assert hidden_ip not in dns_ask(client_a, server, "hidden", search)
     assert dns_ask(client_b, server, fqdn, []).startswith("ERROR")
+
+
+TCP_CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    print("open")
+except OSError as exc:
+    print(f"closed {exc}")
+"""
+
+
+def test_a_tenant_pod_reaches_the_api_relay_on_the_host_and_nothing_else(
+    devbox: Devbox, tenant_pods: dict[str, object]
+) -> None:
+    client = str(tenant_pods["client_a"])
+    host = devbox.settings.external_host_address
+
+    def probe(port: int) -> str:
+        done = subprocess.run(
+            ["nsenter", f"--net={client}", sys.executable, "-c", TCP_CONNECT, host, str(port)],
+            capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+    assert probe(devbox.settings.ports.kube_apiserver) == "open"
+    assert probe(devbox.settings.ports.kubelet).startswith("closed")  # the kubelet API
+    assert probe(22).startswith("closed")  # whatever else the machine listens on

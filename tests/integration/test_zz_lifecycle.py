@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from stackube.devbox import cleanup
+from stackube.devbox import cleanup, podaccess
 from stackube.devbox.box import HELPER_COMMANDS, Devbox
+from stackube.devbox.node import NodeDevbox
 from stackube.devbox.openstack import WATCHED_SYSCTLS
 from stackube.devbox.process import pids_mentioning
 from stackube.host import netlink, sysctl
@@ -70,11 +71,16 @@ def test_down_removes_everything_and_up_brings_it_back(devbox: Devbox) -> None:
     assert cleanup.links_to_remove(netlink.link_names(), own) == []
     for save, _ in cleanup.FIREWALLS:
         text = subprocess.run([save], capture_output=True, text=True, check=False).stdout
-        assert cleanup.strip_chains(text) is None, save
+        assert cleanup.strip_chains(text, (*cleanup.CHAIN_PREFIXES, "STKB-DEVBOX")) is None, save
     sets = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True, check=False)
     assert cleanup.ipsets_to_remove(sets.stdout.split()) == []
     for key in WATCHED_SYSCTLS:
         assert sysctl.read(key) == recorded[key], key
+    # The node: no container process, mount, pod sandbox or host route is left.
+    assert NodeDevbox(devbox.settings).mounts() == []
+    assert not {"containerd", "kubelet", "docker-registry", "socat"} & live_process_names()
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout
+    assert not any(cidr in routes for cidr in podaccess.host_routes(devbox.settings)), routes
 
     devbox.up()
     assert all(row.healthy for row in devbox.status()), devbox.status()

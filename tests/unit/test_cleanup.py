@@ -73,3 +73,14 @@ def test_only_neutron_ipsets_are_removed() -> None:
         "NIPv4abc",
         "NIPv6def",
     ]
+
+
+def test_the_kubelets_chains_go_too() -> None:
+    save = (
+        "*filter\n:INPUT ACCEPT\n:KUBE-FIREWALL - [0:0]\n:MINE - [0:0]\n"
+        "-A INPUT -j KUBE-FIREWALL\n-A INPUT -j MINE\n"
+        "-A KUBE-FIREWALL -d 127.0.0.0/8 -j DROP\nCOMMIT\n"
+    )
+    assert cleanup.strip_chains(save, cleanup.CHAIN_PREFIXES) == (
+        "*filter\n:INPUT ACCEPT\n:MINE - [0:0]\n-A INPUT -j MINE\nCOMMIT\n"
+    )

@@ -203,3 +203,14 @@ def test_pod_and_service_ranges_never_leave_the_machine() -> None:
 def test_a_process_without_inputs_is_identified_by_its_command_line() -> None:
     spec = ProcessSpec("x", ["x", "--flag"])
     assert spec.identity == ["x", "--flag"]
+
+
+def test_from_the_external_segment_only_the_api_relay_reaches_the_host() -> None:
+    jump = podaccess.guard_jump(SETTINGS)
+    assert jump[jump.index("-i") + 1] == SETTINGS.external_host_veth
+    assert jump[jump.index("-d") + 1] == "198.51.100.254/32"
+    rules = podaccess.guard_rules(SETTINGS)
+    assert rules[-1] == ["-j", "REJECT"]
+    passed = [r for r in rules if r[-1] == "RETURN"]
+    assert ["-p", "tcp", "--dport", "6443", "-j", "RETURN"] in passed
+    assert not any("10250" in r for r in passed)  # not the kubelet API

@@ -202,6 +202,7 @@ class Devbox:
             terminate_group(pid, timeout=5)
         still_mounted = NodeDevbox(self.settings).unmount_all()
         podaccess.remove_host_routes(self.settings)
+        podaccess.remove_guard(self.settings)
         with self.progress.step("removing namespaces, links, chains and ipsets"):
             links = [self.settings.external_host_veth, self.settings.external_agent_veth]
             if self.settings.openvswitch:

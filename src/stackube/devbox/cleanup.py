@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 NEUTRON_NAMESPACE_PREFIXES = ("qrouter-", "qdhcp-", "snat-", "fip-", "cni-")
 NEUTRON_LINK_PREFIXES = ("brq", "tap", "vxlan-")
 NEUTRON_CHAIN_PREFIX = "neutron"
+# Neutron's agents' chains and the kubelet's (KUBE-FIREWALL, KUBE-KUBELET-CANARY, ...).
+CHAIN_PREFIXES = (NEUTRON_CHAIN_PREFIX, "KUBE-")
 NEUTRON_IPSET_PREFIX = "NIPv"
 _CHAIN_REF = re.compile(r"(?:^:|-A |-I |-j |-g )(\S+)")
 
@@ -37,11 +39,13 @@ def ipsets_to_remove(names: Iterable[str]) -> list[str]:
     return sorted(n for n in names if n.startswith(NEUTRON_IPSET_PREFIX))
 
 
-def _mentions_prefix(line: str, prefix: str) -> bool:
+def _mentions_prefix(line: str, prefix: str | tuple[str, ...]) -> bool:
     return any(ref.startswith(prefix) for ref in _CHAIN_REF.findall(line))
 
 
-def strip_chains(save_text: str, prefix: str = NEUTRON_CHAIN_PREFIX) -> str | None:
+def strip_chains(
+    save_text: str, prefix: str | tuple[str, ...] = NEUTRON_CHAIN_PREFIX
+) -> str | None:
     """From `iptables-save`/`ebtables-save` output, the restore text for just the tables
     that hold chains named `prefix*`, with those chains and every jump to them removed.
     None when there is nothing to remove."""
@@ -76,7 +80,7 @@ class CleanupReport:
     def summary(self) -> str:
         return (
             f"removed {len(self.namespaces)} namespaces, {len(self.links)} links, "
-            f"neutron chains in {len(self.firewall_tables)} firewall tool(s), "
+            f"neutron and kubelet chains in {len(self.firewall_tables)} firewall tool(s), "
             f"{len(self.ipsets)} ipsets"
         )
 
@@ -99,7 +103,7 @@ def apply(own_links: Iterable[str]) -> CleanupReport:
         saved = run([save], check=False)
         if saved.returncode != 0:
             continue
-        text = strip_chains(saved.stdout)
+        text = strip_chains(saved.stdout, CHAIN_PREFIXES)
         if text is not None:
             run([restore], input_text=text)
             report.firewall_tables.append(save)

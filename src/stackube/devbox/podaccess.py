@@ -1,17 +1,19 @@
-"""How pods reach the API server on the devbox, and how the host never reaches out
-for pod or Service addresses.
+"""How pods reach the API server on the devbox, what else of the host they reach
+(nothing), and how the host never reaches out for pod or Service addresses.
 
 kube-apiserver listens on loopback only. Pods live behind their tenant's Neutron
 router, whose gateway port is on the external segment; the host owns one address there
 (kept out of Neutron's pool), where a relay (socat) passes the API port to loopback.
-Nothing else is exposed.
+(A DNAT rule cannot do it here: the external segment is bridged on the host with
+bridge-nf-call-iptables on, so the connection's NAT decision is taken, empty, while it
+crosses the bridge, before it reaches the host's address.) A guard chain rejects
+everything else that arrives there from the segment: the kubelet API and any service
+the machine runs on all addresses stay out of tenants' reach.
 
 Tenant networks are isolated and overlap, so the host has no route to pods; without
 one, traffic the host sends to a pod or Service address (a kubelet probe, a person's
 curl) would follow the default route off the machine. `unreachable` routes for the
-pod and Service ranges keep it here. (A DNAT rule cannot do it here: the external segment is
-bridged on the host with bridge-nf-call-iptables on, so the connection's NAT decision
-is taken, empty, while it crosses the bridge, before it reaches the host's address.)
+pod and Service ranges keep it here.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from stackube.devbox import health
-from stackube.devbox.commands import StepError
+from stackube.devbox.commands import StepError, run
 from stackube.devbox.process import ProcessSpec
 from stackube.devbox.service import Service
 from stackube.devbox.settings import DevboxSettings
 from stackube.host import netlink
 
 SERVICE_NAME = "apiserver-pod-access"
+GUARD_CHAIN = "STKB-DEVBOX-HOST"
 # Hosts the devbox and CI must keep reaching (apt, pip, the Go module proxy).
 REGISTRY_HOSTS = ("deb.debian.org", "pypi.org", "files.pythonhosted.org", "proxy.golang.org")
 
@@ -58,6 +61,46 @@ def service(settings: DevboxSettings) -> Service:
         start_timeout=10,
         prepare=lambda: _ensure_host_address(settings),
     )
+
+
+def guard_rules(settings: DevboxSettings) -> list[list[str]]:
+    """The guard chain (pure): replies and the API relay pass, everything else is
+    refused."""
+    return [
+        ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"],
+        ["-p", "tcp", "--dport", str(settings.ports.kube_apiserver), "-j", "RETURN"],
+        ["-p", "icmp", "-j", "RETURN"],
+        ["-j", "REJECT"],
+    ]
+
+
+def guard_jump(settings: DevboxSettings) -> list[str]:
+    """What arrives from the external segment for the host's address goes through it."""
+    return [
+        "-i", settings.external_host_veth,
+        "-d", f"{settings.external_host_address}/32",
+        "-j", GUARD_CHAIN,
+    ]  # fmt: skip
+
+
+def _iptables(*argv: str, check: bool = True) -> bool:
+    return run(["iptables", "-w", "5", *argv], check=check).returncode == 0
+
+
+def ensure_guard(settings: DevboxSettings) -> None:
+    _iptables("-N", GUARD_CHAIN, check=False)
+    _iptables("-F", GUARD_CHAIN)
+    for rule in guard_rules(settings):
+        _iptables("-A", GUARD_CHAIN, *rule)
+    if not _iptables("-C", "INPUT", *guard_jump(settings), check=False):
+        _iptables("-I", "INPUT", "1", *guard_jump(settings))
+
+
+def remove_guard(settings: DevboxSettings) -> None:
+    while _iptables("-D", "INPUT", *guard_jump(settings), check=False):
+        pass
+    _iptables("-F", GUARD_CHAIN, check=False)
+    _iptables("-X", GUARD_CHAIN, check=False)
 
 
 def inside(cidr: str, addresses: Iterable[str]) -> list[str]:
@@ -111,5 +154,6 @@ def _ensure_host_address(settings: DevboxSettings) -> None:
                 "uses (nameserver or package registry): pick another range"
             )
     netlink.ensure_address(settings.external_host_veth, host_cidr(settings))
+    ensure_guard(settings)
     for cidr in host_routes(settings):
         netlink.ensure_unreachable_route(cidr)
