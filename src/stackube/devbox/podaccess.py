@@ -75,9 +75,11 @@ def guard_rules(settings: DevboxSettings) -> list[list[str]]:
 
 
 def guard_jump(settings: DevboxSettings) -> list[str]:
-    """What arrives from the external segment for the host's address goes through it."""
+    """What arrives for the host's address from anywhere but the host itself goes
+    through it. Not `-i <external veth>`: with bridge-nf-call-iptables on, the Linux
+    bridge hands such packets to the host straight from the bridge device."""
     return [
-        "-i", settings.external_host_veth,
+        "!", "-i", "lo",
         "-d", f"{settings.external_host_address}/32",
         "-j", GUARD_CHAIN,
     ]  # fmt: skip
