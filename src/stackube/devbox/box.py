@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from stackube.devbox import cleanup, gobuild, openvswitch, packages, podaccess
 from stackube.devbox.commands import StepError
@@ -171,20 +172,22 @@ class Devbox:
                 )
         if gobuild.missing_programs(s.coredns_bin_dir, ["coredns"]):
             with self.progress.step(f"building CoreDNS {s.coredns_version} (once)"):
-                go_mod = builder.module_go_mod(gobuild.COREDNS_MODULE, s.coredns_version)
-                builder.build(
-                    f"coredns-{s.coredns_version}",
-                    gobuild.coredns_plan(s.coredns_version, go_mod),
-                    s.coredns_bin_dir,
+                self._build_module(
+                    builder, gobuild.COREDNS_MODULE, s.coredns_version, "coredns", s.coredns_bin_dir
                 )
         if s.etcd_bin_override is None and gobuild.missing_programs(s.etcd_bin_dir, ["etcd"]):
             with self.progress.step(f"building etcd {s.etcd_version}"):
-                go_mod = builder.module_go_mod(gobuild.ETCD_SERVER_MODULE, s.etcd_version)
-                builder.build(
-                    f"etcd-{s.etcd_version}",
-                    gobuild.etcd_plan(s.etcd_version, go_mod),
-                    s.etcd_bin_dir,
+                self._build_module(
+                    builder, gobuild.ETCD_SERVER_MODULE, s.etcd_version, "etcd", s.etcd_bin_dir
                 )
+
+    @staticmethod
+    def _build_module(
+        builder: gobuild.GoBuilder, module: str, version: str, program: str, bin_dir: Path
+    ) -> None:
+        go_mod = builder.module_go_mod(module, version)
+        plan = gobuild.module_plan(module, version, go_mod, program)
+        builder.build(f"{program}-{version}", plan, bin_dir)
 
     # ---- down ---------------------------------------------------------------------------
     def down(self, purge: bool = False) -> cleanup.CleanupReport:

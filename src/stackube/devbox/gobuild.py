@@ -101,24 +101,23 @@ def kubernetes_plan(
     return BuildPlan(go_mod, programs, ldflags)
 
 
-def etcd_plan(version: str, etcd_go_mod: str) -> BuildPlan:
+def module_plan(module: str, version: str, module_go_mod: str, program: str) -> BuildPlan:
+    """One program that is the main package of `module@version` (etcd, CoreDNS)."""
     go_mod = (
-        "module stackube.local/etcd-build\n\n"
-        f"go {_go_directive(etcd_go_mod)}\n\n"
-        f"require {ETCD_SERVER_MODULE} {version}\n"
+        f"module stackube.local/{program}-build\n\n"
+        f"go {_go_directive(module_go_mod)}\n\n"
+        f"require {module} {version}\n"
     )
-    ldflags = "-s -w"
-    return BuildPlan(go_mod, (GoProgram("etcd", ETCD_SERVER_MODULE),), ldflags)
+    return BuildPlan(go_mod, (GoProgram(program, module),), "-s -w")
+
+
+def etcd_plan(version: str, etcd_go_mod: str) -> BuildPlan:
+    return module_plan(ETCD_SERVER_MODULE, version, etcd_go_mod, "etcd")
 
 
 def coredns_plan(version: str, coredns_go_mod: str) -> BuildPlan:
     """CoreDNS as released (all its plugins): the tenant DNS servers run it."""
-    go_mod = (
-        "module stackube.local/coredns-build\n\n"
-        f"go {_go_directive(coredns_go_mod)}\n\n"
-        f"require {COREDNS_MODULE} {version}\n"
-    )
-    return BuildPlan(go_mod, (GoProgram("coredns", COREDNS_MODULE),), "-s -w")
+    return module_plan(COREDNS_MODULE, version, coredns_go_mod, "coredns")
 
 
 def tools_go(programs: Sequence[GoProgram]) -> str:
