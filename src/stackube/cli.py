@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from stackube.api.crds import all_crds
-from stackube.api.manifests import cni_rbac, controller_rbac, proxy_rbac
+from stackube.api.manifests import admission_policies, cni_rbac, controller_rbac, proxy_rbac
 from stackube.auth.options import (
     add_kubeconfig_arguments,
     add_login_arguments,
@@ -112,7 +112,13 @@ def _kubeconfig(args: argparse.Namespace) -> int:
 def _manifests(args: argparse.Namespace) -> int:
     """CRDs and the RBAC of controller and CNI daemon, from the package (deploy/ holds copies)."""
     if not args.output:
-        documents = [*all_crds(), *controller_rbac(), *cni_rbac(), *proxy_rbac()]
+        documents = [
+            *all_crds(),
+            *controller_rbac(),
+            *admission_policies(),
+            *cni_rbac(),
+            *proxy_rbac(),
+        ]
         print(yaml.safe_dump_all(documents, sort_keys=False), end="")
         return 0
     root = Path(args.output)
@@ -123,6 +129,8 @@ def _manifests(args: argparse.Namespace) -> int:
         path.write_text(yaml.safe_dump(crd, sort_keys=False))
     rbac = yaml.safe_dump_all(controller_rbac(), sort_keys=False)
     (root / "controller" / "rbac.yaml").write_text(rbac)
+    policies = yaml.safe_dump_all(admission_policies(), sort_keys=False)
+    (root / "controller" / "admission-policies.yaml").write_text(policies)
     (root / "cni").mkdir(parents=True, exist_ok=True)
     (root / "cni" / "rbac.yaml").write_text(yaml.safe_dump_all(cni_rbac(), sort_keys=False))
     (root / "proxy").mkdir(parents=True, exist_ok=True)
@@ -184,15 +192,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Libraries whose DEBUG lines carry secrets: the Kubernetes client's print response
+# bodies (Secrets), urllib3's and requests' connection details, keystoneauth's and
+# openstacksdk's requests and answers (tokens, catalogs, password bodies), kopf's
+# per-object lines the whole object (a Tenant's spec.password).
+SECRET_LOGGERS = (
+    "kubernetes",
+    "kubernetes.client.rest",
+    "urllib3",
+    "requests",
+    "keystoneauth",
+    "keystoneauth1",
+    "openstack",
+    "kopf.objects",
+)
+
+
+def quiet_secret_loggers(floor: int = logging.INFO) -> None:
+    """Pin SECRET_LOGGERS to `floor` or the root logger's level, whichever is higher,
+    so that no verbosity (-v) makes them log secrets."""
+    level = max(floor, logging.getLogger().getEffectiveLevel())
+    for name in SECRET_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
+def configure_logging(*, verbose: bool, long_running: bool) -> None:
+    """The programs' logging: INFO for long-running ones, WARNING for the others, DEBUG
+    with -v; the secret-carrying libraries never below INFO."""
+    default_level = logging.INFO if long_running else logging.WARNING
+    level = logging.DEBUG if verbose else default_level
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # basicConfig leaves an already configured root logger alone: the level, at least,
+    # is ours to set.
+    logging.getLogger().setLevel(level)
+    quiet_secret_loggers()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Programs that run for long say what they do; the devbox shows its own progress.
     long_running = args.command in ("controller", "auth-webhook", "cni-daemon", "proxy")
-    default_level = logging.INFO if long_running else logging.WARNING
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else default_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(verbose=args.verbose, long_running=long_running)
     try:
         return int(args.handler(args))
     except StackubeError as exc:

@@ -54,11 +54,30 @@ def test_secret_ref_and_adoption() -> None:
         (tenant({"username": "u", "password": "p", "tenantID": "nope"}), "spec.tenantID"),
         (tenant({"username": "u", "password": "p"}, name="Bad_Name"), "metadata.name"),
         (tenant({"username": "u", "password": "p"}, name="a" * 64), "metadata.name"),
+        (tenant({"username": "u", "password": "p"}, name="kube-system"), "reserved"),
+        (tenant({"username": "u", "password": "p"}, name="default"), "reserved"),
+        (tenant({"username": "u", "password": "p"}, name="stackube-dns"), "reserved"),
+        (tenant({"username": "u", "password": "p", "podSecurity": "privileged"}), "podSecurity"),
     ],
 )
 def test_bad_tenants_are_refused_naming_the_field(body: dict[str, object], field: str) -> None:
     with pytest.raises(types.SpecError, match=field.replace(".", r"\.")):
         types.parse_tenant(body)
+
+
+def test_pod_security_defaults_to_baseline_and_always_reports_restricted() -> None:
+    seed = types.parse_tenant(tenant({"username": "u", "password": "p"}))
+    strict = types.parse_tenant(
+        tenant({"username": "u", "password": "p", "podSecurity": "restricted"})
+    )
+    assert (seed.pod_security, strict.pod_security) == ("baseline", "restricted")
+    labels = types.pod_security_labels("baseline")
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    assert labels["pod-security.kubernetes.io/audit"] == "restricted"
+    assert types.pod_security_labels("restricted")["pod-security.kubernetes.io/enforce"] == (
+        "restricted"
+    )
 
 
 def test_the_seed_network_parses() -> None:

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from stackube.api import crds
-from stackube.api.manifests import cni_rbac, controller_rbac, proxy_rbac
+from stackube.api.manifests import admission_policies, cni_rbac, controller_rbac, proxy_rbac
 from stackube.api.types import State
 
 pytestmark = pytest.mark.unit
@@ -19,6 +19,8 @@ def test_deployed_files_are_the_generated_ones() -> None:
         assert yaml.safe_load(path.read_text()) == crd, regenerate
     rbac = [d for d in yaml.safe_load_all((DEPLOY / "controller" / "rbac.yaml").read_text()) if d]
     assert rbac == controller_rbac(), regenerate
+    policies = (DEPLOY / "controller" / "admission-policies.yaml").read_text()
+    assert [d for d in yaml.safe_load_all(policies) if d] == admission_policies(), regenerate
     cni = [d for d in yaml.safe_load_all((DEPLOY / "cni" / "rbac.yaml").read_text()) if d]
     assert cni == cni_rbac(), regenerate
     proxy = [d for d in yaml.safe_load_all((DEPLOY / "proxy" / "rbac.yaml").read_text()) if d]

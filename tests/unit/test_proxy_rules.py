@@ -16,6 +16,7 @@ from stackube.proxy.render import (
     svc_chain,
     udp_endpoints_removed,
 )
+from stackube.proxy.sync import ProxyEngine
 from stackube.proxy.tenants import ProxySettings, router_of, tenant_services
 
 pytestmark = pytest.mark.unit
@@ -85,17 +86,41 @@ def test_client_ip_affinity_defaults_to_three_hours() -> None:
     assert found.affinity_seconds == 10800
 
 
-def test_the_cluster_dns_ip_goes_to_the_tenants_own_dns() -> None:
-    dns = service("stackube-dns", "10.96.0.53", [{"name": "dns", "port": 53, "protocol": "UDP"}])
-    slices = [endpoint_slice("stackube-dns", ["10.244.0.2"], 53, "dns", protocol="UDP")]
+def in_dns_namespace(obj: dict[str, Any]) -> dict[str, Any]:
+    return {**obj, "metadata": {**obj["metadata"], "namespace": "stackube-dns"}}
+
+
+def test_the_cluster_dns_ip_goes_to_the_tenants_own_dns_server() -> None:
+    # Each tenant's DNS Service is in stackube-dns, named after the tenant's namespace.
+    def dns(tenant: str, ip: str, endpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        svc = service(tenant, ip, [{"name": "dns", "port": 53, "protocol": "UDP"}])
+        slice_ = endpoint_slice(tenant, [endpoint], 1053, "dns", protocol="UDP")
+        return in_dns_namespace(svc), in_dns_namespace(slice_)
+
+    mine, others = dns("test", "10.96.0.53", "10.244.0.2"), dns("other", "10.96.0.54", "10.9.0.2")
     tenant = tenant_services(
-        "test", "r1", [dns], slices, ProxySettings(cluster_dns_ip="10.96.0.10")
+        "test",
+        "r1",
+        [NGINX],
+        [NGINX_SLICE],
+        ProxySettings(cluster_dns_ip="10.96.0.10"),
+        [mine[0], others[0]],
+        [mine[1], others[1]],
     )
-    assert {(p.cluster_ip, p.port, p.protocol) for p in tenant.ports} == {
-        ("10.96.0.53", 53, "UDP"),
-        ("10.96.0.10", 53, "UDP"),
-    }
-    assert all(p.endpoints == (Endpoint("10.244.0.2", 53),) for p in tenant.ports)
+    dns_ports = [p for p in tenant.ports if p.port == 53]
+    # Only the redirect: the DNS Service's own ClusterIP is not the tenant's to reach.
+    assert [(p.cluster_ip, p.protocol, p.endpoints) for p in dns_ports] == [
+        ("10.96.0.10", "UDP", (Endpoint("10.244.0.2", 1053),))
+    ]
+    assert {p.service for p in tenant.ports} == {"nginx", "test"}
+
+
+def test_a_change_to_a_tenants_dns_service_resyncs_that_tenant_only() -> None:
+    engine = ProxyEngine(ProxySettings(), tables=None)  # type: ignore[arg-type]
+    svc = in_dns_namespace(service("team-a", "10.96.0.53", [{"port": 53}]))
+    engine.on_change("services", None, svc)
+    engine.on_change("endpointslices", None, in_dns_namespace(endpoint_slice("team-b", [], 53)))
+    assert engine._dirty == {"team-a", "team-b"}
 
 
 def test_the_router_is_that_of_the_network_named_like_the_namespace() -> None:

@@ -43,27 +43,36 @@ def test_kubeconfig_uses_the_pods_service_account_token() -> None:
     assert doc["clusters"][0]["cluster"]["certificate-authority"].endswith("/ca.crt")
 
 
-def test_objects_live_in_the_tenant_namespace() -> None:
+def test_objects_live_in_the_dns_namespace_named_after_the_tenant() -> None:
     objects = by_kind(dns.dns_objects("team-a", "p1", SETTINGS))
-    assert set(objects) == {"ServiceAccount", "ConfigMap", "Service", "Deployment"}
+    # No ServiceAccount: the shared one is shipped with the controller's RBAC, outside
+    # every tenant namespace (a tenant could use any credential of its own namespace).
+    assert set(objects) == {"ConfigMap", "Service", "Deployment"}
     for kind in objects:
-        assert objects[kind]["metadata"]["namespace"] == "team-a"
-        assert objects[kind]["metadata"]["name"] == dns.DNS_NAME
-
-
-def test_the_shared_binding_gains_and_loses_one_namespace_at_a_time() -> None:
-    other = dns.dns_subject("team-b")
-    added = dns.binding_subjects([other], "team-a", present=True)
-    assert added == [other, dns.dns_subject("team-a")]
-    assert added is not None
-    assert dns.binding_subjects(added, "team-a", present=True) is None  # already there
-    assert dns.binding_subjects(added, "team-a", present=False) == [other]
-    assert dns.binding_subjects([other], "team-a", present=False) is None
-    assert dns.dns_subject("team-a") == {
-        "kind": "ServiceAccount",
-        "name": "stackube-dns",
-        "namespace": "team-a",
+        assert objects[kind]["metadata"]["namespace"] == "stackube-dns"
+        assert objects[kind]["metadata"]["name"] == "team-a"
+    pod = objects["Deployment"]["spec"]["template"]
+    assert pod["spec"]["serviceAccountName"] == "tenant-dns"
+    # The CNI daemon puts the pod on the network of the tenant this label names.
+    assert pod["metadata"]["labels"]["stackube.kubernetes.io/tenant"] == "team-a"
+    assert pod["spec"]["volumes"] == [{"name": "config", "configMap": {"name": "team-a"}}]
+    refs = dns.dns_references("team-a")
+    assert [(r["kind"], r["metadata"]["namespace"], r["metadata"]["name"]) for r in refs] == [
+        ("Deployment", "stackube-dns", "team-a"),
+        ("Service", "stackube-dns", "team-a"),
+        ("ConfigMap", "stackube-dns", "team-a"),
+    ]
+    assert {(r["apiVersion"], r["kind"]) for r in refs} == {
+        (o["apiVersion"], o["kind"]) for o in objects.values()
     }
+
+
+def test_the_pod_meets_the_restricted_pod_security_level() -> None:
+    pod = by_kind(dns.dns_objects("a", "p", SETTINGS))["Deployment"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["runAsNonRoot"] is True
 
 
 def test_service_maps_port_53_to_the_unprivileged_listener() -> None:
@@ -80,7 +89,6 @@ def test_service_maps_port_53_to_the_unprivileged_listener() -> None:
     }
     assert container["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert pod["serviceAccountName"] == dns.DNS_NAME
     assert pod["dnsPolicy"] == "Default"
     selector = objects["Deployment"]["spec"]["selector"]["matchLabels"]
     assert objects["Service"]["spec"]["selector"] == selector

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from stackube.api.types import GROUP, NETWORK_PLURAL, TENANT_PLURAL, VERSION, State
+from stackube.api.types import (
+    DEFAULT_POD_SECURITY,
+    GROUP,
+    NETWORK_PLURAL,
+    POD_SECURITY_LEVELS,
+    RESERVED_NAMESPACE_PREFIXES,
+    RESERVED_NAMESPACES,
+    TENANT_PLURAL,
+    VERSION,
+    State,
+)
 
 # *.kubernetes.io groups are protected; we keep the 2017 group name for compatibility.
 APPROVAL = {
@@ -22,6 +32,15 @@ _NAME_RULE = {
     "rule": "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') "
     "&& size(self.metadata.name) <= 63",
     "message": "metadata.name must be a DNS label (a-z, 0-9, '-', at most 63 characters)",
+}
+
+_RESERVED_RULE = {
+    "rule": "!(self.metadata.name in "
+    + repr(sorted(RESERVED_NAMESPACES)).replace('"', "'")
+    + ")"
+    + "".join(f" && !self.metadata.name.startsWith('{p}')" for p in RESERVED_NAMESPACE_PREFIXES),
+    "message": "metadata.name is reserved for the system (default, kube-*, stackube-dns): "
+    "a Tenant owns the namespace of its name",
 }
 
 _CONDITIONS = {
@@ -116,6 +135,13 @@ def tenant_crd() -> dict[str, Any]:
                 "pattern": "^([0-9a-f]{32})?$",
                 "description": "Adopt this existing Keystone project instead of creating one.",
             },
+            "podSecurity": {
+                "type": "string",
+                "enum": list(POD_SECURITY_LEVELS),
+                "default": DEFAULT_POD_SECURITY,
+                "description": "Pod Security Admission level enforced in the tenant's "
+                "namespace (restricted is stricter; nothing looser than baseline).",
+            },
         },
         "x-kubernetes-validations": [
             {
@@ -141,7 +167,7 @@ def tenant_crd() -> dict[str, Any]:
             "spec": spec,
             "status": _status({"projectID": "Keystone project id", "userID": "Keystone user id"}),
         },
-        "x-kubernetes-validations": [_NAME_RULE],
+        "x-kubernetes-validations": [_NAME_RULE, _RESERVED_RULE],
     }
     columns: list[dict[str, Any]] = [
         {"name": "State", "type": "string", "jsonPath": ".status.state"},

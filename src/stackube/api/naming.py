@@ -5,11 +5,10 @@ from __future__ import annotations
 from stackube.api.types import GROUP
 
 PROJECT_TAG = "stackube-tenant"
-TENANT_ROLE_BINDING = "stackube-tenant-admins"
 PROJECT_GROUP_PREFIX = "stackube:project:"
-# Each tenant namespace's DNS server (its Service, Deployment, ...); the proxy maps the
-# cluster DNS IP to this Service.
-DNS_SERVICE = "stackube-dns"
+# The one ServiceAccount of the tenants' DNS servers (in api.types.DNS_NAMESPACE) (cluster-wide list/watch of Services,
+# EndpointSlices and Namespaces, which CoreDNS's kubernetes plugin needs).
+DNS_SERVICE_ACCOUNT = "tenant-dns"
 # Ports the CNI daemon makes for pods carry this device_owner.
 POD_PORT_DEVICE_OWNER = "compute:kubestack"
 
@@ -23,6 +22,13 @@ def neutron_name(namespace: str, name: str) -> str:
 def project_group(project_id: str) -> str:
     """The Kubernetes group of a Keystone project's members (the auth webhook emits it)."""
     return f"{PROJECT_GROUP_PREFIX}{project_id}"
+
+
+def role_group(project_id: str, role: str) -> str:
+    """The Kubernetes group of those holding Keystone role `role` on the project
+    (`stackube:project:<project id>:role:<role>`; the auth webhook emits one per role
+    in the token, the controller's RoleBindings name them)."""
+    return f"{PROJECT_GROUP_PREFIX}{project_id}:role:{role}"
 
 
 def tenant_labels(tenant: str, project_id: str) -> dict[str, str]:

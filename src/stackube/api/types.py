@@ -30,6 +30,17 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 KEYSTONE_ID = re.compile(r"^[0-9a-f]{32}$")
 NEUTRON_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 KEYSTONE_NAME = re.compile(r"^[^\s/:]{1,64}$")
+# Every tenant's DNS server lives here (controller.dns): its Deployment, Service and
+# ConfigMap are named after the tenant, its pods sit on the tenant's network. Tenants
+# cannot reach into it, and no ServiceAccount of a tenant namespace holds its API reads.
+DNS_NAMESPACE = "stackube-dns"
+# Namespaces no Tenant may own: Kubernetes' own and Stackube's.
+RESERVED_NAMESPACES = frozenset({"default", DNS_NAMESPACE})
+RESERVED_NAMESPACE_PREFIXES = ("kube-",)
+# Pod Security Admission levels a Tenant may ask for (never looser than baseline).
+POD_SECURITY_LEVELS = ("baseline", "restricted")
+DEFAULT_POD_SECURITY = "baseline"
+PSA_PREFIX = "pod-security.kubernetes.io"
 
 
 class State(enum.StrEnum):
@@ -60,6 +71,7 @@ class TenantSpec:
     password: str | None = None
     password_secret_ref: SecretRef | None = None
     tenant_id: str | None = None
+    pod_security: str = DEFAULT_POD_SECURITY
 
     @property
     def adopts_project(self) -> bool:
@@ -99,6 +111,7 @@ def check_dns_label(name: str, what: str) -> None:
 def parse_tenant(body: Mapping[str, Any]) -> TenantSpec:
     name = str(body.get("metadata", {}).get("name", ""))
     check_dns_label(name, "metadata.name")
+    check_tenant_name(name)
     spec = body.get("spec") or {}
     username = _optional_str(spec, "username")
     if username is None:
@@ -123,7 +136,32 @@ def parse_tenant(body: Mapping[str, Any]) -> TenantSpec:
     tenant_id = _optional_str(spec, "tenantID")
     if tenant_id is not None and not KEYSTONE_ID.match(tenant_id):
         raise SpecError("spec.tenantID must be a Keystone project id (32 hex digits)")
-    return TenantSpec(name, username, password, ref, tenant_id)
+    pod_security = _optional_str(spec, "podSecurity") or DEFAULT_POD_SECURITY
+    if pod_security not in POD_SECURITY_LEVELS:
+        raise SpecError(f"spec.podSecurity must be one of {', '.join(POD_SECURITY_LEVELS)}")
+    return TenantSpec(name, username, password, ref, tenant_id, pod_security)
+
+
+def check_tenant_name(name: str) -> None:
+    """A Tenant owns the namespace of its name: never one of Kubernetes' or Stackube's."""
+    if name in RESERVED_NAMESPACES or name.startswith(RESERVED_NAMESPACE_PREFIXES):
+        raise SpecError(
+            f"metadata.name {name!r} is reserved for the system (default, kube-*, "
+            "stackube-dns): choose another Tenant name"
+        )
+
+
+def pod_security_labels(level: str) -> dict[str, str]:
+    """Pod Security Admission labels of a tenant namespace: `level` enforced, restricted
+    reported (warnings to the user, audit log) so tenants see what `restricted` needs."""
+    return {
+        f"{PSA_PREFIX}/enforce": level,
+        f"{PSA_PREFIX}/enforce-version": "latest",
+        f"{PSA_PREFIX}/warn": "restricted",
+        f"{PSA_PREFIX}/warn-version": "latest",
+        f"{PSA_PREFIX}/audit": "restricted",
+        f"{PSA_PREFIX}/audit-version": "latest",
+    }
 
 
 def parse_network(body: Mapping[str, Any]) -> NetworkSpec:

@@ -21,6 +21,7 @@ from typing import Any
 
 from stackube.api.naming import POD_PORT_DEVICE_OWNER
 from stackube.api.objects import ObjectIndex
+from stackube.api.types import DNS_NAMESPACE
 from stackube.cni import spec
 from stackube.cni.attachments import Attachment, AttachmentStore, Phase, attachment_key
 from stackube.cni.drivers import PlugDriver, parked_ifname
@@ -35,6 +36,7 @@ from stackube.cni.pool import (
 )
 from stackube.cni.result import PodAddressing, dns_search, host_ifname, port_name, render
 from stackube.cni.tenancy import (
+    dns_pod_tenant,
     ExpectedInterface,
     NetworkRef,
     TenantNetwork,
@@ -187,6 +189,14 @@ class CniDaemon:
         with self._guard:
             return self._network_objects.in_namespace(namespace)
 
+    def network_namespace(self, namespace: str, pod: str) -> str:
+        """The namespace whose Network a pod joins: its own, except for a tenant's DNS
+        server (DNS_NAMESPACE, where only the controller writes), which joins the
+        network of the tenant its label names. One pod read per such ADD or CHECK."""
+        if namespace != DNS_NAMESPACE:
+            return namespace
+        return dns_pod_tenant(namespace, pod, kube.pod_labels(self.kube, namespace, pod))
+
     def tenant_network(self, namespace: str) -> TenantNetwork:
         """From the watched Networks; a namespace they do not (yet) show as usable is
         read from the API (a Network made a moment ago)."""
@@ -203,7 +213,7 @@ class CniDaemon:
         if pod is None:  # parse_request insists for ADD; kept for the type checker
             raise spec.CniError(spec.INVALID_ENVIRONMENT, "CNI_ARGS must name the pod")
         with self._sandbox(request.container_id, request.ifname):
-            network = self.tenant_network(pod.namespace)
+            network = self.tenant_network(self.network_namespace(pod.namespace, pod.name))
             attachment = self.store.get(request.container_id, request.ifname)
             ready: ReadyPort | None = None
             if attachment is not None and attachment.network_id != network.network_id:
@@ -442,7 +452,9 @@ class CniDaemon:
                     spec.UNKNOWN_CONTAINER,
                     f"no attachment for container {request.container_id} {request.ifname}",
                 )
-            network = self.tenant_network(attachment.namespace)
+            network = self.tenant_network(
+                self.network_namespace(attachment.namespace, attachment.pod)
+            )
             port = neutron.get_pod_port(self.conn(), attachment.port_id)
             found = netlink.pod_interface(request.netns, request.ifname)
             ip = port.address_on(network.subnet_id) if port else None

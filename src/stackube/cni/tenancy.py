@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stackube.api.types import State, is_deleting, namespace_network
+from stackube.api.types import LABEL_TENANT, State, is_deleting, namespace_network
 from stackube.cni import spec
 from stackube.host.netlink import PodInterface
 
@@ -73,6 +73,21 @@ def choose_network(namespace: str, items: Sequence[Mapping[str, Any]]) -> Networ
             f"Network {namespace}/{ref.name} is not Active yet (state {state or 'unset'})",
         )
     return ref
+
+
+def dns_pod_tenant(namespace: str, pod: str, labels: Mapping[str, str] | None) -> str:
+    """The tenant whose network a DNS server pod joins: its LABEL_TENANT label (None:
+    the pod is not there, e.g. deleted meanwhile)."""
+    if labels is None:
+        raise spec.CniError(spec.TRY_AGAIN_LATER, f"pod {namespace}/{pod} is not in the API")
+    tenant = labels.get(LABEL_TENANT)
+    if not tenant:
+        raise spec.CniError(
+            spec.NO_TENANT_NETWORK,
+            f"pod {namespace}/{pod} has no {LABEL_TENANT} label",
+            f"pods in {namespace} join the network of the tenant that label names",
+        )
+    return tenant
 
 
 def live_network_refs(items: Iterable[Mapping[str, Any]]) -> dict[str, NetworkRef]:

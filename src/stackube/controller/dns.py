@@ -1,9 +1,14 @@
-"""A tenant's own DNS server (pure): CoreDNS in the tenant's namespace, answering only
-for that namespace's Services, reached by the tenant's pods at the cluster DNS IP
-(stackube-proxy maps that IP to this Service inside the tenant's router).
+"""A tenant's own DNS server (pure): CoreDNS answering only for the tenant namespace's
+Services, reached by the tenant's pods at the cluster DNS IP (stackube-proxy maps that
+IP to this server's Service inside the tenant's router).
 
 Tenant networks are isolated, so one cluster-wide DNS server could not be reached by
-them (nor should it answer one tenant about another's Services).
+them (nor should it answer one tenant about another's Services). The servers live in
+the system namespace DNS_NAMESPACE, one Deployment/Service/ConfigMap per tenant named
+after it, their pods labelled with the tenant so that the CNI daemon puts them on the
+tenant's network (docs/decisions/0007-tenant-dns-outside-tenant-namespaces.md): CoreDNS's
+kubernetes plugin lists and watches the whole cluster, and a credential inside a tenant
+namespace would be the tenant's.
 """
 
 from __future__ import annotations
@@ -15,12 +20,10 @@ from typing import Any
 
 import yaml
 
-from stackube.api.naming import DNS_SERVICE, tenant_labels
+from stackube.api.naming import DNS_SERVICE_ACCOUNT, tenant_labels
+from stackube.api.types import DNS_NAMESPACE, LABEL_TENANT
 
-DNS_NAME = DNS_SERVICE  # Deployment, Service, ConfigMap and ServiceAccount
-# The ClusterRole (read Services, EndpointSlices, Namespaces) and the one ClusterRoleBinding
-# of every tenant's DNS ServiceAccount, both shipped with the controller's RBAC.
-DNS_CLUSTER_ROLE = "stackube:tenant-dns"
+DNS_APP = "stackube-dns"  # the app.kubernetes.io/name of every tenant's DNS objects
 DNS_LISTEN_PORT = 1053  # unprivileged: CoreDNS runs as a non-root user with no capabilities
 DNS_HEALTH_PORT = 8080
 DNS_READY_PORT = 8181
@@ -29,6 +32,8 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 CONFIG_DIR = "/etc/coredns"
 APP_LABEL = "app.kubernetes.io/name"
 CONFIG_HASH = "stackube.kubernetes.io/config-hash"
+# The kinds dns_objects returns (the finalizer deletes these, by the tenant's name).
+DNS_KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap"))
 
 
 @dataclass(frozen=True)
@@ -40,20 +45,10 @@ class DnsSettings:
     apiserver_url: str | None = None
 
 
-def dns_subject(namespace: str) -> dict[str, str]:
-    """The tenant DNS server's ServiceAccount, as a subject of the shared binding."""
-    return {"kind": "ServiceAccount", "name": DNS_NAME, "namespace": namespace}
-
-
-def binding_subjects(
-    subjects: list[dict[str, Any]], namespace: str, present: bool
-) -> list[dict[str, Any]] | None:
-    """The shared ClusterRoleBinding's subjects with (or without) this namespace's DNS
-    ServiceAccount; None when nothing changes."""
-    mine = dns_subject(namespace)
-    others = [s for s in subjects if {k: s.get(k) for k in mine} != mine]
-    wanted = [*others, mine] if present else others
-    return None if wanted == subjects else wanted
+def dns_selector(tenant: str) -> dict[str, str]:
+    """The labels of a tenant's DNS pods: the CNI daemon reads LABEL_TENANT to choose the
+    tenant's network (only in DNS_NAMESPACE, where only the controller writes)."""
+    return {APP_LABEL: DNS_APP, LABEL_TENANT: tenant}
 
 
 def corefile(namespace: str, settings: DnsSettings) -> str:
@@ -89,27 +84,31 @@ def kubeconfig(apiserver_url: str) -> str:
                 },
             }
         ],
-        "users": [{"name": DNS_NAME, "user": {"tokenFile": f"{SERVICE_ACCOUNT_DIR}/token"}}],
-        "contexts": [{"name": DNS_NAME, "context": {"cluster": "cluster", "user": DNS_NAME}}],
-        "current-context": DNS_NAME,
+        "users": [{"name": DNS_APP, "user": {"tokenFile": f"{SERVICE_ACCOUNT_DIR}/token"}}],
+        "contexts": [{"name": DNS_APP, "context": {"cluster": "cluster", "user": DNS_APP}}],
+        "current-context": DNS_APP,
     }
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def _metadata(name: str, namespace: str | None, labels: dict[str, str]) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "labels": labels}
-    if namespace is not None:
-        meta["namespace"] = namespace
-    return meta
+def dns_references(tenant: str) -> list[dict[str, Any]]:
+    """The tenant's DNS objects by kind and name (enough to delete them)."""
+    return [
+        {"apiVersion": api_version, "kind": kind, "metadata": _metadata(tenant, {})}
+        for api_version, kind in DNS_KINDS
+    ]
+
+
+def _metadata(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": DNS_NAMESPACE, "labels": labels}
 
 
 def dns_objects(tenant: str, project_id: str, settings: DnsSettings) -> list[dict[str, Any]]:
-    """The tenant's DNS objects, in its namespace (its ServiceAccount's read access is a
-    subject of the shared ClusterRoleBinding DNS_CLUSTER_ROLE: see binding_subjects)."""
-    namespace = tenant
-    labels = {**tenant_labels(tenant, project_id), APP_LABEL: DNS_NAME}
-    selector = {APP_LABEL: DNS_NAME}
-    data = {"Corefile": corefile(namespace, settings)}
+    """The tenant's DNS objects: in DNS_NAMESPACE, each named after the tenant, running as
+    the shared DNS_SERVICE_ACCOUNT (shipped with the controller's RBAC)."""
+    labels = {**tenant_labels(tenant, project_id), APP_LABEL: DNS_APP}
+    selector = dns_selector(tenant)
+    data = {"Corefile": corefile(tenant, settings)}
     if settings.apiserver_url:
         data["kubeconfig"] = kubeconfig(settings.apiserver_url)
     config_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -139,19 +138,14 @@ def dns_objects(tenant: str, project_id: str, settings: DnsSettings) -> list[dic
     return [
         {
             "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": _metadata(DNS_NAME, namespace, labels),
-        },
-        {
-            "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": _metadata(DNS_NAME, namespace, labels),
+            "metadata": _metadata(tenant, labels),
             "data": data,
         },
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": _metadata(DNS_NAME, namespace, labels),
+            "metadata": _metadata(tenant, labels),
             "spec": {
                 "selector": selector,
                 "ports": [
@@ -163,7 +157,7 @@ def dns_objects(tenant: str, project_id: str, settings: DnsSettings) -> list[dic
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": _metadata(DNS_NAME, namespace, labels),
+            "metadata": _metadata(tenant, labels),
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": selector},
@@ -171,12 +165,12 @@ def dns_objects(tenant: str, project_id: str, settings: DnsSettings) -> list[dic
                     # A changed configuration rolls the pods (CoreDNS reads it at start).
                     "metadata": {"labels": labels, "annotations": {CONFIG_HASH: config_hash}},
                     "spec": {
-                        "serviceAccountName": DNS_NAME,
+                        "serviceAccountName": DNS_SERVICE_ACCOUNT,
                         # Not itself: the cluster DNS IP is this server.
                         "dnsPolicy": "Default",
                         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                         "containers": [container],
-                        "volumes": [{"name": "config", "configMap": {"name": DNS_NAME}}],
+                        "volumes": [{"name": "config", "configMap": {"name": tenant}}],
                     },
                 },
             },

@@ -73,10 +73,18 @@ class NetworkReconciler:
             )
         return project
 
-    def _adopted(self, network_id: str) -> NetworkResult:
+    def _adopted(self, namespace: str, network_id: str) -> NetworkResult:
+        """An existing Neutron network, only if the namespace's tenant owns it: pods
+        here would otherwise join another project's L2 (and its ports be billed there)."""
+        project = self.project_id(namespace)
         net = neutron.get_network(self.conn, network_id)
         if net is None:
             raise PermanentError(f"adopted Neutron network {network_id} does not exist")
+        if net.project_id != project:
+            raise PermanentError(
+                f"adopted Neutron network {network_id} belongs to project {net.project_id}, "
+                f"not to this namespace's tenant (project {project})"
+            )
         subnets = neutron.subnets_of(self.conn, net.id)
         return NetworkResult(net.id, subnets[0].id if subnets else None, None)
 
@@ -93,7 +101,7 @@ class NetworkReconciler:
         except SpecError as exc:
             raise PermanentError(str(exc)) from exc
         if spec.network_id is not None:
-            return self._adopted(spec.network_id)
+            return self._adopted(spec.namespace, spec.network_id)
         if spec.cidr is None:  # parse_network requires one of the two
             raise PermanentError("spec.cidr is required unless spec.networkID adopts a network")
         status = body.get("status") or {}

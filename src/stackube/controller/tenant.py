@@ -12,10 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from stackube.api import naming
-from stackube.api.types import LABEL_TENANT, SpecError, TenantSpec, parse_tenant
-from stackube.config import ControllerConfig
-from stackube.controller import dns
-from stackube.controller.rbac import tenant_role_binding
+from stackube.api.types import (
+    LABEL_TENANT,
+    SpecError,
+    TenantSpec,
+    parse_tenant,
+    pod_security_labels,
+)
+from stackube.config import BINDABLE_CLUSTER_ROLES, ControllerConfig
+from stackube.controller import dns, rbac
 from stackube.errors import PermanentError, TemporaryError
 from stackube.faults import checkpoint
 from stackube.kube import apply
@@ -107,6 +112,13 @@ class TenantReconciler:
             adopted = identity.get_project(self.conn, spec.tenant_id)
             if adopted is None:
                 raise PermanentError(f"adopted Keystone project {spec.tenant_id} does not exist")
+            if adopted.domain_id != self._domain():
+                # Its members could log in (the webhook takes only the tenant domain's
+                # projects) and its users would not be the Tenant's to manage.
+                raise PermanentError(
+                    f"adopted Keystone project {spec.tenant_id} is not in the tenant domain "
+                    f"{self.config.tenant_domain_name!r}: only projects there can be Tenants"
+                )
             return adopted
         recorded = status.get("projectID")
         if recorded:
@@ -161,7 +173,12 @@ class TenantReconciler:
         return user
 
     def namespace(self, spec: TenantSpec, project: identity.Project) -> None:
-        labels = naming.tenant_labels(spec.name, project.id)
+        # Pod Security labels too: tenants cannot write namespaces, and every pass puts
+        # back what someone with that right changed.
+        labels = {
+            **naming.tenant_labels(spec.name, project.id),
+            **pod_security_labels(spec.pod_security),
+        }
         current = kube.get_namespace(self.kube, spec.name)
         if current is None:
             kube.create_namespace(self.kube, spec.name, labels)
@@ -212,15 +229,27 @@ class TenantReconciler:
         user = self.user(spec, password, project)
         identity.grant_project_role(self.conn, user.id, project.id, self._member())
         checkpoint("keystone-role")
-        kube.apply_role_binding(self.kube, spec.name, tenant_role_binding(spec.name, project.id))
+        self.role_bindings(spec.name, project.id)
         checkpoint("rbac")
         self.dns(spec.name, project.id)
         checkpoint("dns")
         return TenantResult(project.id, user.id, network_state, network_message)
 
+    def role_bindings(self, tenant: str, project_id: str) -> None:
+        """The Keystone role mapping as RoleBindings in the tenant's namespace; bindings
+        the mapping no longer names (and 2017-style ones) are removed."""
+        wanted = rbac.tenant_role_bindings(tenant, project_id, self.config.role_mapping)
+        for binding in wanted:
+            kube.apply_role_binding(self.kube, tenant, binding)
+        # Deleting an absent binding is a no-op: no list (or right to list) needed.
+        ours = [rbac.LEGACY_ROLE_BINDING, *map(rbac.role_binding_name, BINDABLE_CLUSTER_ROLES)]
+        for name in rbac.stale_role_bindings(ours, wanted):
+            if kube.delete_role_binding(self.kube, tenant, name):
+                log.info("tenant %s: removed RoleBinding %s (no longer mapped)", tenant, name)
+
     def dns(self, tenant: str, project_id: str) -> None:
-        """The tenant's DNS server: applied every pass (one PATCH per object; nothing
-        changes when nothing differs), and its ServiceAccount in the shared binding."""
+        """The tenant's DNS server, in the DNS namespace: applied every pass (one PATCH
+        per object; nothing changes when nothing differs)."""
         settings = dns.DnsSettings(
             image=self.config.dns_image,
             cluster_domain=self.config.cluster_domain,
@@ -228,19 +257,6 @@ class TenantReconciler:
         )
         objects = dns.dns_objects(tenant, project_id, settings)
         apply.server_side_apply(self.kube, objects, FIELD_MANAGER)
-        self.dns_binding(tenant, present=True)
-
-    def dns_binding(self, namespace: str, present: bool) -> None:
-        binding = kube.read_cluster_role_binding(self.kube, dns.DNS_CLUSTER_ROLE)
-        subjects = dns.binding_subjects(binding.get("subjects") or [], namespace, present)
-        if subjects is not None:
-            kube.replace_cluster_role_binding(self.kube, {**binding, "subjects": subjects})
-            log.info(
-                "tenant %s: DNS ServiceAccount %s the %s binding",
-                namespace,
-                "added to" if present else "removed from",
-                dns.DNS_CLUSTER_ROLE,
-            )
 
     def note_network_state(self, tenant: str, state: str) -> None:
         """Record the default Network's state on the Tenant (an annotation), which
@@ -271,8 +287,9 @@ class TenantReconciler:
                 f"waiting for namespace {name}{waiting} to be removed", retry_after=0.5
             )
         checkpoint("namespace-deleted")
-        # The shared binding is cluster-scoped: not emptied with the namespace.
-        self.dns_binding(name, present=False)
+        # Not in the tenant's namespace, so not emptied with it.
+        if apply.delete_objects(self.kube, dns.dns_references(name)):
+            log.info("tenant %s: deleted its DNS server", name)
         domain = self._domain()
         project_id = spec_body.get("tenantID") or status.get("projectID")
         if not project_id:

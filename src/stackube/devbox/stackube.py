@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from stackube.api.crds import all_crds
-from stackube.api.manifests import controller_rbac
+from stackube.api.manifests import admission_policies, controller_rbac
 from stackube.devbox import health
 from stackube.devbox.fsutil import write_atomic
 from stackube.devbox.kubeconfig import render_kubeconfig
@@ -162,6 +162,7 @@ class StackubeDevbox:
         with session(self.settings.admin_kubeconfig) as api:
             apply.apply_crds(api, all_crds())
             apply.server_side_apply(api, controller_rbac(), "stackube-devbox")
+            apply.server_side_apply(api, admission_policies(), "stackube-devbox")
 
     def services(self) -> list[Service]:
         host = self.settings.host

@@ -50,6 +50,7 @@ APPLY_KINDS: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("v1", "ConfigMap"): ("/api/v1", "configmaps", True),
     ("v1", "Service"): ("/api/v1", "services", True),
     ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts", True),
+    ("v1", "Namespace"): ("/api/v1", "namespaces", False),
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments", True),
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): (
         "/apis/rbac.authorization.k8s.io/v1",
@@ -70,6 +71,16 @@ APPLY_KINDS: dict[tuple[str, str], tuple[str, str, bool]] = {
         "/apis/rbac.authorization.k8s.io/v1",
         "rolebindings",
         True,
+    ),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"): (
+        "/apis/admissionregistration.k8s.io/v1",
+        "validatingadmissionpolicies",
+        False,
+    ),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"): (
+        "/apis/admissionregistration.k8s.io/v1",
+        "validatingadmissionpolicybindings",
+        False,
     ),
 }
 
@@ -107,3 +118,27 @@ def server_side_apply(
         response = api.call_api(*request)
         response.read()
         api.response_deserialize(response, {"200": "object", "201": "object"})
+
+
+@translating("delete")
+def delete_objects(api: k8s.ApiClient, documents: Iterable[Mapping[str, Any]]) -> int:
+    """Delete each object of a kind in APPLY_KINDS (only apiVersion, kind and metadata
+    name/namespace are read); absent ones are fine. Returns how many were deleted."""
+    deleted = 0
+    for doc in documents:
+        request = api.param_serialize(
+            "DELETE",
+            object_path(doc),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = api.call_api(*request)
+            response.read()
+            api.response_deserialize(response, {"200": "object", "202": "object"})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            continue
+        deleted += 1
+    return deleted

@@ -70,23 +70,6 @@ def node_readiness(api: k8s.ApiClient, name: str) -> tuple[bool, str]:
     return ready[0].status == "True", str(ready[0].message)
 
 
-@translating("read cluster role binding")
-def read_cluster_role_binding(api: k8s.ApiClient, name: str) -> dict[str, Any]:
-    return cast(
-        dict[str, Any],
-        api.sanitize_for_serialization(
-            k8s.RbacAuthorizationV1Api(api).read_cluster_role_binding(name)
-        ),
-    )
-
-
-@translating("update cluster role binding")
-def replace_cluster_role_binding(api: k8s.ApiClient, body: dict[str, Any]) -> None:
-    """Write back what was read (its resourceVersion makes a concurrent change fail with
-    409, which is retried)."""
-    k8s.RbacAuthorizationV1Api(api).replace_cluster_role_binding(body["metadata"]["name"], body)
-
-
 @translating("apply role binding")
 def apply_role_binding(api: k8s.ApiClient, namespace: str, body: dict[str, Any]) -> None:
     """Create the RoleBinding, or replace it if it differs (roleRef is immutable: a
@@ -107,6 +90,28 @@ def apply_role_binding(api: k8s.ApiClient, namespace: str, body: dict[str, Any])
         for k, v in body["metadata"].get("labels", {}).items()
     ):
         rbac.patch_namespaced_role_binding(name, namespace, body)
+
+
+@translating("delete role binding")
+def delete_role_binding(api: k8s.ApiClient, namespace: str, name: str) -> bool:
+    """True if it was there."""
+    try:
+        k8s.RbacAuthorizationV1Api(api).delete_namespaced_role_binding(name, namespace)
+    except ApiException as exc:
+        _absent_is_none(exc)
+        return False
+    return True
+
+
+@translating("read pod")
+def pod_labels(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, str] | None:
+    """A pod's labels; None if there is no such pod."""
+    try:
+        pod = k8s.CoreV1Api(api).read_namespaced_pod(name, namespace, _request_timeout=10)
+    except ApiException as exc:
+        _absent_is_none(exc)
+        return None
+    return dict(pod.metadata.labels or {})
 
 
 @translating("read secret")

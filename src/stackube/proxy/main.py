@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     engine = ProxyEngine(
-        ProxySettings(args.cluster_dns, args.dns_service, args.service_cidr),
+        ProxySettings(args.cluster_dns, args.dns_namespace, args.service_cidr),
         iptables,
         args.min_sync_seconds,
     )

@@ -13,9 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--service-cidr", default="10.96.0.0/12", help="the ClusterIP range")
     parser.add_argument(
-        "--dns-service",
+        "--dns-namespace",
         default="stackube-dns",
-        help="each tenant's own DNS Service, in its namespace: the cluster DNS IP goes there",
+        help="where each tenant's DNS Service is, named after the tenant's namespace: "
+        "the cluster DNS IP goes there",
     )
     parser.add_argument(
         "--min-sync-seconds",

@@ -23,7 +23,7 @@ from stackube.proxy.render import (
     restore_input,
     udp_endpoints_removed,
 )
-from stackube.proxy.tenants import ProxySettings, router_of, tenant_services
+from stackube.proxy.tenants import ProxySettings, router_of, slice_owner, tenant_services
 
 log = logging.getLogger("stackube.proxy")
 
@@ -74,6 +74,11 @@ class ProxyEngine:
     def on_change(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         with self._changed:
             namespace = self._objects[kind].apply(old, new)
+            obj = new if new is not None else old
+            if obj is not None and namespace == self.settings.dns_namespace:
+                # A tenant's DNS Service (named after the tenant's namespace) or its slice.
+                meta = obj.get("metadata") or {}
+                namespace = slice_owner(obj) if kind == "endpointslices" else meta.get("name")
             if namespace is not None:
                 self._dirty.add(namespace)
                 self._changed.notify()
@@ -97,6 +102,7 @@ class ProxyEngine:
     def sync_dirty(self) -> list[SyncResult]:
         with self._changed:
             namespaces, self._dirty = sorted(self._dirty), set()
+            dns_namespace = self.settings.dns_namespace
             snapshot = {
                 ns: (
                     self._in("networks", ns),
@@ -105,10 +111,11 @@ class ProxyEngine:
                 )
                 for ns in namespaces
             }
+            dns = (self._in("services", dns_namespace), self._in("endpointslices", dns_namespace))
         results = []
         for namespace, (networks, services, slices) in snapshot.items():
             try:
-                results.append(self.sync_namespace(namespace, networks, services, slices))
+                results.append(self.sync_namespace(namespace, networks, services, slices, *dns))
             except StackubeError as exc:
                 log.warning("namespace %s: %s; retrying", namespace, exc)
                 self._retry(namespace)
@@ -132,6 +139,8 @@ class ProxyEngine:
         networks: Iterable[dict[str, Any]],
         services: Iterable[dict[str, Any]],
         slices: Iterable[dict[str, Any]],
+        dns_services: Iterable[dict[str, Any]] = (),
+        dns_slices: Iterable[dict[str, Any]] = (),
     ) -> SyncResult:
         started = time.monotonic()
         router = router_of(namespace, networks)
@@ -148,7 +157,9 @@ class ProxyEngine:
             self._waiting.add(namespace)  # not on this node, or not yet: look again later
             return SyncResult(namespace, router)
         self._waiting.discard(namespace)
-        tenant = tenant_services(namespace, router, services, slices, self.settings)
+        tenant = tenant_services(
+            namespace, router, services, slices, self.settings, dns_services, dns_slices
+        )
         desired = desired_tables(tenant, self.settings.service_cidr)
         applied = self._applied.get(router)
         existing = (

@@ -6,8 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stackube.api.naming import DNS_SERVICE
-from stackube.api.types import is_deleting, namespace_network
+from stackube.api.types import DNS_NAMESPACE, is_deleting, namespace_network
 from stackube.proxy.model import ServicePort, TenantServices, redirected, service_ports
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -16,7 +15,8 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 @dataclass(frozen=True)
 class ProxySettings:
     cluster_dns_ip: str = "10.96.0.10"
-    dns_service: str = DNS_SERVICE
+    # Each tenant's DNS Service lives here, named after the tenant's namespace.
+    dns_namespace: str = DNS_NAMESPACE
     service_cidr: str = "10.96.0.0/12"
 
 
@@ -30,29 +30,44 @@ def router_of(namespace: str, networks: Iterable[Mapping[str, Any]]) -> str | No
     return str(router) if router else None
 
 
+def slice_owner(slice_: Mapping[str, Any]) -> str | None:
+    """The Service an EndpointSlice belongs to (its kubernetes.io/service-name label)."""
+    owner = ((slice_.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
+    return str(owner) if owner else None
+
+
+def _ports(
+    services: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]]
+) -> list[ServicePort]:
+    by_service: dict[str, list[Mapping[str, Any]]] = {}
+    for slice_ in slices:
+        owner = slice_owner(slice_)
+        if owner:
+            by_service.setdefault(owner, []).append(slice_)
+    ports: list[ServicePort] = []
+    for service in services:
+        name = str((service.get("metadata") or {}).get("name", ""))
+        ports += service_ports(service, by_service.get(name, []))
+    return ports
+
+
 def tenant_services(
     namespace: str,
     router_id: str,
     services: Iterable[Mapping[str, Any]],
     slices: Iterable[Mapping[str, Any]],
     settings: ProxySettings,
+    dns_services: Iterable[Mapping[str, Any]] = (),
+    dns_slices: Iterable[Mapping[str, Any]] = (),
 ) -> TenantServices:
     """The namespace's ClusterIP ports, plus the cluster DNS IP (UDP and TCP 53) sent
-    to the tenant's own DNS Service."""
-    by_service: dict[str, list[Mapping[str, Any]]] = {}
-    for slice_ in slices:
-        owner = ((slice_.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
-        if owner:
-            by_service.setdefault(str(owner), []).append(slice_)
-    ports: list[ServicePort] = []
-    for service in services:
-        name = str((service.get("metadata") or {}).get("name", ""))
-        mine = service_ports(service, by_service.get(name, []))
-        ports += mine
-        if name == settings.dns_service:
-            ports += [
-                redirected(p, settings.cluster_dns_ip)
-                for p in mine
-                if p.port == 53 and p.cluster_ip != settings.cluster_dns_ip
-            ]
+    to the endpoints of the tenant's DNS Service (`dns_services`/`dns_slices`: those of
+    settings.dns_namespace; only the Service named `namespace` counts)."""
+    ports = _ports(services, slices)
+    own_dns = [s for s in dns_services if (s.get("metadata") or {}).get("name") == namespace]
+    ports += [
+        redirected(p, settings.cluster_dns_ip)
+        for p in _ports(own_dns, [s for s in dns_slices if slice_owner(s) == namespace])
+        if p.port == 53
+    ]
     return TenantServices(router_id, tuple(sorted(ports)))

@@ -26,3 +26,9 @@ def cni_rbac() -> list[dict[str, Any]]:
 def proxy_rbac() -> list[dict[str, Any]]:
     """stackube-proxy's ServiceAccount: read Services, EndpointSlices, Networks."""
     return _documents("proxy-rbac.yaml")
+
+
+def admission_policies() -> list[dict[str, Any]]:
+    """ValidatingAdmissionPolicies and their bindings: tenant pods stay off the node,
+    the controller writes only namespaces it made, spec.password warns."""
+    return _documents("admission-policies.yaml")
