@@ -38,12 +38,23 @@ EXTRA_KEYS = frozenset(
         "cacert",
         "dns-image",
         "cluster-domain",
+        "role-mapping",
     }
 )
 # The tenant DNS servers' image: CoreDNS as its project publishes it.
 DEFAULT_DNS_IMAGE = "coredns/coredns:1.14.7"
 SECRET_KEYS = frozenset({"password", "keyring"})
 REQUIRED_KEYS = ("auth-url", "username", "password", "tenant-name")
+# The only ClusterRoles a tenant's Keystone roles may be mapped to: Kubernetes' built-in
+# user-facing roles, bound in the tenant's namespace only. Anything else (cluster-admin,
+# a custom role) could reach beyond the namespace or grant more than the controller
+# itself holds.
+BINDABLE_CLUSTER_ROLES = ("view", "edit", "admin")
+DEFAULT_ROLE_MAPPING: tuple[tuple[str, str], ...] = (
+    ("reader", "view"),
+    ("member", "edit"),
+    ("admin", "admin"),
+)
 
 
 class ConfigError(StackubeError, ValueError):
@@ -70,6 +81,8 @@ class ControllerConfig:
     tenant_domain_name: str = "stackube"
     dns_image: str = DEFAULT_DNS_IMAGE
     cluster_domain: str = "cluster.local"
+    # (Keystone role, ClusterRole) pairs, in the configured order.
+    role_mapping: tuple[tuple[str, str], ...] = DEFAULT_ROLE_MAPPING
     warnings: tuple[str, ...] = ()
 
     @property
@@ -89,6 +102,35 @@ def _keystone_v3(url: str) -> tuple[str, list[str]]:
     if not stripped.endswith("/v3"):
         return stripped + "/v3", []
     return stripped, []
+
+
+def parse_role_mapping(text: str) -> tuple[tuple[str, str], ...]:
+    """`reader=view,member=edit,admin=admin` -> (("reader", "view"), ...), in order.
+
+    Keys are Keystone role names, values one of BINDABLE_CLUSTER_ROLES; blanks around
+    names are ignored. Raises ConfigError naming `role-mapping` and the bad entry for an
+    empty text or entry, an entry without one `=`, an empty name, a ClusterRole that may
+    not be bound, or a Keystone role mapped twice.
+    """
+    pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for entry in text.split(","):
+        parts = [p.strip() for p in entry.split("=")]
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(
+                f"role-mapping: entry {entry.strip()!r} is not <keystone role>=<cluster role>"
+            )
+        role, cluster_role = parts
+        if cluster_role not in BINDABLE_CLUSTER_ROLES:
+            raise ConfigError(
+                f"role-mapping: entry {entry.strip()!r} maps to ClusterRole {cluster_role!r}; "
+                f"only {', '.join(BINDABLE_CLUSTER_ROLES)} may be bound"
+            )
+        if role in seen:
+            raise ConfigError(f"role-mapping: Keystone role {role!r} is mapped more than once")
+        seen.add(role)
+        pairs.append((role, cluster_role))
+    return tuple(pairs)
 
 
 def parse_config(
@@ -116,6 +158,12 @@ def parse_config(
         check_cidr_and_gateway(cidr, gateway)
     except SpecError as exc:
         raise ConfigError(f"user-cidr/user-gateway: {exc}") from exc
+    # Absent: the default. Present but empty is a mistake, not "grant nothing" or "default".
+    role_mapping = (
+        parse_role_mapping(merged["role-mapping"])
+        if "role-mapping" in merged
+        else DEFAULT_ROLE_MAPPING
+    )
     port_text = merged.get("kubernetes-port", "6443")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ConfigError(f"kubernetes-port {port_text!r} is not a TCP port")
@@ -138,6 +186,7 @@ def parse_config(
         tenant_domain_name=merged.get("tenant-domain-name") or "stackube",
         dns_image=merged.get("dns-image") or DEFAULT_DNS_IMAGE,
         cluster_domain=merged.get("cluster-domain") or "cluster.local",
+        role_mapping=role_mapping,
         warnings=tuple(warnings),
     )
 

@@ -2,6 +2,7 @@
 
 import datetime
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -25,11 +26,15 @@ IDENTITY = TokenIdentity(
 )
 
 
-def test_a_valid_token_becomes_a_user_in_the_projects_group() -> None:
+def test_a_valid_token_becomes_a_user_in_the_projects_group_and_role_groups() -> None:
     info = review.user_info(IDENTITY)
     assert info["username"] == "keystone:stackube:test"
     assert info["uid"] == "u1"
-    assert info["groups"] == ["stackube:project:p1"]
+    assert info["groups"] == [
+        "stackube:project:p1",
+        "stackube:project:p1:role:member",
+        "stackube:project:p1:role:reader",
+    ]
     assert info["extra"]["stackube.kubernetes.io/roles"] == ["member", "reader"]
     assert info["extra"]["stackube.kubernetes.io/project-id"] == ["p1"]
 
@@ -39,6 +44,75 @@ def test_username_format_is_configurable_and_unscoped_tokens_get_no_group() -> N
     info = review.user_info(unscoped, "{user_id}")
     assert info["username"] == "u1"
     assert info["groups"] == []
+
+
+def test_only_tokens_scoped_to_a_project_of_the_tenant_domain_pass() -> None:
+    assert review.scope_problem(IDENTITY, "stackube") is None
+    unscoped = replace(IDENTITY, project_id=None, project_name=None, project_domain=None)
+    assert review.scope_problem(unscoped, "stackube") == review.NOT_SCOPED
+    assert "not scoped to a project" in review.NOT_SCOPED
+    # Domain-scoped tokens have roles but no project.
+    domain_scoped = replace(unscoped, roles=("admin",))
+    assert review.scope_problem(domain_scoped, "stackube") == review.NOT_SCOPED
+    admin_project = replace(IDENTITY, project_name="admin", project_domain="Default")
+    problem = review.scope_problem(admin_project, "stackube")
+    assert problem is not None and "'Default'" in problem and "'stackube'" in problem
+    assert review.scope_problem(IDENTITY, "elsewhere") is not None
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "gAAAAABn" + "x" * 8,  # 16: the shortest accepted
+        "gAAAAABnQ1Zx-aB_cD=" * 10,  # Fernet-like
+        "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJl",  # JWS: three dotted parts
+        "a" * 2048,
+    ],
+)
+def test_keystone_shaped_tokens_are_well_formed(token: str) -> None:
+    assert review.well_formed(token)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "short-token-15c",  # 15 characters
+        " gAAAAABnQ1Zx-aB_cD0123456789",  # leading blank
+        "gAAAAABnQ1Zx-aB_cD0123456789\n",  # trailing newline ($ would let it through)
+        "gAAAAABnQ1Zx-aB_cD0123456789\r\nX-Injected: 1",
+        "gAAAAABnQ1Zx+aB/cD0123456789",  # standard, not URL-safe, base64
+        "tökenwithumlauts0123456789",
+        "a" * 2049,
+    ],
+)
+def test_other_text_is_a_malformed_token(token: str) -> None:
+    assert not review.well_formed(token)
+
+
+@pytest.mark.parametrize(
+    ("requested", "configured", "granted"),
+    [
+        ([], [], []),
+        ([], ["stackube"], []),
+        (["https://kubernetes.default.svc"], [], []),  # not audience-aware: none echoed
+        (["a", "b", "c"], ["c", "a"], ["a", "c"]),  # requested order
+        (["a", "a"], ["a"], ["a"]),
+        (["other"], ["stackube"], None),
+    ],
+)
+def test_audiences_follow_the_tokenreview_api(
+    requested: list[str], configured: list[str], granted: list[str] | None
+) -> None:
+    assert review.granted_audiences(requested, configured) == granted
+
+
+def test_audiences_flag_and_responses() -> None:
+    assert review.parse_audiences("") == ()
+    assert review.parse_audiences(" a, b,,a ,") == ("a", "b")
+    ok = review.allowed(review.user_info(IDENTITY), [])
+    assert "audiences" not in ok["status"]
+    assert "requested audiences (x, y)" in review.audience_error(["x", "y"])
 
 
 def test_request_parsing_and_responses() -> None:
@@ -65,6 +139,8 @@ def test_request_parsing_and_responses() -> None:
         b"[]",
         b'{"kind": "SubjectAccessReview"}',
         b'{"kind": "TokenReview", "spec": {}}',
+        b'{"kind": "TokenReview", "spec": []}',
+        b'{"kind": "TokenReview", "spec": {"token": "t", "audiences": "a"}}',
     ],
 )
 def test_bad_requests_are_refused(body: bytes) -> None:

@@ -18,10 +18,10 @@ from stackube.cni.pool import (
 )
 from stackube.cni.result import host_ifname
 from stackube.cni.tenancy import (
-    dns_pod_tenant,
     ExpectedInterface,
     check_problems,
     choose_network,
+    dns_pod_tenant,
     live_network_refs,
 )
 from stackube.host.netlink import PodInterface
@@ -211,7 +211,7 @@ def test_the_conflist_names_the_plugin_and_its_socket() -> None:
 def test_a_dns_server_pod_joins_the_network_of_the_tenant_its_label_names() -> None:
     labels = {"stackube.kubernetes.io/tenant": "team-a", "app.kubernetes.io/name": "x"}
     assert dns_pod_tenant("stackube-dns", "team-a-1", labels) == "team-a"
-    with pytest.raises(spec.CniError, match="no stackube.kubernetes.io/tenant label") as err:
+    with pytest.raises(spec.CniError, match=r"no stackube\.kubernetes\.io/tenant label") as err:
         dns_pod_tenant("stackube-dns", "stray", {})
     assert err.value.code == spec.NO_TENANT_NETWORK
     with pytest.raises(spec.CniError, match="not in the API") as err:

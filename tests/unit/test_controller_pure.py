@@ -66,16 +66,100 @@ def test_bad_configuration_names_the_key(change: dict[str, str], message: str) -
 def test_names_follow_the_seed() -> None:
     assert naming.neutron_name("test", "test") == "kube-test-test"
     assert naming.project_group("abc") == "stackube:project:abc"
+    assert naming.role_group("abc", "member") == "stackube:project:abc:role:member"
 
 
-def test_tenant_rbac_binds_admin_in_the_namespace_to_the_project_group_only() -> None:
-    binding = rbac.tenant_role_binding("test", "p1")
-    assert binding["kind"] == "RoleBinding"
-    assert binding["metadata"]["namespace"] == "test"
-    assert binding["roleRef"]["name"] == "admin"
-    assert binding["subjects"] == [
-        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "stackube:project:p1"}
+def test_role_mapping_defaults_and_parses_in_order() -> None:
+    assert config.parse_config(SEED).role_mapping == (
+        ("reader", "view"),
+        ("member", "edit"),
+        ("admin", "admin"),
+    )
+    assert config.parse_role_mapping("reader=view,member=edit,admin=admin") == (
+        config.DEFAULT_ROLE_MAPPING
+    )
+    parsed = config.parse_config({**SEED, "role-mapping": " operator = admin , member=view\n"})
+    assert parsed.role_mapping == (("operator", "admin"), ("member", "view"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "role-mapping: entry ''"),
+        ("member=edit,", "role-mapping: entry ''"),
+        ("member", "role-mapping: entry 'member'"),
+        ("member=edit=admin", "role-mapping: entry 'member=edit=admin'"),
+        ("=edit", "role-mapping: entry '=edit'"),
+        ("member=", "role-mapping: entry 'member='"),
+        ("member=cluster-admin", "role-mapping: entry 'member=cluster-admin'.*only view, edit"),
+        ("member=Edit", "ClusterRole 'Edit'"),
+        ("member=edit,reader=view,member=view", "Keystone role 'member' is mapped more than once"),
+    ],
+)
+def test_bad_role_mappings_name_the_key_and_the_entry(text: str, message: str) -> None:
+    with pytest.raises(config.ConfigError, match=message):
+        config.parse_role_mapping(text)
+    with pytest.raises(config.ConfigError, match="role-mapping"):
+        config.parse_config({**SEED, "role-mapping": text})
+
+
+def _group(project_id: str, role: str) -> dict[str, str]:
+    name = f"stackube:project:{project_id}:role:{role}"
+    return {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": name}
+
+
+def test_tenant_rbac_binds_each_cluster_role_to_the_groups_of_its_keystone_roles() -> None:
+    bindings = rbac.tenant_role_bindings("test", "p1", config.DEFAULT_ROLE_MAPPING)
+    assert [b["metadata"]["name"] for b in bindings] == [
+        "stackube-view",
+        "stackube-edit",
+        "stackube-admin",
     ]
+    for binding, (role, cluster_role) in zip(bindings, config.DEFAULT_ROLE_MAPPING, strict=True):
+        assert binding["kind"] == "RoleBinding"
+        assert binding["metadata"]["namespace"] == "test"
+        assert binding["metadata"]["labels"] == naming.tenant_labels("test", "p1")
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": cluster_role,
+        }
+        assert binding["subjects"] == [_group("p1", role)]
+    # The project's group as such is bound to nothing: a role in the project is needed.
+    subjects = [s["name"] for b in bindings for s in b["subjects"]]
+    assert naming.project_group("p1") not in subjects
+
+
+def test_tenant_rbac_groups_keystone_roles_mapped_to_the_same_cluster_role() -> None:
+    mapping = (("member", "edit"), ("operator", "edit"), ("member2", "view"), ("member", "edit"))
+    bindings = rbac.tenant_role_bindings("t", "p", mapping)
+    assert [(b["metadata"]["name"], b["subjects"]) for b in bindings] == [
+        ("stackube-edit", [_group("p", "member"), _group("p", "operator")]),
+        ("stackube-view", [_group("p", "member2")]),
+    ]
+    assert rbac.tenant_role_bindings("t", "p", ()) == []
+    with pytest.raises(ValueError, match="cluster-admin"):
+        rbac.tenant_role_bindings("t", "p", (("member", "cluster-admin"),))
+
+
+def test_stale_role_bindings_are_ours_that_are_no_longer_wanted() -> None:
+    wanted = rbac.tenant_role_bindings("t", "p", (("member", "edit"),))
+    existing = [
+        rbac.LEGACY_ROLE_BINDING,
+        "stackube-edit",
+        "stackube-admin",
+        "stackube-view",
+        "stackube-mine",  # the tenant's own: not ours to delete
+        "team-readers",
+        "stackube-admin",
+    ]
+    assert rbac.stale_role_bindings(existing, wanted) == [
+        "stackube-admin",
+        "stackube-tenant-admins",
+        "stackube-view",
+    ]
+    assert rbac.LEGACY_ROLE_BINDING == "stackube-tenant-admins"
+    assert rbac.stale_role_bindings(iter(["stackube-edit"]), wanted) == []
 
 
 def test_condition_transition_time_moves_only_when_status_flips() -> None:

@@ -104,8 +104,8 @@ def test_the_cluster_dns_ip_goes_to_the_tenants_own_dns_server() -> None:
         [NGINX],
         [NGINX_SLICE],
         ProxySettings(cluster_dns_ip="10.96.0.10"),
-        [mine[0], others[0]],
-        [mine[1], others[1]],
+        dns_services=[mine[0], others[0]],
+        dns_slices=[mine[1], others[1]],
     )
     dns_ports = [p for p in tenant.ports if p.port == 53]
     # Only the redirect: the DNS Service's own ClusterIP is not the tenant's to reach.

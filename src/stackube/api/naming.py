@@ -6,8 +6,9 @@ from stackube.api.types import GROUP
 
 PROJECT_TAG = "stackube-tenant"
 PROJECT_GROUP_PREFIX = "stackube:project:"
-# The one ServiceAccount of the tenants' DNS servers (in api.types.DNS_NAMESPACE) (cluster-wide list/watch of Services,
-# EndpointSlices and Namespaces, which CoreDNS's kubernetes plugin needs).
+# The one ServiceAccount of the tenants' DNS servers (in api.types.DNS_NAMESPACE):
+# cluster-wide list/watch of Services, EndpointSlices and Namespaces, which CoreDNS's
+# kubernetes plugin needs.
 DNS_SERVICE_ACCOUNT = "tenant-dns"
 # Ports the CNI daemon makes for pods carry this device_owner.
 POD_PORT_DEVICE_OWNER = "compute:kubestack"

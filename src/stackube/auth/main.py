@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from stackube.auth import login
+from stackube.auth import login, review
 from stackube.auth.webhook import Reviewer, make_app, tls_context
 from stackube.config import parse_config, read_key_files
 from stackube.openstack.cloud import Credentials, service_credentials
@@ -28,12 +28,20 @@ def run_webhook(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         log.warning("configuration: %s", warning)
     validator = TokenValidator(service_credentials(config), timeout=args.keystone_timeout)
+    audiences = review.parse_audiences(args.audiences)
     reviewer = Reviewer(
         validate=validator.validate,
+        tenant_domain=config.tenant_domain_name,
+        audiences=audiences,
         ttl=args.cache_ttl,
         negative_ttl=args.negative_cache_ttl,
         username_format=args.username_format,
         cache=ReviewCache(args.cache_size),
+    )
+    log.info(
+        "tokens of projects in Keystone domain %r; audiences: %s",
+        config.tenant_domain_name,
+        ", ".join(audiences) or "none (not audience-aware)",
     )
     context = tls_context(args.tls_cert, args.tls_key, args.client_ca)
     log.info("serving TokenReviews on https://%s:%d/authenticate", args.bind_address, args.port)

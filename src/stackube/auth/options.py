@@ -30,6 +30,12 @@ def add_webhook_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-size", type=int, default=10000)
     parser.add_argument("--keystone-timeout", type=float, default=5.0)
     parser.add_argument(
+        "--audiences",
+        default="",
+        help="comma-separated audiences this webhook serves; a review asking only for "
+        "others is refused (default: none, not audience-aware: the apiserver's own only)",
+    )
+    parser.add_argument(
         "--username-format",
         default="keystone:{user_domain}:{user_name}",
         help="fields: {user_name} {user_id} {user_domain}",

@@ -1,9 +1,12 @@
 """The TokenReview webhook: an HTTPS server (aiohttp) in front of Keystone.
 
-Cached answers are served from the event loop without touching a thread; misses go to
-Keystone in a thread pool, one validation per token at a time (concurrent reviews of
-the same token wait for the same answer). Keystone unreachable -> the review fails
-closed (not authenticated) and nothing is cached, so it recovers by itself.
+What can be decided without Keystone is, first: a malformed token or audiences this
+webhook does not serve are refused locally. Cached answers are served from the event
+loop without touching a thread; misses go to Keystone in a thread pool, one validation
+per token at a time (concurrent reviews of the same token wait for the same answer).
+Invalid tokens, and valid ones not scoped to a tenant's project, are cached as denials
+for the negative TTL. Keystone unreachable -> the review fails closed (not
+authenticated) and nothing is cached, so it recovers by itself.
 Tokens are never logged or kept: the cache is keyed by their SHA-256.
 """
 
@@ -41,7 +44,13 @@ Validate = Callable[[str], TokenIdentity | None]
 
 @dataclass
 class Reviewer:
+    """Answers TokenReviews. `tenant_domain` is the Keystone domain of the tenants'
+    projects (only tokens scoped to one of them authenticate); `audiences` those this
+    webhook serves (empty: not audience-aware, see review.granted_audiences)."""
+
     validate: Validate
+    tenant_domain: str
+    audiences: tuple[str, ...] = ()
     ttl: float = 20.0
     negative_ttl: float = 5.0
     username_format: str = review.DEFAULT_USERNAME_FORMAT
@@ -54,13 +63,25 @@ class Reviewer:
     )
 
     async def review(self, token: str, audiences: list[str]) -> dict[str, Any]:
+        """The TokenReview response (authentication.k8s.io/v1) for a token and the
+        audiences the request names. Never raises for a bad token or Keystone outage:
+        those are denials."""
+        if not review.well_formed(token):
+            # Cheap to decide again: not cached, and never sent to Keystone.
+            REVIEWS.labels(result="denied", source="local").inc()
+            log.debug("refused a malformed token (%d characters)", len(token))
+            return review.denied(review.MALFORMED)
+        granted = review.granted_audiences(audiences, self.audiences)
+        if granted is None:
+            REVIEWS.labels(result="denied", source="local").inc()
+            return review.denied(review.audience_error(audiences))
         key = token_key(token)
         cached = self.cache.get(key)
         if cached is not None:
             REVIEWS.labels(
                 result="allowed" if cached.get("user") else "denied", source="cache"
             ).inc()
-            return self._respond(cached, audiences)
+            return self._respond(cached, granted)
         pending = self._inflight.get(key)
         if pending is None:
             pending = asyncio.get_running_loop().create_future()
@@ -73,7 +94,7 @@ class Reviewer:
                 if not pending.done():
                     pending.set_result((None, "Keystone validation failed"))
         user, reason = await pending
-        return self._respond({"user": user, "reason": reason}, audiences)
+        return self._respond({"user": user, "reason": reason}, granted)
 
     async def _ask_keystone(self, token: str, key: str) -> tuple[dict[str, Any] | None, str]:
         loop = asyncio.get_running_loop()
@@ -88,17 +109,24 @@ class Reviewer:
         finally:
             KEYSTONE_SECONDS.observe(time.perf_counter() - started)
         if identity is None:
-            REVIEWS.labels(result="denied", source="keystone").inc()
-            self.cache.put(
-                key, {"user": None, "reason": "invalid Keystone token"}, self.negative_ttl
-            )
-            return None, "invalid Keystone token"
+            return self._deny(key, review.INVALID)
+        problem = review.scope_problem(identity, self.tenant_domain)
+        if problem is not None:
+            log.info("refused Keystone user %s: %s", identity.user_id, problem)
+            return self._deny(key, problem)
         user = review.user_info(identity, self.username_format)
         expires_in = (identity.expires_at - datetime.datetime.now(datetime.UTC)).total_seconds()
         self.cache.put(key, {"user": user, "reason": ""}, valid_ttl(expires_in, self.ttl))
         REVIEWS.labels(result="allowed", source="keystone").inc()
         log.info("authenticated %s (uid %s)", user["username"], user["uid"])
         return user, ""
+
+    def _deny(self, key: str, reason: str) -> tuple[None, str]:
+        """Keystone's answer means no: cached for the negative TTL, so that a repeated
+        bad token does not cost a Keystone call each time."""
+        REVIEWS.labels(result="denied", source="keystone").inc()
+        self.cache.put(key, {"user": None, "reason": reason}, self.negative_ttl)
+        return None, reason
 
     @staticmethod
     def _respond(entry: dict[str, Any], audiences: list[str]) -> dict[str, Any]:

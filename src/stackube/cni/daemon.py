@@ -36,13 +36,13 @@ from stackube.cni.pool import (
 )
 from stackube.cni.result import PodAddressing, dns_search, host_ifname, port_name, render
 from stackube.cni.tenancy import (
-    dns_pod_tenant,
     ExpectedInterface,
     NetworkRef,
     TenantNetwork,
     check_problems,
     choose_network,
     cidr_address,
+    dns_pod_tenant,
     live_network_refs,
 )
 from stackube.errors import NotFoundError, StackubeError, TemporaryError

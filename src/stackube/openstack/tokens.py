@@ -4,15 +4,23 @@
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
 
+from keystoneauth1 import exceptions as ksa
 from keystoneauth1 import session as ksa_session
 from keystoneauth1.identity import v3
 
 from stackube.api.tokens import TokenIdentity
 from stackube.errors import PermanentError, TemporaryError
 from stackube.openstack.cloud import Credentials
-from stackube.openstack.errors import translating
+from stackube.openstack.errors import translate, translating
+
+# What can travel as an HTTP header value unchanged: visible ASCII, no blanks. Anything
+# else is no Keystone token, and would make requests refuse the header (an error that
+# keystoneauth reports as a connection failure, with the value in its message) or
+# http.client fail to encode it.
+_SENDABLE_TOKEN = re.compile(r"[!-~]+")
 
 
 def _password_auth(creds: Credentials) -> v3.Password:
@@ -53,24 +61,37 @@ class TokenValidator:
         self.url = creds.auth_url.rstrip("/") + "/auth/tokens"
         self.session = ksa_session.Session(auth=_password_auth(creds), timeout=timeout)
 
-    @translating("Keystone token validation")
     def validate(self, token: str) -> TokenIdentity | None:
         """TokenIdentity for a valid token; None for one Keystone says is invalid, expired
-        or revoked. Keystone being unreachable or failing raises TemporaryError."""
-        response = self.session.get(
-            self.url,
-            headers={"X-Subject-Token": token},
-            raise_exc=False,
-            # Our token may have expired: keystoneauth re-authenticates once on a 401.
-            allow_reauth=True,
-        )
+        or revoked, or one that cannot be a token at all (not sent). Raises
+        TemporaryError when Keystone is unreachable, failing or answers nonsense, and
+        PermanentError when it refuses Stackube's own credentials or the validation.
+        Only keystoneauth's errors are translated: anything else is a bug, not an
+        outage. No error message carries the token."""
+        if not _SENDABLE_TOKEN.fullmatch(token):
+            return None
+        try:
+            response = self.session.get(
+                self.url,
+                headers={"X-Subject-Token": token},
+                raise_exc=False,
+                # Our token may have expired: keystoneauth re-authenticates once on a 401.
+                allow_reauth=True,
+            )
+        except ksa.ClientException as exc:
+            raise translate(exc, "Keystone token validation") from exc
         if response.status_code in (401, 404):
             return None
         if response.status_code >= 500:
             raise TemporaryError(f"Keystone answered {response.status_code}")
         if response.status_code != 200:
             raise PermanentError(f"Keystone answered {response.status_code} to a validation")
-        return parse_token_body(response.json())
+        try:
+            return parse_token_body(response.json())
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TemporaryError(
+                f"Keystone's token validation answer is not understood: {type(exc).__name__}"
+            ) from exc
 
 
 @translating("Keystone login")

@@ -111,11 +111,14 @@ class ProxyEngine:
                 )
                 for ns in namespaces
             }
-            dns = (self._in("services", dns_namespace), self._in("endpointslices", dns_namespace))
+            dns = {
+                "dns_services": self._in("services", dns_namespace),
+                "dns_slices": self._in("endpointslices", dns_namespace),
+            }
         results = []
         for namespace, (networks, services, slices) in snapshot.items():
             try:
-                results.append(self.sync_namespace(namespace, networks, services, slices, *dns))
+                results.append(self.sync_namespace(namespace, networks, services, slices, **dns))
             except StackubeError as exc:
                 log.warning("namespace %s: %s; retrying", namespace, exc)
                 self._retry(namespace)
@@ -139,6 +142,7 @@ class ProxyEngine:
         networks: Iterable[dict[str, Any]],
         services: Iterable[dict[str, Any]],
         slices: Iterable[dict[str, Any]],
+        *,
         dns_services: Iterable[dict[str, Any]] = (),
         dns_slices: Iterable[dict[str, Any]] = (),
     ) -> SyncResult:
@@ -158,7 +162,13 @@ class ProxyEngine:
             return SyncResult(namespace, router)
         self._waiting.discard(namespace)
         tenant = tenant_services(
-            namespace, router, services, slices, self.settings, dns_services, dns_slices
+            namespace,
+            router,
+            services,
+            slices,
+            self.settings,
+            dns_services=dns_services,
+            dns_slices=dns_slices,
         )
         desired = desired_tables(tenant, self.settings.service_cidr)
         applied = self._applied.get(router)

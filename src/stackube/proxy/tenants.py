@@ -57,6 +57,7 @@ def tenant_services(
     services: Iterable[Mapping[str, Any]],
     slices: Iterable[Mapping[str, Any]],
     settings: ProxySettings,
+    *,
     dns_services: Iterable[Mapping[str, Any]] = (),
     dns_slices: Iterable[Mapping[str, Any]] = (),
 ) -> TenantServices:
