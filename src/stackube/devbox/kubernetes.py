@@ -159,7 +159,7 @@ def apiserver_argv(settings: DevboxSettings, options: ApiserverOptions) -> list[
         "kubelet-client-certificate": str(kubelet_client.cert),
         "kubelet-client-key": str(kubelet_client.key),
         "service-cluster-ip-range": settings.service_cidr,
-        "service-account-issuer": f"https://kubernetes.default.svc.{settings.cluster_domain}",
+        "service-account-issuer": settings.service_account_issuer,
         "service-account-key-file": str(sa / "service-account.pub"),
         "service-account-signing-key-file": str(sa / "service-account.key"),
         "authorization-mode": "Node,RBAC",

@@ -218,6 +218,11 @@ class DevboxSettings:
         return f"https://{self.host}:{self.ports.kube_apiserver}"
 
     @property
+    def service_account_issuer(self) -> str:
+        """kube-apiserver's --service-account-issuer, hence its API audience."""
+        return f"https://kubernetes.default.svc.{self.cluster_domain}"
+
+    @property
     def keystone_url(self) -> str:
         return f"http://{self.host}:{self.ports.keystone}/v3"
 

@@ -105,11 +105,6 @@ def ensure_auth_pki(settings: DevboxSettings) -> None:
     write_atomic(webhook_kubeconfig(settings), yaml.safe_dump(doc, sort_keys=False), 0o600)
 
 
-def apiserver_audience(settings: DevboxSettings) -> str:
-    """kube-apiserver's API audience: its --service-account-issuer, the default."""
-    return f"https://kubernetes.default.svc.{settings.cluster_domain}"
-
-
 def controller_config_values(settings: DevboxSettings) -> dict[str, str]:
     """The controller's (and CNI daemon's) configuration keys on this devbox."""
     ext = (settings.openstack_dir / "external-network-id").read_text().strip()
@@ -216,9 +211,9 @@ class StackubeDevbox:
                         f"--client-ca={pki.ca_paths.cert}",
                         f"--bind-address={host}",
                         f"--port={AUTH_PORT}",
-                        # The apiserver's own audience (its service-account issuer): the
-                        # only one a Keystone token is good for.
-                        f"--audiences={apiserver_audience(self.settings)}",
+                        # The apiserver's own audience (its service-account issuer,
+                        # the default): the only one a Keystone token is good for.
+                        f"--audiences={self.settings.service_account_issuer}",
                     ],
                 ),
                 probe=auth_probe,
