@@ -103,8 +103,9 @@ def test_the_user_guide(devbox: Devbox, kubectl: Kubectl, os_admin: Connection) 
         project = kubectl.json("get", "tenant", "test")["status"]["projectID"]
         nets = list(os_admin.network.networks(name="kube-test-test"))
         assert [n.project_id for n in nets] == [project]
-        # $ kubectl -n test get pods: the tenant's own DNS server runs there
-        eventually(lambda: running_pods(kubectl, "test", "stackube-dns"), 240, "DNS Running")
+        # $ kubectl -n test get pods showed the tenant's DNS server in 2017; it now runs in
+        # stackube-dns (named after the tenant), out of the tenant's reach.
+        eventually(lambda: running_pods(kubectl, "stackube-dns", "test-"), 240, "DNS Running")
 
         # $ kubectl -n test run nginx --image=nginx (today: create deployment)
         kubectl.run("-n", "test", "create", "deployment", "nginx", "--image=nginx")
@@ -126,9 +127,10 @@ def test_the_user_guide(devbox: Devbox, kubectl: Kubectl, os_admin: Connection) 
         # Another tenant's pod gets nothing from test's Service, by name or by address,
         # while its own DNS answers it (so the misses are isolation, not a broken pod).
         make_tenant(kubectl, "other")
+        kubectl.run("-n", "other", "create", "service", "clusterip", "own", "--tcp=80:80")
         script = (
-            "for i in $(seq 60); do nslookup stackube-dns | grep -q '^Name:' && break; "
-            "sleep 1; done; nslookup stackube-dns | grep -q '^Name:' && echo OWN-DNS; "
+            "for i in $(seq 60); do nslookup own | grep -q '^Name:' && break; "
+            "sleep 1; done; nslookup own | grep -q '^Name:' && echo OWN-DNS; "
             f"wget -T 5 -O- http://{cluster_ip}/ && echo FETCHED; "
             "nslookup nginx.test.svc.cluster.local. | grep -q '^Name:' && echo RESOLVED; "
             "echo DONE"

@@ -5,15 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import stat
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import yaml
@@ -25,89 +19,12 @@ from stackube.api.types import GROUP, VERSION
 from stackube.devbox.box import Devbox
 from stackube.openstack.cloud import Credentials
 from stackube.openstack.tokens import issue_token
+from tests.integration.tenant_users import TenantUser, gone, make_tenant, review, wait_for
 
 pytestmark = pytest.mark.integration
 
 # Webhook cache TTL (20 s) + the apiserver's own (10 s), and a margin.
 REVOCATION_WINDOW = 40
-
-
-@dataclass
-class TenantUser:
-    name: str
-    password: str
-    project_id: str
-    user_id: str
-    kubeconfig: Path
-    cache_home: Path
-
-    def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {
-            "PATH": os.environ["PATH"],
-            "KUBECONFIG": str(self.kubeconfig),
-            "OS_PASSWORD": self.password,
-            "XDG_CACHE_HOME": str(self.cache_home),
-            "HOME": str(self.cache_home),
-        }
-        return subprocess.run(
-            ["kubectl", *args], capture_output=True, text=True, env=env, timeout=60, check=False
-        )
-
-    def credentials(self) -> Credentials:
-        return Credentials(
-            "http://127.0.0.1:5000/v3",
-            self.name,
-            self.password,
-            self.name,
-            user_domain="stackube",
-            project_domain="stackube",
-        )
-
-
-def wait_for(check: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s: {what}")
-
-
-def make_tenant(devbox: Devbox, kube: k8s.ApiClient, name: str, directory: Path) -> TenantUser:
-    password = f"pw-{secrets.token_hex(8)}"
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Tenant",
-        "metadata": {"name": name},
-        "spec": {"username": name, "password": password},
-    }
-    objects = k8s.CustomObjectsApi(kube)
-    objects.create_cluster_custom_object(GROUP, VERSION, "tenants", body)
-
-    def active() -> bool:
-        found = objects.get_cluster_custom_object(GROUP, VERSION, "tenants", name)
-        return bool(found.get("status", {}).get("state") == "Active")
-
-    wait_for(active, 90, f"Tenant {name} Active (the devbox's controller makes it)")
-    status = objects.get_cluster_custom_object(GROUP, VERSION, "tenants", name)["status"]
-    kubeconfig = directory / f"{name}.kubeconfig"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stackube",
-            "kubeconfig",
-            f"--tenant={name}",
-            f"--server={devbox.settings.apiserver_url}",
-            f"--certificate-authority={devbox.settings.pki_dir / 'ca.crt'}",
-            f"--auth-url={devbox.settings.keystone_url}",
-            f"--output={kubeconfig}",
-        ],
-        check=True,
-    )
-    cache_home = directory / f"{name}-home"
-    cache_home.mkdir()
-    return TenantUser(name, password, status["projectID"], status["userID"], kubeconfig, cache_home)
 
 
 @pytest.fixture(scope="module")
@@ -127,20 +44,6 @@ def tenants(
                 objects.delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
         for name in ("authz", "authz-other"):
             wait_for(lambda n=name: gone(objects, n), 120, f"Tenant {name} deleted")
-
-
-def gone(objects: k8s.CustomObjectsApi, name: str) -> bool:
-    try:
-        objects.get_cluster_custom_object(GROUP, VERSION, "tenants", name)
-    except ApiException as exc:
-        return exc.status == 404
-    return False
-
-
-def review(kube: k8s.ApiClient, token: str) -> bool:
-    body = k8s.V1TokenReview(spec=k8s.V1TokenReviewSpec(token=token))
-    result = k8s.AuthenticationV1Api(kube).create_token_review(body)
-    return bool(result.status.authenticated)
 
 
 def test_a_tenant_user_works_in_its_namespace_and_nowhere_else(

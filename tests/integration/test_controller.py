@@ -128,6 +128,12 @@ def leftovers(
     except ApiException as exc:
         if exc.status != 404:
             raise
+    try:
+        k8s.AppsV1Api(kube).read_namespaced_deployment(name, "stackube-dns")
+        found.append(f"DNS server stackube-dns/{name}")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
     domain = os_admin.identity.find_domain("stackube")
     if os_admin.identity.find_project(name, domain_id=domain.id, ignore_missing=True):
         found.append(f"project {name}")
@@ -164,10 +170,23 @@ def cleanup_tenants(
 
 
 # ---- tests --------------------------------------------------------------------------------
-def dns_binding_subjects(kube: k8s.ApiClient) -> list[tuple[str, str]]:
-    binding = k8s.RbacAuthorizationV1Api(kube).read_cluster_role_binding("stackube:tenant-dns")
-    assert binding.role_ref.name == "stackube:tenant-dns"
-    return [(s.name, s.namespace) for s in binding.subjects or []]
+def tenant_role_bindings(kube: k8s.ApiClient, namespace: str) -> dict[str, tuple[str, list[str]]]:
+    found = k8s.RbacAuthorizationV1Api(kube).list_namespaced_role_binding(namespace).items
+    return {b.metadata.name: (b.role_ref.name, [s.name for s in b.subjects or []]) for b in found}
+
+
+def assert_tenant_dns(kube: k8s.ApiClient, tenant: str) -> None:
+    """The tenant's own DNS server, answering for its namespace only, outside it."""
+    core, apps = k8s.CoreV1Api(kube), k8s.AppsV1Api(kube)
+    corefile = core.read_namespaced_config_map(tenant, "stackube-dns").data["Corefile"]
+    assert f"namespaces {tenant}\n" in corefile
+    dns_ports = core.read_namespaced_service(tenant, "stackube-dns").spec.ports
+    assert sorted((p.protocol, p.port) for p in dns_ports) == [("TCP", 53), ("UDP", 53)]
+    deployment = apps.read_namespaced_deployment(tenant, "stackube-dns")
+    assert deployment.spec.template.spec.service_account_name == "tenant-dns"
+    # No ServiceAccount in the tenant's namespace but the one Kubernetes makes.
+    accounts = core.list_namespaced_service_account(tenant).items
+    assert [a.metadata.name for a in accounts] in ([], ["default"])
 
 
 def test_seed_tenant_flow(
@@ -218,21 +237,18 @@ def test_seed_tenant_flow(
         assert token.project["id"] == project_id
         user.close()
 
-        binding = k8s.RbacAuthorizationV1Api(kube).read_namespaced_role_binding(
-            "stackube-tenant-admins", "test"
-        )
-        assert binding.role_ref.name == "admin"
-        assert [s.name for s in binding.subjects] == [f"stackube:project:{project_id}"]
+        # The default role mapping: Keystone reader/member/admin -> view/edit/admin.
+        group = f"stackube:project:{project_id}:role:"
+        assert tenant_role_bindings(kube, "test") == {
+            "stackube-view": ("view", [f"{group}reader"]),
+            "stackube-edit": ("edit", [f"{group}member"]),
+            "stackube-admin": ("admin", [f"{group}admin"]),
+        }
+        labels = namespace.metadata.labels
+        assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+        assert labels["pod-security.kubernetes.io/warn"] == "restricted"
 
-        # The tenant's own DNS server, answering for its namespace only.
-        core, apps = k8s.CoreV1Api(kube), k8s.AppsV1Api(kube)
-        corefile = core.read_namespaced_config_map("stackube-dns", "test").data["Corefile"]
-        assert "namespaces test\n" in corefile
-        dns_ports = core.read_namespaced_service("stackube-dns", "test").spec.ports
-        assert sorted((p.protocol, p.port) for p in dns_ports) == [("TCP", 53), ("UDP", 53)]
-        deployment = apps.read_namespaced_deployment("stackube-dns", "test")
-        assert deployment.spec.template.spec.service_account_name == "stackube-dns"
-        assert ("stackube-dns", "test") in dns_binding_subjects(kube)
+        assert_tenant_dns(kube, "test")
     finally:
         delete_tenant(kube, "test")
     wait_until(
@@ -240,12 +256,13 @@ def test_seed_tenant_flow(
     )
     # (listed unfiltered: a listing filtered by project makes Neutron create its default group)
     assert not [g for g in os_admin.network.security_groups() if g.project_id == project_id]
+    for kind in ("config_map", "service"):
+        with pytest.raises(ApiException) as gone:
+            getattr(k8s.CoreV1Api(kube), f"read_namespaced_{kind}")("test", "stackube-dns")
+        assert gone.value.status == 404
     with pytest.raises(ApiException) as gone:
-        k8s.RbacAuthorizationV1Api(kube).read_namespaced_role_binding(
-            "stackube-tenant-admins", "test"
-        )
+        k8s.AppsV1Api(kube).read_namespaced_deployment("test", "stackube-dns")
     assert gone.value.status == 404
-    assert ("stackube-dns", "test") not in dns_binding_subjects(kube)
 
 
 @pytest.mark.parametrize(

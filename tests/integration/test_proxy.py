@@ -4,6 +4,7 @@ routers."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import pytest
 from kubernetes import client as k8s
 
 from stackube.api.manifests import proxy_rbac
+from stackube.api.naming import DNS_SERVICE_ACCOUNT
+from stackube.api.types import DNS_NAMESPACE
 from stackube.controller import dns as tenant_dns
 from stackube.devbox.box import Devbox
 from stackube.host import iptables
@@ -368,10 +371,10 @@ def dns_ask(netns: str, server: str, name: str, search: list[str], transport: st
 def start_tenant_dns(
     devbox: Devbox, kube: k8s.ApiClient, work: Workloads, namespace: str, root: Path
 ) -> None:
-    """Run the tenant's DNS server as its Deployment's pod would (this devbox has no
-    kubelet yet): CoreDNS from the devbox, the controller's ConfigMap, a token of the
-    controller's ServiceAccount, in a pod on the tenant's network; its EndpointSlice
-    names that pod."""
+    """Run the tenant's DNS server as its Deployment's pod would (this module keeps the
+    devbox's node cordoned): CoreDNS from the devbox, the controller's ConfigMap, a
+    token of the DNS servers' ServiceAccount, in a pod on the tenant's network; the
+    EndpointSlice of its Service (in the DNS namespace) names that pod."""
     core = k8s.CoreV1Api(kube)
     config_map = wait_for(
         lambda: _config_map_data(core, namespace), 60, "the controller's DNS ConfigMap"
@@ -380,7 +383,9 @@ def start_tenant_dns(
     secrets_dir.mkdir()
     config_dir.mkdir()
     request = k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(audiences=[]))
-    token = core.create_namespaced_service_account_token(tenant_dns.DNS_NAME, namespace, request)
+    token = core.create_namespaced_service_account_token(
+        DNS_SERVICE_ACCOUNT, DNS_NAMESPACE, request
+    )
     (secrets_dir / "token").write_text(str(token.status.token))
     (secrets_dir / "ca.crt").write_bytes((devbox.settings.pki_dir / "ca.crt").read_bytes())
     for key, text in config_map.items():  # the pod's mount paths -> this test's directory
@@ -391,7 +396,7 @@ def start_tenant_dns(
     work.run_in(netns, [str(coredns), "-conf", str(config_dir / "Corefile")], root / "coredns.log")
     listen = tenant_dns.DNS_LISTEN_PORT
     set_endpoints(
-        kube, namespace, tenant_dns.DNS_NAME, [address],
+        kube, DNS_NAMESPACE, namespace, [address],
         [{"name": "dns", "port": listen, "protocol": "UDP"},
          {"name": "dns-tcp", "port": listen, "protocol": "TCP"}],
     )  # fmt: skip
@@ -399,7 +404,7 @@ def start_tenant_dns(
 
 def _config_map_data(core: k8s.CoreV1Api, namespace: str) -> dict[str, str] | None:
     try:
-        return dict(core.read_namespaced_config_map(tenant_dns.DNS_NAME, namespace).data or {})
+        return dict(core.read_namespaced_config_map(namespace, DNS_NAMESPACE).data or {})
     except k8s.ApiException:
         return None
 
@@ -443,29 +448,68 @@ def test_names_resolve_through_the_cluster_dns_ip_within_the_tenant_only(
     assert dns_ask(client_b, server, fqdn, []).startswith("ERROR")
 
 
-TCP_CONNECT = """
-import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
-    print("open")
-except OSError as exc:
-    print(f"closed {exc}")
+TCP_MATRIX = """
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+def probe(target):
+    try:
+        socket.create_connection((target[0], target[1]), timeout=3).close()
+        return "open"
+    except OSError as exc:
+        return f"closed {exc}"
+targets = json.loads(sys.argv[1])
+with ThreadPoolExecutor(16) as pool:
+    print(json.dumps(list(pool.map(probe, targets))))
 """
+
+
+def host_addresses() -> list[str]:
+    """This machine's own IPv4 addresses (not loopback: from a pod that is the pod's)."""
+    shown = subprocess.run(
+        ["ip", "-4", "-json", "addr", "show"], capture_output=True, text=True, check=True
+    )
+    return sorted(
+        a["local"]
+        for link in json.loads(shown.stdout)
+        for a in link.get("addr_info", [])
+        if not a["local"].startswith("127.")
+    )
 
 
 def test_a_tenant_pod_reaches_the_api_relay_on_the_host_and_nothing_else(
     devbox: Devbox, tenant_pods: dict[str, object]
 ) -> None:
+    """TCP from a tenant pod to every service port the node runs, on every address of
+    the host: only the API relay answers (on the address pods are told to use)."""
     client = str(tenant_pods["client_a"])
-    host = devbox.settings.external_host_address
-
-    def probe(port: int) -> str:
-        done = subprocess.run(
-            ["nsenter", f"--net={client}", sys.executable, "-c", TCP_CONNECT, host, str(port)],
-            capture_output=True, text=True, timeout=20, check=False,
-        )  # fmt: skip
-        return done.stdout.strip()
-
-    assert probe(devbox.settings.ports.kube_apiserver) == "open"
-    assert probe(devbox.settings.ports.kubelet).startswith("closed")  # the kubelet API
-    assert probe(22).startswith("closed")  # whatever else the machine listens on
+    ports = devbox.settings.ports
+    services = {
+        "MariaDB": ports.mariadb,
+        "RabbitMQ": ports.rabbitmq,
+        "Keystone": ports.keystone,
+        "Neutron": ports.neutron,
+        "etcd": ports.etcd_client,
+        "kube-apiserver": ports.kube_apiserver,
+        "kubelet": ports.kubelet,
+        "kubelet healthz": ports.kubelet_healthz,
+        "kube-controller-manager": ports.kube_controller_manager,
+        "kube-scheduler": ports.kube_scheduler,
+        "registry": ports.registry,
+        "stackube-auth": 8443,
+        "ssh": 22,
+    }
+    addresses = host_addresses()
+    assert devbox.settings.external_host_address in addresses
+    targets = [(address, port) for address in addresses for port in services.values()]
+    done = subprocess.run(
+        ["nsenter", f"--net={client}", sys.executable, "-c", TCP_MATRIX, json.dumps(targets)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    answers = dict(zip(targets, json.loads(done.stdout), strict=True))
+    relay = (devbox.settings.external_host_address, ports.kube_apiserver)
+    assert answers.pop(relay) == "open"  # the positive control: the designed path
+    names = {port: name for name, port in services.items()}
+    reached = [
+        f"{names[port]} on {address}" for (address, port), a in answers.items() if a == "open"
+    ]
+    assert not reached, f"a tenant pod reaches {reached}"
