@@ -343,16 +343,23 @@ def test_the_controller_writes_only_namespaces_it_made(devbox: Devbox, tenants: 
     """Its RBAC must let it write any namespace (tenants come and go); the admission
     policy keeps those writes to tenant namespaces."""
     as_controller = ("--as", CONTROLLER, "--dry-run=server")
-    for args in (
-        ("label", "namespace", "kube-system", "x=y", "--overwrite"),
-        ("delete", "namespace", "default"),
-        ("-n", "kube-system", "create", "rolebinding", "x", "--clusterrole=admin", "--group=g"),
-    ):
-        done = admin_kubectl(devbox, *args, *as_controller)
-        assert done.returncode != 0 and "stackube-controller-writes" in done.stderr, (
-            args,
-            done.stderr,
-        )
+    plain = f"plain-{secrets.token_hex(3)}"
+    made = admin_kubectl(devbox, "create", "namespace", plain)
+    assert made.returncode == 0, made.stderr
+    try:
+        for args in (
+            ("label", "namespace", "kube-system", "x=y", "--overwrite"),
+            ("label", "namespace", plain, "stackube.kubernetes.io/tenant=x", "--overwrite"),
+            ("delete", "namespace", plain),
+            ("-n", "kube-system", "create", "rolebinding", "x", "--clusterrole=admin", "--group=g"),
+        ):
+            done = admin_kubectl(devbox, *args, *as_controller)
+            assert done.returncode != 0 and "stackube-controller-writes" in done.stderr, (
+                args,
+                done.stderr,
+            )
+    finally:
+        admin_kubectl(devbox, "delete", "namespace", plain, "--wait=false")
     # Positive control: the same writes in a namespace it made for a Tenant.
     for args in (
         ("label", "namespace", ATTACKER, "x=y", "--overwrite"),
@@ -400,12 +407,14 @@ def test_only_well_formed_project_scoped_tenant_tokens_authenticate(
     for mangled in (f" {token}", f"{token}\n"):
         answer = webhook_review(devbox, mangled)
         assert answer["authenticated"] is False and "malformed" in answer["error"], answer
-    # Unscoped and domain-scoped tokens of the same user are not a tenant's.
+    # An unscoped token of the same user is not a tenant's (without "unscoped", Keystone
+    # scopes it to the user's default project). Domain-scoped ones: tests/unit.
     base = devbox.settings.keystone_url
     unscoped = requests.post(
         f"{base}/auth/tokens",
-        json={"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": user.name, "domain": {"name": "stackube"}, "password": user.password}}}}},
+        json={"auth": {"scope": "unscoped", "identity": {"methods": ["password"], "password": {
+            "user": {"name": user.name, "domain": {"name": "stackube"},
+                     "password": user.password}}}}},
         timeout=20,
     )  # fmt: skip
     assert unscoped.status_code == 201, unscoped.text

@@ -113,8 +113,9 @@ class TenantReconciler:
             if adopted is None:
                 raise PermanentError(f"adopted Keystone project {spec.tenant_id} does not exist")
             if adopted.domain_id != self._domain():
-                # Its members could log in (the webhook takes only the tenant domain's
-                # projects) and its users would not be the Tenant's to manage.
+                # The webhook authenticates only tokens of the tenant domain's projects,
+                # and Stackube manages users only there: elsewhere the Tenant would work
+                # for nobody.
                 raise PermanentError(
                     f"adopted Keystone project {spec.tenant_id} is not in the tenant domain "
                     f"{self.config.tenant_domain_name!r}: only projects there can be Tenants"
