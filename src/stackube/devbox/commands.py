@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from stackube.devbox.process import service_environ
 
 
 class StepError(RuntimeError):
@@ -22,7 +23,7 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         list(argv),
-        env={**os.environ, **(env or {})},
+        env={**service_environ(), **(env or {})},
         input=input_text,
         capture_output=True,
         text=True,

@@ -22,6 +22,23 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+# What would point a program at another cloud or cluster than the devbox's (an
+# operator's shell often has them): the devbox's programs get their own files instead.
+AMBIENT_CLIENT_VARIABLES = ("KUBECONFIG",)
+AMBIENT_CLIENT_PREFIXES = ("OS_",)
+
+
+def service_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment the devbox gives the programs it runs: the caller's, without
+    OS_* and KUBECONFIG (pure when `environ` is given)."""
+    source = os.environ if environ is None else environ
+    return {
+        k: v
+        for k, v in source.items()
+        if k not in AMBIENT_CLIENT_VARIABLES and not k.startswith(AMBIENT_CLIENT_PREFIXES)
+    }
+
+
 @dataclass(frozen=True)
 class ProcessSpec:
     name: str
@@ -93,7 +110,7 @@ class ProcessTable:
     def start(self, spec: ProcessSpec) -> int:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **spec.env}
+        env = {**service_environ(), **spec.env}
         with self.log_file(spec.name).open("ab") as out:
             out.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} start {spec.name}\n".encode())
             out.flush()

@@ -66,7 +66,16 @@ def connect(creds: Credentials, timeout: float = 30.0) -> Connection:
 
 
 def connect_cloud(cloud: str, clouds_yaml: Path) -> Connection:
-    config = openstack.config.OpenStackConfig(config_files=[str(clouds_yaml)])
+    """The cloud `cloud` of this clouds.yaml file, and nothing else: no OS_* variable
+    (OS_CLOUD, OS_CLIENT_CONFIG_FILE, OS_AUTH_URL, ...) and no user or system
+    clouds.yaml, secure.yaml or vendor file blends in (openstacksdk reads them all by
+    default). Raises openstack.exceptions.ConfigException if the file has no such cloud."""
+    config = openstack.config.OpenStackConfig(
+        config_files=[str(clouds_yaml)],
+        secure_files=[],
+        vendor_files=[],
+        load_envvars=False,
+    )
     return Connection(config=config.get_one(cloud=cloud))
 
 
