@@ -3,6 +3,8 @@ shell around them points at (an operator's shell often points at production)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import openstack.config
@@ -12,6 +14,7 @@ from kubernetes import client as k8s
 
 from stackube.devbox.box import Devbox
 from stackube.kube.client import api_client
+from stackube.kube.client import endpoint as kube_endpoint
 from stackube.openstack.cloud import connect_cloud
 
 pytestmark = pytest.mark.integration
@@ -58,8 +61,26 @@ def test_hostile_ambient_variables_do_not_redirect_the_suites_clients(
         assert conn.identity.find_domain("stackube") is not None
     finally:
         conn.close()
+    # Positive control: a client that is left to find its kubeconfig follows KUBECONFIG.
+    assert NOWHERE in kube_endpoint().server
     api = api_client(devbox.settings.admin_kubeconfig)
     try:
         assert k8s.CoreV1Api(api).read_namespace("kube-system", _request_timeout=10)
     finally:
         api.close()
+
+
+def test_the_devbox_command_ignores_them_too(
+    devbox: Devbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`stackube devbox status`, run from a shell pointing elsewhere, probes every
+    service of this devbox (and would exit 3 if any were unhealthy)."""
+    hostile(monkeypatch, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "stackube", "devbox", "status"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -136,6 +136,25 @@ def deployment(template: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def job(template: dict[str, Any]) -> dict[str, Any]:
+    spec = {**template["spec"], "restartPolicy": "Never"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "probe"},
+        "spec": {"template": {"spec": spec}},
+    }
+
+
+def cronjob(template: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "probe"},
+        "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": job(template)["spec"]}},
+    }
+
+
 def dry_create(run: Any, namespace: str, doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     return run("-n", namespace, "create", "--dry-run=server", "-f", "-", stdin=json.dumps(doc))  # type: ignore[no-any-return]
 
@@ -173,11 +192,47 @@ POD_ATTACKS: list[tuple[str, dict[str, Any], str]] = [
         pod(tolerations=[{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]),
         "node-role.kubernetes.io/control-plane",
     ),
+    ("add ALL capabilities", pod(**capability("ALL")), "ALL"),
+    (
+        "privileged init container",
+        pod(
+            initContainers=[
+                {"name": "i", "image": "busybox", "securityContext": {"privileged": True}}
+            ]
+        ),
+        "privileged",
+    ),
+    (
+        "tolerate another tenant's dedicated nodes",
+        pod(tolerations=[{"key": "stackube.kubernetes.io/tenant", "value": VICTIM}]),
+        "stackube.kubernetes.io/tenant",
+    ),
+    (
+        "tolerate an operator's taint",
+        pod(tolerations=[{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]),
+        "dedicated",
+    ),
+    (
+        "system priority (preempt everyone)",
+        pod(priorityClassName="system-node-critical"),
+        "priorityClassName",
+    ),
+    (
+        "NFS volume (the node mounts it)",
+        pod(volumes=[{"name": "n", "nfs": {"server": "127.0.0.1", "path": "/"}}]),
+        "the node mounts them",
+    ),
     # Pod Security only warns about templates; the CEL policy refuses them at once.
     (
         "privileged Deployment",
         deployment(pod(container={"securityContext": {"privileged": True}})),
         "privileged",
+    ),
+    ("hostNetwork Job", job(pod(hostNetwork=True)), "hostNetwork"),
+    (
+        "hostPath CronJob",
+        cronjob(pod(volumes=[{"name": "r", "hostPath": {"path": "/"}}])),
+        "hostPath",
     ),
     (
         "another namespace's ServiceAccount",
@@ -185,6 +240,11 @@ POD_ATTACKS: list[tuple[str, dict[str, Any], str]] = [
         "service account",
     ),
 ]
+
+
+# Those a cluster admin may still do outside tenant namespaces (the ServiceAccount one is
+# refused everywhere by Kubernetes itself).
+HOST_ATTACKS = [a for a in POD_ATTACKS if a[0] != "another namespace's ServiceAccount"]
 
 
 @pytest.mark.parametrize(
@@ -206,14 +266,23 @@ def test_positive_controls_for_the_pod_matrix(devbox: Devbox, tenants: Tenants) 
     """A plain pod and a plain Deployment are the tenant's to make; a cluster admin may
     still run host pods outside tenant namespaces (the checks are not blanket refusals)."""
     user = tenants.attacker
-    for doc in (pod(), deployment(pod())):
+    own_taint = {"key": "stackube.kubernetes.io/tenant", "value": ATTACKER}
+    condition = {"key": "node.kubernetes.io/not-ready", "operator": "Exists"}
+    volumes = [{"name": "e", "emptyDir": {}}, {"name": "c", "configMap": {"name": "x"}}]
+    for doc in (
+        pod(),
+        deployment(pod()),
+        job(pod()),
+        cronjob(pod()),
+        pod(tolerations=[own_taint, condition], volumes=volumes),
+    ):
         done = dry_create(user.kubectl, ATTACKER, doc)
         assert done.returncode == 0, done.stderr
     # Pod Security warns about what `restricted` would refuse (the tenant sees why).
     assert "restricted" in dry_create(user.kubectl, ATTACKER, pod()).stderr
-    for _, doc, _ in POD_ATTACKS[:-1]:
+    for attack, doc, _ in HOST_ATTACKS:
         done = dry_create(lambda *a, **k: admin_kubectl(devbox, *a, **k), "default", doc)
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 0, (attack, done.stderr)
 
 
 def test_the_cel_policy_holds_without_pod_security_labels(
@@ -231,7 +300,7 @@ def test_the_cel_policy_holds_without_pod_security_labels(
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels=labels)))
     try:
         admin = lambda *a, **k: admin_kubectl(devbox, *a, **k)  # noqa: E731
-        for attack, doc, named in POD_ATTACKS[:-1]:
+        for attack, doc, named in HOST_ATTACKS:
             if attack == "seccomp Unconfined":  # Pod Security's alone (baseline)
                 continue
             refused = dry_create(admin, name, doc)

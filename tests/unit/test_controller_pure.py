@@ -206,3 +206,28 @@ def test_openstack_errors_are_classified(exc: Exception, kind: type[Exception]) 
 def test_backoff_doubles_to_a_minute_unless_a_delay_is_asked_for() -> None:
     assert [retry_delay(r, None) for r in range(9)] == [0.5, 1, 2, 4, 8, 16, 32, 60, 60]
     assert retry_delay(8, 1.0) == 1.0
+
+
+def test_a_namespace_is_a_tenants_only_with_both_labels_the_controller_sets() -> None:
+    made = naming.tenant_labels("t", "p")
+    assert naming.owns_namespace(made, "t")
+    assert not naming.owns_namespace(made, "u")
+    # What a cluster admin might label by hand: not the controller's to delete.
+    assert not naming.owns_namespace({"stackube.kubernetes.io/tenant": "t"}, "t")
+
+
+def test_a_project_already_a_tenants_cannot_be_adopted_by_another() -> None:
+    from stackube.controller.tenant import project_owner  # noqa: PLC0415
+    from stackube.openstack.identity import Project  # noqa: PLC0415
+
+    free = Project("p1", "shared", "d", ())
+    made = Project("p2", "alpha", "d", (naming.PROJECT_TAG,))
+    tenants = [
+        {"metadata": {"name": "alpha"}, "spec": {}, "status": {"projectID": "p2"}},
+        {"metadata": {"name": "beta"}, "spec": {"tenantID": "p1"}, "status": {}},
+    ]
+    assert project_owner("gamma", free, tenants) == "beta"
+    assert project_owner("beta", free, tenants) is None  # its own
+    assert project_owner("gamma", made, tenants) == "alpha"
+    assert project_owner("gamma", made, []) == "alpha"  # made by Stackube for alpha
+    assert project_owner("alpha", made, tenants) is None

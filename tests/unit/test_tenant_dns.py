@@ -146,3 +146,16 @@ def test_config_gives_the_pod_apiserver_url_from_the_seed_keys() -> None:
     config = parse_config({**base, "kubernetes-host": "192.0.2.9", "dns-image": "my/dns:1"})
     assert config.pod_apiserver_url == "https://192.0.2.9:6443"
     assert config.dns_image == "my/dns:1"
+
+
+def test_the_dns_objects_are_owned_by_their_tenant() -> None:
+    for obj in dns.dns_objects("team-a", "p1", SETTINGS, tenant_uid="u-1"):
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert owner == {
+            "apiVersion": "stackube.kubernetes.io/v1",
+            "kind": "Tenant",
+            "name": "team-a",
+            "uid": "u-1",
+            "blockOwnerDeletion": False,
+        }
+    assert all("ownerReferences" not in o["metadata"] for o in dns.dns_objects("a", "p", SETTINGS))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from stackube.api.types import GROUP
+from collections.abc import Mapping
+
+from stackube.api.types import GROUP, LABEL_MANAGED_BY, LABEL_TENANT, MANAGED_BY
 
 PROJECT_TAG = "stackube-tenant"
 PROJECT_GROUP_PREFIX = "stackube:project:"
@@ -38,3 +40,9 @@ def tenant_labels(tenant: str, project_id: str) -> dict[str, str]:
         f"{GROUP}/project-id": project_id,
         "app.kubernetes.io/managed-by": "stackube-controller",
     }
+
+
+def owns_namespace(labels: Mapping[str, str], tenant: str) -> bool:
+    """Whether a namespace with these labels is the one the controller made for this
+    Tenant (both labels, as the admission policy stackube-controller-writes demands)."""
+    return labels.get(LABEL_TENANT) == tenant and labels.get(LABEL_MANAGED_BY) == MANAGED_BY

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from stackube.api.naming import DNS_SERVICE_ACCOUNT, tenant_labels
-from stackube.api.types import DNS_NAMESPACE, LABEL_TENANT
+from stackube.api.types import API_VERSION, DNS_NAMESPACE, LABEL_TENANT
 
 DNS_APP = "stackube-dns"  # the app.kubernetes.io/name of every tenant's DNS objects
 DNS_LISTEN_PORT = 1053  # unprivileged: CoreDNS runs as a non-root user with no capabilities
@@ -99,14 +99,31 @@ def dns_references(tenant: str) -> list[dict[str, Any]]:
     ]
 
 
-def _metadata(name: str, labels: dict[str, str]) -> dict[str, Any]:
-    return {"name": name, "namespace": DNS_NAMESPACE, "labels": labels}
+def _metadata(
+    name: str, labels: dict[str, str], owners: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": DNS_NAMESPACE, "labels": labels}
+    if owners and owners[0]["uid"]:
+        meta["ownerReferences"] = owners
+    return meta
 
 
-def dns_objects(tenant: str, project_id: str, settings: DnsSettings) -> list[dict[str, Any]]:
+def dns_objects(
+    tenant: str, project_id: str, settings: DnsSettings, tenant_uid: str = ""
+) -> list[dict[str, Any]]:
     """The tenant's DNS objects: in DNS_NAMESPACE, each named after the tenant, running as
-    the shared DNS_SERVICE_ACCOUNT (shipped with the controller's RBAC)."""
+    the shared DNS_SERVICE_ACCOUNT (shipped with the controller's RBAC), owned by the
+    Tenant (`tenant_uid`; none if empty) so that they go with it."""
     labels = {**tenant_labels(tenant, project_id), APP_LABEL: DNS_APP}
+    owner = [
+        {
+            "apiVersion": API_VERSION,
+            "kind": "Tenant",
+            "name": tenant,
+            "uid": tenant_uid,
+            "blockOwnerDeletion": False,
+        }
+    ]
     selector = dns_selector(tenant)
     data = {"Corefile": corefile(tenant, settings)}
     if settings.apiserver_url:
@@ -139,13 +156,13 @@ def dns_objects(tenant: str, project_id: str, settings: DnsSettings) -> list[dic
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": _metadata(tenant, labels),
+            "metadata": _metadata(tenant, labels, owner),
             "data": data,
         },
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": _metadata(tenant, labels),
+            "metadata": _metadata(tenant, labels, owner),
             "spec": {
                 "selector": selector,
                 "ports": [
@@ -157,7 +174,7 @@ def dns_objects(tenant: str, project_id: str, settings: DnsSettings) -> list[dic
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": _metadata(tenant, labels),
+            "metadata": _metadata(tenant, labels, owner),
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": selector},

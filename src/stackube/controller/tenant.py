@@ -73,6 +73,8 @@ class TenantReconciler:
         # user id -> digest of the password Keystone last accepted (memory only): a pass
         # need not ask Keystone for a token to learn that nothing changed.
         self._verified: dict[str, str] = {}
+        # Tenants whose stale RoleBindings this process has removed.
+        self._bindings_tidied: set[str] = set()
 
     @property
     def conn(self) -> Connection:
@@ -119,6 +121,13 @@ class TenantReconciler:
                 raise PermanentError(
                     f"adopted Keystone project {spec.tenant_id} is not in the tenant domain "
                     f"{self.config.tenant_domain_name!r}: only projects there can be Tenants"
+                )
+            other = project_owner(spec.name, adopted, kube.list_tenants(self.kube))
+            if other is not None:
+                # Both namespaces would bind the project's groups: each tenant's users
+                # would be in the other's namespace, and its networks adoptable there.
+                raise PermanentError(
+                    f"adopted Keystone project {spec.tenant_id} is Tenant {other!r}'s"
                 )
             return adopted
         recorded = status.get("projectID")
@@ -188,10 +197,11 @@ class TenantReconciler:
             return
         if current.terminating:
             raise TemporaryError(f"namespace {spec.name} is still terminating", retry_after=2)
-        if current.labels.get(LABEL_TENANT) != spec.name:
+        if not naming.owns_namespace(current.labels, spec.name):
             raise PermanentError(
-                f"namespace {spec.name} exists and does not belong to this Tenant "
-                "(no stackube.kubernetes.io/tenant label)"
+                f"namespace {spec.name} exists and was not made for this Tenant (labels "
+                f"{LABEL_TENANT}={spec.name} and app.kubernetes.io/managed-by="
+                "stackube-controller missing)"
             )
         if any(current.labels.get(k) != v for k, v in labels.items()):
             kube.label_namespace(self.kube, spec.name, labels)
@@ -232,7 +242,7 @@ class TenantReconciler:
         checkpoint("keystone-role")
         self.role_bindings(spec.name, project.id)
         checkpoint("rbac")
-        self.dns(spec.name, project.id)
+        self.dns(spec.name, project.id, str(body["metadata"].get("uid") or ""))
         checkpoint("dns")
         return TenantResult(project.id, user.id, network_state, network_message)
 
@@ -242,21 +252,26 @@ class TenantReconciler:
         wanted = rbac.tenant_role_bindings(tenant, project_id, self.config.role_mapping)
         for binding in wanted:
             kube.apply_role_binding(self.kube, tenant, binding)
-        # Deleting an absent binding is a no-op: no list (or right to list) needed.
+        if tenant in self._bindings_tidied:
+            return
+        # Once per tenant and process (the mapping is configuration): deleting an absent
+        # binding is a no-op, so no list (or right to list) is needed.
         ours = [rbac.LEGACY_ROLE_BINDING, *map(rbac.role_binding_name, BINDABLE_CLUSTER_ROLES)]
         for name in rbac.stale_role_bindings(ours, wanted):
             if kube.delete_role_binding(self.kube, tenant, name):
                 log.info("tenant %s: removed RoleBinding %s (no longer mapped)", tenant, name)
+        self._bindings_tidied.add(tenant)
 
-    def dns(self, tenant: str, project_id: str) -> None:
+    def dns(self, tenant: str, project_id: str, tenant_uid: str) -> None:
         """The tenant's DNS server, in the DNS namespace: applied every pass (one PATCH
-        per object; nothing changes when nothing differs)."""
+        per object; nothing changes when nothing differs). Owned by the Tenant, so the
+        garbage collector removes it even if the finalizer never runs to its end."""
         settings = dns.DnsSettings(
             image=self.config.dns_image,
             cluster_domain=self.config.cluster_domain,
             apiserver_url=self.config.pod_apiserver_url,
         )
-        objects = dns.dns_objects(tenant, project_id, settings)
+        objects = dns.dns_objects(tenant, project_id, settings, tenant_uid)
         apply.server_side_apply(self.kube, objects, FIELD_MANAGER)
 
     def note_network_state(self, tenant: str, state: str) -> None:
@@ -271,7 +286,7 @@ class TenantReconciler:
         status = body.get("status") or {}
         namespace = kube.get_namespace(self.kube, name)
         # A namespace that is not ours (the Tenant failed on it) is left alone.
-        if namespace is not None and namespace.labels.get(LABEL_TENANT) == name:
+        if namespace is not None and naming.owns_namespace(namespace.labels, name):
             # Networks first: asking for their deletion starts their Neutron cleanup
             # (their finalizers hold the namespace until it is done). The namespace is
             # deleted in the same pass, so Kubernetes empties it meanwhile; it is gone
@@ -312,6 +327,21 @@ class TenantReconciler:
             identity.delete_project(self.conn, project_id)
             log.info("tenant %s: deleted Keystone project %s", name, project_id)
         checkpoint("project-deleted")
+
+
+def project_owner(
+    tenant: str, project: identity.Project, tenants: list[dict[str, Any]]
+) -> str | None:
+    """Another Tenant that owns this Keystone project (its id in that Tenant's spec or
+    status, or a project Stackube made for a Tenant of another name), else None."""
+    for other in tenants:
+        name = str((other.get("metadata") or {}).get("name", ""))
+        spec, status = other.get("spec") or {}, other.get("status") or {}
+        if name != tenant and project.id in (spec.get("tenantID"), status.get("projectID")):
+            return name
+    if naming.PROJECT_TAG in project.tags and project.name != tenant:
+        return project.name
+    return None
 
 
 def _digest(password: str) -> str:

@@ -11,6 +11,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from stackube.errors import TemporaryError
+from stackube.kube.client import REQUEST_TIMEOUT
 from stackube.kube.errors import translating
 
 
@@ -115,7 +116,7 @@ def server_side_apply(
             body=dict(doc),
             auth_settings=["BearerToken"],
         )
-        response = api.call_api(*request)
+        response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
         response.read()
         api.response_deserialize(response, {"200": "object", "201": "object"})
 
@@ -133,7 +134,7 @@ def delete_objects(api: k8s.ApiClient, documents: Iterable[Mapping[str, Any]]) -
             auth_settings=["BearerToken"],
         )
         try:
-            response = api.call_api(*request)
+            response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
             response.read()
             api.response_deserialize(response, {"200": "object", "202": "object"})
         except ApiException as exc:

@@ -10,6 +10,9 @@ from pathlib import Path
 from kubernetes import client, config
 
 ApiClient = client.ApiClient
+# Seconds any one Kubernetes API call may take (connect and read) before it fails and
+# is retried: a hung connection must not stall a reconcile pass.
+REQUEST_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from stackube.api.types import API_VERSION, GROUP, NETWORK_PLURAL, TENANT_PLURAL, VERSION
+from stackube.kube.client import REQUEST_TIMEOUT
 from stackube.kube.errors import translating
 
 
@@ -28,7 +29,7 @@ def _absent_is_none(exc: ApiException) -> None:
 @translating("read namespace")
 def get_namespace(api: k8s.ApiClient, name: str) -> Namespace | None:
     try:
-        raw = k8s.CoreV1Api(api).read_namespace(name)
+        raw = k8s.CoreV1Api(api).read_namespace(name, _request_timeout=REQUEST_TIMEOUT)
     except ApiException as exc:
         _absent_is_none(exc)
         return None
@@ -39,18 +40,20 @@ def get_namespace(api: k8s.ApiClient, name: str) -> Namespace | None:
 @translating("create namespace")
 def create_namespace(api: k8s.ApiClient, name: str, labels: dict[str, str]) -> None:
     body = k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels=labels))
-    k8s.CoreV1Api(api).create_namespace(body)
+    k8s.CoreV1Api(api).create_namespace(body, _request_timeout=REQUEST_TIMEOUT)
 
 
 @translating("label namespace")
 def label_namespace(api: k8s.ApiClient, name: str, labels: dict[str, str]) -> None:
-    k8s.CoreV1Api(api).patch_namespace(name, {"metadata": {"labels": labels}})
+    k8s.CoreV1Api(api).patch_namespace(
+        name, {"metadata": {"labels": labels}}, _request_timeout=REQUEST_TIMEOUT
+    )
 
 
 @translating("delete namespace")
 def delete_namespace(api: k8s.ApiClient, name: str) -> None:
     try:
-        k8s.CoreV1Api(api).delete_namespace(name)
+        k8s.CoreV1Api(api).delete_namespace(name, _request_timeout=REQUEST_TIMEOUT)
     except ApiException as exc:
         _absent_is_none(exc)
 
@@ -59,7 +62,7 @@ def delete_namespace(api: k8s.ApiClient, name: str) -> None:
 def node_readiness(api: k8s.ApiClient, name: str) -> tuple[bool, str]:
     """(Ready, why not): the Node's Ready condition, or that it is not registered."""
     try:
-        node = k8s.CoreV1Api(api).read_node(name)
+        node = k8s.CoreV1Api(api).read_node(name, _request_timeout=REQUEST_TIMEOUT)
     except ApiException as exc:
         _absent_is_none(exc)
         return False, "not registered"
@@ -77,26 +80,30 @@ def apply_role_binding(api: k8s.ApiClient, namespace: str, body: dict[str, Any])
     rbac = k8s.RbacAuthorizationV1Api(api)
     name = body["metadata"]["name"]
     try:
-        current = api.sanitize_for_serialization(rbac.read_namespaced_role_binding(name, namespace))
+        current = api.sanitize_for_serialization(
+            rbac.read_namespaced_role_binding(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+        )
     except ApiException as exc:
         _absent_is_none(exc)
-        rbac.create_namespaced_role_binding(namespace, body)
+        rbac.create_namespaced_role_binding(namespace, body, _request_timeout=REQUEST_TIMEOUT)
         return
     if current.get("roleRef") != body["roleRef"]:
-        rbac.delete_namespaced_role_binding(name, namespace)
-        rbac.create_namespaced_role_binding(namespace, body)
+        rbac.delete_namespaced_role_binding(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+        rbac.create_namespaced_role_binding(namespace, body, _request_timeout=REQUEST_TIMEOUT)
     elif current.get("subjects") != body["subjects"] or any(
         current["metadata"].get("labels", {}).get(k) != v
         for k, v in body["metadata"].get("labels", {}).items()
     ):
-        rbac.patch_namespaced_role_binding(name, namespace, body)
+        rbac.patch_namespaced_role_binding(name, namespace, body, _request_timeout=REQUEST_TIMEOUT)
 
 
 @translating("delete role binding")
 def delete_role_binding(api: k8s.ApiClient, namespace: str, name: str) -> bool:
     """True if it was there."""
     try:
-        k8s.RbacAuthorizationV1Api(api).delete_namespaced_role_binding(name, namespace)
+        k8s.RbacAuthorizationV1Api(api).delete_namespaced_role_binding(
+            name, namespace, _request_timeout=REQUEST_TIMEOUT
+        )
     except ApiException as exc:
         _absent_is_none(exc)
         return False
@@ -107,7 +114,9 @@ def delete_role_binding(api: k8s.ApiClient, namespace: str, name: str) -> bool:
 def pod_labels(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, str] | None:
     """A pod's labels; None if there is no such pod."""
     try:
-        pod = k8s.CoreV1Api(api).read_namespaced_pod(name, namespace, _request_timeout=10)
+        pod = k8s.CoreV1Api(api).read_namespaced_pod(
+            name, namespace, _request_timeout=REQUEST_TIMEOUT
+        )
     except ApiException as exc:
         _absent_is_none(exc)
         return None
@@ -117,7 +126,9 @@ def pod_labels(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, str] 
 @translating("read secret")
 def secret_value(api: k8s.ApiClient, namespace: str, name: str, key: str) -> str | None:
     try:
-        secret = k8s.CoreV1Api(api).read_namespaced_secret(name, namespace)
+        secret = k8s.CoreV1Api(api).read_namespaced_secret(
+            name, namespace, _request_timeout=REQUEST_TIMEOUT
+        )
     except ApiException as exc:
         _absent_is_none(exc)
         return None
@@ -129,7 +140,12 @@ def secret_value(api: k8s.ApiClient, namespace: str, name: str, key: str) -> str
 def annotate_tenant(api: k8s.ApiClient, name: str, annotations: dict[str, str]) -> None:
     try:
         k8s.CustomObjectsApi(api).patch_cluster_custom_object(
-            GROUP, VERSION, TENANT_PLURAL, name, {"metadata": {"annotations": annotations}}
+            GROUP,
+            VERSION,
+            TENANT_PLURAL,
+            name,
+            {"metadata": {"annotations": annotations}},
+            _request_timeout=REQUEST_TIMEOUT,
         )
     except ApiException as exc:
         _absent_is_none(exc)
@@ -142,7 +158,7 @@ def get_network(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any]
         found = cast(
             dict[str, Any],
             k8s.CustomObjectsApi(api).get_namespaced_custom_object(
-                GROUP, VERSION, namespace, NETWORK_PLURAL, name
+                GROUP, VERSION, namespace, NETWORK_PLURAL, name, _request_timeout=REQUEST_TIMEOUT
             ),
         )
     except ApiException as exc:
@@ -156,7 +172,18 @@ def list_networks(api: k8s.ApiClient, namespace: str) -> list[dict[str, Any]]:
     found = cast(
         dict[str, Any],
         k8s.CustomObjectsApi(api).list_namespaced_custom_object(
-            GROUP, VERSION, namespace, NETWORK_PLURAL
+            GROUP, VERSION, namespace, NETWORK_PLURAL, _request_timeout=REQUEST_TIMEOUT
+        ),
+    )
+    return list(found.get("items", []))
+
+
+@translating("list Tenants")
+def list_tenants(api: k8s.ApiClient) -> list[dict[str, Any]]:
+    found = cast(
+        dict[str, Any],
+        k8s.CustomObjectsApi(api).list_cluster_custom_object(
+            GROUP, VERSION, TENANT_PLURAL, _request_timeout=REQUEST_TIMEOUT
         ),
     )
     return list(found.get("items", []))
@@ -166,7 +193,9 @@ def list_networks(api: k8s.ApiClient, namespace: str) -> list[dict[str, Any]]:
 def list_all_networks(api: k8s.ApiClient) -> list[dict[str, Any]]:
     found = cast(
         dict[str, Any],
-        k8s.CustomObjectsApi(api).list_cluster_custom_object(GROUP, VERSION, NETWORK_PLURAL),
+        k8s.CustomObjectsApi(api).list_cluster_custom_object(
+            GROUP, VERSION, NETWORK_PLURAL, _request_timeout=REQUEST_TIMEOUT
+        ),
     )
     return list(found.get("items", []))
 
@@ -183,7 +212,7 @@ def create_network(
     }
     try:
         k8s.CustomObjectsApi(api).create_namespaced_custom_object(
-            GROUP, VERSION, namespace, NETWORK_PLURAL, body
+            GROUP, VERSION, namespace, NETWORK_PLURAL, body, _request_timeout=REQUEST_TIMEOUT
         )
     except ApiException as exc:
         if exc.status != 409:  # created meanwhile: fine, level-based
@@ -194,7 +223,7 @@ def create_network(
 def delete_network(api: k8s.ApiClient, namespace: str, name: str) -> None:
     try:
         k8s.CustomObjectsApi(api).delete_namespaced_custom_object(
-            GROUP, VERSION, namespace, NETWORK_PLURAL, name
+            GROUP, VERSION, namespace, NETWORK_PLURAL, name, _request_timeout=REQUEST_TIMEOUT
         )
     except ApiException as exc:
         _absent_is_none(exc)
