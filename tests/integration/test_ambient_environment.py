@@ -14,7 +14,6 @@ from kubernetes import client as k8s
 
 from stackube.devbox.box import Devbox
 from stackube.kube.client import api_client
-from stackube.kube.client import endpoint as kube_endpoint
 from stackube.openstack.cloud import connect_cloud
 
 pytestmark = pytest.mark.integration
@@ -61,8 +60,20 @@ def test_hostile_ambient_variables_do_not_redirect_the_suites_clients(
         assert conn.identity.find_domain("stackube") is not None
     finally:
         conn.close()
-    # Positive control: a client that is left to find its kubeconfig follows KUBECONFIG.
-    assert NOWHERE in kube_endpoint().server
+    # Positive control: a client left to find its kubeconfig follows KUBECONFIG (read
+    # when the Kubernetes client is imported: so in a new process).
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from stackube.kube.client import endpoint; print(endpoint().server)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert NOWHERE in found.stdout
     api = api_client(devbox.settings.admin_kubeconfig)
     try:
         assert k8s.CoreV1Api(api).read_namespace("kube-system", _request_timeout=10)
