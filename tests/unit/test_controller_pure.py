@@ -231,3 +231,16 @@ def test_a_project_already_a_tenants_cannot_be_adopted_by_another() -> None:
     assert project_owner("gamma", made, tenants) == "alpha"
     assert project_owner("gamma", made, []) == "alpha"  # made by Stackube for alpha
     assert project_owner("alpha", made, tenants) is None
+
+
+def test_passes_over_one_object_share_one_lock_until_it_is_gone() -> None:
+    from stackube.controller.operator import ObjectLocks  # noqa: PLC0415
+
+    locks = ObjectLocks()
+    tenant = {"metadata": {"name": "t"}}
+    network = {"metadata": {"namespace": "t", "name": "t"}}
+    assert locks("tenant", tenant) is locks("tenant", {"metadata": {"name": "t"}})
+    assert locks("tenant", tenant) is not locks("network", network)
+    first = locks("tenant", tenant)
+    locks.forget("tenant", tenant)
+    assert locks("tenant", tenant) is not first

@@ -16,6 +16,7 @@ import asyncio
 import datetime
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from stackube.api.types import FINALIZER, GROUP, NETWORK_PLURAL, TENANT_PLURAL, 
 from stackube.controller import metrics
 from stackube.controller.network import NetworkReconciler
 from stackube.controller.tenant import TenantReconciler
-from stackube.errors import PermanentError, TemporaryError
+from stackube.errors import PermanentError, StackubeError, TemporaryError
+from stackube.kube import resources as kube_resources
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,34 @@ def _status(
     }
 
 
+class ObjectLocks:
+    """One lock per object, shared by its create/update/resume handlers, its timer's
+    passes and its finalizer: kopf runs an object's event handlers one at a time, but a
+    timer tick runs beside them, and two passes over the same Tenant at once race (a
+    finalizer's security-group cleanup listed again by a second pass re-creates the
+    project's default group in Neutron)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, str, str], threading.Lock] = {}
+
+    def __call__(self, kind: str, body: Mapping[str, Any]) -> threading.Lock:
+        meta = body.get("metadata") or {}
+        key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def forget(self, kind: str, body: Mapping[str, Any]) -> None:
+        """The object is gone (its finalizer finished)."""
+        meta = body.get("metadata") or {}
+        key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        with self._guard:
+            self._locks.pop(key, None)
+
+
+LOCKS = ObjectLocks()
+
+
 def retry_delay(retry: int, hinted: float | None) -> float:
     """A delay the failure asked for (Retry-After, or "waiting for X" that resolves
     soon) is honoured as it is; otherwise 0.5 s doubling up to a minute."""
@@ -109,7 +139,19 @@ def run_pass(
     action: Callable[[], tuple[State, str, dict[str, Any]]],
 ) -> None:
     """Run one reconcile pass and turn its outcome into status, Events and retries.
-    `action` returns (state, message, extra status fields)."""
+    `action` returns (state, message, extra status fields). Passes over one object run
+    one at a time (LOCKS)."""
+    with LOCKS(kind, body):
+        _run_pass(kind, body, patch, retry, action)
+
+
+def _run_pass(
+    kind: str,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    retry: int,
+    action: Callable[[], tuple[State, str, dict[str, Any]]],
+) -> None:
     started = time.monotonic()
     try:
         state, message, extra = action()
@@ -136,16 +178,28 @@ async def resync(
     body: kopf.Body,
     patch: kopf.Patch,
     action: Callable[[], tuple[State, str, dict[str, Any]]],
+    live: Callable[[], Mapping[str, Any] | None],
 ) -> None:
     """A timer tick: the same pass, in a thread like the other handlers (the timer itself
     is async so that kopf's sleep between ticks is cancellable at shutdown). Failures are
-    already in status; the next tick retries."""
+    already in status; the next tick retries. `live` reads the object afresh: a tick
+    that waited for the object's lock must not act on a Tenant deleted meanwhile."""
     if body.metadata.get("deletionTimestamp"):
         return
+
+    def tick() -> None:
+        with LOCKS(kind, body):
+            current = live()
+            if current is None or (current.get("metadata") or {}).get("deletionTimestamp"):
+                return
+            _run_pass(kind, body, patch, 0, action)
+
     try:
-        await asyncio.to_thread(run_pass, kind, body, patch, 0, action)
+        await asyncio.to_thread(tick)
     except (kopf.TemporaryError, kopf.PermanentError):
         return
+    except StackubeError as exc:  # reading the object failed: the next tick tries again
+        log.warning("%s %s: resync skipped: %s", kind, body.metadata.name, exc)
 
 
 def run_finalizer(
@@ -153,7 +207,8 @@ def run_finalizer(
 ) -> None:
     started = time.monotonic()
     try:
-        action()
+        with LOCKS(kind, body):
+            action()
     except TemporaryError as exc:
         metrics.observe(f"{kind}-delete", "waiting", time.monotonic() - started)
         patch.status.update(_status(body, State.TERMINATING, str(exc), False, "Terminating"))
@@ -166,6 +221,7 @@ def run_finalizer(
         kopf.warn(body, reason="DeleteFailed", message=str(exc))
         raise kopf.TemporaryError(str(exc), delay=MAX_BACKOFF_SECONDS) from exc
     metrics.observe(f"{kind}-delete", "ok", time.monotonic() - started)
+    LOCKS.forget(kind, body)
 
 
 # ---- Tenant ---------------------------------------------------------------------------
@@ -218,7 +274,9 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
 
     @every_resync(tenants)
     async def tenant_resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        await resync("tenant", body, patch, _tenant_pass(memo.reconcilers, body))
+        kube_api = memo.reconcilers.tenants.kube
+        live = lambda: kube_resources.get_tenant(kube_api, body.metadata.name)  # noqa: E731
+        await resync("tenant", body, patch, _tenant_pass(memo.reconcilers, body), live)
 
     @kopf.on.delete(*tenants, registry=registry)
     def tenant_delete(
@@ -254,7 +312,10 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
 
     @every_resync(networks)
     async def network_resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        await resync("network", body, patch, network_action(memo, body))
+        kube_api = memo.reconcilers.networks.kube
+        namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+        live = lambda: kube_resources.get_network(kube_api, namespace, name)  # noqa: E731
+        await resync("network", body, patch, network_action(memo, body), live)
 
     @kopf.on.field(*networks, registry=registry, field="status.state")
     def network_state_changed(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> None:

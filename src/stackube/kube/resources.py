@@ -167,6 +167,21 @@ def get_network(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any]
     return found
 
 
+@translating("read Tenant")
+def get_tenant(api: k8s.ApiClient, name: str) -> dict[str, Any] | None:
+    try:
+        found = cast(
+            dict[str, Any],
+            k8s.CustomObjectsApi(api).get_cluster_custom_object(
+                GROUP, VERSION, TENANT_PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+    except ApiException as exc:
+        _absent_is_none(exc)
+        return None
+    return found
+
+
 @translating("list Networks")
 def list_networks(api: k8s.ApiClient, namespace: str) -> list[dict[str, Any]]:
     found = cast(

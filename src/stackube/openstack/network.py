@@ -359,7 +359,11 @@ def delete_security_groups(conn: Connection, project_id: str) -> int:
     """Every security group of a project (Neutron keeps them after the project is gone).
     A group still used by a port is a conflict: retried by the caller."""
     deleted = 0
-    for group in list(conn.network.security_groups(project_id=project_id)):
+    # Listed unfiltered and picked here: a listing filtered by project makes Neutron
+    # create the project's default group when it has none (so a second cleanup pass
+    # would leave one behind).
+    groups = [g for g in conn.network.security_groups() if g.project_id == project_id]
+    for group in groups:
         conn.network.delete_security_group(group.id, ignore_missing=True)
         deleted += 1
     return deleted
