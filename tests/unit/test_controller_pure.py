@@ -244,3 +244,18 @@ def test_passes_over_one_object_share_one_lock_until_it_is_gone() -> None:
     first = locks("tenant", tenant)
     locks.forget("tenant", tenant)
     assert locks("tenant", tenant) is not first
+
+
+def test_a_network_is_active_only_once_its_router_interface_is_up() -> None:
+    from stackube.controller.network import gateway_problem  # noqa: PLC0415
+    from stackube.openstack.network import Port  # noqa: PLC0415
+
+    def port(status: str, owner: str = "network:router_interface", subnet: str = "s1") -> Port:
+        return Port("p1", "", "n1", "proj", "fa:16:3e:00:00:01", ((subnet, "10.244.0.1"),),
+                    status, owner, "r1", "")  # fmt: skip
+
+    assert "no interface" in str(gateway_problem([], "r1", "s1"))
+    assert "no interface" in str(gateway_problem([port("ACTIVE", subnet="s2")], "r1", "s1"))
+    assert "no interface" in str(gateway_problem([port("ACTIVE", "network:dhcp")], "r1", "s1"))
+    assert "DOWN" in str(gateway_problem([port("DOWN")], "r1", "s1"))
+    assert gateway_problem([port("ACTIVE")], "r1", "s1") is None

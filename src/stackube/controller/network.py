@@ -41,6 +41,26 @@ class NetworkResult:
     recreated: bool = False
 
 
+def gateway_problem(ports: list[neutron.Port], router_id: str, subnet_id: str) -> str | None:
+    """Why the router's interface on the subnet does not carry traffic yet (None: it
+    does, Neutron says ACTIVE)."""
+    interfaces = [
+        p
+        for p in ports
+        if p.device_owner == "network:router_interface"
+        and p.device_id == router_id
+        and any(s == subnet_id for s, _ in p.fixed_ips)
+    ]
+    if not interfaces:
+        return f"router {router_id} has no interface on subnet {subnet_id} yet"
+    if interfaces[0].status != "ACTIVE":
+        return (
+            f"waiting for router {router_id}'s interface {interfaces[0].id} to come up "
+            f"(Neutron says {interfaces[0].status}: the L3 and L2 agents plumb it)"
+        )
+    return None
+
+
 class NetworkReconciler:
     def __init__(
         self,
@@ -117,6 +137,12 @@ class NetworkReconciler:
         if subnet.id not in neutron.router_interface_subnets(self.conn, router.id):
             neutron.add_router_interface(self.conn, router.id, subnet.id)
             checkpoint("router-interface")
+        ports = neutron.router_ports(self.conn, router.id, net.id)
+        problem = gateway_problem(ports, router.id, subnet.id)
+        if problem is not None:
+            # Active means pods here reach their gateway (and Services, DNS through it):
+            # the L3 agent plumbs the router a few seconds after the API calls.
+            raise TemporaryError(problem, retry_after=1)
         if subnet.gateway_ip:
             # Service traffic reaches pods from the router (stackube-proxy masquerades
             # it to the gateway address); the default group admits only its members.

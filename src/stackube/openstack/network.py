@@ -258,6 +258,12 @@ def ports_on(conn: Connection, network_id: str) -> list[Port]:
     return [_port(p) for p in conn.network.ports(network_id=network_id)]
 
 
+@translating("Neutron router interfaces")
+def router_ports(conn: Connection, router_id: str, network_id: str) -> list[Port]:
+    """The router's ports on this network (its interfaces there)."""
+    return [_port(p) for p in conn.network.ports(device_id=router_id, network_id=network_id)]
+
+
 @translating("Neutron port delete")
 def delete_port(conn: Connection, port_id: str) -> None:
     conn.network.delete_port(port_id, ignore_missing=True)
