@@ -193,26 +193,24 @@ def list_networks(api: k8s.ApiClient, namespace: str) -> list[dict[str, Any]]:
     return list(found.get("items", []))
 
 
-@translating("list Tenants")
-def list_tenants(api: k8s.ApiClient) -> list[dict[str, Any]]:
+def _list_cluster(api: k8s.ApiClient, plural: str) -> list[dict[str, Any]]:
     found = cast(
         dict[str, Any],
         k8s.CustomObjectsApi(api).list_cluster_custom_object(
-            GROUP, VERSION, TENANT_PLURAL, _request_timeout=REQUEST_TIMEOUT
+            GROUP, VERSION, plural, _request_timeout=REQUEST_TIMEOUT
         ),
     )
     return list(found.get("items", []))
+
+
+@translating("list Tenants")
+def list_tenants(api: k8s.ApiClient) -> list[dict[str, Any]]:
+    return _list_cluster(api, TENANT_PLURAL)
 
 
 @translating("list Networks")
 def list_all_networks(api: k8s.ApiClient) -> list[dict[str, Any]]:
-    found = cast(
-        dict[str, Any],
-        k8s.CustomObjectsApi(api).list_cluster_custom_object(
-            GROUP, VERSION, NETWORK_PLURAL, _request_timeout=REQUEST_TIMEOUT
-        ),
-    )
-    return list(found.get("items", []))
+    return _list_cluster(api, NETWORK_PLURAL)
 
 
 @translating("create Network")
