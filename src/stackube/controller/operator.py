@@ -106,18 +106,19 @@ class ObjectLocks:
         self._guard = threading.Lock()
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
 
-    def __call__(self, kind: str, body: Mapping[str, Any]) -> threading.Lock:
+    @staticmethod
+    def _key(kind: str, body: Mapping[str, Any]) -> tuple[str, str, str]:
         meta = body.get("metadata") or {}
-        key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        return kind, str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+    def __call__(self, kind: str, body: Mapping[str, Any]) -> threading.Lock:
         with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
+            return self._locks.setdefault(self._key(kind, body), threading.Lock())
 
     def forget(self, kind: str, body: Mapping[str, Any]) -> None:
         """The object is gone (its finalizer finished)."""
-        meta = body.get("metadata") or {}
-        key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         with self._guard:
-            self._locks.pop(key, None)
+            self._locks.pop(self._key(kind, body), None)
 
 
 LOCKS = ObjectLocks()

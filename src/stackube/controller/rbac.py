@@ -22,6 +22,13 @@ def role_binding_name(cluster_role: str) -> str:
     return f"{ROLE_BINDING_PREFIX}{cluster_role}"
 
 
+# Every RoleBinding name this controller has ever made in a tenant namespace.
+CONTROLLER_ROLE_BINDINGS = (
+    LEGACY_ROLE_BINDING,
+    *(role_binding_name(r) for r in BINDABLE_CLUSTER_ROLES),
+)
+
+
 def tenant_role_bindings(
     tenant: str, project_id: str, mapping: tuple[tuple[str, str], ...]
 ) -> list[dict[str, Any]]:
@@ -74,5 +81,6 @@ def stale_role_bindings(existing_names: Iterable[str], wanted: list[dict[str, An
     ClusterRole no longer mapped. Other names, `stackube-*` or not, are the tenant's
     own and never listed. Sorted, without duplicates."""
     wanted_names = {str(b["metadata"]["name"]) for b in wanted}
-    ours = {LEGACY_ROLE_BINDING, *(role_binding_name(r) for r in BINDABLE_CLUSTER_ROLES)}
-    return sorted({n for n in existing_names if n in ours and n not in wanted_names})
+    return sorted(
+        {n for n in existing_names if n in CONTROLLER_ROLE_BINDINGS and n not in wanted_names}
+    )

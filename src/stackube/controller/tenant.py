@@ -19,7 +19,7 @@ from stackube.api.types import (
     parse_tenant,
     pod_security_labels,
 )
-from stackube.config import BINDABLE_CLUSTER_ROLES, ControllerConfig
+from stackube.config import ControllerConfig
 from stackube.controller import dns, rbac
 from stackube.errors import PermanentError, TemporaryError
 from stackube.faults import checkpoint
@@ -256,8 +256,7 @@ class TenantReconciler:
             return
         # Once per tenant and process (the mapping is configuration): deleting an absent
         # binding is a no-op, so no list (or right to list) is needed.
-        ours = [rbac.LEGACY_ROLE_BINDING, *map(rbac.role_binding_name, BINDABLE_CLUSTER_ROLES)]
-        for name in rbac.stale_role_bindings(ours, wanted):
+        for name in rbac.stale_role_bindings(rbac.CONTROLLER_ROLE_BINDINGS, wanted):
             if kube.delete_role_binding(self.kube, tenant, name):
                 log.info("tenant %s: removed RoleBinding %s (no longer mapped)", tenant, name)
         self._bindings_tidied.add(tenant)
