@@ -122,7 +122,11 @@ class TenantReconciler:
                     f"adopted Keystone project {spec.tenant_id} is not in the tenant domain "
                     f"{self.config.tenant_domain_name!r}: only projects there can be Tenants"
                 )
-            other = project_owner(spec.name, adopted, kube.list_tenants(self.kube))
+            # Checked when the project is first taken (once this Tenant records it, a later
+            # Tenant naming it fails on its own check): not a Tenant list on every pass.
+            other = None
+            if status.get("projectID") != adopted.id:
+                other = project_owner(spec.name, adopted, kube.list_tenants(self.kube))
             if other is not None:
                 # Both namespaces would bind the project's groups: each tenant's users
                 # would be in the other's namespace, and its networks adoptable there.

@@ -105,20 +105,14 @@ def server_side_apply(
     """Apply each object (create or update the fields this manager owns), as
     `kubectl apply --server-side --force-conflicts` does: one PATCH, idempotent."""
     for doc in documents:
-        request = api.param_serialize(
+        _request(
+            api,
             "PATCH",
-            object_path(doc),
+            doc,
             query_params=[("fieldManager", field_manager), ("force", "true")],
-            header_params={
-                "Content-Type": "application/apply-patch+yaml",
-                "Accept": "application/json",
-            },
+            header_params={"Content-Type": "application/apply-patch+yaml"},
             body=dict(doc),
-            auth_settings=["BearerToken"],
         )
-        response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
-        response.read()
-        api.response_deserialize(response, {"200": "object", "201": "object"})
 
 
 @translating("delete")
@@ -127,19 +121,35 @@ def delete_objects(api: k8s.ApiClient, documents: Iterable[Mapping[str, Any]]) -
     name/namespace are read); absent ones are fine. Returns how many were deleted."""
     deleted = 0
     for doc in documents:
-        request = api.param_serialize(
-            "DELETE",
-            object_path(doc),
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
         try:
-            response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
-            response.read()
-            api.response_deserialize(response, {"200": "object", "202": "object"})
+            _request(api, "DELETE", doc)
         except ApiException as exc:
             if exc.status != 404:
                 raise
             continue
         deleted += 1
     return deleted
+
+
+def _request(
+    api: k8s.ApiClient,
+    method: str,
+    doc: Mapping[str, Any],
+    *,
+    query_params: list[tuple[str, str]] | None = None,
+    header_params: dict[str, str] | None = None,
+    body: dict[str, Any] | None = None,
+) -> None:
+    """One call on the object's REST path (object_path), with the client's credentials
+    and REQUEST_TIMEOUT; raises ApiException for an error status."""
+    request = api.param_serialize(
+        method,
+        object_path(doc),
+        query_params=query_params,
+        header_params={"Accept": "application/json", **(header_params or {})},
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
+    response.read()
+    api.response_deserialize(response, {"200": "object", "201": "object", "202": "object"})
