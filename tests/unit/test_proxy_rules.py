@@ -248,3 +248,13 @@ def test_hooks_are_the_router_builtin_chains() -> None:
         ("nat", "POSTROUTING"),
         ("filter", "INPUT"),
     }
+
+
+def test_the_dns_namespace_is_grouped_by_the_tenant_each_object_serves() -> None:
+    from stackube.proxy.tenants import dns_by_tenant  # noqa: PLC0415
+
+    svc = in_dns_namespace(service("team-a", "10.96.0.53", [{"port": 53}]))
+    own, stray = endpoint_slice("team-a", [], 53), endpoint_slice("team-b", [], 53)
+    grouped = dns_by_tenant([svc], [in_dns_namespace(own), in_dns_namespace(stray)])
+    assert grouped["team-a"] == ([svc], [in_dns_namespace(own)])
+    assert grouped["team-b"] == ([], [in_dns_namespace(stray)])

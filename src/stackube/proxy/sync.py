@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,7 +23,13 @@ from stackube.proxy.render import (
     restore_input,
     udp_endpoints_removed,
 )
-from stackube.proxy.tenants import ProxySettings, router_of, slice_owner, tenant_services
+from stackube.proxy.tenants import (
+    ProxySettings,
+    changed_namespace,
+    dns_by_tenant,
+    router_of,
+    tenant_services,
+)
 
 log = logging.getLogger("stackube.proxy")
 
@@ -75,10 +81,8 @@ class ProxyEngine:
         with self._changed:
             namespace = self._objects[kind].apply(old, new)
             obj = new if new is not None else old
-            if obj is not None and namespace == self.settings.dns_namespace:
-                # A tenant's DNS Service (named after the tenant's namespace) or its slice.
-                meta = obj.get("metadata") or {}
-                namespace = slice_owner(obj) if kind == "endpointslices" else meta.get("name")
+            if obj is not None and namespace is not None:
+                namespace = changed_namespace(kind, obj, namespace, self.settings)
             if namespace is not None:
                 self._dirty.add(namespace)
                 self._changed.notify()
@@ -111,14 +115,22 @@ class ProxyEngine:
                 )
                 for ns in namespaces
             }
-            dns = {
-                "dns_services": self._in("services", dns_namespace),
-                "dns_slices": self._in("endpointslices", dns_namespace),
-            }
+            dns = dns_by_tenant(
+                self._in("services", dns_namespace), self._in("endpointslices", dns_namespace)
+            )
         results = []
         for namespace, (networks, services, slices) in snapshot.items():
+            dns_services, dns_slices = dns.get(namespace, ([], []))
             try:
-                results.append(self.sync_namespace(namespace, networks, services, slices, **dns))
+                result = self.sync_namespace(
+                    namespace,
+                    networks,
+                    services,
+                    slices,
+                    dns_services=dns_services,
+                    dns_slices=dns_slices,
+                )
+                results.append(result)
             except StackubeError as exc:
                 log.warning("namespace %s: %s; retrying", namespace, exc)
                 self._retry(namespace)
@@ -143,8 +155,8 @@ class ProxyEngine:
         services: Iterable[dict[str, Any]],
         slices: Iterable[dict[str, Any]],
         *,
-        dns_services: Iterable[dict[str, Any]] = (),
-        dns_slices: Iterable[dict[str, Any]] = (),
+        dns_services: Iterable[Mapping[str, Any]] = (),
+        dns_slices: Iterable[Mapping[str, Any]] = (),
     ) -> SyncResult:
         started = time.monotonic()
         router = router_of(namespace, networks)

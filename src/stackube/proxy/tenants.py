@@ -36,6 +36,38 @@ def slice_owner(slice_: Mapping[str, Any]) -> str | None:
     return str(owner) if owner else None
 
 
+def changed_namespace(
+    kind: str, obj: Mapping[str, Any], namespace: str, settings: ProxySettings
+) -> str | None:
+    """The tenant namespace a changed object concerns: its own, except for a tenant's DNS
+    Service (in settings.dns_namespace, named after the tenant's namespace) or its slice."""
+    if namespace != settings.dns_namespace:
+        return namespace
+    if kind == "endpointslices":
+        return slice_owner(obj)
+    name = (obj.get("metadata") or {}).get("name")
+    return str(name) if name else None
+
+
+DnsObjects = tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]
+
+
+def dns_by_tenant(
+    services: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]]
+) -> dict[str, DnsObjects]:
+    """The DNS namespace's Services and EndpointSlices, by the tenant namespace they
+    serve (the Service's name), so that each tenant's sync gets its own only."""
+    grouped: dict[str, DnsObjects] = {}
+    for service in services:
+        name = str((service.get("metadata") or {}).get("name", ""))
+        grouped.setdefault(name, ([], []))[0].append(service)
+    for slice_ in slices:
+        owner = slice_owner(slice_)
+        if owner:
+            grouped.setdefault(owner, ([], []))[1].append(slice_)
+    return grouped
+
+
 def _ports(
     services: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]]
 ) -> list[ServicePort]:
