@@ -103,7 +103,7 @@ def _metadata(
     name: str, labels: dict[str, str], owners: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": DNS_NAMESPACE, "labels": labels}
-    if owners and owners[0]["uid"]:
+    if owners:
         meta["ownerReferences"] = owners
     return meta
 
@@ -115,15 +115,19 @@ def dns_objects(
     the shared DNS_SERVICE_ACCOUNT (shipped with the controller's RBAC), owned by the
     Tenant (`tenant_uid`; none if empty) so that they go with it."""
     labels = {**tenant_labels(tenant, project_id), APP_LABEL: DNS_APP}
-    owner = [
-        {
-            "apiVersion": API_VERSION,
-            "kind": "Tenant",
-            "name": tenant,
-            "uid": tenant_uid,
-            "blockOwnerDeletion": False,
-        }
-    ]
+    owners = (
+        [
+            {
+                "apiVersion": API_VERSION,
+                "kind": "Tenant",
+                "name": tenant,
+                "uid": tenant_uid,
+                "blockOwnerDeletion": False,
+            }
+        ]
+        if tenant_uid
+        else []
+    )
     selector = dns_selector(tenant)
     data = {"Corefile": corefile(tenant, settings)}
     if settings.apiserver_url:
@@ -156,13 +160,13 @@ def dns_objects(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": _metadata(tenant, labels, owner),
+            "metadata": _metadata(tenant, labels, owners),
             "data": data,
         },
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": _metadata(tenant, labels, owner),
+            "metadata": _metadata(tenant, labels, owners),
             "spec": {
                 "selector": selector,
                 "ports": [
@@ -174,7 +178,7 @@ def dns_objects(
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": _metadata(tenant, labels, owner),
+            "metadata": _metadata(tenant, labels, owners),
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": selector},
