@@ -1,19 +1,22 @@
 """The CNI daemon's pure decisions: which network, pool bookkeeping, recovery, CHECK."""
 
+import json
 from typing import Any
 
 import pytest
 
 from stackube.cni import spec
+from stackube.cni.attachments import Attachment, Phase
 from stackube.cni.drivers import linux_bridge_name, ovs_external_ids, parked_ifname
 from stackube.cni.install import conflist
-from stackube.cni.pool import (
-    POOL_DEVICE_ID,
+from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, refill_count
+from stackube.cni.recovery import (
     HostPort,
-    PortPools,
-    ReadyPort,
+    SandboxInterface,
+    in_scope,
+    node_marker,
     plan_recovery,
-    refill_count,
+    plan_repairs,
     split_to_size,
 )
 from stackube.cni.result import host_ifname
@@ -24,6 +27,7 @@ from stackube.cni.tenancy import (
     dns_pod_tenant,
     live_network_refs,
 )
+from stackube.host.cri import netns_from_info
 from stackube.host.netlink import PodInterface
 from stackube.host.ovs import add_port_commands, del_port_commands
 
@@ -110,9 +114,21 @@ def test_a_dropped_pool_returns_its_ports_and_refuses_late_ones() -> None:
 
 
 def host_port(
-    port_id: str, device_id: str = POOL_DEVICE_ID, net: str = NET, active: bool = True
+    port_id: str,
+    device_id: str = POOL_DEVICE_ID,
+    net: str = NET,
+    active: bool = True,
+    mac: str = "fa:16:3e:00:00:01",
 ) -> HostPort:
-    return HostPort(port_id, net, device_id, "fa:16:3e:00:00:01", "10.0.0.9", active)
+    return HostPort(port_id, net, device_id, mac, "10.0.0.9", active)
+
+
+def journal(container: str, port_id: str, uid: str, phase: Phase = Phase.RECORDED) -> Attachment:
+    return Attachment(container, "eth0", "/var/run/netns/x", "t", "p", uid, NET, port_id, phase)
+
+
+def live(sandbox: str, mac: str, uid: str = "uid-live") -> SandboxInterface:
+    return SandboxInterface(sandbox, "t", "web", uid, f"/var/run/netns/{sandbox}", "eth0", mac)
 
 
 def test_recovery_keeps_pods_adopts_intact_pool_ports_and_deletes_the_rest() -> None:
@@ -125,12 +141,111 @@ def test_recovery_keeps_pods_adopts_intact_pool_ports_and_deletes_the_rest() -> 
         host_port("pool-dead-net", net="gone"),
         host_port("orphan", device_id="uid-9"),  # nobody's
     ]
-    attachments = {"c1-eth0": ("pod-port", "uid-1"), "c2-eth0": ("", "uid-2")}
+    attachments = [journal("c1", "pod-port", "uid-1"), journal("c2", "", "uid-2", Phase.NEW)]
     plugged = ["pool-ok", "pool-down", "pool-dead-net", "pod-port"]
-    plan = plan_recovery(ports, attachments, plugged, [NET])
+    plan = plan_recovery(
+        ports,
+        attachments=attachments,
+        plugged=plugged,
+        live_networks=[NET],
+        interfaces=[],
+        node_pod_uids=[],
+    )
     assert [p.id for p in plan.pool] == ["pool-ok"]
     assert dict(plan.owned) == {"pod-port": "c1-eth0", "early": "c2-eth0"}
     assert {p.id for p in plan.delete} == {"pool-unplugged", "pool-down", "pool-dead-net", "orphan"}
+    assert plan.rebuilt == () and plan.kept == ()
+
+
+def test_a_lost_journal_is_rebuilt_from_live_sandboxes_and_nothing_alive_is_deleted() -> None:
+    ports = [
+        host_port("named", device_id="uid-live", mac="fa:16:3e:00:00:0a"),
+        # taken from the pool by a pod, not yet renamed when the journal was lost
+        host_port("claimed", mac="FA:16:3E:00:00:0B"),
+        # a pod bound to this node between two sandboxes
+        host_port("between", device_id="uid-node", mac="fa:16:3e:00:00:0c"),
+        host_port("orphan", device_id="uid-gone", mac="fa:16:3e:00:00:0d"),
+    ]
+    plan = plan_recovery(
+        ports,
+        attachments=[],
+        plugged=[],
+        live_networks=[NET],
+        interfaces=[
+            live("sb1", "fa:16:3e:00:00:0a"),
+            live("sb2", "fa:16:3e:00:00:0b", uid="uid-other"),
+            live("sb9", "fa:16:3e:99:99:99"),  # a pod of another network plugin, or none
+        ],
+        node_pod_uids=["uid-live", "uid-other", "uid-node"],
+    )
+    assert [p.id for p in plan.delete] == ["orphan"]
+    assert [p.id for p in plan.kept] == ["between"]
+    rebuilt = {a.port_id: a for a in plan.rebuilt}
+    assert set(rebuilt) == {"named", "claimed"}
+    assert rebuilt["named"].phase == Phase.RECORDED  # Neutron already names it
+    assert rebuilt["claimed"].phase == Phase.PLUGGED  # a rename is due
+    assert (rebuilt["claimed"].container_id, rebuilt["claimed"].netns) == (
+        "sb2",
+        "/var/run/netns/sb2",
+    )
+    assert rebuilt["named"].mac == "fa:16:3e:00:00:0a" and rebuilt["named"].ip == "10.0.0.9"
+
+
+def test_a_journaled_sandbox_is_not_rebuilt_twice() -> None:
+    ports = [host_port("p1", device_id="uid-live", mac="fa:16:3e:00:00:0a")]
+    plan = plan_recovery(
+        ports,
+        attachments=[journal("sb1", "p1", "uid-live")],
+        plugged=[],
+        live_networks=[NET],
+        interfaces=[live("sb1", "fa:16:3e:00:00:0a")],
+        node_pod_uids=[],
+    )
+    assert dict(plan.owned) == {"p1": "sb1-eth0"} and plan.rebuilt == ()
+
+
+def test_ports_are_scoped_to_the_daemons_node_identity() -> None:
+    assert in_scope(node_marker("n1"), "n1", "host-a")
+    assert not in_scope(node_marker("cnitest-1"), "n1", "host-a")  # a test daemon's
+    assert in_scope("", "host-a", "host-a")  # made before ports were marked
+    assert not in_scope("", "cnitest-1", "host-a")  # not a test daemon's to recover
+
+
+def test_repairs_name_what_is_broken_for_plugged_pods_only() -> None:
+    ok = journal("ok", "port-ok-000000", "u1")
+    gone = journal("gone", "port-gone-000", "u2")
+    moved = journal("moved", "port-moved-00", "u3")
+    no_tap = journal("notap", "port-notap-00", "u4")
+    detached = journal("det", "port-det-0000", "u5")
+    adding = journal("adding", "port-add-0000", "u6", Phase.CLAIMED)  # an ADD owns it
+    ports = {
+        ok.port_id: "host-a",
+        moved.port_id: "",
+        no_tap.port_id: "host-a",
+        detached.port_id: "host-a",
+        adding.port_id: "host-a",
+    }
+    links = [host_ifname(a.port_id) for a in (ok, gone, moved, detached, adding)]
+    repairs = plan_repairs(
+        [ok, gone, moved, no_tap, detached, adding],
+        ports,
+        "host-a",
+        links,
+        attached=[ok.port_id, moved.port_id, adding.port_id],
+    )
+    assert [(r.attachment.container_id, r.problem) for r in repairs] == [
+        ("gone", "port-gone"),
+        ("moved", "port-unbound"),
+        ("notap", "host-link-gone"),
+        ("det", "host-link-detached"),
+    ]
+
+
+def test_a_pool_port_can_be_taken_back_by_id_unless_a_pod_has_it() -> None:
+    pools = PortPools(size=2)
+    pools.adopt(ReadyPort("p1", NET, "m", "10.0.0.5"))
+    assert pools.discard("p1") and pools.ready(NET) == 0
+    assert not pools.discard("p1")
 
 
 def test_recovered_pools_are_trimmed_to_size_per_network() -> None:
@@ -205,6 +320,8 @@ def test_ovs_plug_is_one_transaction_with_os_vif_external_ids() -> None:
 def test_the_conflist_names_the_plugin_and_its_socket() -> None:
     doc = conflist("/run/stackube/cni.sock")
     assert doc["cniVersion"] == "1.0.0" and doc["name"] == "stackube"
+    # CNI 1.1 runtimes pick 1.1.0 (GC, STATUS) from cniVersions; containerd 1.6 reads 1.0.0
+    assert doc["cniVersions"] == ["1.0.0", "1.1.0"]
     assert doc["plugins"] == [{"type": "kubestack", "socket": "/run/stackube/cni.sock"}]
 
 
@@ -217,3 +334,26 @@ def test_a_dns_server_pod_joins_the_network_of_the_tenant_its_label_names() -> N
     with pytest.raises(spec.CniError, match="not in the API") as err:
         dns_pod_tenant("stackube-dns", "gone", None)
     assert err.value.code == spec.TRY_AGAIN_LATER
+
+
+# ---- the runtime's sandboxes ------------------------------------------------------------------
+def test_the_netns_path_comes_from_the_sandboxs_runtime_spec() -> None:
+    info = {
+        "info": json.dumps(
+            {
+                "pid": 42,
+                "runtimeSpec": {
+                    "linux": {
+                        "namespaces": [
+                            {"type": "pid"},
+                            {"type": "network", "path": "/var/run/netns/cni-1234"},
+                        ]
+                    }
+                },
+            }
+        )
+    }
+    assert netns_from_info(info) == "/var/run/netns/cni-1234"
+    assert netns_from_info({"info": json.dumps({"runtimeSpec": {"linux": {}}})}) == ""
+    assert netns_from_info({"info": "not json"}) == ""
+    assert netns_from_info({}) == ""

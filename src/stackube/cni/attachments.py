@@ -32,6 +32,8 @@ class Attachment:
     network_id: str = ""
     port_id: str = ""
     phase: Phase = Phase.NEW
+    mac: str = ""  # the port's, once the pod has it (a repair re-creates the port with it)
+    ip: str = ""  # the port's IPv4 address on the network's subnet, likewise
 
     @property
     def key(self) -> str:

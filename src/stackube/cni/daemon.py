@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from stackube.api.naming import POD_PORT_DEVICE_OWNER
@@ -25,13 +26,15 @@ from stackube.api.types import DNS_NAMESPACE
 from stackube.cni import spec
 from stackube.cni.attachments import Attachment, AttachmentStore, Phase, attachment_key
 from stackube.cni.drivers import PlugDriver, parked_ifname
-from stackube.cni.pool import (
-    POOL_DEVICE_ID,
+from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, pool_port_name
+from stackube.cni.recovery import (
     HostPort,
-    PortPools,
-    ReadyPort,
+    Repair,
+    SandboxInterface,
+    in_scope,
+    node_marker,
     plan_recovery,
-    pool_port_name,
+    plan_repairs,
     split_to_size,
 )
 from stackube.cni.result import PodAddressing, dns_search, host_ifname, port_name, render
@@ -47,7 +50,8 @@ from stackube.cni.tenancy import (
 )
 from stackube.errors import NotFoundError, StackubeError, TemporaryError
 from stackube.faults import checkpoint
-from stackube.host import netlink
+from stackube.host import cri, netlink
+from stackube.kube import pods as kube_pods
 from stackube.kube import resources as kube
 from stackube.kube.client import ApiClient
 from stackube.openstack import network as neutron
@@ -57,6 +61,10 @@ log = logging.getLogger("stackube.cni")
 
 CHECK_FAILED = 102
 PORT_NOT_ACTIVE = 103
+# The pod condition the repair loop keeps (a pod that lists it in spec.readinessGates
+# leaves its Services' endpoints while its network is broken).
+NETWORK_READY_CONDITION = "stackube.kubernetes.io/network-ready"
+EVENT_COMPONENT = "stackube-cni-daemon"
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,14 @@ class DaemonSettings:
     port_active_timeout: float = 60.0
     resync_seconds: float = 5.0
     pool_concurrency: int = 4
+    binding_host: str = ""  # Neutron's name for this host; default: `node`
+    cri_endpoint: str = cri.DEFAULT_ENDPOINT
+    repair_seconds: float = 5.0
+
+    @property
+    def host(self) -> str:
+        """binding:host_id of our ports: the host Neutron's agent here reports."""
+        return self.binding_host or self.node
 
 
 class CniDaemon:
@@ -99,6 +115,8 @@ class CniDaemon:
         # The Networks watch's "listed everything" event (until then: ask the API).
         self.networks_watched = threading.Event()
         self.ready = threading.Event()
+        self.marker = node_marker(settings.node)
+        self._reported: dict[str, str] = {}  # attachment key -> the trouble last reported
 
     # ---- the socket's entry point --------------------------------------------------------
     def handle(self, message: Mapping[str, Any]) -> dict[str, Any]:
@@ -255,8 +273,13 @@ class CniDaemon:
             )
             checkpoint("cni-moved")
             done = Phase.PLUGGED if unnamed or attachment.phase == Phase.PLUGGED else Phase.RECORDED
-            if attachment.phase != Phase.RECORDED:
-                attachment = attachment.advanced(done, netns=request.netns)
+            if attachment.phase != Phase.RECORDED or not attachment.ip:
+                attachment = attachment.advanced(
+                    done if attachment.phase != Phase.RECORDED else Phase.RECORDED,
+                    netns=request.netns,
+                    mac=port.mac,
+                    ip=port.ip,
+                )
                 self.store.put(attachment)
             if attachment.phase == Phase.PLUGGED:
                 self._renames.put((attachment.container_id, attachment.ifname))
@@ -316,13 +339,7 @@ class CniDaemon:
             checkpoint("cni-claimed")
             return attachment, pooled, True
 
-        made = neutron.pod_ports(
-            conn,
-            device_owner=POD_PORT_DEVICE_OWNER,
-            host=self.settings.node,
-            device_id=attachment.device_id,
-            network_id=network.network_id,
-        )
+        made = self._our_ports(device_id=attachment.device_id, network_id=network.network_id)
         if made:
             port = made[0]
         else:
@@ -336,16 +353,60 @@ class CniDaemon:
         self._wait_active(port.id, port.network_id)
         return attachment, self._ready(port, network), False
 
-    def _create_port(self, network: TenantNetwork, name: str, device_id: str) -> neutron.Port:
-        return neutron.create_pod_port(
-            self.conn(),
-            network_id=network.network_id,
-            project_id=network.project_id,
-            name=name,
-            device_id=device_id,
-            device_owner=POD_PORT_DEVICE_OWNER,
-            host=self.settings.node,
-        )
+    def _our_ports(
+        self, *, device_id: str | None = None, network_id: str | None = None
+    ) -> list[neutron.Port]:
+        """Our device owner, bound to this host, and this daemon's (node identity)."""
+        return [
+            p
+            for p in neutron.pod_ports(
+                self.conn(),
+                device_owner=POD_PORT_DEVICE_OWNER,
+                host=self.settings.host,
+                device_id=device_id,
+                network_id=network_id,
+            )
+            if in_scope(p.description, self.settings.node, self.settings.host)
+        ]
+
+    def _create_port(
+        self,
+        network: TenantNetwork,
+        name: str,
+        device_id: str,
+        *,
+        mac: str | None = None,
+        ip: str | None = None,
+    ) -> neutron.Port:
+        """A bound port of ours. An address Neutron hands out that a pod of this node
+        still uses (its port was deleted behind our back, a repair is due) is given back
+        and another one taken: a live pod's address never goes to another pod."""
+        for _ in range(3):
+            port = neutron.create_pod_port(
+                self.conn(),
+                network_id=network.network_id,
+                project_id=network.project_id,
+                name=name,
+                device_id=device_id,
+                device_owner=POD_PORT_DEVICE_OWNER,
+                host=self.settings.host,
+                description=self.marker,
+                mac=mac,
+                fixed_ip=(network.subnet_id, ip) if ip else None,
+            )
+            if ip or port.address_on(network.subnet_id) not in self._pod_addresses(network):
+                return port
+            log.warning(
+                "port %s got %s, the address of a pod here whose port is being repaired: "
+                "taking another",
+                port.id,
+                port.address_on(network.subnet_id),
+            )
+            neutron.delete_port(self.conn(), port.id)
+        raise TemporaryError(f"Neutron keeps handing out addresses of pods on {network.cidr}")
+
+    def _pod_addresses(self, network: TenantNetwork) -> set[str]:
+        return {a.ip for a in self.store.all() if a.network_id == network.network_id and a.ip}
 
     def _plug(self, port: neutron.Port) -> None:
         network = self._networks.get(port.network_id)
@@ -383,7 +444,7 @@ class CniDaemon:
                 raise spec.CniError(
                     PORT_NOT_ACTIVE,
                     f"port {port_id} is not ACTIVE after {self.settings.port_active_timeout:.0f} s",
-                    f"status {status}; is the Neutron agent on {self.settings.node} alive?",
+                    f"status {status}; is the Neutron agent on {self.settings.host} alive?",
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)
@@ -401,12 +462,7 @@ class CniDaemon:
             # Not journaled (e.g. the journal was lost): this pod's ports on this node that
             # no other sandbox holds.
             held = {a.port_id for a in self.store.all()}
-            for port in neutron.pod_ports(
-                self.conn(),
-                device_owner=POD_PORT_DEVICE_OWNER,
-                host=self.settings.node,
-                device_id=pod.uid,
-            ):
+            for port in self._our_ports(device_id=pod.uid):
                 if port.id not in held and port.name == port_name(pod.namespace, pod.name):
                     self.driver.unplug(port.id)
                     neutron.delete_port(self.conn(), port.id)
@@ -423,12 +479,8 @@ class CniDaemon:
         if not ports:
             ports = {
                 p.id
-                for p in neutron.pod_ports(
-                    self.conn(),
-                    device_owner=POD_PORT_DEVICE_OWNER,
-                    host=self.settings.node,
-                    device_id=attachment.device_id,
-                    network_id=attachment.network_id or None,
+                for p in self._our_ports(
+                    device_id=attachment.device_id, network_id=attachment.network_id or None
                 )
             }
         for port_id in ports:
@@ -527,6 +579,8 @@ class CniDaemon:
                 self._maintain_once()
             except StackubeError as exc:
                 log.warning("pool maintenance: %s", exc)
+            except Exception:  # a background thread logs and lives on
+                log.exception("pool maintenance failed")
             self._kick.wait(self.settings.resync_seconds)
             self._kick.clear()
 
@@ -587,14 +641,17 @@ class CniDaemon:
 
     # ---- start-up --------------------------------------------------------------------------
     def recover(self) -> None:
-        """Make sense of Neutron, the journal and the host after a (re)start: adopt
-        intact pool ports, keep pods' ports, delete what nobody owns."""
+        """Make sense of Neutron, the journal, the runtime and the API server after a
+        (re)start: keep the pods' ports (journaled, or found in a live sandbox: the
+        journal entry is rebuilt), adopt intact pool ports, delete only what is provably
+        nobody's. Raises TemporaryError (the caller retries) while the runtime or the
+        API server cannot say which pods are alive: a port is never deleted on a guess."""
         attachments = self.store.all()
-        ports = neutron.pod_ports(
-            self.conn(), device_owner=POD_PORT_DEVICE_OWNER, host=self.settings.node
-        )
+        ports = self._our_ports()
         links = set(netlink.link_names())
         live = live_network_refs(kube.list_all_networks(self.kube))
+        interfaces = self._sandbox_interfaces()
+        node_pods = kube_pods.pod_uids_on_node(self.kube, self.settings.node)
         host_ports = [
             HostPort(
                 p.id,
@@ -603,6 +660,7 @@ class CniDaemon:
                 p.mac,
                 p.fixed_ips[0][1] if p.fixed_ips else "",
                 p.status == "ACTIVE",
+                p.name,
             )
             for p in ports
         ]
@@ -613,23 +671,37 @@ class CniDaemon:
         ]
         plan = plan_recovery(
             host_ports,
-            {a.key: (a.port_id, a.device_id) for a in attachments},
-            plugged,
-            live,
+            attachments=attachments,
+            plugged=plugged,
+            live_networks=live,
+            interfaces=interfaces,
+            node_pod_uids=node_pods,
         )
         adopted, excess = split_to_size(plan.pool, self.settings.pool_size)
         for port in adopted:
             self.pools.adopt(ReadyPort(port.id, port.network_id, port.mac, port.ip))
         for port in (*plan.delete, *excess):
+            log.info("recovery: port %s (%s) is nobody's: deleting it", port.id, port.name)
             self._discard(port.id)
+        for attachment in plan.rebuilt:
+            log.info(
+                "recovery: %s/%s holds port %s in sandbox %s: journal entry rebuilt",
+                attachment.namespace,
+                attachment.pod,
+                attachment.port_id,
+                attachment.container_id[:12],
+            )
+            self.store.put(attachment)
         by_key = {a.key: a for a in attachments}
         for port_id, key in plan.owned.items():
             attachment = by_key[key]
             if not attachment.port_id:
                 self.store.put(attachment.advanced(Phase.CLAIMED, port_id=port_id))
-            elif attachment.phase == Phase.PLUGGED:
+        for attachment in (*attachments, *plan.rebuilt):
+            if attachment.phase == Phase.PLUGGED and attachment.port_id:
                 self._renames.put((attachment.container_id, attachment.ifname))
-        kept = {p.id[:11] for p in plan.pool} | {pid[:11] for pid in plan.owned}
+        kept = {p.id[:11] for p in (*plan.pool, *plan.kept, *plan.delete)}
+        kept |= {pid[:11] for pid in plan.owned} | {a.port_id[:11] for a in plan.rebuilt}
         kept |= {a.port_id[:11] for a in attachments if a.port_id}
         stray = [
             name[3:]
@@ -639,18 +711,209 @@ class CniDaemon:
         for prefix in stray:
             self.driver.unplug(prefix)
         log.info(
-            "recovered: %d pool ports adopted, %d pod ports kept, %d ports, %d link pairs deleted",
+            "recovered: %d pool ports adopted, %d pod ports kept (%d journal entries rebuilt "
+            "from live sandboxes, %d of pods bound here), %d ports, %d link pairs deleted",
             len(adopted),
-            len(plan.owned),
+            len(plan.owned) + len(plan.rebuilt) + len(plan.kept),
+            len(plan.rebuilt),
+            len(plan.kept),
             len(plan.delete) + len(excess),
             len(stray),
         )
         self.ready.set()
 
+    def _sandbox_interfaces(self) -> list[SandboxInterface]:
+        """Every interface inside the runtime's READY sandboxes."""
+        found = []
+        for sandbox in cri.ready_sandboxes(self.settings.cri_endpoint):
+            if not sandbox.netns:
+                continue
+            for ifname, mac in netlink.interface_macs(sandbox.netns).items():
+                found.append(
+                    SandboxInterface(
+                        sandbox.id,
+                        sandbox.namespace,
+                        sandbox.name,
+                        sandbox.uid,
+                        sandbox.netns,
+                        ifname,
+                        mac,
+                    )
+                )
+        return found
+
+    # ---- repair: ports deleted or unbound behind our back, host ends gone -----------------
+    def repair_loop(self) -> None:
+        """Every `repair_seconds`: mend the pods' attachments (never dies: a failed pass
+        is logged and the next one runs)."""
+        self.ready.wait()
+        while not self.stopping.wait(self.settings.repair_seconds):
+            try:
+                self.repair_once()
+            except Exception:  # a background thread logs and lives on
+                log.exception("repair pass failed")
+
+    def repair_once(self) -> int:
+        """One pass: returns how many attachments it mended."""
+        attachments = [a for a in self.store.all() if a.port_id]
+        if not attachments:
+            return 0
+        listed = {p.id: p.host for p in self._our_ports()}
+        for attachment in attachments:
+            if attachment.port_id not in listed:  # gone, or moved off this host
+                port = neutron.get_pod_port(self.conn(), attachment.port_id)
+                if port is not None:
+                    listed[port.id] = port.host
+        wanted = [(a.port_id, a.network_id) for a in attachments]
+        mended = 0
+        for repair in plan_repairs(
+            attachments,
+            listed,
+            self.settings.host,
+            netlink.link_names(),
+            self.driver.attached(wanted),
+        ):
+            if self._repair(repair):
+                mended += 1
+        return mended
+
+    def _repair(self, repair: Repair) -> bool:
+        found = repair.attachment
+        with self._sandbox(found.container_id, found.ifname):
+            attachment = self.store.get(found.container_id, found.ifname)
+            if attachment is None or attachment.port_id != found.port_id:
+                return False  # DEL or another pass got there first
+            if not attachment.netns or not Path(attachment.netns).exists():
+                return False  # the sandbox is gone: its DEL (or GC) releases it
+            started = time.monotonic()
+            try:
+                detail = self._mend(attachment, repair.problem)
+            except (StackubeError, spec.CniError, OSError) as exc:
+                self._report(attachment, repair.problem, ok=False, message=str(exc))
+                return False
+            self._report(
+                attachment,
+                repair.problem,
+                ok=True,
+                message=f"{detail} in {time.monotonic() - started:.1f} s",
+            )
+            return True
+
+    def _mend(self, attachment: Attachment, problem: str) -> str:
+        network = self.tenant_network(self.network_namespace(attachment.namespace, attachment.pod))
+        mac, ip = attachment.mac, attachment.ip
+        if not (mac and ip):
+            mac, ip = _address_in_pod(attachment, network)
+        if problem == "port-gone":
+            port = self._recreate_port(attachment, network, mac, ip)
+            self.driver.rewire(
+                attachment.port_id,
+                port_id=port.id,
+                network_id=port.network_id,
+                mac=port.mac,
+                device_id=port.device_id,
+            )
+            self._wait_active(port.id, port.network_id)
+            self.store.put(attachment.advanced(Phase.RECORDED, port_id=port.id, mac=mac, ip=ip))
+            return f"port {attachment.port_id} was deleted: re-created as {port.id} ({ip}, {mac})"
+        port_id = attachment.port_id
+        if problem == "port-unbound":
+            neutron.rebind_port(self.conn(), port_id, self.settings.host)
+            detail = f"port {port_id} was unbound from {self.settings.host}: bound again"
+        elif problem == "host-link-gone":
+            self.driver.plug(
+                port_id=port_id,
+                network_id=attachment.network_id,
+                mac=mac,
+                mtu=network.mtu,
+                device_id=attachment.device_id,
+            )
+            netlink.move_into_namespace(
+                parked_ifname(port_id),
+                attachment.netns,
+                ifname=attachment.ifname,
+                mtu=network.mtu,
+                address=cidr_address(ip, network.cidr),
+                gateway=network.gateway,
+            )
+            detail = f"host end {host_ifname(port_id)} was gone: pod interface re-plugged"
+        else:  # host-link-detached
+            self.driver.rewire(
+                port_id,
+                port_id=port_id,
+                network_id=attachment.network_id,
+                mac=mac,
+                device_id=attachment.device_id,
+            )
+            detail = f"host end {host_ifname(port_id)} was detached: attached again"
+        self._wait_active(port_id, attachment.network_id)
+        if not attachment.ip:
+            self.store.put(attachment.advanced(attachment.phase, mac=mac, ip=ip))
+        return detail
+
+    def _recreate_port(
+        self, attachment: Attachment, network: TenantNetwork, mac: str, ip: str
+    ) -> neutron.Port:
+        """The pod's port again, with its MAC and address: one an interrupted repair
+        already made, else a new one; an unused pool port holding the address gives it
+        back first."""
+        ours = self._our_ports(network_id=network.network_id)
+        for port in ours:
+            if port.device_id == attachment.device_id and port.mac.lower() == mac.lower():
+                return port
+        for port in ours:
+            held = port.device_id == POOL_DEVICE_ID and port.address_on(network.subnet_id) == ip
+            if held and self.pools.discard(port.id):
+                self._discard(port.id)
+        return self._create_port(
+            network,
+            port_name(attachment.namespace, attachment.pod),
+            attachment.device_id,
+            mac=mac,
+            ip=ip,
+        )
+
+    def _report(self, attachment: Attachment, problem: str, *, ok: bool, message: str) -> None:
+        """Log, and tell the pod: an Event and the network-ready condition (once per
+        trouble; a mend is always told)."""
+        seen = f"{problem}:{'ok' if ok else message}"
+        if not ok and self._reported.get(attachment.key) == seen:
+            return
+        self._reported[attachment.key] = seen
+        where = f"{attachment.namespace}/{attachment.pod}"
+        if ok:
+            log.info("repair %s: %s", where, message)
+        else:
+            log.error("repair %s: %s could not be mended: %s", where, problem, message)
+        try:
+            kube_pods.pod_event(
+                self.kube,
+                attachment.namespace,
+                attachment.pod,
+                attachment.pod_uid,
+                reason="NetworkRepaired" if ok else "NetworkBroken",
+                message=message if ok else f"{problem}: {message}",
+                warning=not ok,
+                component=EVENT_COMPONENT,
+                host=self.settings.node,
+            )
+            kube_pods.set_pod_condition(
+                self.kube,
+                attachment.namespace,
+                attachment.pod,
+                NETWORK_READY_CONDITION,
+                ok=ok,
+                reason="Repaired" if ok else _reason(problem),
+                message=message,
+            )
+        except StackubeError as exc:
+            log.warning("could not tell pod %s about its network: %s", where, exc)
+
     def start_background(self) -> list[threading.Thread]:
         threads = [
             threading.Thread(target=self.record_names, name="record-names", daemon=True),
             threading.Thread(target=self.maintain_pools, name="pools", daemon=True),
+            threading.Thread(target=self.repair_loop, name="repair", daemon=True),
         ]
         for thread in threads:
             thread.start()
@@ -660,6 +923,21 @@ class CniDaemon:
         self.stopping.set()
         self._kick.set()
         self._fillers.shutdown(wait=False, cancel_futures=True)
+
+
+def _reason(problem: str) -> str:
+    """'port-gone' -> 'PortGone' (a condition reason is CamelCase)."""
+    return "".join(part.capitalize() for part in problem.split("-"))
+
+
+def _address_in_pod(attachment: Attachment, network: TenantNetwork) -> tuple[str, str]:
+    """(MAC, IPv4) of the pod's interface, for journal entries older than those fields."""
+    found = netlink.pod_interface(attachment.netns, attachment.ifname)
+    if found is None or not found.addresses:
+        raise spec.CniError(
+            CHECK_FAILED, f"{attachment.key}: the pod's interface is gone, its address unknown"
+        )
+    return found.mac, found.addresses[0].split("/")[0]
 
 
 def _describe(request: spec.Request) -> str:

@@ -7,6 +7,7 @@ moves it into the pod; they differ in what the host end is attached to.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from stackube.cni.result import host_ifname
@@ -34,6 +35,16 @@ class PlugDriver(Protocol):
     def is_plugged(self, port_id: str, network_id: str) -> bool:
         """The host end exists and is attached where the agent expects it."""
 
+    def attached(self, ports: Iterable[tuple[str, str]]) -> set[str]:
+        """Of these (port id, network id), the ports whose host end is attached where
+        the agent expects it (one look at the host for all of them)."""
+
+    def rewire(
+        self, old_port_id: str, *, port_id: str, network_id: str, mac: str, device_id: str
+    ) -> None:
+        """A pod's host end (its pod end stays in the pod) now serves another port: the
+        one that replaced a port deleted behind our back (idempotent)."""
+
 
 class LinuxBridgeDriver:
     """The host end joins `brq<network id[:11]>`. For `compute:` ports the agent does not
@@ -54,6 +65,24 @@ class LinuxBridgeDriver:
 
     def is_plugged(self, port_id: str, network_id: str) -> bool:
         return netlink.master_of(host_ifname(port_id)) == linux_bridge_name(network_id)
+
+    def attached(self, ports: Iterable[tuple[str, str]]) -> set[str]:
+        masters = netlink.masters()
+        return {
+            port_id
+            for port_id, network_id in ports
+            if masters.get(host_ifname(port_id)) == linux_bridge_name(network_id)
+        }
+
+    def rewire(
+        self, old_port_id: str, *, port_id: str, network_id: str, mac: str, device_id: str
+    ) -> None:
+        tap = host_ifname(port_id)
+        if not netlink.rename_link(host_ifname(old_port_id), tap):
+            raise FileNotFoundError(f"neither {host_ifname(old_port_id)} nor {tap} exists")
+        bridge = linux_bridge_name(network_id)
+        netlink.ensure_bridge(bridge)
+        netlink.attach_to_bridge(tap, bridge)
 
 
 def ovs_external_ids(port_id: str, mac: str, device_id: str) -> dict[str, str]:
@@ -88,6 +117,21 @@ class OpenVSwitchDriver:
 
     def is_plugged(self, port_id: str, network_id: str) -> bool:
         return ovs.port_bridge(host_ifname(port_id)) == self.bridge
+
+    def attached(self, ports: Iterable[tuple[str, str]]) -> set[str]:
+        on_bridge = set(ovs.vsctl(["list-ports", self.bridge]).split())
+        return {port_id for port_id, _ in ports if host_ifname(port_id) in on_bridge}
+
+    def rewire(
+        self, old_port_id: str, *, port_id: str, network_id: str, mac: str, device_id: str
+    ) -> None:
+        old, tap = host_ifname(old_port_id), host_ifname(port_id)
+        ovs.vsctl(ovs.del_port_commands(self.bridge, old))
+        if not netlink.rename_link(old, tap):
+            raise FileNotFoundError(f"neither {old} nor {tap} exists")
+        ovs.vsctl(
+            ovs.add_port_commands(self.bridge, tap, ovs_external_ids(port_id, mac, device_id))
+        )
 
 
 def driver_for(plugin_name: str, integration_bridge: str) -> PlugDriver:

@@ -20,9 +20,16 @@ SHEBANG = b"#!/usr/bin/env -S python3 -I -S\n"
 CONFLIST_NAME = "10-stackube.conflist"
 
 
+# CNI 1.1 (spec: "cniVersions"): a runtime that knows 1.1 picks it from this list and
+# may then call GC with the valid attachments and STATUS; an older one (containerd 1.6's
+# libcni) reads "cniVersion" and ignores the list.
+CNI_VERSIONS = ("1.0.0", "1.1.0")
+
+
 def conflist(socket_path: str, cni_version: str = "1.0.0") -> dict[str, Any]:
     return {
         "cniVersion": cni_version,
+        "cniVersions": list(CNI_VERSIONS),
         "name": "stackube",
         "plugins": [{"type": "kubestack", "socket": socket_path}],
     }

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import fcntl
 import logging
+import os
 import signal
+import socket
 import threading
+from pathlib import Path
 from types import FrameType
 
 from stackube.cni.attachments import AttachmentStore
@@ -17,6 +21,7 @@ from stackube.cni.server import CniSocketServer
 from stackube.config import parse_config, read_key_files
 from stackube.errors import StackubeError
 from stackube.kube.client import api_client
+from stackube.kube.lease import LeaseLock
 from stackube.kube.watch import network_reflector
 from stackube.openstack.cloud import LazyConnection
 
@@ -36,14 +41,69 @@ def _recover(daemon: CniDaemon) -> None:
             delay = min(delay * 2, 30.0)
 
 
+LEASE_SECONDS = 30  # a crashed daemon's node is free again after this (or at once for
+# a daemon restarted on the same host with the same state directory)
+
+
+class NodeTakenError(StackubeError):
+    """Another stackube-cni-daemon serves this node (identity) or this state directory."""
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """An exclusive lock on `<state-dir>/daemon.lock` for the process's life (the kernel
+    drops it when the process dies). Raises NodeTakenError if another process holds it."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(state_dir / "daemon.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise NodeTakenError(
+            f"another stackube-cni-daemon uses the state directory {state_dir}"
+        ) from None
+    return fd
+
+
+def claim_node(lease: LeaseLock) -> None:
+    """Hold the node's Lease, or raise NodeTakenError naming who holds it. The identity is
+    host + state directory: a restart here takes over at once (the state-dir lock
+    proves the old process is gone); any other daemon waits out the Lease."""
+    if not lease.try_acquire_or_renew():
+        holder, renewed = lease.holder()
+        raise NodeTakenError(
+            f"node {lease.name.removeprefix('stackube-cni-')} is served by another "
+            f"stackube-cni-daemon ({holder or 'unknown'}, Lease {lease.namespace}/{lease.name} "
+            f"renewed {renewed}); two daemons would fight over its pods' ports. Stop that "
+            f"one, or give this one its own --node-name"
+        )
+
+
+def _keep_node(lease: LeaseLock, daemon: CniDaemon, stop: threading.Event) -> None:
+    """Renew the Lease every third of its duration; losing it stops the daemon."""
+    while not stop.wait(LEASE_SECONDS / 3):
+        try:
+            if not lease.try_acquire_or_renew():
+                log.error("lost the node's Lease %s to another daemon: stopping", lease.name)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+        except StackubeError as exc:
+            log.warning("could not renew the node's Lease (will retry): %s", exc)
+        except Exception:  # a background thread logs and lives on
+            log.exception("renewing the node's Lease failed")
+
+
 def run(args: argparse.Namespace) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     config = parse_config(read_key_files(args.config_dir), read_key_files(args.secret_dir))
     for warning in config.warnings:
         log.warning("configuration: %s", warning)
     driver = driver_for(args.plug_driver or config.plugin_name, config.integration_bridge)
+    lock_state_dir(args.state_dir)  # held until exit
     settings = DaemonSettings(
         node=args.node_name,
+        binding_host=args.binding_host,
+        cri_endpoint=args.cri_endpoint,
+        repair_seconds=args.repair_seconds,
         pool_size=args.pool_size,
         pool_eager=args.pool_eager,
         cluster_dns=tuple(args.cluster_dns),
@@ -52,6 +112,14 @@ def run(args: argparse.Namespace) -> int:
         resync_seconds=args.resync_seconds,
     )
     kube_api = api_client(args.kubeconfig)
+    lease = LeaseLock(
+        kube_api,
+        args.lease_namespace,
+        f"stackube-cni-{settings.node}",
+        f"{socket.gethostname()}:{args.state_dir.resolve()}",
+        LEASE_SECONDS,
+    )
+    claim_node(lease)
     daemon = CniDaemon(
         settings,
         LazyConnection(config),
@@ -60,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
         AttachmentStore(args.state_dir / "attachments"),
     )
     log.info(
-        "node %s, %s driver, pools of %d%s",
+        "node %s (Neutron host %s), %s driver, pools of %d%s",
         settings.node,
+        settings.host,
         driver.name,
         settings.pool_size,
         " (every Active Network)" if settings.pool_eager else "",
@@ -85,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
     _recover(daemon)
     if not daemon.stopping.is_set():
         daemon.start_background()
+        threading.Thread(
+            target=_keep_node, args=(lease, daemon, daemon.stopping), name="lease", daemon=True
+        ).start()
     serving.join()
     server.server_close()
     args.socket.unlink(missing_ok=True)

@@ -7,6 +7,8 @@ import os
 import socket
 from pathlib import Path
 
+from stackube.host import cri
+
 DEFAULT_STATE_DIR = Path("/var/lib/stackube/cni")
 
 
@@ -19,7 +21,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--node-name",
         default=os.environ.get("NODE_NAME") or socket.gethostname(),
-        help="this node as Neutron's agents know it (binding:host_id); default $NODE_NAME",
+        help="this node's name in Kubernetes (default $NODE_NAME): pods bound to it, the "
+        "daemon's Lease, and the mark on its ports",
+    )
+    parser.add_argument(
+        "--binding-host",
+        default="",
+        help="this host as Neutron's agents know it (binding:host_id); default: --node-name",
+    )
+    parser.add_argument(
+        "--cri-endpoint",
+        default=os.environ.get("CONTAINER_RUNTIME_ENDPOINT") or cri.DEFAULT_ENDPOINT,
+        help="the container runtime's CRI socket: recovery asks it which sandboxes live",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE") or "kube-system",
+        help="where the daemon's Lease (stackube-cni-<node>) lives: one daemon per node",
     )
     parser.add_argument("--socket", type=Path, default=Path("/run/stackube/cni.sock"))
     parser.add_argument(
@@ -48,3 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster-domain", default="cluster.local")
     parser.add_argument("--port-active-timeout", type=float, default=60.0)
     parser.add_argument("--resync-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--repair-seconds",
+        type=float,
+        default=5.0,
+        help="how often pods' ports, bindings and host links are checked and mended",
+    )

@@ -6,7 +6,6 @@ are pure; the daemon does the I/O."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 # A pool port's Neutron device_id until a pod takes it.
@@ -81,6 +80,16 @@ class PortPools:
         with self._lock:
             self._pools.setdefault(port.network_id, _NetworkPool()).ready.append(port)
 
+    def discard(self, port_id: str) -> bool:
+        """Take a ready port out of its pool; False if no pool has it (a pod took it)."""
+        with self._lock:
+            for pool in self._pools.values():
+                for port in pool.ready:
+                    if port.id == port_id:
+                        pool.ready.remove(port)
+                        return True
+            return False
+
     def drop(self, network_id: str) -> list[ReadyPort]:
         """Forget a network's pool; returns its ready ports for deletion."""
         with self._lock:
@@ -99,68 +108,3 @@ class PortPools:
 
 def refill_count(size: int, ready: int, filling: int) -> int:
     return max(0, size - ready - filling)
-
-
-@dataclass(frozen=True)
-class HostPort:
-    """A Neutron port bound to this node with our device_owner."""
-
-    id: str
-    network_id: str
-    device_id: str
-    mac: str
-    ip: str
-    active: bool
-
-
-@dataclass(frozen=True)
-class Recovery:
-    """What a (re)started daemon makes of Neutron, its journal and the host's links."""
-
-    pool: tuple[HostPort, ...]  # adopt: plugged, parked, ACTIVE, network still wanted
-    delete: tuple[HostPort, ...]  # leaked or broken: delete port and links
-    owned: Mapping[str, str]  # port id -> attachment key (pods' ports, kept)
-
-
-def plan_recovery(
-    ports: Iterable[HostPort],
-    attachments: Mapping[str, tuple[str, str]],  # attachment key -> (port id, device id)
-    plugged: Iterable[str],  # port ids whose host end and parked pod end both exist
-    live_networks: Iterable[str],
-) -> Recovery:
-    """Pods' ports (named by an attachment, by port id or, for a port made before its
-    id was journaled, by the pod's device id) are kept; pool ports that are still fully
-    plugged on a live network are adopted; everything else of ours is deleted."""
-    plugged_ids, live = set(plugged), set(live_networks)
-    by_port = {port_id: key for key, (port_id, _) in attachments.items() if port_id}
-    by_device = {dev: key for key, (port_id, dev) in attachments.items() if not port_id}
-    adopt: list[HostPort] = []
-    delete: list[HostPort] = []
-    owned: dict[str, str] = {}
-    for port in ports:
-        if port.id in by_port:
-            owned[port.id] = by_port[port.id]
-        elif port.device_id in by_device:
-            owned[port.id] = by_device.pop(port.device_id)
-        elif (
-            port.device_id == POOL_DEVICE_ID
-            and port.id in plugged_ids
-            and port.network_id in live
-            and port.active
-        ):
-            adopt.append(port)
-        else:
-            delete.append(port)
-    return Recovery(tuple(adopt), tuple(delete), owned)
-
-
-def split_to_size(ports: Iterable[HostPort], size: int) -> tuple[list[HostPort], list[HostPort]]:
-    """At most `size` ports per network to keep; the rest to delete."""
-    keep: list[HostPort] = []
-    extra: list[HostPort] = []
-    per_network: dict[str, int] = {}
-    for port in ports:
-        count = per_network.get(port.network_id, 0)
-        (keep if count < size else extra).append(port)
-        per_network[port.network_id] = count + 1
-    return keep, extra

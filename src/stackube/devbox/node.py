@@ -226,6 +226,7 @@ def cni_daemon_argv(settings: DevboxSettings, paths: NodePaths) -> list[str]:
         f"--node-name={settings.node_name}",
         f"--socket={paths.cni_socket}",
         f"--state-dir={paths.cni_state}",
+        f"--cri-endpoint=unix://{paths.containerd_socket}",
         f"--cluster-dns={settings.cluster_dns_ip}",
         f"--cluster-domain={settings.cluster_domain}",
     ]  # fmt: skip

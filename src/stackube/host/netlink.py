@@ -238,6 +238,18 @@ def master_of(ifname: str) -> str | None:
         return str(ipr.get_links(master)[0].get("ifname"))
 
 
+def masters() -> dict[str, str]:
+    """{link: the bridge it is enslaved to} for every enslaved link here (one dump)."""
+    with IPRoute() as ipr:
+        links = ipr.get_links()
+    names = {int(link["index"]): str(link.get("ifname")) for link in links}
+    return {
+        str(link.get("ifname")): names.get(int(link.get("master")), "")
+        for link in links
+        if link.get("master")
+    }
+
+
 def links_with_prefix(prefix: str) -> list[str]:
     return [name for name in link_names() if name.startswith(prefix)]
 
@@ -358,3 +370,39 @@ def ensure_local_route(netns_path: str, cidr: str) -> bool:
         return True
 
     return in_namespace(netns_path, ensure)
+
+
+def interface_macs(netns_path: str) -> dict[str, str]:
+    """{ifname: MAC} of the links inside a netns (loopback left out); {} if the netns
+    is gone."""
+    if not Path(netns_path).exists():
+        return {}
+
+    def read(ns: IPRoute) -> dict[str, str]:
+        found = {}
+        for link in ns.get_links():
+            name, mac = str(link.get("ifname")), str(link.get("address") or "")
+            if name != "lo" and mac and mac != "00:00:00:00:00:00":
+                found[name] = mac
+        return found
+
+    try:
+        return in_namespace(netns_path, read)
+    except FileNotFoundError:
+        return {}
+
+
+def rename_link(old: str, new: str) -> bool:
+    """Rename a link in this namespace (down, rename, up: Linux refuses to rename a link
+    that is up); its bridge membership stays. False if neither name exists; True when
+    `new` exists afterwards."""
+    with IPRoute() as ipr:
+        index = _index(ipr, old)
+        if index is None:
+            return _index(ipr, new) is not None
+        if old == new:
+            return True
+        ipr.link("set", index=index, state="down")
+        ipr.link("set", index=index, ifname=new)
+        ipr.link("set", index=index, state="up")
+        return True

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from stackube.kube.client import REQUEST_TIMEOUT
 from stackube.kube.errors import translating
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,9 @@ class LeaseLock:
         coordination = k8s.CoordinationV1Api(self.api)
         now = _now()
         try:
-            lease = coordination.read_namespaced_lease(self.name, self.namespace)
+            lease = coordination.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -48,7 +51,9 @@ class LeaseLock:
                 ),
             )
             try:
-                coordination.create_namespaced_lease(self.namespace, body)
+                coordination.create_namespaced_lease(
+                    self.namespace, body, _request_timeout=REQUEST_TIMEOUT
+                )
             except ApiException as create_exc:
                 if create_exc.status == 409:
                     return False
@@ -73,7 +78,9 @@ class LeaseLock:
         spec.renew_time = now
         spec.lease_duration_seconds = self.duration_seconds
         try:
-            coordination.replace_namespaced_lease(self.name, self.namespace, lease)
+            coordination.replace_namespaced_lease(
+                self.name, self.namespace, lease, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -81,13 +88,31 @@ class LeaseLock:
         return True
 
     @translating("leader election lease")
+    def holder(self) -> tuple[str, datetime.datetime | None]:
+        """(holder identity or "", last renewal) as the Lease says now."""
+        coordination = k8s.CoordinationV1Api(self.api)
+        try:
+            lease = coordination.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return "", None
+            raise
+        return str(lease.spec.holder_identity or ""), lease.spec.renew_time
+
+    @translating("leader election lease")
     def release(self) -> None:
         coordination = k8s.CoordinationV1Api(self.api)
         try:
-            lease = coordination.read_namespaced_lease(self.name, self.namespace)
+            lease = coordination.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException:
             return
         if lease.spec.holder_identity == self.identity:
             lease.spec.holder_identity = None
             lease.spec.renew_time = None
-            coordination.replace_namespaced_lease(self.name, self.namespace, lease)
+            coordination.replace_namespaced_lease(
+                self.name, self.namespace, lease, _request_timeout=REQUEST_TIMEOUT
+            )

@@ -58,6 +58,7 @@ class Port:
     device_owner: str
     device_id: str
     host: str
+    description: str = ""
 
     def address_on(self, subnet_id: str) -> str | None:
         return next((ip for sid, ip in self.fixed_ips if sid == subnet_id), None)
@@ -75,6 +76,7 @@ def _port(raw: Any) -> Port:
         device_owner=str(raw.device_owner or ""),
         device_id=str(raw.device_id or ""),
         host=str(raw.binding_host_id or ""),
+        description=str(raw.description or ""),
     )
 
 
@@ -286,9 +288,19 @@ def create_pod_port(
     device_id: str,
     device_owner: str,
     host: str,
+    description: str = "",
+    mac: str | None = None,
+    fixed_ip: tuple[str, str] | None = None,
 ) -> Port:
     """A port bound to `host` (the node's agent wires it); the project's default
-    security group applies."""
+    security group applies. `mac` and `fixed_ip` ((subnet id, address)) ask for a
+    given MAC and address (admin only; a repair re-creates a deleted pod port with
+    them); Neutron answers 409 when another port holds either."""
+    extra: dict[str, Any] = {}
+    if mac is not None:
+        extra["mac_address"] = mac
+    if fixed_ip is not None:
+        extra["fixed_ips"] = [{"subnet_id": fixed_ip[0], "ip_address": fixed_ip[1]}]
     raw = conn.network.create_port(
         network_id=network_id,
         project_id=project_id,
@@ -296,8 +308,16 @@ def create_pod_port(
         device_id=device_id,
         device_owner=device_owner,
         binding_host_id=host,
+        description=description,
+        **extra,
     )
     return _port(raw)
+
+
+@translating("Neutron port update")
+def rebind_port(conn: Connection, port_id: str, host: str) -> Port:
+    """Bind the port to `host` again (someone unbound or moved it)."""
+    return _port(conn.network.update_port(port_id, binding_host_id=host))
 
 
 @translating("Neutron port update")
