@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 
@@ -10,18 +9,8 @@ import pytest
 from openstack.connection import Connection
 
 from stackube.devbox.box import Devbox
-from stackube.devbox.settings import DevboxSettings
 from stackube.openstack.cloud import connect_cloud
 from tests.e2e.kubectl import Kubectl
-
-
-@pytest.fixture(scope="session")
-def devbox() -> Devbox:
-    if os.geteuid() != 0:
-        pytest.fail("e2e tests need root: they run the devbox")
-    box = Devbox(DevboxSettings.from_env())
-    box.up()
-    return box
 
 
 @pytest.fixture(scope="session")

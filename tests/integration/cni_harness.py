@@ -61,7 +61,9 @@ class CniNode:
     kubeconfig: Path
     config_dir: Path
     secret_dir: Path
-    node: str
+    node: str  # the daemon's node identity: its own, never the devbox node's
+    binding_host: str = ""  # Neutron's name for this host (the agent's)
+    cri_endpoint: str = ""  # the devbox's containerd: recovery asks it what is alive
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     runs: int = 0
 
@@ -94,6 +96,8 @@ class CniNode:
             f"--config-dir={self.config_dir}",
             f"--secret-dir={self.secret_dir}",
             f"--node-name={self.node}",
+            f"--binding-host={self.binding_host or self.node}",
+            *([f"--cri-endpoint={self.cri_endpoint}"] if self.cri_endpoint else []),
             f"--socket={self.socket}",
             f"--state-dir={self.state_dir}",
             f"--pool-size={pool_size}",

@@ -7,13 +7,13 @@ here assert it.
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
@@ -21,7 +21,7 @@ from openstack.connection import Connection
 
 from stackube.api.manifests import cni_rbac
 from stackube.devbox.box import Devbox
-from stackube.devbox.settings import DevboxSettings
+from stackube.devbox.node import NodePaths
 from stackube.host import netlink
 from stackube.kube import apply
 from stackube.kube.client import api_client
@@ -41,20 +41,10 @@ from tests.integration.controller_harness import (
     apply_crds,
     apply_rbac,
     devbox_controller_paused,
-    devbox_services_paused,
     node_cordoned,
     service_account_kubeconfig,
     write_config,
 )
-
-
-@pytest.fixture(scope="session")
-def devbox() -> Devbox:
-    if os.geteuid() != 0:
-        pytest.fail("integration tests need root: they run the devbox (Neutron agents, netns)")
-    box = Devbox(DevboxSettings.from_env())
-    box.up()
-    return box
 
 
 @pytest.fixture(scope="session")
@@ -158,12 +148,27 @@ def node(
     root = tmp_path_factory.mktemp("cni")
     kubeconfig = service_account_kubeconfig(kube, devbox, root / "kubeconfig", "stackube-cni")
     config_dir, secret_dir = write_config(devbox, root)
-    cni = CniNode(root, kubeconfig, config_dir, secret_dir, socket.gethostname())
-    # One CNI daemon per node: its recovery removes ports of this node it does not know.
-    with devbox_services_paused(devbox, "stackube-cni-daemon"):
-        cni.start()
-        yield cni
-        cni.stop()
+    cni = cni_test_node(devbox, root, kubeconfig, config_dir, secret_dir)
+    # Beside the devbox's own daemon, under its own node identity: it never touches
+    # the devbox's pods (the live tenant's check at the end of the run proves it).
+    cni.start()
+    yield cni
+    cni.stop()
+
+
+def cni_test_node(
+    devbox: Devbox, root: Path, kubeconfig: Path, config_dir: Path, secret_dir: Path
+) -> CniNode:
+    """A CNI daemon for tests: its own node identity, this host's Neutron agent."""
+    return CniNode(
+        root,
+        kubeconfig,
+        config_dir,
+        secret_dir,
+        unique("cnitest"),
+        binding_host=socket.gethostname(),
+        cri_endpoint=f"unix://{NodePaths(devbox.settings.node_dir).containerd_socket}",
+    )
 
 
 @pytest.fixture(scope="module")

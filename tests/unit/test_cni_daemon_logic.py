@@ -230,8 +230,9 @@ def test_repairs_name_what_is_broken_for_plugged_pods_only() -> None:
         [ok, gone, moved, no_tap, detached, adding],
         ports,
         "host-a",
-        links,
+        host_links=links,
         attached=[ok.port_id, moved.port_id, adding.port_id],
+        live_networks=[NET],
     )
     assert [(r.attachment.container_id, r.problem) for r in repairs] == [
         ("gone", "port-gone"),
@@ -239,6 +240,10 @@ def test_repairs_name_what_is_broken_for_plugged_pods_only() -> None:
         ("notap", "host-link-gone"),
         ("det", "host-link-detached"),
     ]
+    # A Network being deleted takes its ports first: its pods are not mended.
+    assert (
+        plan_repairs([gone], ports, "host-a", host_links=links, attached=[], live_networks=[]) == []
+    )
 
 
 def test_a_pool_port_can_be_taken_back_by_id_unless_a_pod_has_it() -> None:

@@ -207,6 +207,12 @@ class CniDaemon:
         with self._guard:
             return self._network_objects.in_namespace(namespace)
 
+    def _networks_now(self) -> list[dict[str, Any]]:
+        """Every Network: from the watch once it has listed them, else from the API."""
+        if self.networks_watched.is_set():
+            return self._cached_networks()
+        return kube.list_all_networks(self.kube)
+
     def network_namespace(self, namespace: str, pod: str) -> str:
         """The namespace whose Network a pod joins: its own, except for a tenant's DNS
         server (DNS_NAMESPACE, where only the controller writes), which joins the
@@ -359,15 +365,21 @@ class CniDaemon:
         """Our device owner, bound to this host, and this daemon's (node identity)."""
         return [
             p
-            for p in neutron.pod_ports(
-                self.conn(),
-                device_owner=POD_PORT_DEVICE_OWNER,
-                host=self.settings.host,
-                device_id=device_id,
-                network_id=network_id,
-            )
+            for p in self._host_ports(device_id=device_id, network_id=network_id)
             if in_scope(p.description, self.settings.node, self.settings.host)
         ]
+
+    def _host_ports(
+        self, *, device_id: str | None = None, network_id: str | None = None
+    ) -> list[neutron.Port]:
+        """Our device owner and bound to this host, whichever daemon's."""
+        return neutron.pod_ports(
+            self.conn(),
+            device_owner=POD_PORT_DEVICE_OWNER,
+            host=self.settings.host,
+            device_id=device_id,
+            network_id=network_id,
+        )
 
     def _create_port(
         self,
@@ -585,12 +597,7 @@ class CniDaemon:
             self._kick.clear()
 
     def _maintain_once(self) -> None:
-        items = (
-            self._cached_networks()
-            if self.networks_watched.is_set()
-            else kube.list_all_networks(self.kube)
-        )
-        refs = live_network_refs(items)
+        refs = live_network_refs(self._networks_now())
         for network_id in self.pools.networks():
             if network_id not in refs:
                 dropped = self.pools.drop(network_id)
@@ -647,7 +654,10 @@ class CniDaemon:
         nobody's. Raises TemporaryError (the caller retries) while the runtime or the
         API server cannot say which pods are alive: a port is never deleted on a guess."""
         attachments = self.store.all()
-        ports = self._our_ports()
+        on_host = self._host_ports()
+        ports = [
+            p for p in on_host if in_scope(p.description, self.settings.node, self.settings.host)
+        ]
         links = set(netlink.link_names())
         live = live_network_refs(kube.list_all_networks(self.kube))
         interfaces = self._sandbox_interfaces()
@@ -700,9 +710,9 @@ class CniDaemon:
         for attachment in (*attachments, *plan.rebuilt):
             if attachment.phase == Phase.PLUGGED and attachment.port_id:
                 self._renames.put((attachment.container_id, attachment.ifname))
-        kept = {p.id[:11] for p in (*plan.pool, *plan.kept, *plan.delete)}
-        kept |= {pid[:11] for pid in plan.owned} | {a.port_id[:11] for a in plan.rebuilt}
-        kept |= {a.port_id[:11] for a in attachments if a.port_id}
+        # A parked veth pair is stray when no port on this host (any daemon's: a test
+        # daemon shares the host with the node's) and no journal entry names it.
+        kept = {p.id[:11] for p in on_host} | {a.port_id[:11] for a in attachments if a.port_id}
         stray = [
             name[3:]
             for name in links
@@ -765,13 +775,15 @@ class CniDaemon:
                 if port is not None:
                     listed[port.id] = port.host
         wanted = [(a.port_id, a.network_id) for a in attachments]
+        networks = self._networks_now()
         mended = 0
         for repair in plan_repairs(
             attachments,
             listed,
             self.settings.host,
-            netlink.link_names(),
-            self.driver.attached(wanted),
+            host_links=netlink.link_names(),
+            attached=self.driver.attached(wanted),
+            live_networks=live_network_refs(networks),
         ):
             if self._repair(repair):
                 mended += 1

@@ -164,14 +164,19 @@ def plan_repairs(
     attachments: Iterable[Attachment],
     ports: Mapping[str, str],  # port id -> binding host, for every port of ours listed
     binding_host: str,
+    *,
     host_links: Iterable[str],  # host ends (tap<port[:11]>) present on the node
     attached: Iterable[str],  # port ids whose host end is where the agent expects it
+    live_networks: Iterable[str],  # Active and not being deleted
 ) -> list[Repair]:
-    """Pods' attachments (PLUGGED or RECORDED) whose port, binding or host end is gone."""
-    links, wired = set(host_links), set(attached)
+    """Pods' attachments (PLUGGED or RECORDED) whose port, binding or host end is gone.
+    Pods of a Network that is going away are left to it (its ports go first)."""
+    links, wired, live = set(host_links), set(attached), set(live_networks)
     found: list[Repair] = []
     for attachment in attachments:
         if attachment.phase not in (Phase.PLUGGED, Phase.RECORDED) or not attachment.port_id:
+            continue
+        if attachment.network_id not in live:
             continue
         host = ports.get(attachment.port_id)
         if host is None:
