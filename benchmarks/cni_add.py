@@ -36,17 +36,18 @@ from tests.integration.cni_harness import (
     create_tenant,
     delete_tenant,
     network_id_of,
+    node_of_its_own,
     pool_ports,
     wait_for,
 )
 from tests.integration.controller_harness import (
     apply_crds,
-    devbox_services_paused,
     node_cordoned,
     service_account_kubeconfig,
     write_config,
 )
 
+from benchmarks.live import with_live_tenant
 from benchmarks.stats import row
 from stackube.api.manifests import cni_rbac
 from stackube.api.naming import POD_PORT_DEVICE_OWNER
@@ -185,6 +186,7 @@ def run_paths(
     return fill
 
 
+@with_live_tenant
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=50)
@@ -196,11 +198,9 @@ def main() -> int:
     devbox = Devbox(DevboxSettings.from_env())
     devbox.up()
     kube = api_client(devbox.settings.admin_kubeconfig)
-    # This benchmark runs its own cni-daemon: the devbox's pauses, its node takes no pods.
-    with (
-        devbox_services_paused(devbox, "stackube-cni-daemon"),
-        node_cordoned(kube, devbox.settings.node_name),
-    ):
+    # Its own cni-daemon beside the devbox's (its own node identity), which keeps serving
+    # the live tenant; the node takes no new pods meanwhile.
+    with node_cordoned(kube, devbox.settings.node_name):
         return measure(devbox, kube, args)
 
 
@@ -212,7 +212,7 @@ def measure(devbox: Devbox, kube: k8s.ApiClient, args: argparse.Namespace) -> in
     root = Path(tempfile.mkdtemp(prefix="stackube-bench-cni-"))
     kubeconfig = service_account_kubeconfig(kube, devbox, root / "kubeconfig", "stackube-cni")
     config_dir, secret_dir = write_config(devbox, root)
-    node = CniNode(root, kubeconfig, config_dir, secret_dir, socket.gethostname())
+    node = node_of_its_own(devbox, root, kubeconfig, config_dir, secret_dir, "cnibench")
     tenant = f"bench-cni-{secrets.token_hex(2)}"
     create_tenant(kube, tenant)
     netns = Sandboxes()

@@ -31,6 +31,7 @@ from tests.integration.cni_harness import (
 )
 from tests.integration.controller_harness import stop_processes
 
+from benchmarks.live import with_live_tenant
 from benchmarks.stats import row
 from stackube.devbox.box import Devbox
 from stackube.devbox.node import NodePaths, cni_daemon_argv
@@ -89,6 +90,7 @@ def daemon(devbox: Devbox, extra: list[str], log: Path) -> subprocess.Popen[byte
     return proc
 
 
+@with_live_tenant
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=20)

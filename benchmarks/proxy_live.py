@@ -32,6 +32,7 @@ from tests.integration.controller_harness import (
 )
 from tests.integration.test_proxy import Proxy, make_service, set_endpoints
 
+from benchmarks.live import with_live_tenant
 from stackube.api.manifests import proxy_rbac
 from stackube.devbox.box import Devbox
 from stackube.devbox.settings import DevboxSettings
@@ -66,6 +67,7 @@ def populate(kube: k8s.ApiClient, namespace: str, start: int, stop: int) -> None
         list(pool.map(one, range(start, stop)))
 
 
+@with_live_tenant
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000")

@@ -33,6 +33,7 @@ from tests.integration.controller_harness import (
 )
 from tests.integration.test_controller import create_tenant, delete_tenant, leftovers, state_of
 
+from benchmarks.live import with_live_tenant
 from benchmarks.stats import row
 from stackube.devbox.box import Devbox
 from stackube.devbox.settings import DevboxSettings
@@ -124,6 +125,7 @@ def measure_baseline(devbox: Devbox, admin: Connection, rounds: int) -> dict[str
     return {"create": creates, "delete": deletes}
 
 
+@with_live_tenant
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=10)

@@ -27,6 +27,7 @@ from pathlib import Path
 import aiohttp
 from tests.integration.controller_harness import free_port
 
+from benchmarks.live import with_live_tenant
 from stackube.devbox.box import Devbox
 from stackube.devbox.settings import DevboxSettings
 from stackube.openstack.cloud import Credentials
@@ -141,6 +142,7 @@ def line(label: str, count: int, latencies: list[float], seconds: float) -> str:
     )
 
 
+@with_live_tenant
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)

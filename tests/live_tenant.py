@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from openstack.connection import Connection
 
@@ -160,3 +163,19 @@ def wait_briefly_for_answers(tenant: LiveTenant, seconds: float = 20) -> list[st
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(2)
+
+
+@contextmanager
+def live_tenant_kept(kubeconfig: Path, admin: Connection) -> Iterator[LiveTenant]:
+    """For a benchmark: a live tenant made before it, checked after it (raises
+    AssertionError naming what broke), deleted in any case."""
+    tenant = LiveTenant(Kubectl(kubeconfig), admin)
+    try:
+        tenant.start()
+        yield tenant
+        found = wait_briefly_for_answers(tenant)
+        if found:
+            raise AssertionError(f"the live tenant {tenant.name} did not come through: {found}")
+        print(f"live tenant {tenant.name}: still answering, its ports unchanged")
+    finally:
+        tenant.delete()

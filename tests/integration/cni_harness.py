@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ from stackube.api.types import GROUP, VERSION
 from stackube.cni.attachments import AttachmentStore
 from stackube.cni.install import CONFLIST_NAME, install
 from stackube.cni.pool import POOL_DEVICE_ID
+from stackube.devbox.box import Devbox
+from stackube.devbox.node import NodePaths
 from stackube.host import netlink
 from tests.integration.controller_harness import custom, stop_processes
 
@@ -286,3 +289,20 @@ def address_of(result: dict[str, object]) -> str:
 
 def router_id_of(kube: k8s.ApiClient, namespace: str) -> str | None:
     return _active_status(kube, namespace, "routerID")
+
+
+def node_of_its_own(
+    devbox: Devbox, root: Path, kubeconfig: Path, config_dir: Path, secret_dir: Path, prefix: str
+) -> CniNode:
+    """A CNI daemon for a test or benchmark beside the devbox's own: its own node
+    identity (Lease, port marks: it never sees the devbox's pods), this host's Neutron
+    agent, the devbox's containerd."""
+    return CniNode(
+        root,
+        kubeconfig,
+        config_dir,
+        secret_dir,
+        f"{prefix}-{secrets.token_hex(3)}",
+        binding_host=socket.gethostname(),
+        cri_endpoint=f"unix://{NodePaths(devbox.settings.node_dir).containerd_socket}",
+    )

@@ -8,12 +8,10 @@ here assert it.
 from __future__ import annotations
 
 import secrets
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
@@ -21,7 +19,6 @@ from openstack.connection import Connection
 
 from stackube.api.manifests import cni_rbac
 from stackube.devbox.box import Devbox
-from stackube.devbox.node import NodePaths
 from stackube.host import netlink
 from stackube.kube import apply
 from stackube.kube.client import api_client
@@ -33,6 +30,7 @@ from tests.integration.cni_harness import (
     create_tenant,
     delete_tenant,
     network_id_of,
+    node_of_its_own,
     our_ports,
     wait_for,
 )
@@ -148,27 +146,12 @@ def node(
     root = tmp_path_factory.mktemp("cni")
     kubeconfig = service_account_kubeconfig(kube, devbox, root / "kubeconfig", "stackube-cni")
     config_dir, secret_dir = write_config(devbox, root)
-    cni = cni_test_node(devbox, root, kubeconfig, config_dir, secret_dir)
+    cni = node_of_its_own(devbox, root, kubeconfig, config_dir, secret_dir, "cnitest")
     # Beside the devbox's own daemon, under its own node identity: it never touches
     # the devbox's pods (the live tenant's check at the end of the run proves it).
     cni.start()
     yield cni
     cni.stop()
-
-
-def cni_test_node(
-    devbox: Devbox, root: Path, kubeconfig: Path, config_dir: Path, secret_dir: Path
-) -> CniNode:
-    """A CNI daemon for tests: its own node identity, this host's Neutron agent."""
-    return CniNode(
-        root,
-        kubeconfig,
-        config_dir,
-        secret_dir,
-        unique("cnitest"),
-        binding_host=socket.gethostname(),
-        cri_endpoint=f"unix://{NodePaths(devbox.settings.node_dir).containerd_socket}",
-    )
 
 
 @pytest.fixture(scope="module")

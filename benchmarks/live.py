@@ -1,0 +1,26 @@
+"""Every benchmark that uses the devbox runs with a live tenant beside it (DNS, nginx
+and a client on the devbox's node): made before the benchmark, checked after it (it
+must still answer with the very ports it had), deleted in any case."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from tests.live_tenant import live_tenant_kept
+
+from stackube.devbox.box import Devbox
+from stackube.devbox.settings import DevboxSettings
+from stackube.openstack.cloud import connect_cloud
+
+
+def with_live_tenant(main: Callable[[], int]) -> Callable[[], int]:
+    @functools.wraps(main)
+    def wrapped() -> int:
+        devbox = Devbox(DevboxSettings.from_env())
+        devbox.up()
+        admin = connect_cloud("devbox-admin", devbox.settings.clouds_yaml)
+        with live_tenant_kept(devbox.settings.admin_kubeconfig, admin):
+            return main()
+
+    return wrapped
