@@ -561,29 +561,33 @@ class CniDaemon:
                 sandbox = self._renames.get(timeout=1)
             except queue.Empty:
                 continue
-            attachment = self.store.get(*sandbox)
-            if attachment is None or attachment.phase != Phase.PLUGGED:
-                continue
             try:
-                neutron.rename_port(
-                    self.conn(),
-                    attachment.port_id,
-                    name=port_name(attachment.namespace, attachment.pod),
-                    device_id=attachment.device_id,
-                )
-            except NotFoundError:
-                continue
-            except StackubeError as exc:
-                log.warning(
-                    "naming port %s after its pod: %s (will retry)", attachment.port_id, exc
-                )
-                self.stopping.wait(2)
-                self._renames.put(sandbox)
-                continue
-            with self._sandbox(attachment.container_id, attachment.ifname):
-                current = self.store.get(attachment.container_id, attachment.ifname)
-                if current is not None and current.port_id == attachment.port_id:
-                    self.store.put(current.advanced(Phase.RECORDED))
+                self._record_name(sandbox)
+            except Exception:  # a background thread logs and lives on
+                log.exception("naming the port of %s after its pod failed", sandbox[0][:12])
+
+    def _record_name(self, sandbox: tuple[str, str]) -> None:
+        attachment = self.store.get(*sandbox)
+        if attachment is None or attachment.phase != Phase.PLUGGED:
+            return
+        try:
+            neutron.rename_port(
+                self.conn(),
+                attachment.port_id,
+                name=port_name(attachment.namespace, attachment.pod),
+                device_id=attachment.device_id,
+            )
+        except NotFoundError:
+            return  # deleted meanwhile: the repair loop (or a DEL) deals with it
+        except StackubeError as exc:
+            log.warning("naming port %s after its pod: %s (will retry)", attachment.port_id, exc)
+            self.stopping.wait(2)
+            self._renames.put(sandbox)
+            return
+        with self._sandbox(attachment.container_id, attachment.ifname):
+            current = self.store.get(attachment.container_id, attachment.ifname)
+            if current is not None and current.port_id == attachment.port_id:
+                self.store.put(current.advanced(Phase.RECORDED))
 
     def maintain_pools(self) -> None:
         while not self.stopping.is_set():
