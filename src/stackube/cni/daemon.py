@@ -725,14 +725,15 @@ class CniDaemon:
         for prefix in stray:
             self.driver.unplug(prefix)
         log.info(
-            "recovered: %d pool ports adopted, %d pod ports kept (%d journal entries rebuilt "
-            "from live sandboxes, %d of pods bound here), %d ports, %d link pairs deleted",
+            "recovered: %d pool ports adopted, %d pod ports kept, %d ports, %d link pairs "
+            "deleted (%d journal entries rebuilt from live sandboxes, %d ports kept for pods "
+            "bound here)",
             len(adopted),
             len(plan.owned) + len(plan.rebuilt) + len(plan.kept),
-            len(plan.rebuilt),
-            len(plan.kept),
             len(plan.delete) + len(excess),
             len(stray),
+            len(plan.rebuilt),
+            len(plan.kept),
         )
         self.ready.set()
 
