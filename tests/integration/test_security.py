@@ -235,6 +235,21 @@ POD_ATTACKS: list[tuple[str, dict[str, Any], str]] = [
         "hostPath",
     ),
     (
+        "probe another address (the node connects there, through the probe relay)",
+        pod(container={"readinessProbe": {"httpGet": {"host": "10.244.0.9", "port": 80}}}),
+        "httpGet.host",
+    ),
+    (
+        "tcpSocket probe of the node's API relay",
+        pod(container={"livenessProbe": {"tcpSocket": {"host": "198.51.100.254", "port": 6443}}}),
+        "tcpSocket.host",
+    ),
+    (
+        "lifecycle hook to another address",
+        pod(container={"lifecycle": {"postStart": {"httpGet": {"host": "10.0.0.1", "port": 80}}}}),
+        "httpGet.host",
+    ),
+    (
         "another namespace's ServiceAccount",
         pod(serviceAccountName="stackube-controller"),
         "service account",
@@ -275,6 +290,15 @@ def test_positive_controls_for_the_pod_matrix(devbox: Devbox, tenants: Tenants) 
         job(pod()),
         cronjob(pod()),
         pod(tolerations=[own_taint, condition], volumes=volumes),
+        # probes of the pod itself (the relay takes the kubelet to it)
+        pod(
+            container={
+                "ports": [{"name": "http", "containerPort": 80}],
+                "readinessProbe": {"httpGet": {"path": "/", "port": "http"}},
+                "livenessProbe": {"tcpSocket": {"port": 80}},
+                "startupProbe": {"grpc": {"port": 9090}},
+            }
+        ),
     ):
         done = dry_create(user.kubectl, ATTACKER, doc)
         assert done.returncode == 0, done.stderr
@@ -586,3 +610,32 @@ def test_a_tenant_may_be_made_stricter_and_tenants_cannot_loosen_it(
     with pytest.raises(ApiException) as bad:
         objects.patch_cluster_custom_object(GROUP, VERSION, "tenants", ATTACKER, looser)
     assert bad.value.status == 422 and "podSecurity" in str(bad.value.body)
+
+
+def test_a_tenant_cannot_point_endpoints_at_another_tenants_pods(
+    devbox: Devbox, tenants: Tenants
+) -> None:
+    """Hand-made Endpoints or EndpointSlices would make kube-apiserver's service proxy
+    (on the node, like the kubelet's probes) connect to any address, another tenant's pod
+    too (CVE-2021-25740): Kubernetes' `edit` and `admin` roles no longer grant them, and
+    a tenant's roles are those."""
+    endpoints = {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": "elsewhere"},
+        "subsets": [{"addresses": [{"ip": "10.244.0.9"}], "ports": [{"port": 80}]}],
+    }
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "elsewhere", "labels": {"kubernetes.io/service-name": "x"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.0.9"]}],
+        "ports": [{"port": 80}],
+    }
+    for doc in (endpoints, slice_):
+        done = dry_create(tenants.attacker.kubectl, ATTACKER, doc)
+        assert refused(done), (doc["kind"], done.stderr)
+        # positive control: the check is RBAC's, not a broken object
+        admin = dry_create(lambda *a, **k: admin_kubectl(devbox, *a, **k), ATTACKER, doc)
+        assert admin.returncode == 0, (doc["kind"], admin.stderr)

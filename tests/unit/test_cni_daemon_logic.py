@@ -10,6 +10,7 @@ from stackube.cni.attachments import Attachment, Phase
 from stackube.cni.drivers import linux_bridge_name, ovs_external_ids, parked_ifname
 from stackube.cni.install import conflist
 from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, refill_count
+from stackube.cni.probes import original_destination, probe_ports, render_chain
 from stackube.cni.recovery import (
     HostPort,
     SandboxInterface,
@@ -362,3 +363,52 @@ def test_the_netns_path_comes_from_the_sandboxs_runtime_spec() -> None:
     assert netns_from_info({"info": json.dumps({"runtimeSpec": {"linux": {}}})}) == ""
     assert netns_from_info({"info": "not json"}) == ""
     assert netns_from_info({}) == ""
+
+
+# ---- probes ---------------------------------------------------------------------------------
+def test_probe_ports_are_the_tcp_ports_the_kubelet_connects_to() -> None:
+    pod = {
+        "spec": {
+            "containers": [
+                {
+                    "name": "web",
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/", "port": "http"}},
+                    "livenessProbe": {"tcpSocket": {"port": 8081}},
+                    "startupProbe": {"grpc": {"port": 9090}},
+                },
+                {
+                    "name": "side",
+                    "livenessProbe": {"exec": {"command": ["true"]}},  # runs inside
+                    "readinessProbe": {"httpGet": {"host": "example.org", "port": 80}},
+                },
+            ],
+            "initContainers": [
+                {"name": "sidecar", "readinessProbe": {"tcpSocket": {"port": "7000"}}}
+            ],
+        }
+    }
+    assert probe_ports(pod) == {8080, 8081, 9090, 7000}
+    # a named port the container does not declare names nothing (the kubelet fails it)
+    unnamed = {"spec": {"containers": [{"livenessProbe": {"tcpSocket": {"port": "nope"}}}]}}
+    assert probe_ports(unnamed) == set()
+    assert probe_ports({"spec": {"containers": [{"name": "x"}]}}) == set()
+
+
+def test_the_probe_chain_redirects_exactly_the_targets() -> None:
+    text = render_chain([("10.244.0.5", 80), ("10.244.0.5", 80), ("10.244.1.9", 8080)], 41000)
+    assert text.splitlines() == [
+        "*nat",
+        ":STACKUBE-PROBES - [0:0]",
+        "-F STACKUBE-PROBES",
+        "-A STACKUBE-PROBES -d 10.244.0.5/32 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 41000",
+        "-A STACKUBE-PROBES -d 10.244.1.9/32 -p tcp -m tcp --dport 8080 "
+        "-j REDIRECT --to-ports 41000",
+        "COMMIT",
+    ]
+    assert render_chain([], 41000).splitlines()[-2:] == ["-F STACKUBE-PROBES", "COMMIT"]
+
+
+def test_the_original_destination_is_decoded_from_sockaddr_in() -> None:
+    raw = bytes([2, 0, 0x1F, 0x90, 10, 244, 0, 5]) + bytes(8)
+    assert original_destination(raw) == ("10.244.0.5", 8080)

@@ -9,6 +9,7 @@ import enum
 import json
 import os
 import re
+import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -60,20 +61,37 @@ def _decode(doc: dict[str, Any]) -> Attachment:
 
 
 class AttachmentStore:
-    """A directory of attachments; every write is atomic (rename) and durable (fsync)."""
+    """A directory of attachments; every write is atomic (rename) and durable (fsync).
+    Reads come from memory after the first (the daemon that holds the directory's lock
+    is its only writer), so the ADD path and the per-probe lookups never scan it."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._cache: dict[str, Attachment] | None = None
+        self._lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.json"
 
+    def _loaded(self) -> dict[str, Attachment]:
+        """The cache, read from disk the first time (call with the lock held)."""
+        if self._cache is None:
+            found = {}
+            for path in sorted(self.directory.glob("*.json")):
+                try:
+                    attachment = _decode(json.loads(path.read_text()))
+                except (ValueError, TypeError, KeyError):
+                    # A record we cannot read is kept for a person to look at, not guessed at.
+                    path.rename(path.with_suffix(".unreadable"))
+                    continue
+                found[attachment.key] = attachment
+            self._cache = found
+        return self._cache
+
     def get(self, container_id: str, ifname: str) -> Attachment | None:
-        try:
-            return _decode(json.loads(self._path(attachment_key(container_id, ifname)).read_text()))
-        except FileNotFoundError:
-            return None
+        with self._lock:
+            return self._loaded().get(attachment_key(container_id, ifname))
 
     def put(self, attachment: Attachment) -> None:
         path = self._path(attachment.key)
@@ -89,16 +107,14 @@ class AttachmentStore:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+        with self._lock:
+            self._loaded()[attachment.key] = attachment
 
     def remove(self, attachment: Attachment) -> None:
         self._path(attachment.key).unlink(missing_ok=True)
+        with self._lock:
+            self._loaded().pop(attachment.key, None)
 
     def all(self) -> list[Attachment]:
-        found = []
-        for path in sorted(self.directory.glob("*.json")):
-            try:
-                found.append(_decode(json.loads(path.read_text())))
-            except (ValueError, TypeError, KeyError):
-                # A record we cannot read is kept for a person to look at, not guessed at.
-                path.rename(path.with_suffix(".unreadable"))
-        return found
+        with self._lock:
+            return [a for _, a in sorted(self._loaded().items())]

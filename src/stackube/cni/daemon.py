@@ -27,6 +27,8 @@ from stackube.cni import spec
 from stackube.cni.attachments import Attachment, AttachmentStore, Phase, attachment_key
 from stackube.cni.drivers import PlugDriver, parked_ifname
 from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, pool_port_name
+from stackube.cni.probes import CHAIN as PROBE_CHAIN
+from stackube.cni.probes import probe_ports, render_chain
 from stackube.cni.recovery import (
     HostPort,
     Repair,
@@ -50,7 +52,7 @@ from stackube.cni.tenancy import (
 )
 from stackube.errors import NotFoundError, StackubeError, TemporaryError
 from stackube.faults import checkpoint
-from stackube.host import cri, netlink
+from stackube.host import cri, iptables, netlink
 from stackube.kube import pods as kube_pods
 from stackube.kube import resources as kube
 from stackube.kube.client import ApiClient
@@ -117,6 +119,13 @@ class CniDaemon:
         self.ready = threading.Event()
         self.marker = node_marker(settings.node)
         self._reported: dict[str, str] = {}  # attachment key -> the trouble last reported
+        # Probes: pod UID -> the ports its probes use (from the node's pod watch), and
+        # (pod address, port) -> the pod's netns for the relay; the relay's port.
+        self._probe_ports: dict[str, set[int]] = {}
+        self._probe_targets: dict[tuple[str, int], str] = {}
+        self._probes_applied = ""
+        self._probe_kick = threading.Event()
+        self.relay_port = 0
 
     # ---- the socket's entry point --------------------------------------------------------
     def handle(self, message: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,7 +259,7 @@ class CniDaemon:
                 # A fresh sandbox: one journal write, with the pool's port if it has one.
                 self.pools.track(network.network_id)
                 self._kick.set()
-                ready = self.pools.take(network.network_id)
+                ready = self._take_pooled(network.network_id)
                 attachment = Attachment(
                     request.container_id,
                     request.ifname,
@@ -289,6 +298,7 @@ class CniDaemon:
                 self.store.put(attachment)
             if attachment.phase == Phase.PLUGGED:
                 self._renames.put((attachment.container_id, attachment.ifname))
+            self._probe_kick.set()
             log.info(
                 "ADD %s/%s: port %s %s on %s%s",
                 pod.namespace,
@@ -338,7 +348,7 @@ class CniDaemon:
 
         self.pools.track(network.network_id)
         self._kick.set()
-        pooled = self.pools.take(network.network_id)
+        pooled = self._take_pooled(network.network_id)
         if pooled is not None:
             attachment = attachment.advanced(Phase.CLAIMED, port_id=pooled.id)
             self.store.put(attachment)
@@ -406,19 +416,30 @@ class CniDaemon:
                 mac=mac,
                 fixed_ip=(network.subnet_id, ip) if ip else None,
             )
-            if ip or port.address_on(network.subnet_id) not in self._pod_addresses(network):
+            if ip or port.address_on(network.subnet_id) not in self._node_addresses():
                 return port
             log.warning(
-                "port %s got %s, the address of a pod here whose port is being repaired: "
-                "taking another",
+                "port %s got %s, the address of a pod on this node (of another tenant, or "
+                "one whose port is being repaired): taking another",
                 port.id,
                 port.address_on(network.subnet_id),
             )
             neutron.delete_port(self.conn(), port.id)
         raise TemporaryError(f"Neutron keeps handing out addresses of pods on {network.cidr}")
 
-    def _pod_addresses(self, network: TenantNetwork) -> set[str]:
-        return {a.ip for a in self.store.all() if a.network_id == network.network_id and a.ip}
+    def _node_addresses(self) -> set[str]:
+        """Addresses of the pods on this node, every tenant's: unique here, so that a
+        probe of `podIP:port` names one pod (probes.py)."""
+        return {a.ip for a in self.store.all() if a.ip}
+
+    def _take_pooled(self, network_id: str) -> ReadyPort | None:
+        """A pool port whose address no pod on this node has (one that clashes is
+        deleted in the background)."""
+        taken = self._node_addresses()
+        while (ready := self.pools.take(network_id)) is not None and ready.ip in taken:
+            log.info("pool port %s has %s, an address in use here: deleting it", ready.id, ready.ip)
+            self._fillers.submit(self._discard, ready.id)
+        return ready
 
     def _plug(self, port: neutron.Port) -> None:
         network = self._networks.get(port.network_id)
@@ -499,6 +520,7 @@ class CniDaemon:
             self.driver.unplug(port_id)
             neutron.delete_port(self.conn(), port_id)
         self.store.remove(attachment)
+        self._probe_kick.set()
         log.info(
             "DEL %s/%s (%s): released port %s",
             attachment.namespace,
@@ -649,6 +671,62 @@ class CniDaemon:
             neutron.delete_port(self.conn(), port_id)
         except (StackubeError, OSError) as exc:
             log.warning("could not delete port %s (recovery will): %s", port_id, exc)
+
+    # ---- kubelet probes into tenant networks (probes.py, probe_relay.py) ------------------
+    def on_pod(self, _kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """Fed by the watch of this node's pods: which ports their probes use."""
+        uid = str(((new or old) or {}).get("metadata", {}).get("uid", ""))
+        ports = probe_ports(new) if new is not None else set()
+        with self._guard:
+            changed = self._probe_ports.get(uid, set()) != ports
+            if ports:
+                self._probe_ports[uid] = ports
+            else:
+                self._probe_ports.pop(uid, None)
+        if changed:
+            self._probe_kick.set()
+
+    def resolve_probe(self, ip: str, port: int) -> str | None:
+        """The relay's lookup: the netns of the pod whose probe targets ip:port."""
+        with self._guard:
+            return self._probe_targets.get((ip, port))
+
+    def sync_probes(self) -> None:
+        """The relay's targets, the node's DNAT chain and its /32 routes, from the
+        journal (addresses, netns) and the pod watch (probe ports)."""
+        with self._guard:
+            ports = dict(self._probe_ports)
+        targets = {
+            (a.ip, port): a.netns
+            for a in self.store.all()
+            if a.ip and a.netns and a.phase in (Phase.PLUGGED, Phase.RECORDED)
+            for port in ports.get(a.pod_uid, ())
+        }
+        with self._guard:
+            self._probe_targets = targets
+        text = render_chain(targets, self.relay_port)
+        if text != self._probes_applied:
+            iptables.restore("", text)
+            iptables.ensure_jump("", "nat", "OUTPUT", PROBE_CHAIN)
+            added, removed = netlink.set_probe_routes({ip for ip, _ in targets})
+            self._probes_applied = text
+            log.info(
+                "probes: %d targets relayed (%d routes added, %d removed)",
+                len(targets),
+                added,
+                removed,
+            )
+
+    def probe_loop(self) -> None:
+        self.ready.wait()
+        while not self.stopping.is_set():
+            self._probe_kick.clear()
+            try:
+                self.sync_probes()
+            except Exception:  # a background thread logs and lives on
+                log.exception("probe rules sync failed")
+                self._probes_applied = ""
+            self._probe_kick.wait(self.settings.resync_seconds)
 
     # ---- start-up --------------------------------------------------------------------------
     def recover(self) -> None:
@@ -931,6 +1009,7 @@ class CniDaemon:
             threading.Thread(target=self.record_names, name="record-names", daemon=True),
             threading.Thread(target=self.maintain_pools, name="pools", daemon=True),
             threading.Thread(target=self.repair_loop, name="repair", daemon=True),
+            threading.Thread(target=self.probe_loop, name="probes", daemon=True),
         ]
         for thread in threads:
             thread.start()
@@ -939,6 +1018,7 @@ class CniDaemon:
     def stop(self) -> None:
         self.stopping.set()
         self._kick.set()
+        self._probe_kick.set()
         self._fillers.shutdown(wait=False, cancel_futures=True)
 
 

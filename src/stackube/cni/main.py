@@ -17,12 +17,13 @@ from types import FrameType
 from stackube.cni.attachments import AttachmentStore
 from stackube.cni.daemon import CniDaemon, DaemonSettings
 from stackube.cni.drivers import driver_for
+from stackube.cni.probe_relay import ProbeRelay
 from stackube.cni.server import CniSocketServer
 from stackube.config import parse_config, read_key_files
 from stackube.errors import StackubeError
 from stackube.kube.client import api_client
 from stackube.kube.lease import LeaseLock
-from stackube.kube.watch import network_reflector
+from stackube.kube.watch import network_reflector, node_pod_reflector
 from stackube.openstack.cloud import LazyConnection
 
 log = logging.getLogger("stackube.cni")
@@ -138,12 +139,17 @@ def run(args: argparse.Namespace) -> int:
     reflector = network_reflector(kube_api, daemon.on_network, daemon.stopping)
     daemon.networks_watched = reflector.synced
     reflector.start()
+    node_pod_reflector(kube_api, settings.node, daemon.on_pod, daemon.stopping).start()
+    relay = ProbeRelay(daemon.resolve_probe, args.probe_relay_port)
+    daemon.relay_port = relay.port
+    threading.Thread(target=relay.serve_forever, name="probe-relay", daemon=True).start()
     server = CniSocketServer(args.socket, daemon.handle)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
         daemon.stop()
         threading.Thread(target=server.shutdown, daemon=True).start()
+        threading.Thread(target=relay.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -67,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port-active-timeout", type=float, default=60.0)
     parser.add_argument("--resync-seconds", type=float, default=5.0)
     parser.add_argument(
+        "--probe-relay-port",
+        type=int,
+        default=0,
+        help="the probe relay's port on 127.0.0.1 (0: any free one)",
+    )
+    parser.add_argument(
         "--repair-seconds",
         type=float,
         default=5.0,

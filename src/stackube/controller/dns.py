@@ -140,9 +140,23 @@ def dns_objects(
         "ports": [
             {"name": "dns", "containerPort": DNS_LISTEN_PORT, "protocol": "UDP"},
             {"name": "dns-tcp", "containerPort": DNS_LISTEN_PORT, "protocol": "TCP"},
+            {"name": "ready", "containerPort": DNS_READY_PORT, "protocol": "TCP"},
+            {"name": "health", "containerPort": DNS_HEALTH_PORT, "protocol": "TCP"},
         ],
-        # No httpGet/tcpSocket probes: the kubelet probes from the node's network, which
-        # cannot reach isolated (and overlapping) tenant networks.
+        # The kubelet's probes reach the pod on its tenant network through the CNI
+        # daemon's probe relay (docs/cni.md): Ready only once CoreDNS has synced its
+        # Services and answers (the `ready` plugin), as CoreDNS's own manifests do.
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": "ready"},
+            "periodSeconds": 2,
+            "timeoutSeconds": 1,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": "health"},
+            "initialDelaySeconds": 60,
+            "timeoutSeconds": 5,
+            "failureThreshold": 5,
+        },
         "resources": {
             "requests": {"cpu": "20m", "memory": "32Mi"},
             "limits": {"memory": "128Mi"},

@@ -22,9 +22,11 @@ def _run(
     check: bool = True,
     timeout: float = TIMEOUT,
 ) -> subprocess.CompletedProcess[str]:
+    """`argv` inside the named netns, or in this (the node's) one when `netns` is ""."""
+    enter = ["nsenter", f"--net={NETNS_DIR}/{netns}"] if netns else []
     try:
         done = subprocess.run(
-            ["nsenter", f"--net={NETNS_DIR}/{netns}", *argv],
+            [*enter, *argv],
             input=input_text,
             capture_output=True,
             text=True,

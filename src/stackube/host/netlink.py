@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,10 +21,9 @@ config.disable_mp_signal = True
 T = TypeVar("T")
 
 
-def in_namespace(netns_path: str, work: Callable[[IPRoute], T]) -> T:
-    """Run `work` with a netlink socket inside the netns at `netns_path`, from a thread
-    that joined that netns (setns is per thread): ~1 ms, where pyroute2's
-    IPRoute(netns=...) forks a child to open the socket (~7 ms, more in a big daemon)."""
+def in_netns(netns_path: str, work: Callable[[], T]) -> T:
+    """Run `work` in a thread that joined the netns at `netns_path` (setns is per
+    thread; sockets it makes stay in that netns): ~1 ms."""
     outcome: dict[str, Any] = {}
 
     def run() -> None:
@@ -33,8 +33,7 @@ def in_namespace(netns_path: str, work: Callable[[IPRoute], T]) -> T:
                 netns.setns(fd)
             finally:
                 os.close(fd)
-            with IPRoute() as ipr:
-                outcome["value"] = work(ipr)
+            outcome["value"] = work()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             outcome["error"] = exc
 
@@ -44,6 +43,26 @@ def in_namespace(netns_path: str, work: Callable[[IPRoute], T]) -> T:
     if "error" in outcome:
         raise outcome["error"]
     return cast(T, outcome["value"])
+
+
+def in_namespace(netns_path: str, work: Callable[[IPRoute], T]) -> T:
+    """Run `work` with a netlink socket inside the netns at `netns_path`, from a thread
+    that joined that netns: ~1 ms, where pyroute2's IPRoute(netns=...) forks a child to
+    open the socket (~7 ms, more in a big daemon)."""
+
+    def with_socket() -> T:
+        with IPRoute() as ipr:
+            return work(ipr)
+
+    return in_netns(netns_path, with_socket)
+
+
+def connect_in_namespace(
+    netns_path: str, address: tuple[str, int], timeout: float
+) -> socket.socket:
+    """A TCP connection made from inside the netns at `netns_path` (the socket stays
+    there: a pod's own view of `address`). Raises OSError as socket.create_connection."""
+    return in_netns(netns_path, lambda: socket.create_connection(address, timeout=timeout))
 
 
 def link_names() -> list[str]:
@@ -406,3 +425,37 @@ def rename_link(old: str, new: str) -> bool:
         ipr.link("set", index=index, ifname=new)
         ipr.link("set", index=index, state="up")
         return True
+
+
+# Routes to pod addresses that the node's kubelet probes (docs/cni.md, "Probes"): one
+# /32 per address through the loopback device, marked with this routing protocol number
+# so that they can be listed and removed (rtnetlink's RTPROT_* values up to 99 are
+# taken by routing daemons; 0xfe is not assigned).
+PROBE_ROUTE_PROTOCOL = 0xFE
+
+
+def probe_routes() -> set[str]:
+    """Addresses with a probe route now."""
+    with IPRoute() as ipr:
+        return {
+            str(route.get_attr("RTA_DST"))
+            for route in ipr.get_routes(family=2, proto=PROBE_ROUTE_PROTOCOL)
+            if route["dst_len"] == 32
+        }
+
+
+def set_probe_routes(addresses: Iterable[str]) -> tuple[int, int]:
+    """Exactly these /32 probe routes through `lo`; returns (added, removed)."""
+    wanted = set(addresses)
+    have = probe_routes()
+    with IPRoute() as ipr:
+        lo = _require(ipr, "lo")
+        for ip in wanted - have:
+            ipr.route("replace", dst=f"{ip}/32", oif=lo, proto=PROBE_ROUTE_PROTOCOL)
+        for ip in have - wanted:
+            try:
+                ipr.route("del", dst=f"{ip}/32", oif=lo, proto=PROBE_ROUTE_PROTOCOL)
+            except NetlinkError as exc:
+                if exc.code != errno.ESRCH:
+                    raise
+    return len(wanted - have), len(have - wanted)

@@ -142,6 +142,16 @@ def network_reflector(api: Any, on_change: OnChange, stop: threading.Event) -> R
     return Reflector("networks", _list_networks(api), on_change, stop=stop)
 
 
+def node_pod_reflector(
+    api: Any, node: str, on_change: OnChange, stop: threading.Event
+) -> Reflector:
+    """The pods bound to one node (all namespaces)."""
+    pods = functools.partial(
+        k8s.CoreV1Api(api).list_pod_for_all_namespaces, field_selector=f"spec.nodeName={node}"
+    )
+    return Reflector("pods", pods, on_change, stop=stop)
+
+
 def cluster_reflectors(
     api: Any, on_change: OnChange, stop: threading.Event
 ) -> dict[str, Reflector]:
