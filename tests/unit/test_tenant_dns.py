@@ -86,7 +86,13 @@ def test_service_maps_port_53_to_the_unprivileged_listener() -> None:
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
         "dns": dns.DNS_LISTEN_PORT,
         "dns-tcp": dns.DNS_LISTEN_PORT,
+        "ready": dns.DNS_READY_PORT,
+        "health": dns.DNS_HEALTH_PORT,
     }
+    # Ready when CoreDNS answers (its `ready` plugin), through the CNI probe relay.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "ready"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "health"}
+    assert f"ready :{dns.DNS_READY_PORT}" in objects["ConfigMap"]["data"]["Corefile"]
     assert container["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["dnsPolicy"] == "Default"
