@@ -126,8 +126,12 @@ def test_probed_replicas_become_available_and_stay_so(two_tenants: list[LiveTena
     for tenant in two_tenants:
         for pod in web_pods(tenant):
             logs = tenant.kubectl.run("-n", tenant.name, "logs", pod["metadata"]["name"]).stdout
-            # the kubelet's own requests reached this pod (and not the other tenant's)
-            assert "kube-probe/" in logs, logs[-500:]
+            # The relay's mark: the kubelet's requests arrive from the pod's own address
+            # (made inside its netns), here and in no other pod.
+            own = pod["status"]["podIP"]
+            assert f"{own}]" in logs or f"{own} " in logs, logs[-500:]
+            others = set(addresses) - {own}
+            assert not [ip for ip in others if f"{ip}]" in logs or f"{ip} " in logs], logs[-500:]
 
 
 def test_a_named_target_port_reaches_both_replicas(two_tenants: list[LiveTenant]) -> None:

@@ -237,17 +237,17 @@ POD_ATTACKS: list[tuple[str, dict[str, Any], str]] = [
     (
         "probe another address (the node connects there, through the probe relay)",
         pod(container={"readinessProbe": {"httpGet": {"host": "10.244.0.9", "port": 80}}}),
-        "httpGet.host",
+        "lifecycle",  # Pod Security: "probe or lifecycle host"; CEL: "... lifecycle hooks"
     ),
     (
         "tcpSocket probe of the node's API relay",
         pod(container={"livenessProbe": {"tcpSocket": {"host": "198.51.100.254", "port": 6443}}}),
-        "tcpSocket.host",
+        "lifecycle",  # Pod Security: "probe or lifecycle host"; CEL: "... lifecycle hooks"
     ),
     (
         "lifecycle hook to another address",
         pod(container={"lifecycle": {"postStart": {"httpGet": {"host": "10.0.0.1", "port": 80}}}}),
-        "httpGet.host",
+        "lifecycle",  # Pod Security: "probe or lifecycle host"; CEL: "... lifecycle hooks"
     ),
     (
         "another namespace's ServiceAccount",
