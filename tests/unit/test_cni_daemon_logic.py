@@ -10,7 +10,7 @@ from stackube.cni.attachments import Attachment, Phase
 from stackube.cni.drivers import linux_bridge_name, ovs_external_ids, parked_ifname
 from stackube.cni.install import conflist
 from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, refill_count
-from stackube.cni.probes import original_destination, probe_ports, render_chain
+from stackube.cni.probes import chain_name, original_destination, probe_ports, render_chain
 from stackube.cni.recovery import (
     HostPort,
     SandboxInterface,
@@ -396,17 +396,20 @@ def test_probe_ports_are_the_tcp_ports_the_kubelet_connects_to() -> None:
 
 
 def test_the_probe_chain_redirects_exactly_the_targets() -> None:
-    text = render_chain([("10.244.0.5", 80), ("10.244.0.5", 80), ("10.244.1.9", 8080)], 41000)
-    assert text.splitlines() == [
+    chain = chain_name("node-1")
+    assert chain.startswith("STKB-PROBES-") and len(chain) <= 28
+    assert chain != chain_name("cnitest-1")  # a test daemon's rules are its own
+    targets = [("10.244.0.5", 80), ("10.244.0.5", 80), ("10.244.1.9", 8080)]
+    redirect = "-p tcp -m tcp --dport {} -j REDIRECT --to-ports 41000"
+    assert render_chain(targets, 41000, chain).splitlines() == [
         "*nat",
-        ":STACKUBE-PROBES - [0:0]",
-        "-F STACKUBE-PROBES",
-        "-A STACKUBE-PROBES -d 10.244.0.5/32 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 41000",
-        "-A STACKUBE-PROBES -d 10.244.1.9/32 -p tcp -m tcp --dport 8080 "
-        "-j REDIRECT --to-ports 41000",
+        f":{chain} - [0:0]",
+        f"-F {chain}",
+        f"-A {chain} -d 10.244.0.5/32 " + redirect.format(80),
+        f"-A {chain} -d 10.244.1.9/32 " + redirect.format(8080),
         "COMMIT",
     ]
-    assert render_chain([], 41000).splitlines()[-2:] == ["-F STACKUBE-PROBES", "COMMIT"]
+    assert render_chain([], 41000, chain).splitlines()[-2:] == [f"-F {chain}", "COMMIT"]
 
 
 def test_the_original_destination_is_decoded_from_sockaddr_in() -> None:

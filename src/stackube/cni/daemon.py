@@ -9,6 +9,7 @@ calls for different sandboxes run in parallel.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -27,8 +28,7 @@ from stackube.cni import spec
 from stackube.cni.attachments import Attachment, AttachmentStore, Phase, attachment_key
 from stackube.cni.drivers import PlugDriver, parked_ifname
 from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, pool_port_name
-from stackube.cni.probes import CHAIN as PROBE_CHAIN
-from stackube.cni.probes import probe_ports, render_chain
+from stackube.cni.probes import chain_name, probe_ports, render_chain
 from stackube.cni.recovery import (
     HostPort,
     Repair,
@@ -125,6 +125,9 @@ class CniDaemon:
         self._probe_targets: dict[tuple[str, int], str] = {}
         self._probes_applied = ""
         self._probe_kick = threading.Event()
+        self._probe_chain = chain_name(settings.node)
+        # The /32 routes this daemon made (they outlive it: kept beside the journal).
+        self._routes_file = store.directory.parent / "probe-routes.json"
         self.relay_port = 0
 
     # ---- the socket's entry point --------------------------------------------------------
@@ -520,6 +523,7 @@ class CniDaemon:
             self.driver.unplug(port_id)
             neutron.delete_port(self.conn(), port_id)
         self.store.remove(attachment)
+        self._reported.pop(attachment.key, None)
         self._probe_kick.set()
         log.info(
             "DEL %s/%s (%s): released port %s",
@@ -704,18 +708,35 @@ class CniDaemon:
         }
         with self._guard:
             self._probe_targets = targets
-        text = render_chain(targets, self.relay_port)
+        text = render_chain(targets, self.relay_port, self._probe_chain)
         if text != self._probes_applied:
             iptables.restore("", text)
-            iptables.ensure_jump("", "nat", "OUTPUT", PROBE_CHAIN)
-            added, removed = netlink.set_probe_routes({ip for ip, _ in targets})
+            iptables.ensure_jump("", "nat", "OUTPUT", self._probe_chain)
+            wanted = {ip for ip, _ in targets}
+            had = self._probe_routes()
+            netlink.update_probe_routes(wanted - had, had - wanted)
+            self._save_probe_routes(wanted)
             self._probes_applied = text
             log.info(
                 "probes: %d targets relayed (%d routes added, %d removed)",
                 len(targets),
-                added,
-                removed,
+                len(wanted - had),
+                len(had - wanted),
             )
+
+    def _probe_routes(self) -> set[str]:
+        try:
+            return set(json.loads(self._routes_file.read_text()))
+        except FileNotFoundError:
+            return set()
+        except ValueError:
+            log.warning("%s is unreadable: starting its record again", self._routes_file)
+            return set()
+
+    def _save_probe_routes(self, addresses: set[str]) -> None:
+        tmp = self._routes_file.with_name(f".{self._routes_file.name}.tmp")
+        tmp.write_text(json.dumps(sorted(addresses)))
+        tmp.replace(self._routes_file)
 
     def probe_loop(self) -> None:
         self.ready.wait()

@@ -21,10 +21,11 @@ This module says which ports a pod's probes use and renders the DNAT chain.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-CHAIN = "STACKUBE-PROBES"
+CHAIN_PREFIX = "STKB-PROBES-"
 PROBE_KINDS = ("livenessProbe", "readinessProbe", "startupProbe")
 
 
@@ -64,14 +65,20 @@ def probe_ports(pod: Mapping[str, Any]) -> set[int]:
     return found
 
 
-def render_chain(targets: Iterable[tuple[str, int]], relay_port: int) -> str:
-    """iptables-restore input for the node's nat table: CHAIN holds one REDIRECT (to
-    the relay on 127.0.0.1) per (pod address, probe port), and nothing else (the whole chain is
-    replaced; other chains are left alone with --noflush)."""
-    lines = ["*nat", f":{CHAIN} - [0:0]", f"-F {CHAIN}"]
+def chain_name(node: str) -> str:
+    """The nat chain of one daemon (node identity): a test's daemon beside the node's
+    never touches the node's rules. iptables allows 28 characters."""
+    return f"{CHAIN_PREFIX}{hashlib.sha256(node.encode()).hexdigest()[:10]}"
+
+
+def render_chain(targets: Iterable[tuple[str, int]], relay_port: int, chain: str) -> str:
+    """iptables-restore input for the node's nat table: `chain` holds one REDIRECT (to
+    the relay on 127.0.0.1) per (pod address, probe port), and nothing else (the whole
+    chain is replaced; other chains are left alone with --noflush)."""
+    lines = ["*nat", f":{chain} - [0:0]", f"-F {chain}"]
     for ip, port in sorted(set(targets)):
         lines.append(
-            f"-A {CHAIN} -d {ip}/32 -p tcp -m tcp --dport {port} "
+            f"-A {chain} -d {ip}/32 -p tcp -m tcp --dport {port} "
             f"-j REDIRECT --to-ports {relay_port}"
         )
     lines.append("COMMIT")

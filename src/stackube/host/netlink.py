@@ -434,28 +434,15 @@ def rename_link(old: str, new: str) -> bool:
 PROBE_ROUTE_PROTOCOL = 0xFE
 
 
-def probe_routes() -> set[str]:
-    """Addresses with a probe route now."""
-    with IPRoute() as ipr:
-        return {
-            str(route.get_attr("RTA_DST"))
-            for route in ipr.get_routes(family=2, proto=PROBE_ROUTE_PROTOCOL)
-            if route["dst_len"] == 32
-        }
-
-
-def set_probe_routes(addresses: Iterable[str]) -> tuple[int, int]:
-    """Exactly these /32 probe routes through `lo`; returns (added, removed)."""
-    wanted = set(addresses)
-    have = probe_routes()
+def update_probe_routes(add: Iterable[str], remove: Iterable[str]) -> None:
+    """Add and remove /32 probe routes through `lo` (both idempotent)."""
     with IPRoute() as ipr:
         lo = _require(ipr, "lo")
-        for ip in wanted - have:
+        for ip in add:
             ipr.route("replace", dst=f"{ip}/32", oif=lo, proto=PROBE_ROUTE_PROTOCOL)
-        for ip in have - wanted:
+        for ip in remove:
             try:
                 ipr.route("del", dst=f"{ip}/32", oif=lo, proto=PROBE_ROUTE_PROTOCOL)
             except NetlinkError as exc:
                 if exc.code != errno.ESRCH:
                     raise
-    return len(wanted - have), len(have - wanted)
