@@ -920,52 +920,57 @@ class CniDaemon:
         mac, ip = attachment.mac, attachment.ip
         if not (mac and ip):
             mac, ip = _address_in_pod(attachment, network)
+            attachment = attachment.advanced(attachment.phase, mac=mac, ip=ip)
+            self.store.put(attachment)
         if problem == "port-gone":
+            old = attachment.port_id
             port = self._recreate_port(attachment, network, mac, ip)
-            self.driver.rewire(
-                attachment.port_id,
-                port_id=port.id,
-                network_id=port.network_id,
-                mac=port.mac,
-                device_id=port.device_id,
+            # Journal first: whatever happens next, the next pass finds the pod's host
+            # end by its veth peer and wires it to this port.
+            attachment = attachment.advanced(Phase.RECORDED, port_id=port.id)
+            self.store.put(attachment)
+            detail = f"port {old} was deleted: re-created as {port.id} ({ip}, {mac})"
+        elif problem == "port-unbound":
+            neutron.rebind_port(self.conn(), attachment.port_id, self.settings.host)
+            detail = f"port {attachment.port_id} was unbound from {self.settings.host}: bound again"
+        else:
+            what = (
+                "gone: plugged again" if problem == "host-link-gone" else "detached: attached again"
             )
-            self._wait_active(port.id, port.network_id)
-            self.store.put(attachment.advanced(Phase.RECORDED, port_id=port.id, mac=mac, ip=ip))
-            return f"port {attachment.port_id} was deleted: re-created as {port.id} ({ip}, {mac})"
-        port_id = attachment.port_id
-        if problem == "port-unbound":
-            neutron.rebind_port(self.conn(), port_id, self.settings.host)
-            detail = f"port {port_id} was unbound from {self.settings.host}: bound again"
-        elif problem == "host-link-gone":
-            self.driver.plug(
-                port_id=port_id,
-                network_id=attachment.network_id,
-                mac=mac,
-                mtu=network.mtu,
-                device_id=attachment.device_id,
-            )
-            netlink.move_into_namespace(
-                parked_ifname(port_id),
-                attachment.netns,
-                ifname=attachment.ifname,
-                mtu=network.mtu,
-                address=cidr_address(ip, network.cidr),
-                gateway=network.gateway,
-            )
-            detail = f"host end {host_ifname(port_id)} was gone: pod interface re-plugged"
-        else:  # host-link-detached
-            self.driver.rewire(
-                port_id,
-                port_id=port_id,
-                network_id=attachment.network_id,
-                mac=mac,
-                device_id=attachment.device_id,
-            )
-            detail = f"host end {host_ifname(port_id)} was detached: attached again"
-        self._wait_active(port_id, attachment.network_id)
-        if not attachment.ip:
-            self.store.put(attachment.advanced(attachment.phase, mac=mac, ip=ip))
+            detail = f"host end {host_ifname(attachment.port_id)} was {what}"
+        self._wire(attachment, network)
+        self._wait_active(attachment.port_id, attachment.network_id)
         return detail
+
+    def _wire(self, attachment: Attachment, network: TenantNetwork) -> None:
+        """The pod's host end, found by its veth peer whatever it is named, becomes the
+        tap of the attachment's port, attached; if the pod's interface is gone too, a new
+        veth is plugged and configured in the pod as at ADD."""
+        host_end = netlink.host_end_of(attachment.netns, attachment.ifname)
+        if host_end is not None:
+            self.driver.rewire(
+                host_end,
+                port_id=attachment.port_id,
+                network_id=attachment.network_id,
+                mac=attachment.mac,
+                device_id=attachment.device_id,
+            )
+            return
+        self.driver.plug(
+            port_id=attachment.port_id,
+            network_id=attachment.network_id,
+            mac=attachment.mac,
+            mtu=network.mtu,
+            device_id=attachment.device_id,
+        )
+        netlink.move_into_namespace(
+            parked_ifname(attachment.port_id),
+            attachment.netns,
+            ifname=attachment.ifname,
+            mtu=network.mtu,
+            address=cidr_address(attachment.ip, network.cidr),
+            gateway=network.gateway,
+        )
 
     def _recreate_port(
         self, attachment: Attachment, network: TenantNetwork, mac: str, ip: str

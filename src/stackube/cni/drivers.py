@@ -40,10 +40,11 @@ class PlugDriver(Protocol):
         the agent expects it (one look at the host for all of them)."""
 
     def rewire(
-        self, old_port_id: str, *, port_id: str, network_id: str, mac: str, device_id: str
+        self, host_end: str, *, port_id: str, network_id: str, mac: str, device_id: str
     ) -> None:
-        """A pod's host end (its pod end stays in the pod) now serves another port: the
-        one that replaced a port deleted behind our back (idempotent)."""
+        """The pod's host end (the link `host_end`; its pod end stays in the pod) serves
+        `port_id`: renamed to the port's tap name and attached where the agent expects
+        it (a port re-created after a deletion, or a host end detached; idempotent)."""
 
 
 class LinuxBridgeDriver:
@@ -75,11 +76,11 @@ class LinuxBridgeDriver:
         }
 
     def rewire(
-        self, old_port_id: str, *, port_id: str, network_id: str, mac: str, device_id: str
+        self, host_end: str, *, port_id: str, network_id: str, mac: str, device_id: str
     ) -> None:
         tap = host_ifname(port_id)
-        if not netlink.rename_link(host_ifname(old_port_id), tap):
-            raise FileNotFoundError(f"neither {host_ifname(old_port_id)} nor {tap} exists")
+        if not netlink.rename_link(host_end, tap):
+            raise FileNotFoundError(f"neither {host_end} nor {tap} exists")
         bridge = linux_bridge_name(network_id)
         netlink.ensure_bridge(bridge)
         netlink.attach_to_bridge(tap, bridge)
@@ -123,12 +124,12 @@ class OpenVSwitchDriver:
         return {port_id for port_id, _ in ports if host_ifname(port_id) in on_bridge}
 
     def rewire(
-        self, old_port_id: str, *, port_id: str, network_id: str, mac: str, device_id: str
+        self, host_end: str, *, port_id: str, network_id: str, mac: str, device_id: str
     ) -> None:
-        old, tap = host_ifname(old_port_id), host_ifname(port_id)
-        ovs.vsctl(ovs.del_port_commands(self.bridge, old))
-        if not netlink.rename_link(old, tap):
-            raise FileNotFoundError(f"neither {old} nor {tap} exists")
+        tap = host_ifname(port_id)
+        ovs.vsctl(ovs.del_port_commands(self.bridge, host_end))
+        if not netlink.rename_link(host_end, tap):
+            raise FileNotFoundError(f"neither {host_end} nor {tap} exists")
         ovs.vsctl(
             ovs.add_port_commands(self.bridge, tap, ovs_external_ids(port_id, mac, device_id))
         )

@@ -411,6 +411,35 @@ def interface_macs(netns_path: str) -> dict[str, str]:
         return {}
 
 
+def host_end_of(netns_path: str, ifname: str) -> str | None:
+    """The name, in this namespace, of the veth peer of `ifname` inside the netns: the
+    pod's host end whatever it is called. None if the netns, the interface or the peer
+    is gone (or `ifname` is no veth)."""
+    if not Path(netns_path).exists():
+        return None
+
+    def peer_index(ns: IPRoute) -> int | None:
+        index = _index(ns, ifname)
+        if index is None:
+            return None
+        peer = ns.get_links(index)[0].get_attr("IFLA_LINK")
+        return int(peer) if peer else None
+
+    try:
+        index = in_namespace(netns_path, peer_index)
+    except FileNotFoundError:
+        return None
+    if index is None:
+        return None
+    with IPRoute() as ipr:
+        try:
+            return str(ipr.get_links(index)[0].get("ifname"))
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return None
+            raise
+
+
 def rename_link(old: str, new: str) -> bool:
     """Rename a link in this namespace (down, rename, up: Linux refuses to rename a link
     that is up); its bridge membership stays. False if neither name exists; True when
