@@ -137,6 +137,36 @@ def test_a_deleted_port_comes_back_with_its_address_and_mac(
     assert tenant.answers() == []
 
 
+def test_a_port_deleted_again_while_being_repaired_comes_back(
+    tenant: LiveTenant, os_admin: Connection
+) -> None:
+    """The replacement is deleted too, before the daemon has seen it ACTIVE: the next
+    pass still finds the pod's host end (renamed once already) and mends it."""
+    pod = nginx_pod(tenant)
+    uid, ip = pod["metadata"]["uid"], pod["status"]["podIP"]
+    first = os_admin.network.get_port(tenant.ports[uid])
+    os_admin.network.delete_port(first.id)
+    second = wait_for(
+        lambda: [p for p in pod_ports(os_admin, uid) if p.id != first.id], 30, "a replacement",
+        interval=0.1,
+    )[0]  # fmt: skip
+    os_admin.network.delete_port(second.id)
+
+    def third() -> Any:
+        found = [
+            p for p in pod_ports(os_admin, uid)
+            if p.id not in (first.id, second.id) and p.status == "ACTIVE"
+        ]  # fmt: skip
+        return found[0] if found else None
+
+    port = wait_for(third, 45, "a second replacement, ACTIVE", interval=0.2)
+    assert port.mac_address == first.mac_address
+    assert [i["ip_address"] for i in port.fixed_ips] == [ip]
+    tenant.ports[uid] = port.id
+    wait_for(lambda: not tenant.answers(), 30, "nginx answering")
+    assert host_ifname(port.id) in netlink.link_names()
+
+
 def test_a_deleted_host_link_is_plugged_again(tenant: LiveTenant) -> None:
     pod = nginx_pod(tenant)
     uid, name = pod["metadata"]["uid"], pod["metadata"]["name"]

@@ -463,9 +463,10 @@ class CniDaemon:
             )
         return ReadyPort(port.id, port.network_id, port.mac, ip)
 
-    def _wait_active(self, port_id: str, network_id: str) -> None:
+    def _wait_active(self, port_id: str, network_id: str, *, repairing: bool = False) -> None:
         """Until Neutron says ACTIVE (the agent has wired it, security groups included)
-        and the host end is attached; bounded."""
+        and the host end is attached; bounded. A repair gives up as soon as the host end
+        is gone (its next pass plugs it again) rather than wait out the bound."""
         deadline = time.monotonic() + self.settings.port_active_timeout
         delay = 0.1
         status = "unknown"
@@ -476,6 +477,8 @@ class CniDaemon:
             status = port.status
             if status == "ACTIVE" and self.driver.is_plugged(port_id, network_id):
                 return
+            if repairing and host_ifname(port_id) not in netlink.link_names():
+                raise TemporaryError(f"the host end of port {port_id} went away while wiring")
             if time.monotonic() >= deadline:
                 raise spec.CniError(
                     PORT_NOT_ACTIVE,
@@ -939,7 +942,7 @@ class CniDaemon:
             )
             detail = f"host end {host_ifname(attachment.port_id)} was {what}"
         self._wire(attachment, network)
-        self._wait_active(attachment.port_id, attachment.network_id)
+        self._wait_active(attachment.port_id, attachment.network_id, repairing=True)
         return detail
 
     def _wire(self, attachment: Attachment, network: TenantNetwork) -> None:
