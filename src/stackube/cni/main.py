@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -20,7 +21,7 @@ from stackube.cni.drivers import driver_for
 from stackube.cni.probe_relay import ProbeRelay
 from stackube.cni.server import CniSocketServer
 from stackube.config import parse_config, read_key_files
-from stackube.errors import StackubeError
+from stackube.errors import StackubeError, TemporaryError
 from stackube.kube.client import api_client
 from stackube.kube.lease import LeaseLock
 from stackube.kube.watch import network_reflector, node_pod_reflector
@@ -68,8 +69,18 @@ def lock_state_dir(state_dir: Path) -> int:
 def claim_node(lease: LeaseLock) -> None:
     """Hold the node's Lease, or raise NodeTakenError naming who holds it. The identity is
     host + state directory: a restart here takes over at once (the state-dir lock
-    proves the old process is gone); any other daemon waits out the Lease."""
-    if not lease.try_acquire_or_renew():
+    proves the old process is gone); any other daemon waits out the Lease. While the
+    API server cannot answer, it waits (a node daemon outlives outages)."""
+    delay = 1.0
+    while True:
+        try:
+            held = lease.try_acquire_or_renew()
+            break
+        except TemporaryError as exc:  # a refusal (RBAC) is permanent: the caller exits
+            log.warning("cannot reach the node's Lease yet, retrying in %.0f s: %s", delay, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    if not held:
         holder, renewed = lease.holder()
         raise NodeTakenError(
             f"node {lease.name.removeprefix('stackube-cni-')} is served by another "
@@ -79,7 +90,7 @@ def claim_node(lease: LeaseLock) -> None:
         )
 
 
-def _keep_node(lease: LeaseLock, daemon: CniDaemon, stop: threading.Event) -> None:
+def _keep_node(lease: LeaseLock, stop: threading.Event) -> None:
     """Renew the Lease every third of its duration; losing it stops the daemon."""
     while not stop.wait(LEASE_SECONDS / 3):
         try:
@@ -121,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         LEASE_SECONDS,
     )
     claim_node(lease)
+    stopping = threading.Event()
+    threading.Thread(target=_keep_node, args=(lease, stopping), name="lease", daemon=True).start()
     daemon = CniDaemon(
         settings,
         LazyConnection(config),
@@ -147,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
+        stopping.set()
         daemon.stop()
         threading.Thread(target=server.shutdown, daemon=True).start()
         threading.Thread(target=relay.shutdown, daemon=True).start()
@@ -160,9 +174,6 @@ def run(args: argparse.Namespace) -> int:
     _recover(daemon)
     if not daemon.stopping.is_set():
         daemon.start_background()
-        threading.Thread(
-            target=_keep_node, args=(lease, daemon, daemon.stopping), name="lease", daemon=True
-        ).start()
     serving.join()
     server.server_close()
     args.socket.unlink(missing_ok=True)
