@@ -67,6 +67,7 @@ PORT_NOT_ACTIVE = 103
 # leaves its Services' endpoints while its network is broken).
 NETWORK_READY_CONDITION = "stackube.kubernetes.io/network-ready"
 EVENT_COMPONENT = "stackube-cni-daemon"
+REPAIR_WAIT = 15.0  # seconds a repair waits for ACTIVE before the next pass takes over
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,12 @@ class CniDaemon:
         self._probe_ports: dict[str, set[int]] = {}
         self._probe_targets: dict[tuple[str, int], str] = {}
         self._probes_applied = ""
+        self._refused: set[str] = set()  # pod addresses the node routes itself
         self._probe_kick = threading.Event()
         self._probe_chain = chain_name(settings.node)
+        # Taking an address for a pod (pool or new port) and journaling it, as one step:
+        # two ADDs at once never end up with one address (probes name pods by it).
+        self._claims = threading.Lock()
         # The /32 routes this daemon made (they outlive it: kept beside the journal).
         self._routes_file = store.directory.parent / "probe-routes.json"
         self.relay_port = 0
@@ -262,19 +267,22 @@ class CniDaemon:
                 # A fresh sandbox: one journal write, with the pool's port if it has one.
                 self.pools.track(network.network_id)
                 self._kick.set()
-                ready = self._take_pooled(network.network_id)
-                attachment = Attachment(
-                    request.container_id,
-                    request.ifname,
-                    request.netns,
-                    pod.namespace,
-                    pod.name,
-                    pod.uid,
-                    network.network_id,
-                    port_id=ready.id if ready else "",
-                    phase=Phase.CLAIMED if ready else Phase.NEW,
-                )
-                self.store.put(attachment)
+                with self._claims:
+                    ready = self._take_pooled(network.network_id)
+                    attachment = Attachment(
+                        request.container_id,
+                        request.ifname,
+                        request.netns,
+                        pod.namespace,
+                        pod.name,
+                        pod.uid,
+                        network.network_id,
+                        port_id=ready.id if ready else "",
+                        phase=Phase.CLAIMED if ready else Phase.NEW,
+                        mac=ready.mac if ready else "",
+                        ip=ready.ip if ready else "",
+                    )
+                    self.store.put(attachment)
             if ready is not None:
                 checkpoint("cni-claimed")
                 port, unnamed = ready, True
@@ -351,22 +359,40 @@ class CniDaemon:
 
         self.pools.track(network.network_id)
         self._kick.set()
-        pooled = self._take_pooled(network.network_id)
+        with self._claims:
+            pooled = self._take_pooled(network.network_id)
+            if pooled is not None:
+                attachment = attachment.advanced(
+                    Phase.CLAIMED, port_id=pooled.id, mac=pooled.mac, ip=pooled.ip
+                )
+                self.store.put(attachment)
         if pooled is not None:
-            attachment = attachment.advanced(Phase.CLAIMED, port_id=pooled.id)
-            self.store.put(attachment)
             checkpoint("cni-claimed")
             return attachment, pooled, True
 
         made = self._our_ports(device_id=attachment.device_id, network_id=network.network_id)
-        if made:
-            port = made[0]
+        name = port_name(attachment.namespace, attachment.pod)
+        for _ in range(3):
+            if made:
+                port = made.pop(0)
+            else:
+                port = self._create_port(network, name, attachment.device_id)
+                checkpoint("cni-port-created")
+            address = port.address_on(network.subnet_id) or ""
+            with self._claims:
+                clash = address in self._node_addresses()
+                if not clash:
+                    attachment = attachment.advanced(
+                        Phase.CLAIMED, port_id=port.id, mac=port.mac, ip=address
+                    )
+                    self.store.put(attachment)
+                    break
+            log.info("port %s has %s, an address in use here: deleting it", port.id, address)
+            neutron.delete_port(self.conn(), port.id)
         else:
-            name = port_name(attachment.namespace, attachment.pod)
-            port = self._create_port(network, name, attachment.device_id)
-            checkpoint("cni-port-created")
-        attachment = attachment.advanced(Phase.CLAIMED, port_id=port.id)
-        self.store.put(attachment)
+            raise TemporaryError(
+                f"Neutron keeps handing out addresses in use here ({network.cidr})"
+            )
         self._plug(port)
         checkpoint("cni-plugged")
         self._wait_active(port.id, port.network_id)
@@ -467,7 +493,10 @@ class CniDaemon:
         """Until Neutron says ACTIVE (the agent has wired it, security groups included)
         and the host end is attached; bounded. A repair gives up as soon as the host end
         is gone (its next pass plugs it again) rather than wait out the bound."""
-        deadline = time.monotonic() + self.settings.port_active_timeout
+        # A repair holds the sandbox's lock: it waits less, and the next pass looks again.
+        bound = min(REPAIR_WAIT, self.settings.port_active_timeout) if repairing else None
+        timeout = bound or self.settings.port_active_timeout
+        deadline = time.monotonic() + timeout
         delay = 0.1
         status = "unknown"
         while True:
@@ -482,7 +511,7 @@ class CniDaemon:
             if time.monotonic() >= deadline:
                 raise spec.CniError(
                     PORT_NOT_ACTIVE,
-                    f"port {port_id} is not ACTIVE after {self.settings.port_active_timeout:.0f} s",
+                    f"port {port_id} is not ACTIVE after {timeout:.0f} s",
                     f"status {status}; is the Neutron agent on {self.settings.host} alive?",
                 )
             time.sleep(delay)
@@ -709,21 +738,34 @@ class CniDaemon:
             if a.ip and a.netns and a.phase in (Phase.PLUGGED, Phase.RECORDED)
             for port in ports.get(a.pod_uid, ())
         }
+        had = self._probe_routes()
+        # An address the node routes itself (a tenant range overlapping the node's own
+        # networks) is not relayed: the node's traffic there must not reach a pod.
+        refused = netlink.node_routed({ip for ip, _ in targets} - had)
+        for ip in sorted(refused - self._refused):
+            log.warning(
+                "probes of pod address %s are not relayed: the node routes that address "
+                "itself (a tenant range overlaps the node's own networks)",
+                ip,
+            )
+        self._refused = refused
+        targets = {key: netns for key, netns in targets.items() if key[0] not in refused}
         with self._guard:
             self._probe_targets = targets
         text = render_chain(targets, self.relay_port, self._probe_chain)
         if text != self._probes_applied:
+            wanted = {ip for ip, _ in targets}
+            # Recorded before they change, so a crash in between leaks none of them.
+            self._save_probe_routes(had | wanted)
+            skipped = netlink.update_probe_routes(wanted - had, had - wanted)
+            self._save_probe_routes(wanted - skipped)
             iptables.restore("", text)
             iptables.ensure_jump("", "nat", "OUTPUT", self._probe_chain)
-            wanted = {ip for ip, _ in targets}
-            had = self._probe_routes()
-            netlink.update_probe_routes(wanted - had, had - wanted)
-            self._save_probe_routes(wanted)
             self._probes_applied = text
             log.info(
                 "probes: %d targets relayed (%d routes added, %d removed)",
                 len(targets),
-                len(wanted - had),
+                len(wanted - had - skipped),
                 len(had - wanted),
             )
 
@@ -799,20 +841,28 @@ class CniDaemon:
         for port in (*plan.delete, *excess):
             log.info("recovery: port %s (%s) is nobody's: deleting it", port.id, port.name)
             self._discard(port.id)
+        # The socket serves while this runs: every write is made under the sandbox's
+        # lock, and only over the entry this plan saw (an ADD or DEL meanwhile wins).
         for attachment in plan.rebuilt:
-            log.info(
-                "recovery: %s/%s holds port %s in sandbox %s: journal entry rebuilt",
-                attachment.namespace,
-                attachment.pod,
-                attachment.port_id,
-                attachment.container_id[:12],
-            )
-            self.store.put(attachment)
+            with self._sandbox(attachment.container_id, attachment.ifname):
+                if self.store.get(attachment.container_id, attachment.ifname) is not None:
+                    continue
+                log.info(
+                    "recovery: %s/%s holds port %s in sandbox %s: journal entry rebuilt",
+                    attachment.namespace,
+                    attachment.pod,
+                    attachment.port_id,
+                    attachment.container_id[:12],
+                )
+                self.store.put(attachment)
         by_key = {a.key: a for a in attachments}
         for port_id, key in plan.owned.items():
-            attachment = by_key[key]
-            if not attachment.port_id:
-                self.store.put(attachment.advanced(Phase.CLAIMED, port_id=port_id))
+            seen = by_key[key]
+            if seen.port_id:
+                continue
+            with self._sandbox(seen.container_id, seen.ifname):
+                if self.store.get(seen.container_id, seen.ifname) == seen:
+                    self.store.put(seen.advanced(Phase.CLAIMED, port_id=port_id))
         for attachment in (*attachments, *plan.rebuilt):
             if attachment.phase == Phase.PLUGGED and attachment.port_id:
                 self._renames.put((attachment.container_id, attachment.ifname))
@@ -909,6 +959,10 @@ class CniDaemon:
                 detail = self._mend(attachment, repair.problem)
             except (StackubeError, spec.CniError, OSError) as exc:
                 self._report(attachment, repair.problem, ok=False, message=str(exc))
+                return False
+            except Exception as exc:  # a bug or a netlink error: one pod, not the pass
+                log.exception("repair of %s failed unexpectedly", attachment.key)
+                self._report(attachment, repair.problem, ok=False, message=f"internal: {exc!r}")
                 return False
             self._report(
                 attachment,

@@ -91,17 +91,24 @@ def claim_node(lease: LeaseLock) -> None:
 
 
 def _keep_node(lease: LeaseLock, stop: threading.Event) -> None:
-    """Renew the Lease every third of its duration; losing it stops the daemon."""
+    """Renew the Lease every third of its duration; losing it, or failing to renew it
+    for longer than it lasts (another daemon may hold it by then), stops the daemon."""
+    renewed = time.monotonic()
     while not stop.wait(LEASE_SECONDS / 3):
         try:
             if not lease.try_acquire_or_renew():
                 log.error("lost the node's Lease %s to another daemon: stopping", lease.name)
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
+            renewed = time.monotonic()
         except StackubeError as exc:
             log.warning("could not renew the node's Lease (will retry): %s", exc)
         except Exception:  # a background thread logs and lives on
             log.exception("renewing the node's Lease failed")
+        if time.monotonic() - renewed > LEASE_SECONDS:
+            log.error("the node's Lease %s expired unrenewed: stopping", lease.name)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
 
 
 def run(args: argparse.Namespace) -> int:

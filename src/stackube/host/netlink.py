@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 import threading
@@ -463,15 +464,70 @@ def rename_link(old: str, new: str) -> bool:
 PROBE_ROUTE_PROTOCOL = 0xFE
 
 
-def update_probe_routes(add: Iterable[str], remove: Iterable[str]) -> None:
-    """Add and remove /32 probe routes through `lo` (both idempotent)."""
+def update_probe_routes(add: Iterable[str], remove: Iterable[str]) -> set[str]:
+    """Add and remove /32 probe routes through `lo` (both idempotent). An address the
+    node already routes itself (a local address, a connected subnet, a route of its
+    own: anything but its default route or an unreachable/blackhole range) gets no
+    route: a tenant range overlapping the node's networks must not take the node's
+    traffic. Returns those skipped."""
+    skipped: set[str] = set()
     with IPRoute() as ipr:
         lo = _require(ipr, "lo")
         for ip in add:
-            ipr.route("replace", dst=f"{ip}/32", oif=lo, proto=PROBE_ROUTE_PROTOCOL)
+            if _routed_by_node(ipr, ip):
+                skipped.add(ip)
+                continue
+            try:
+                ipr.route("add", dst=f"{ip}/32", oif=lo, proto=PROBE_ROUTE_PROTOCOL)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
         for ip in remove:
             try:
                 ipr.route("del", dst=f"{ip}/32", oif=lo, proto=PROBE_ROUTE_PROTOCOL)
             except NetlinkError as exc:
                 if exc.code != errno.ESRCH:
                     raise
+    return skipped
+
+
+RTN_UNICAST = 1
+RTN_LOCAL = 2
+
+
+def node_routed(addresses: Iterable[str]) -> set[str]:
+    """Those of `addresses` the node routes itself (see update_probe_routes)."""
+    with IPRoute() as ipr:
+        return {ip for ip in addresses if _routed_by_node(ipr, ip)}
+
+
+def _routed_by_node(ipr: IPRoute, ip: str) -> bool:
+    """Does the node's main table send `ip` somewhere on purpose (longest match)?"""
+    try:
+        routes = ipr.route("get", dst=ip)
+    except NetlinkError:
+        return False  # unreachable/prohibited: nothing of the node's is there
+    for route in routes:
+        if route.get_attr("RTA_TABLE") not in (None, 254) and route["type"] != RTN_LOCAL:
+            continue
+        if route["type"] == RTN_LOCAL:
+            return True
+        if route["type"] != RTN_UNICAST or route["proto"] == PROBE_ROUTE_PROTOCOL:
+            return False
+    # A unicast answer: specific (connected or explicit) unless only the default matches.
+    return _matching_prefix(ipr, ip) > 0
+
+
+def _matching_prefix(ipr: IPRoute, ip: str) -> int:
+    """The longest prefix of a unicast route in the main table that covers `ip` (0: only
+    the default route)."""
+    address = ipaddress.ip_address(ip)
+    best = 0
+    for route in ipr.get_routes(family=2, table=254):
+        if route["type"] != RTN_UNICAST or route["proto"] == PROBE_ROUTE_PROTOCOL:
+            continue
+        length = int(route["dst_len"])
+        dst = route.get_attr("RTA_DST")
+        if length and dst and address in ipaddress.ip_network(f"{dst}/{length}", strict=False):
+            best = max(best, length)
+    return best
