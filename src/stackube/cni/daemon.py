@@ -354,7 +354,7 @@ class CniDaemon:
                 attachment.port_id,
             )
             self.driver.unplug(attachment.port_id)
-            attachment = attachment.advanced(Phase.NEW, port_id="")
+            attachment = attachment.advanced(Phase.NEW, port_id="", mac="", ip="")
             self.store.put(attachment)
 
         self.pools.track(network.network_id)
