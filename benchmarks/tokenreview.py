@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from secrets import token_hex, token_urlsafe
 
 import aiohttp
 from tests.integration.controller_harness import free_port
@@ -30,7 +31,7 @@ from tests.integration.controller_harness import free_port
 from benchmarks.live import with_live_tenant
 from stackube.devbox.box import Devbox
 from stackube.devbox.settings import DevboxSettings
-from stackube.openstack.cloud import Credentials
+from stackube.openstack.cloud import Credentials, connect_cloud
 from stackube.openstack.tokens import TokenValidator, issue_token
 
 
@@ -153,8 +154,29 @@ def main() -> int:
     devbox = Devbox(DevboxSettings.from_env())
     devbox.up()
     secrets = json.loads(devbox.settings.secrets_file.read_text())
-    admin = Credentials(devbox.settings.keystone_url, "admin", secrets["keystone_admin"], "admin")
-    tokens = [issue_token(admin)[0] for _ in range(args.tokens)]
+    # The webhook takes project-scoped tokens of the tenants' domain only: a tenant
+    # user's, as kubectl sends them.
+    conn = connect_cloud("devbox-admin", devbox.settings.clouds_yaml)
+    domain = conn.identity.find_domain("stackube")
+    name, password = f"bench-tokens-{token_hex(3)}", token_urlsafe(16)
+    project = conn.identity.create_project(name=name, domain_id=domain.id)
+    user = conn.identity.create_user(name=name, password=password, domain_id=domain.id)
+    conn.identity.assign_project_role_to_user(project, user, conn.identity.find_role("member"))
+    try:
+        tenant = Credentials(
+            devbox.settings.keystone_url, name, password, name,
+            user_domain="stackube", project_domain="stackube",
+        )  # fmt: skip
+        tokens = [issue_token(tenant)[0] for _ in range(args.tokens)]
+        return measure(devbox, args, secrets, tokens)
+    finally:
+        conn.identity.delete_user(user)
+        conn.identity.delete_project(project)
+
+
+def measure(
+    devbox: Devbox, args: argparse.Namespace, secrets: dict[str, str], tokens: list[str]
+) -> int:
     service = Credentials(
         devbox.settings.keystone_url, "stackube", secrets["stackube_service"], "service"
     )
