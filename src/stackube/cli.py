@@ -12,7 +12,13 @@ from pathlib import Path
 import yaml
 
 from stackube.api.crds import all_crds
-from stackube.api.manifests import admission_policies, cni_rbac, controller_rbac, proxy_rbac
+from stackube.api.manifests import (
+    admission_policies,
+    cluster_dns,
+    cni_rbac,
+    controller_rbac,
+    proxy_rbac,
+)
 from stackube.auth.options import (
     add_kubeconfig_arguments,
     add_login_arguments,
@@ -118,6 +124,7 @@ def _manifests(args: argparse.Namespace) -> int:
             *admission_policies(),
             *cni_rbac(),
             *proxy_rbac(),
+            *cluster_dns(),
         ]
         print(yaml.safe_dump_all(documents, sort_keys=False), end="")
         return 0
@@ -135,6 +142,10 @@ def _manifests(args: argparse.Namespace) -> int:
     (root / "cni" / "rbac.yaml").write_text(yaml.safe_dump_all(cni_rbac(), sort_keys=False))
     (root / "proxy").mkdir(parents=True, exist_ok=True)
     (root / "proxy" / "rbac.yaml").write_text(yaml.safe_dump_all(proxy_rbac(), sort_keys=False))
+    (root / "cluster-dns").mkdir(parents=True, exist_ok=True)
+    (root / "cluster-dns" / "cluster-dns.yaml").write_text(
+        yaml.safe_dump_all(cluster_dns(), sort_keys=False)
+    )
     return 0
 
 

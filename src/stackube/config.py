@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stackube.api.types import SpecError, check_cidr_and_gateway
+from stackube.api.types import SpecError, check_cidr_and_gateway, overlapping
 from stackube.errors import StackubeError
 
 SEED_KEYS = frozenset(
@@ -39,6 +39,9 @@ EXTRA_KEYS = frozenset(
         "dns-image",
         "cluster-domain",
         "role-mapping",
+        "tenant-cidr",
+        "tenant-gateway",
+        "system-project",
     }
 )
 # The tenant DNS servers' image: CoreDNS as its project publishes it.
@@ -71,8 +74,15 @@ class ControllerConfig:
     ext_net_id: str | None = None
     plugin_name: str = "linuxbridge"
     integration_bridge: str = "br-int"
+    # The system network (namespaces no Tenant owns; the seed's keys).
     user_cidr: str = "10.244.0.0/16"
     user_gateway: str = "10.244.0.1"
+    # A Tenant's default Network: never inside user-cidr, which the nodes route to the
+    # system network (docs/decisions/0010).
+    tenant_cidr: str = "10.245.0.0/16"
+    tenant_gateway: str = "10.245.0.1"
+    # The Keystone project (in project-domain-name) that owns the system network.
+    system_project: str = "stackube-system"
     kubernetes_host: str | None = None
     kubernetes_port: int = 6443
     keyring: str | None = field(default=None, repr=False)
@@ -158,6 +168,17 @@ def parse_config(
         check_cidr_and_gateway(cidr, gateway)
     except SpecError as exc:
         raise ConfigError(f"user-cidr/user-gateway: {exc}") from exc
+    tenant_cidr = merged.get("tenant-cidr", ControllerConfig.tenant_cidr)
+    tenant_gateway = merged.get("tenant-gateway", ControllerConfig.tenant_gateway)
+    try:
+        check_cidr_and_gateway(tenant_cidr, tenant_gateway)
+    except SpecError as exc:
+        raise ConfigError(f"tenant-cidr/tenant-gateway: {exc}") from exc
+    if overlapping(tenant_cidr, cidr):
+        raise ConfigError(
+            f"tenant-cidr {tenant_cidr} overlaps user-cidr {cidr} (the system network, which "
+            "the nodes route to): choose ranges that do not overlap"
+        )
     # Absent: the default. Present but empty is a mistake, not "grant nothing" or "default".
     role_mapping = (
         parse_role_mapping(merged["role-mapping"])
@@ -178,6 +199,9 @@ def parse_config(
         integration_bridge=merged.get("integration-bridge") or "br-int",
         user_cidr=cidr,
         user_gateway=gateway,
+        tenant_cidr=tenant_cidr,
+        tenant_gateway=tenant_gateway,
+        system_project=merged.get("system-project") or "stackube-system",
         kubernetes_host=merged.get("kubernetes-host") or None,
         kubernetes_port=int(port_text),
         keyring=merged.get("keyring") or None,

@@ -107,6 +107,7 @@ class CniNode:
             "--pool-eager" if pool_eager else "--no-pool-eager",
             "--cluster-dns=10.96.0.10",
             "--resync-seconds=1",
+            "--node-link=",  # the devbox's daemon owns the node link
             "--port-active-timeout=45",
         ]
         with self.log.open("wb") as out:

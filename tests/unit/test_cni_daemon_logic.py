@@ -27,6 +27,7 @@ from stackube.cni.tenancy import (
     choose_network,
     dns_pod_tenant,
     live_network_refs,
+    system_network_for,
 )
 from stackube.host.cri import netns_from_info
 from stackube.host.netlink import PodInterface
@@ -415,3 +416,25 @@ def test_the_probe_chain_redirects_exactly_the_targets() -> None:
 def test_the_original_destination_is_decoded_from_sockaddr_in() -> None:
     raw = bytes([2, 0, 0x1F, 0x90, 10, 244, 0, 5]) + bytes(8)
     assert original_destination(raw) == ("10.244.0.5", 8080)
+
+
+def test_a_namespace_without_a_network_uses_the_system_network_unless_a_tenant_owns_it() -> None:
+    system = {
+        "metadata": {"namespace": "kube-system", "name": "system"},
+        "status": {"state": "Active", "networkID": "sys-net", "subnetID": "sys-sub"},
+    }
+    ref = system_network_for("default", {}, [system])
+    assert (ref.namespace, ref.name, ref.network_id) == ("kube-system", "system", "sys-net")
+    # A Tenant's namespace waits for its own Network: never the system one.
+    with pytest.raises(spec.CniError, match="Tenant team's and has no Network yet") as caught:
+        system_network_for("team", {"stackube.kubernetes.io/tenant": "team"}, [system])
+    assert caught.value.code == spec.TRY_AGAIN_LATER
+    with pytest.raises(spec.CniError, match="does not exist"):
+        system_network_for("gone", None, [system])
+    # Only kube-system/system is the system network.
+    other = {**system, "metadata": {"namespace": "kube-system", "name": "other"}}
+    with pytest.raises(spec.CniError, match="kube-system/system does not exist yet"):
+        system_network_for("default", {}, [other])
+    pending = {**system, "status": {"state": "Pending"}}
+    with pytest.raises(spec.CniError, match="not Active yet"):
+        system_network_for("default", {}, [pending])

@@ -8,7 +8,9 @@ from openstack import exceptions as sdk
 from stackube import config
 from stackube.api import naming
 from stackube.api.conditions import set_condition
-from stackube.controller import rbac
+from stackube.api.types import parse_network
+from stackube.controller import rbac, system
+from stackube.controller.network import NetworkReconciler
 from stackube.controller.operator import retry_delay
 from stackube.errors import NotFoundError, PermanentError, TemporaryError
 from stackube.openstack.errors import translate
@@ -56,6 +58,8 @@ def test_secret_values_win_and_are_never_in_repr() -> None:
         ({"bogus": "1"}, "unknown configuration keys: bogus"),
         ({"user-gateway": "10.0.0.1"}, "user-cidr/user-gateway"),
         ({"kubernetes-port": "http"}, "kubernetes-port"),
+        ({"tenant-cidr": "10.244.128.0/17", "tenant-gateway": "10.244.128.1"}, "overlaps"),
+        ({"tenant-gateway": "10.244.0.1"}, "tenant-cidr/tenant-gateway"),
     ],
 )
 def test_bad_configuration_names_the_key(change: dict[str, str], message: str) -> None:
@@ -259,3 +263,40 @@ def test_a_network_is_active_only_once_its_router_interface_is_up() -> None:
     assert "no interface" in str(gateway_problem([port("ACTIVE", "network:dhcp")], "r1", "s1"))
     assert "DOWN" in str(gateway_problem([port("DOWN")], "r1", "s1"))
     assert gateway_problem([port("ACTIVE")], "r1", "s1") is None
+
+
+def test_the_system_network_comes_from_user_cidr_and_tenants_default_elsewhere() -> None:
+    parsed = config.parse_config(SEED)
+    assert (parsed.user_cidr, parsed.user_gateway) == ("10.244.0.0/16", "10.244.0.1")
+    assert (parsed.tenant_cidr, parsed.tenant_gateway) == ("10.245.0.0/16", "10.245.0.1")
+    assert system.system_network_spec(parsed) == {"cidr": "10.244.0.0/16", "gateway": "10.244.0.1"}
+    network = {"spec": {"cidr": "10.244.0.0/16", "gateway": "10.244.0.1"}}
+    assert system.spec_drift(network, parsed) is None
+    drifted = system.spec_drift({"spec": {"cidr": "10.250.0.0/16"}}, parsed)
+    assert drifted is not None and "10.250.0.0/16" in drifted and "kept as it is" in drifted
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name", "cidr", "refused"),
+    [
+        ("team", "team", "10.244.0.0/16", True),
+        ("team", "team", "10.0.0.0/8", True),  # holds user-cidr
+        ("team", "team", "10.244.7.0/24", True),
+        ("team", "team", "10.245.0.0/16", False),
+        ("lab", "own", "192.168.7.0/24", False),
+        ("kube-system", "system", "10.244.0.0/16", False),  # the system network itself
+        ("kube-system", "other", "10.244.0.0/16", True),
+    ],
+)
+def test_only_the_system_network_may_use_user_cidr(
+    namespace: str, name: str, cidr: str, refused: bool
+) -> None:
+    reconciler = NetworkReconciler(lambda: None, None, config.parse_config(SEED))  # type: ignore[arg-type,return-value]
+    spec = parse_network(
+        {"metadata": {"namespace": namespace, "name": name}, "spec": {"cidr": cidr}}
+    )
+    if refused:
+        with pytest.raises(PermanentError, match="overlaps the system network's user-cidr"):
+            reconciler._check_range(spec, [cidr])
+    else:
+        reconciler._check_range(spec, [cidr])

@@ -197,7 +197,7 @@ def test_the_external_range_must_not_hold_addresses_the_machine_uses() -> None:
 
 
 def test_pod_and_service_ranges_never_leave_the_machine() -> None:
-    assert podaccess.host_routes(SETTINGS) == ["10.244.0.0/16", "10.96.0.0/12"]
+    assert podaccess.host_routes(SETTINGS) == ["10.244.0.0/16", "10.245.0.0/16", "10.96.0.0/12"]
 
 
 def test_a_process_without_inputs_is_identified_by_its_command_line() -> None:

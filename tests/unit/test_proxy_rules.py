@@ -17,7 +17,13 @@ from stackube.proxy.render import (
     udp_endpoints_removed,
 )
 from stackube.proxy.sync import ProxyEngine
-from stackube.proxy.tenants import ProxySettings, router_of, tenant_services
+from stackube.proxy.tenants import (
+    SYSTEM_SCOPE,
+    ProxySettings,
+    router_of,
+    scope_of,
+    tenant_services,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -115,12 +121,55 @@ def test_the_cluster_dns_ip_goes_to_the_tenants_own_dns_server() -> None:
     assert {p.service for p in tenant.ports} == {"nginx", "test"}
 
 
+def namespace_object(name: str, tenant: bool) -> dict[str, Any]:
+    labels = {"stackube.kubernetes.io/tenant": name} if tenant else {}
+    return {"metadata": {"name": name, "labels": labels}}
+
+
 def test_a_change_to_a_tenants_dns_service_resyncs_that_tenant_only() -> None:
     engine = ProxyEngine(ProxySettings(), tables=None)  # type: ignore[arg-type]
+    for name in ("team-a", "team-b"):
+        engine.on_change("namespaces", None, namespace_object(name, tenant=True))
+    engine._dirty.clear()
     svc = in_dns_namespace(service("team-a", "10.96.0.53", [{"port": 53}]))
     engine.on_change("services", None, svc)
     engine.on_change("endpointslices", None, in_dns_namespace(endpoint_slice("team-b", [], 53)))
     assert engine._dirty == {"team-a", "team-b"}
+
+
+def test_namespaces_no_tenant_owns_are_served_by_the_system_router() -> None:
+    engine = ProxyEngine(ProxySettings(), tables=None)  # type: ignore[arg-type]
+    engine.on_change("namespaces", None, namespace_object("team-a", tenant=True))
+    engine.on_change("namespaces", None, namespace_object("default", tenant=False))
+    system = {
+        "metadata": {"namespace": "kube-system", "name": "system"},
+        "status": {"routerID": "sys-router"},
+    }
+    engine.on_change("networks", None, system)
+    engine._dirty.clear()
+    for namespace in ("default", "kube-system", "made-by-an-admin"):
+        engine.on_change(
+            "services", None, {**NGINX, "metadata": {"namespace": namespace, "name": "x"}}
+        )
+    assert engine._dirty == {SYSTEM_SCOPE}
+    engine.on_change("services", None, {**NGINX, "metadata": {"namespace": "team-a", "name": "x"}})
+    assert engine._dirty == {SYSTEM_SCOPE, "team-a"}
+    # A Tenant's namespace never joins the system's scope, even before its Network exists;
+    # nor does the DNS namespace (its Services are tenants').
+    assert scope_of("team-a", [], {"team-a"}, ProxySettings()) == "team-a"
+    assert scope_of("stackube-dns", [], set(), ProxySettings()) == "stackube-dns"
+    # kube-system's system Network is not a Network of its own.
+    assert scope_of("kube-system", [system], set(), ProxySettings()) == SYSTEM_SCOPE
+    own = {"metadata": {"namespace": "lab", "name": "lab"}, "status": {"routerID": "r"}}
+    assert scope_of("lab", [own], set(), ProxySettings()) == "lab"
+    with engine._changed:
+        networks, services, _ = engine._system_snapshot()
+    assert [n["status"]["routerID"] for n in networks] == ["sys-router"]
+    assert sorted(s["metadata"]["namespace"] for s in services) == [
+        "default",
+        "kube-system",
+        "made-by-an-admin",
+    ]
 
 
 def test_the_router_is_that_of_the_network_named_like_the_namespace() -> None:

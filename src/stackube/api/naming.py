@@ -14,6 +14,17 @@ PROJECT_GROUP_PREFIX = "stackube:project:"
 DNS_SERVICE_ACCOUNT = "tenant-dns"
 # Ports the CNI daemon makes for pods carry this device_owner.
 POD_PORT_DEVICE_OWNER = "compute:kubestack"
+# Each node's own port on the system network (its address there: the host and the API
+# server reach system pods through it), and the host's link that carries it.
+NODE_PORT_DEVICE_OWNER = "compute:stackube-node"
+NODE_LINK = "stackube0"
+# The Keystone project that owns the system network (not a Tenant: no users).
+SYSTEM_PROJECT_TAG = "stackube-system"
+
+
+def node_port_name(node: str) -> str:
+    """The Neutron name of a node's port on the system network."""
+    return f"stackube-node-{node}"
 
 
 def neutron_name(namespace: str, name: str) -> str:

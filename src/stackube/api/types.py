@@ -34,6 +34,12 @@ KEYSTONE_NAME = re.compile(r"^[^\s/:]{1,64}$")
 # ConfigMap are named after the tenant, its pods sit on the tenant's network. Tenants
 # cannot reach into it, and no ServiceAccount of a tenant namespace holds its API reads.
 DNS_NAMESPACE = "stackube-dns"
+# The system network: pods of every namespace no Tenant owns (default, kube-system,
+# kube-public, those a cluster admin makes) join the Network of this name in this
+# namespace, made by the controller from `user-cidr`/`user-gateway` under the system
+# project (docs/decisions/0010). The node has an address on it; tenants never do.
+SYSTEM_NAMESPACE = "kube-system"
+SYSTEM_NETWORK = "system"
 # Namespaces no Tenant may own: Kubernetes' own and Stackube's.
 RESERVED_NAMESPACES = frozenset({"default", DNS_NAMESPACE})
 RESERVED_NAMESPACE_PREFIXES = ("kube-",)
@@ -207,6 +213,22 @@ def namespace_network(
     if named:
         return named[0]
     return networks[0] if len(networks) == 1 else None
+
+
+def is_system_network(namespace: str, name: str) -> bool:
+    return (namespace, name) == (SYSTEM_NAMESPACE, SYSTEM_NETWORK)
+
+
+def is_tenant_namespace(labels: Mapping[str, str]) -> bool:
+    """A namespace the controller made for a Tenant (its pods never join the system
+    network, even while the tenant's own Network is not there yet)."""
+    return bool(labels.get(LABEL_TENANT))
+
+
+def overlapping(cidr: str, other: str) -> bool:
+    """Do two IPv4/IPv6 networks in CIDR form share an address? (False across versions.)"""
+    a, b = ipaddress.ip_network(cidr, strict=False), ipaddress.ip_network(other, strict=False)
+    return a.version == b.version and a.overlaps(b)
 
 
 def is_deleting(obj: Mapping[str, Any]) -> bool:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stackube.api.naming import POD_PORT_DEVICE_OWNER
+from stackube.api.naming import NODE_PORT_DEVICE_OWNER, POD_PORT_DEVICE_OWNER, node_port_name
 from stackube.api.objects import ObjectIndex
-from stackube.api.types import DNS_NAMESPACE
+from stackube.api.types import DNS_NAMESPACE, SYSTEM_NAMESPACE, SYSTEM_NETWORK
 from stackube.cni import spec
 from stackube.cni.attachments import Attachment, AttachmentStore, Phase, attachment_key
 from stackube.cni.drivers import PlugDriver, parked_ifname
@@ -49,6 +49,7 @@ from stackube.cni.tenancy import (
     cidr_address,
     dns_pod_tenant,
     live_network_refs,
+    system_network_for,
 )
 from stackube.errors import NotFoundError, StackubeError, TemporaryError
 from stackube.faults import checkpoint
@@ -83,6 +84,7 @@ class DaemonSettings:
     binding_host: str = ""  # Neutron's name for this host; default: `node`
     cri_endpoint: str = cri.DEFAULT_ENDPOINT
     repair_seconds: float = 5.0
+    node_link: str = ""  # the host's link on the system network ("": none)
 
     @property
     def host(self) -> str:
@@ -134,6 +136,8 @@ class CniDaemon:
         # The /32 routes this daemon made (they outlive it: kept beside the journal).
         self._routes_file = store.directory.parent / "probe-routes.json"
         self.relay_port = 0
+        # The system network's Neutron id once its Network is Active (node link, probes).
+        self.system_network_id: str | None = None
 
     # ---- the socket's entry point --------------------------------------------------------
     def handle(self, message: Mapping[str, Any]) -> dict[str, Any]:
@@ -240,13 +244,25 @@ class CniDaemon:
 
     def tenant_network(self, namespace: str) -> TenantNetwork:
         """From the watched Networks; a namespace they do not (yet) show as usable is
-        read from the API (a Network made a moment ago)."""
+        read from the API (a Network made a moment ago). A namespace without Networks
+        that no Tenant owns uses the system network."""
         if self.networks_watched.is_set():
             try:
-                return self._resolve(choose_network(namespace, self._cached_networks(namespace)))
+                return self._resolve(self._choose(namespace, self._cached_networks))
             except spec.CniError:
                 pass
-        return self._resolve(choose_network(namespace, kube.list_networks(self.kube, namespace)))
+        return self._resolve(self._choose(namespace, lambda ns: kube.list_networks(self.kube, ns)))
+
+    def _choose(
+        self, namespace: str, networks_in: Callable[[str], list[dict[str, Any]]]
+    ) -> NetworkRef:
+        items = networks_in(namespace)
+        if items:
+            return choose_network(namespace, items)
+        found = kube.get_namespace(self.kube, namespace)
+        return system_network_for(
+            namespace, found.labels if found else None, networks_in(SYSTEM_NAMESPACE)
+        )
 
     # ---- ADD -----------------------------------------------------------------------------
     def add(self, request: spec.Request) -> dict[str, Any]:
@@ -732,10 +748,14 @@ class CniDaemon:
         journal (addresses, netns) and the pod watch (probe ports)."""
         with self._guard:
             ports = dict(self._probe_ports)
+        # System pods are reached directly (the node link): only tenant pods are relayed.
         targets = {
             (a.ip, port): a.netns
             for a in self.store.all()
-            if a.ip and a.netns and a.phase in (Phase.PLUGGED, Phase.RECORDED)
+            if a.ip
+            and a.netns
+            and a.phase in (Phase.PLUGGED, Phase.RECORDED)
+            and a.network_id != self.system_network_id
             for port in ports.get(a.pod_uid, ())
         }
         had = self._probe_routes()
@@ -909,12 +929,101 @@ class CniDaemon:
                 )
         return found
 
+    # ---- the node's own port on the system network ----------------------------------------
+    def sync_node_link(self) -> bool:
+        """The node's port on the system network (`stackube-node-<node>`, bound here) and
+        the host's link `node_link` with its MAC and address, attached to the agent's
+        bridge: the host (kubelet, API server) reaches system pods through it. Nothing
+        until the system Network is Active. True if anything was made or mended."""
+        if not self.settings.node_link:
+            return False
+        refs = live_network_refs(
+            n
+            for n in self._networks_now()
+            if (n.get("metadata") or {}).get("namespace") == SYSTEM_NAMESPACE
+            and (n.get("metadata") or {}).get("name") == SYSTEM_NETWORK
+        )
+        if not refs:
+            return False
+        network = self._resolve(next(iter(refs.values())))
+        self.system_network_id = network.network_id
+        device_id = node_port_name(self.settings.node)
+        conn = self.conn()
+        ports = neutron.pod_ports(
+            conn,
+            device_owner=NODE_PORT_DEVICE_OWNER,
+            device_id=device_id,
+            network_id=network.network_id,
+        )
+        changed = False
+        if not ports:
+            ports = [
+                neutron.create_pod_port(
+                    conn,
+                    network_id=network.network_id,
+                    project_id=network.project_id,
+                    name=device_id,
+                    device_id=device_id,
+                    device_owner=NODE_PORT_DEVICE_OWNER,
+                    host=self.settings.host,
+                    description=self.marker,
+                )
+            ]
+            log.info("made port %s: this node on the system network", ports[0].id)
+            changed = True
+        port, extra = ports[0], ports[1:]
+        for duplicate in extra:  # a create whose answer was lost, made again
+            neutron.delete_port(conn, duplicate.id)
+        if port.host != self.settings.host:
+            port = neutron.rebind_port(conn, port.id, self.settings.host)
+            changed = True
+        ip = port.address_on(network.subnet_id)
+        if ip is None:
+            raise TemporaryError(f"node port {port.id} has no address on {network.subnet_id}")
+        tap = host_ifname(port.id)
+        changed = (
+            netlink.ensure_node_link(
+                tap,
+                self.settings.node_link,
+                mac=port.mac,
+                mtu=network.mtu,
+                address=cidr_address(ip, network.cidr),
+            )
+            or changed
+        )
+        if not self.driver.is_plugged(port.id, network.network_id):
+            self.driver.rewire(
+                tap,
+                port_id=port.id,
+                network_id=network.network_id,
+                mac=port.mac,
+                device_id=device_id,
+            )
+            changed = True
+        if changed:
+            log.info(
+                "node link %s: %s on the system network %s (port %s)",
+                self.settings.node_link,
+                cidr_address(ip, network.cidr),
+                network.network_id,
+                port.id,
+            )
+        return changed
+
     # ---- repair: ports deleted or unbound behind our back, host ends gone -----------------
     def repair_loop(self) -> None:
-        """Every `repair_seconds`: mend the pods' attachments (never dies: a failed pass
-        is logged and the next one runs)."""
+        """Every `repair_seconds`: mend the node link and the pods' attachments (never
+        dies: a failed pass is logged and the next one runs)."""
         self.ready.wait()
-        while not self.stopping.wait(self.settings.repair_seconds):
+        while True:
+            try:
+                self.sync_node_link()
+            except StackubeError as exc:
+                log.warning("node link: %s (retrying)", exc)
+            except Exception:  # a background thread logs and lives on
+                log.exception("node link sync failed")
+            if self.stopping.wait(self.settings.repair_seconds):
+                return
             try:
                 self.repair_once()
             except Exception:  # a background thread logs and lives on

@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         binding_host=args.binding_host,
         cri_endpoint=args.cri_endpoint,
         repair_seconds=args.repair_seconds,
+        node_link=args.node_link,
         pool_size=args.pool_size,
         pool_eager=args.pool_eager,
         cluster_dns=tuple(args.cluster_dns),

@@ -73,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the probe relay's port on 127.0.0.1 (0: any free one)",
     )
     parser.add_argument(
+        "--node-link",
+        default="stackube0",
+        help="the host's link on the system network (the node's address there, through "
+        "which the host and the API server reach system pods); empty: none",
+    )
+    parser.add_argument(
         "--repair-seconds",
         type=float,
         default=5.0,

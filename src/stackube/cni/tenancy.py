@@ -7,7 +7,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stackube.api.types import LABEL_TENANT, State, is_deleting, namespace_network
+from stackube.api.types import (
+    LABEL_TENANT,
+    SYSTEM_NAMESPACE,
+    SYSTEM_NETWORK,
+    State,
+    is_deleting,
+    is_system_network,
+    is_tenant_namespace,
+    namespace_network,
+)
 from stackube.cni import spec
 from stackube.host.netlink import PodInterface
 
@@ -73,6 +82,39 @@ def choose_network(namespace: str, items: Sequence[Mapping[str, Any]]) -> Networ
             f"Network {namespace}/{ref.name} is not Active yet (state {state or 'unset'})",
         )
     return ref
+
+
+def system_network_for(
+    namespace: str,
+    labels: Mapping[str, str] | None,
+    system_items: Sequence[Mapping[str, Any]],
+) -> NetworkRef:
+    """The Network of a namespace that has none of its own: the system network, unless a
+    Tenant owns the namespace (its pods wait for the tenant's Network: a tenant's pod
+    never joins the system network). `labels`: the namespace's (None: no namespace)."""
+    if labels is None:
+        raise spec.CniError(spec.TRY_AGAIN_LATER, f"namespace {namespace} does not exist")
+    if is_tenant_namespace(labels):
+        raise spec.CniError(
+            spec.TRY_AGAIN_LATER,
+            f"namespace {namespace} is Tenant {labels[LABEL_TENANT]}'s and has no Network yet",
+        )
+    system = [
+        item
+        for item in system_items
+        if is_system_network(
+            str((item.get("metadata") or {}).get("namespace", "")),
+            str((item.get("metadata") or {}).get("name", "")),
+        )
+    ]
+    if not system:
+        raise spec.CniError(
+            spec.TRY_AGAIN_LATER,
+            f"namespace {namespace} uses the system network, and Network "
+            f"{SYSTEM_NAMESPACE}/{SYSTEM_NETWORK} does not exist yet",
+            "stackube-controller makes it from user-cidr and user-gateway",
+        )
+    return choose_network(SYSTEM_NAMESPACE, system)
 
 
 def dns_pod_tenant(namespace: str, pod: str, labels: Mapping[str, str] | None) -> str:

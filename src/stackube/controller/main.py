@@ -18,6 +18,7 @@ from stackube.config import parse_config, read_key_files
 from stackube.controller import metrics
 from stackube.controller.network import NetworkReconciler
 from stackube.controller.operator import Reconcilers, register
+from stackube.controller.system import keep_system_network
 from stackube.controller.tenant import TenantReconciler
 from stackube.errors import StackubeError
 from stackube.kube.client import api_client, endpoint
@@ -75,6 +76,12 @@ def run(args: argparse.Namespace) -> int:
             target=_keep_lease, args=(lock, done, lost), name="leader-lease", daemon=True
         ).start()
 
+    threading.Thread(
+        target=keep_system_network,
+        args=(kube, config, done),
+        name="system-network",
+        daemon=True,
+    ).start()
     registry = kopf.OperatorRegistry()
     register(registry, args.resync_seconds)
 

@@ -13,13 +13,27 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from stackube.api.naming import POD_PORT_DEVICE_OWNER, neutron_name
-from stackube.api.types import LABEL_PROJECT_ID, NetworkSpec, SpecError, parse_network
+from stackube.api.naming import (
+    NODE_PORT_DEVICE_OWNER,
+    POD_PORT_DEVICE_OWNER,
+    SYSTEM_PROJECT_TAG,
+    neutron_name,
+)
+from stackube.api.types import (
+    LABEL_PROJECT_ID,
+    NetworkSpec,
+    SpecError,
+    is_system_network,
+    is_tenant_namespace,
+    overlapping,
+    parse_network,
+)
 from stackube.config import ControllerConfig
 from stackube.errors import PermanentError, TemporaryError
 from stackube.faults import checkpoint
 from stackube.kube import resources as kube
 from stackube.kube.client import ApiClient
+from stackube.openstack import identity
 from stackube.openstack import network as neutron
 from stackube.openstack.cloud import Connection
 
@@ -77,26 +91,87 @@ class NetworkReconciler:
         # together. Deletions are not limited: measured, limiting them was slower
         # (docs/benchmarks.md).
         self._slots = threading.BoundedSemaphore(neutron_concurrency)
+        self._system_project: str | None = None
+        self._system_guard = threading.Lock()
 
     @property
     def conn(self) -> Connection:
         return self._openstack()
 
     def project_id(self, namespace: str) -> str:
+        """The Keystone project owning a namespace's Networks: its Tenant's (the
+        namespace's label), or the system project for a namespace no Tenant owns."""
         ns = kube.get_namespace(self.kube, namespace)
-        project = ns.labels.get(LABEL_PROJECT_ID) if ns else None
-        if not project:
+        if ns is None:
+            raise TemporaryError(f"namespace {namespace} does not exist (yet)", retry_after=5)
+        project = ns.labels.get(LABEL_PROJECT_ID)
+        if project:
+            return project
+        if is_tenant_namespace(ns.labels):
             raise TemporaryError(
-                f"namespace {namespace} belongs to no Stackube Tenant "
-                f"(no {LABEL_PROJECT_ID} label)",
+                f"namespace {namespace} is a Tenant's but has no {LABEL_PROJECT_ID} label yet",
                 retry_after=5,
             )
-        return project
+        return self.system_project()
 
-    def _adopted(self, namespace: str, network_id: str) -> NetworkResult:
+    def system_project(self) -> str:
+        """The system project (config `system-project`, in the controller's project
+        domain), made on first use and tagged so it is never taken for someone else's."""
+        with self._system_guard:
+            if self._system_project is None:
+                domain = identity.find_domain_id(self.conn, self.config.project_domain_name)
+                if domain is None:
+                    raise PermanentError(
+                        f"Keystone domain {self.config.project_domain_name!r} does not exist"
+                    )
+                name = self.config.system_project
+                project = identity.find_project(self.conn, name, domain)
+                if project is None:
+                    project = identity.create_project(
+                        self.conn,
+                        name,
+                        domain,
+                        description="Stackube system network (namespaces no Tenant owns)",
+                        tags=(SYSTEM_PROJECT_TAG,),
+                    )
+                    log.info("created the system project %s (%s)", name, project.id)
+                elif SYSTEM_PROJECT_TAG not in project.tags:
+                    raise PermanentError(
+                        f"Keystone project {name!r} exists and was not made by Stackube for "
+                        "the system network: set system-project to another name"
+                    )
+                self._system_project = project.id
+            return self._system_project
+
+    def _owner_if_known(self, namespace: str) -> str | None:
+        """project_id() for a finalizer: None where it cannot say (namespace gone, or a
+        Tenant's without its label), instead of waiting."""
+        ns = kube.get_namespace(self.kube, namespace)
+        if ns is None:
+            return None
+        project = ns.labels.get(LABEL_PROJECT_ID)
+        if project or is_tenant_namespace(ns.labels):
+            return project or None
+        return self.system_project()
+
+    def _check_range(self, spec: NetworkSpec, cidrs: list[str]) -> None:
+        """Only the system network may use user-cidr: the nodes route it to the system
+        network, so a pod of another network there could not be probed (and must not
+        be mistaken for a system pod)."""
+        if is_system_network(spec.namespace, spec.name):
+            return
+        for cidr in cidrs:
+            if overlapping(cidr, self.config.user_cidr):
+                raise PermanentError(
+                    f"CIDR {cidr} overlaps the system network's user-cidr "
+                    f"{self.config.user_cidr}, which the nodes route to: choose another range "
+                    f"(a Tenant's default is {self.config.tenant_cidr})"
+                )
+
+    def _adopted(self, spec: NetworkSpec, network_id: str) -> NetworkResult:
         """An existing Neutron network, only if the namespace's tenant owns it: pods
         here would otherwise join another project's L2 (and its ports be billed there)."""
-        project = self.project_id(namespace)
+        project = self.project_id(spec.namespace)
         net = neutron.get_network(self.conn, network_id)
         if net is None:
             raise PermanentError(f"adopted Neutron network {network_id} does not exist")
@@ -106,6 +181,7 @@ class NetworkReconciler:
                 f"not to this namespace's tenant (project {project})"
             )
         subnets = neutron.subnets_of(self.conn, net.id)
+        self._check_range(spec, [s.cidr for s in subnets])
         return NetworkResult(net.id, subnets[0].id if subnets else None, None)
 
     def reconcile(self, body: Mapping[str, Any]) -> NetworkResult:
@@ -121,9 +197,10 @@ class NetworkReconciler:
         except SpecError as exc:
             raise PermanentError(str(exc)) from exc
         if spec.network_id is not None:
-            return self._adopted(spec.namespace, spec.network_id)
+            return self._adopted(spec, spec.network_id)
         if spec.cidr is None:  # parse_network requires one of the two
             raise PermanentError("spec.cidr is required unless spec.networkID adopts a network")
+        self._check_range(spec, [spec.cidr])
         status = body.get("status") or {}
         project = self.project_id(spec.namespace)
         name = neutron_name(spec.namespace, spec.name)
@@ -203,8 +280,7 @@ class NetworkReconciler:
         status = body.get("status") or {}
         namespace, name = str(meta["namespace"]), str(meta["name"])
         neutron_names = neutron_name(namespace, name)
-        ns = kube.get_namespace(self.kube, namespace)
-        project = ns.labels.get(LABEL_PROJECT_ID) if ns else None
+        project = self._owner_if_known(namespace)
 
         net_ids = {status["networkID"]} if status.get("networkID") else set()
         router_ids = {status["routerID"]} if status.get("routerID") else set()
@@ -215,7 +291,7 @@ class NetworkReconciler:
         for net_id in net_ids:
             foreign = []
             for port in neutron.ports_on(self.conn, net_id):
-                if port.device_owner.startswith(POD_PORT_DEVICE_OWNER):
+                if port.device_owner.startswith((POD_PORT_DEVICE_OWNER, NODE_PORT_DEVICE_OWNER)):
                     neutron.delete_port(self.conn, port.id)
                 elif not port.device_owner.startswith(_NEUTRON_OWNED):
                     foreign.append(f"{port.id} ({port.device_owner or 'no owner'})")

@@ -219,7 +219,7 @@ class TenantReconciler:
                 self.kube,
                 spec.name,
                 spec.name,
-                {"cidr": self.config.user_cidr, "gateway": self.config.user_gateway},
+                {"cidr": self.config.tenant_cidr, "gateway": self.config.tenant_gateway},
                 naming.tenant_labels(spec.name, project.id),
             )
             log.info("tenant %s: created Network %s/%s", spec.name, spec.name, spec.name)

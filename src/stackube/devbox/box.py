@@ -129,6 +129,8 @@ class Devbox:
         self._start_track(self.stackube_services())
         # A node: registry with our images, containerd, kubestack, stackube-proxy, kubelet.
         self._start_track(self.node_services())
+        with self.progress.step("cluster DNS and the kubernetes Service's endpoint"):
+            NodeDevbox(self.settings).apply_system_addons()
         self.progress.say("devbox is up; `stackube devbox env` prints the exports")
 
     def _check_backend(self) -> None:

@@ -169,6 +169,10 @@ def apiserver_argv(settings: DevboxSettings, options: ApiserverOptions) -> list[
         # The only address is loopback, which Endpoints may not hold: the devbox does not
         # publish the apiserver through the `kubernetes` Service's endpoints.
         "endpoint-reconciler-type": "none",
+        # Webhooks, aggregated APIs and the service proxy go to an endpoint's pod address
+        # (the host reaches system pods through the node link), not to the ClusterIP,
+        # which only the system network's router serves.
+        "enable-aggregator-routing": "true",
         "v": "1",
     }
     flags.update(options.extra_flags)

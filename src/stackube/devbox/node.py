@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from stackube.api.manifests import cni_rbac, proxy_rbac
+from stackube.api.manifests import cluster_dns, cni_rbac, proxy_rbac
 from stackube.devbox import health, images
 from stackube.devbox.commands import StepError, run
 from stackube.devbox.fsutil import write_atomic
@@ -298,6 +298,33 @@ def kubelet_api_binding() -> dict[str, Any]:
     }
 
 
+def apiserver_endpoint_slice(settings: DevboxSettings) -> dict[str, Any]:
+    """The `kubernetes` Service's endpoint where pods reach the API server (the host's
+    relay on the external segment): the devbox's apiserver listens on loopback only and
+    publishes no endpoint itself (endpoint-reconciler-type none)."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {
+                "kubernetes.io/service-name": "kubernetes",
+                "endpointslice.kubernetes.io/managed-by": "stackube-devbox",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [settings.pod_apiserver_host], "conditions": {"ready": True}}],
+        "ports": [{"name": "https", "port": settings.ports.kube_apiserver, "protocol": "TCP"}],
+    }
+
+
+def system_addons(settings: DevboxSettings) -> list[dict[str, Any]]:
+    """What the system network's pods need from the cluster: its DNS, and the API
+    server behind the `kubernetes` Service."""
+    return [*cluster_dns(settings.coredns_image), apiserver_endpoint_slice(settings)]
+
+
 # ---- the node -----------------------------------------------------------------------------
 class NodeDevbox:
     def __init__(self, settings: DevboxSettings) -> None:
@@ -325,6 +352,10 @@ class NodeDevbox:
         with session(self.settings.admin_kubeconfig) as api:
             documents = [*cni_rbac(), *proxy_rbac(), kubelet_api_binding()]
             apply.server_side_apply(api, documents, "stackube-devbox")
+
+    def apply_system_addons(self) -> None:
+        with session(self.settings.admin_kubeconfig) as api:
+            apply.server_side_apply(api, system_addons(self.settings), "stackube-devbox")
 
     # -- registry and images
     def _registry_prepare(self) -> None:

@@ -137,7 +137,7 @@ def addresses_in_use() -> list[str]:
 
 def host_routes(settings: DevboxSettings) -> list[str]:
     """Ranges the host must never send off the machine."""
-    return [settings.user_cidr, settings.service_cidr]
+    return [settings.user_cidr, settings.tenant_cidr, settings.service_cidr]
 
 
 def remove_host_routes(settings: DevboxSettings) -> list[str]:

@@ -80,8 +80,10 @@ class DevboxSettings:
     ports: Ports = field(default_factory=Ports)
     service_cidr: str = "10.96.0.0/12"
     # Tenants' default Network (the controller's user-cidr/user-gateway).
-    user_cidr: str = "10.244.0.0/16"
+    user_cidr: str = "10.244.0.0/16"  # the system network
     user_gateway: str = "10.244.0.1"
+    tenant_cidr: str = "10.245.0.0/16"  # Tenants' default Networks
+    tenant_gateway: str = "10.245.0.1"
     cluster_domain: str = "cluster.local"
     region: str = "RegionOne"
     # TEST-NET-2 (RFC 5737): documentation-only addresses. Not TEST-NET-3: these machines

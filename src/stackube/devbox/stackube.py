@@ -116,6 +116,8 @@ def controller_config_values(settings: DevboxSettings) -> dict[str, str]:
         "ext-net-id": ext,
         "user-cidr": settings.user_cidr,
         "user-gateway": settings.user_gateway,
+        "tenant-cidr": settings.tenant_cidr,
+        "tenant-gateway": settings.tenant_gateway,
         "tenant-domain-name": STACKUBE_DOMAIN,
         "plugin-name": settings.neutron_backend,
         # Pods reach the API server at the host's address on the external segment.

@@ -95,16 +95,32 @@ def ensure_address(ifname: str, cidr: str) -> bool:
 
 
 RTN_UNREACHABLE = 7  # rtnetlink route type
+# Fallback routes lose to any real route of the same range (a link's connected route has
+# metric 0), and take over when that goes.
+FALLBACK_METRIC = 4242
 
 
 def ensure_unreachable_route(cidr: str) -> bool:
-    """`unreachable <cidr>` in the host's main table. True if it was added."""
+    """`unreachable <cidr> metric FALLBACK_METRIC` in the host's main table (one of
+    another metric is replaced). True if it was added."""
     address, prefix = cidr.split("/")
     with IPRoute() as ipr:
         for route in ipr.get_routes(family=2, table=254):
-            if route.get("dst") == address and route["dst_len"] == int(prefix):
-                return False
-        ipr.route("add", dst=address, dst_len=int(prefix), type="unreachable")
+            if (
+                route.get("dst") == address
+                and route["dst_len"] == int(prefix)
+                and route["type"] == RTN_UNREACHABLE
+            ):
+                if route.get_attr("RTA_PRIORITY") == FALLBACK_METRIC:
+                    return False
+                ipr.route("del", dst=address, dst_len=int(prefix), type="unreachable")
+        ipr.route(
+            "add",
+            dst=address,
+            dst_len=int(prefix),
+            type="unreachable",
+            priority=FALLBACK_METRIC,
+        )
         return True
 
 
@@ -117,9 +133,69 @@ def delete_unreachable_route(cidr: str) -> bool:
                 and route["dst_len"] == int(prefix)
                 and route["type"] == RTN_UNREACHABLE
             ):
-                ipr.route("del", dst=address, dst_len=int(prefix), type="unreachable")
+                ipr.route(
+                    "del",
+                    dst=address,
+                    dst_len=int(prefix),
+                    type="unreachable",
+                    priority=route.get_attr("RTA_PRIORITY") or 0,
+                )
                 return True
     return False
+
+
+def ensure_node_link(
+    host_ifname: str, node_ifname: str, *, mac: str, mtu: int, address: str
+) -> bool:
+    """The node's own end of a port: a veth pair whose `host_ifname` end goes to the
+    Neutron agent's bridge (the caller attaches it) and whose `node_ifname` end stays in
+    this namespace with the port's MAC and `address` (address/prefix; its connected
+    route is how the host reaches that network), both up. A pair that differs (half,
+    wrong MAC, another peer) is replaced. True if anything was made or changed."""
+    changed = False
+    with IPRoute() as ipr:
+        host, node = _index(ipr, host_ifname), _index(ipr, node_ifname)
+        fits = False
+        if host is not None and node is not None:
+            link = ipr.get_links(node)[0]
+            fits = (
+                str(link.get_attr("IFLA_ADDRESS")).lower() == mac.lower()
+                and link.get_attr("IFLA_LINK") == host
+            )
+        if not fits:
+            for index in (host, node):
+                if index is not None:
+                    ipr.link("del", index=index)
+            ipr.link(
+                "add",
+                ifname=host_ifname,
+                kind="veth",
+                mtu=mtu,
+                peer={"ifname": node_ifname, "mtu": mtu, "address": mac},
+            )
+            changed = True
+        node_index = _require(ipr, node_ifname)
+        ip, prefix = address.split("/")
+        present = ipr.get_addr(index=node_index, family=2)
+        for found in present:
+            if (found.get_attr("IFA_ADDRESS"), found["prefixlen"]) != (ip, int(prefix)):
+                ipr.addr(
+                    "del",
+                    index=node_index,
+                    address=found.get_attr("IFA_ADDRESS"),
+                    prefixlen=found["prefixlen"],
+                )
+                changed = True
+        if not any(
+            (f.get_attr("IFA_ADDRESS"), f["prefixlen"]) == (ip, int(prefix)) for f in present
+        ):
+            ipr.addr("add", index=node_index, address=ip, prefixlen=int(prefix))
+            changed = True
+        for index in (_require(ipr, host_ifname), node_index):
+            if not ipr.get_links(index)[0]["flags"] & 1:  # IFF_UP
+                ipr.link("set", index=index, state="up")
+                changed = True
+    return changed
 
 
 def delete_links(names: Iterable[str]) -> list[str]:

@@ -155,8 +155,9 @@ def node_pod_reflector(
 def cluster_reflectors(
     api: Any, on_change: OnChange, stop: threading.Event
 ) -> dict[str, Reflector]:
-    """Services, EndpointSlices and Stackube Networks of the whole cluster."""
+    """Services, EndpointSlices, Stackube Networks and Namespaces of the whole cluster."""
     calls = {
+        "namespaces": k8s.CoreV1Api(api).list_namespace,
         "services": k8s.CoreV1Api(api).list_service_for_all_namespaces,
         "endpointslices": k8s.DiscoveryV1Api(api).list_endpoint_slice_for_all_namespaces,
         "networks": _list_networks(api),

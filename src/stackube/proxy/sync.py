@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from stackube.api.objects import ObjectIndex
+from stackube.api.types import SYSTEM_NAMESPACE
 from stackube.errors import StackubeError
 from stackube.proxy.model import TenantServices
 from stackube.proxy.render import (
@@ -24,10 +25,15 @@ from stackube.proxy.render import (
     udp_endpoints_removed,
 )
 from stackube.proxy.tenants import (
+    SYSTEM_SCOPE,
     ProxySettings,
     changed_namespace,
     dns_by_tenant,
+    own_networks,
     router_of,
+    scope_of,
+    system_router_networks,
+    tenant_namespace_name,
     tenant_services,
 )
 
@@ -68,7 +74,8 @@ class ProxyEngine:
         self.tables = tables
         self.min_sync_seconds = min_sync_seconds
         self._objects = {kind: ObjectIndex() for kind in ("services", "endpointslices", "networks")}
-        self._dirty: set[str] = set()
+        self._tenant_namespaces: set[str] = set()
+        self._dirty: set[str] = set()  # scopes: a tenant's namespace, or SYSTEM_SCOPE
         self._changed = threading.Condition()
         self._applied: dict[str, Tables] = {}  # router id -> what is in its tables
         self._last: dict[str, TenantServices] = {}
@@ -79,16 +86,53 @@ class ProxyEngine:
     # ---- input ---------------------------------------------------------------------------
     def on_change(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         with self._changed:
-            namespace = self._objects[kind].apply(old, new)
             obj = new if new is not None else old
+            if kind == "namespaces":
+                if obj is None:
+                    return
+                name, tenant = tenant_namespace_name(obj)
+                if tenant and new is not None:
+                    self._tenant_namespaces.add(name)
+                else:
+                    self._tenant_namespaces.discard(name)
+                # Its Services may move between its own router and the system's.
+                self._dirty |= {name, SYSTEM_SCOPE}
+                self._changed.notify()
+                return
+            namespace = self._objects[kind].apply(old, new)
             if obj is not None and namespace is not None:
                 namespace = changed_namespace(kind, obj, namespace, self.settings)
-            if namespace is not None:
-                self._dirty.add(namespace)
-                self._changed.notify()
+            if namespace is None:
+                return
+            if kind == "networks":
+                self._dirty |= {namespace, SYSTEM_SCOPE}
+            else:
+                self._dirty.add(self._scope(namespace))
+            self._changed.notify()
+
+    def _scope(self, namespace: str) -> str:
+        """(Under self._changed.)"""
+        return scope_of(
+            namespace, self._in("networks", namespace), self._tenant_namespaces, self.settings
+        )
 
     def _in(self, kind: str, namespace: str) -> list[dict[str, Any]]:
         return self._objects[kind].in_namespace(namespace)
+
+    def _system_snapshot(self) -> tuple[list[Any], list[Any], list[Any]]:
+        """(Under self._changed.) The system Network, and the Services and
+        EndpointSlices of every namespace the system router serves."""
+        members = {
+            ns
+            for kind in ("services", "endpointslices")
+            for ns in self._objects[kind].namespaces()
+            if self._scope(ns) == SYSTEM_SCOPE
+        }
+        return (
+            system_router_networks(self._in("networks", SYSTEM_NAMESPACE)),
+            [o for ns in sorted(members) for o in self._in("services", ns)],
+            [o for ns in sorted(members) for o in self._in("endpointslices", ns)],
+        )
 
     # ---- the loop ------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -109,9 +153,15 @@ class ProxyEngine:
             dns_namespace = self.settings.dns_namespace
             snapshot = {
                 ns: (
-                    self._in("networks", ns),
-                    self._in("services", ns),
-                    self._in("endpointslices", ns),
+                    self._system_snapshot()
+                    if ns == SYSTEM_SCOPE
+                    else (
+                        own_networks(ns, self._in("networks", ns))
+                        if self._scope(ns) == ns
+                        else [],  # now served by the system router: its own chains go
+                        self._in("services", ns),
+                        self._in("endpointslices", ns),
+                    )
                 )
                 for ns in namespaces
             }
@@ -120,7 +170,10 @@ class ProxyEngine:
             )
         results = []
         for namespace, (networks, services, slices) in snapshot.items():
-            dns_services, dns_slices = dns.get(namespace, ([], []))
+            # The system router's pods ask the cluster DNS Service itself (kube-dns).
+            dns_services, dns_slices = (
+                ([], []) if namespace == SYSTEM_SCOPE else dns.get(namespace, ([], []))
+            )
             try:
                 result = self.sync_namespace(
                     namespace,
@@ -151,9 +204,9 @@ class ProxyEngine:
     def sync_namespace(
         self,
         namespace: str,
-        networks: Iterable[dict[str, Any]],
-        services: Iterable[dict[str, Any]],
-        slices: Iterable[dict[str, Any]],
+        networks: Iterable[Mapping[str, Any]],
+        services: Iterable[Mapping[str, Any]],
+        slices: Iterable[Mapping[str, Any]],
         *,
         dns_services: Iterable[Mapping[str, Any]] = (),
         dns_slices: Iterable[Mapping[str, Any]] = (),
@@ -226,7 +279,8 @@ class ProxyEngine:
         start, and when a router's tables may have been rewritten behind our back)."""
         with self._changed:
             self._applied.clear()
-            self._dirty |= {ns for index in self._objects.values() for ns in index.namespaces()}
+            every = {ns for index in self._objects.values() for ns in index.namespaces()}
+            self._dirty |= {self._scope(ns) for ns in every}
             self._changed.notify()
 
     def housekeeping(self) -> None:

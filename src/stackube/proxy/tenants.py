@@ -6,10 +6,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stackube.api.types import DNS_NAMESPACE, is_deleting, namespace_network
+from stackube.api.types import (
+    DNS_NAMESPACE,
+    SYSTEM_NAMESPACE,
+    is_deleting,
+    is_system_network,
+    is_tenant_namespace,
+    namespace_network,
+)
 from stackube.proxy.model import ServicePort, TenantServices, redirected, service_ports
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+# The sync unit of every namespace on the system network (not a namespace name: those are
+# DNS labels): one router serves them all.
+SYSTEM_SCOPE = "*system*"
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,44 @@ def router_of(namespace: str, networks: Iterable[Mapping[str, Any]]) -> str | No
         return None
     router = (chosen.get("status") or {}).get("routerID")
     return str(router) if router else None
+
+
+def own_networks(namespace: str, networks: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """A namespace's Networks other than the system network."""
+    return [
+        n
+        for n in networks
+        if not is_system_network(namespace, str((n.get("metadata") or {}).get("name", "")))
+    ]
+
+
+def scope_of(
+    namespace: str,
+    networks: Iterable[Mapping[str, Any]],
+    tenant_namespaces: Iterable[str],
+    settings: ProxySettings,
+) -> str:
+    """Whose router serves a namespace's Services: its own (a Tenant's namespace, or one
+    with a Network of its own) or, for every other namespace, the system network's
+    (SYSTEM_SCOPE). The DNS namespace is never the system's: its Services are tenants'."""
+    if namespace == settings.dns_namespace or namespace in tenant_namespaces:
+        return namespace
+    return namespace if own_networks(namespace, networks) else SYSTEM_SCOPE
+
+
+def tenant_namespace_name(obj: Mapping[str, Any]) -> tuple[str, bool]:
+    """A Namespace object -> (its name, whether a Tenant owns it)."""
+    meta = obj.get("metadata") or {}
+    return str(meta.get("name", "")), is_tenant_namespace(meta.get("labels") or {})
+
+
+def system_router_networks(networks: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The system Network among kube-system's Networks (a list of at most one)."""
+    return [
+        n
+        for n in networks
+        if is_system_network(SYSTEM_NAMESPACE, str((n.get("metadata") or {}).get("name", "")))
+    ]
 
 
 def slice_owner(slice_: Mapping[str, Any]) -> str | None:

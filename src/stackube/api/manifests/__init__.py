@@ -32,3 +32,15 @@ def admission_policies() -> list[dict[str, Any]]:
     """ValidatingAdmissionPolicies and their bindings: tenant pods stay off the node,
     the controller writes only namespaces it made, spec.password warns."""
     return _documents("admission-policies.yaml")
+
+
+def cluster_dns(image: str | None = None) -> list[dict[str, Any]]:
+    """The system network's cluster DNS (CoreDNS in kube-system, Service kube-dns at
+    10.96.0.10); `image` replaces CoreDNS's published image (e.g. a local build)."""
+    documents = _documents("cluster-dns.yaml")
+    if image:
+        for doc in documents:
+            if doc["kind"] == "Deployment":
+                for container in doc["spec"]["template"]["spec"]["containers"]:
+                    container["image"] = image
+    return documents
