@@ -174,6 +174,8 @@ class Controller:
             f"--metrics-port={self.metrics_port}",
             "--leader-elect" if leader_elect else "--no-leader-elect",
             f"--resync-seconds={self.resync_seconds}",
+            # This tier's node is cordoned: tenants' DNS servers never run here.
+            "--no-wait-for-dns",
         ]
         with self.log.open("wb") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -165,3 +165,13 @@ def test_the_dns_objects_are_owned_by_their_tenant() -> None:
             "blockOwnerDeletion": False,
         }
     assert all("ownerReferences" not in o["metadata"] for o in dns.dns_objects("a", "p", SETTINGS))
+
+
+def test_a_tenants_dns_is_ready_once_its_deployment_has_an_available_replica() -> None:
+    assert dns.dns_readiness("t", None) == (
+        False,
+        "waiting for the tenant's DNS server (Deployment stackube-dns/t is not there yet)",
+    )
+    ready, message = dns.dns_readiness("t", (0, 1))
+    assert not ready and "0/1 ready" in message and "describe deployment t" in message
+    assert dns.dns_readiness("t", (1, 1))[0]

@@ -211,3 +211,18 @@ def dns_objects(
             },
         },
     ]
+
+
+def dns_readiness(tenant: str, replicas: tuple[int, int] | None) -> tuple[bool, str]:
+    """Whether a tenant's DNS server answers (its Deployment has an available replica:
+    the readiness probe on CoreDNS's `ready` plugin passed), and why not."""
+    where = f"Deployment {DNS_NAMESPACE}/{tenant}"
+    if replicas is None:
+        return False, f"waiting for the tenant's DNS server ({where} is not there yet)"
+    available, desired = replicas
+    if available >= 1:
+        return True, f"the tenant's DNS server answers ({where}: {available}/{desired} ready)"
+    return False, (
+        f"waiting for the tenant's DNS server ({where}: {available}/{desired} ready; "
+        f"`kubectl -n {DNS_NAMESPACE} describe deployment {tenant}` says why)"
+    )

@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         reconcilers=Reconcilers(
             TenantReconciler(openstack, kube, config),
             NetworkReconciler(openstack, kube, config, args.neutron_concurrency),
+            wait_for_dns=args.wait_for_dns,
         )
     )
     try:

@@ -42,6 +42,26 @@ MAX_BACKOFF_SECONDS = 60.0
 class Reconcilers:
     tenants: TenantReconciler
     networks: NetworkReconciler
+    # Active Tenants have a DNS server that answers (off: Active once the network is).
+    wait_for_dns: bool = True
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a pass found: the state and its message, more status fields, conditions
+    beside Ready ((type, status, reason, message)), and, when it waits for something no
+    watched object reports (a Deployment's readiness), how soon to look again."""
+
+    state: State
+    message: str
+    fields: dict[str, Any]
+    conditions: tuple[tuple[str, bool, str, str], ...] = ()
+    recheck_seconds: float | None = None
+
+
+DNS_CONDITION = "DNSReady"
+DNS_RECHECK_SECONDS = 2.0
+MAX_RECHECK_SECONDS = 30.0
 
 
 def _now() -> str:
@@ -137,11 +157,10 @@ def run_pass(
     body: kopf.Body,
     patch: kopf.Patch,
     retry: int,
-    action: Callable[[], tuple[State, str, dict[str, Any]]],
+    action: Callable[[], Outcome],
 ) -> None:
     """Run one reconcile pass and turn its outcome into status, Events and retries.
-    `action` returns (state, message, extra status fields). Passes over one object run
-    one at a time (LOCKS)."""
+    Passes over one object run one at a time (LOCKS)."""
     with LOCKS(kind, body):
         _run_pass(kind, body, patch, retry, action)
 
@@ -151,11 +170,11 @@ def _run_pass(
     body: kopf.Body,
     patch: kopf.Patch,
     retry: int,
-    action: Callable[[], tuple[State, str, dict[str, Any]]],
+    action: Callable[[], Outcome],
 ) -> None:
     started = time.monotonic()
     try:
-        state, message, extra = action()
+        outcome = action()
     except TemporaryError as exc:
         metrics.observe(kind, "temporary", time.monotonic() - started)
         patch.status.update(_status(body, State.PENDING, str(exc), False, "TemporaryFailure"))
@@ -166,19 +185,36 @@ def _run_pass(
         kopf.warn(body, reason="Failed", message=str(exc))
         raise kopf.PermanentError(str(exc)) from exc
     metrics.observe(kind, "ok", time.monotonic() - started)
+    state, message = outcome.state, outcome.message
     ready = state is State.ACTIVE
-    patch.status.update(_status(body, state, message, ready, state.value))
-    patch.status.update(extra)
+    status = _status(body, state, message, ready, state.value)
+    for type_, value, reason, text in outcome.conditions:
+        status["conditions"] = set_condition(
+            status["conditions"],
+            type_=type_,
+            status=value,
+            reason=reason,
+            message=text,
+            generation=status["observedGeneration"],
+            now=_now(),
+        )
+    patch.status.update(status)
+    patch.status.update(outcome.fields)
     old_state = (body.get("status") or {}).get("state")
     if ready and old_state != State.ACTIVE.value:
         kopf.info(body, reason="Active", message=message)
+    if outcome.recheck_seconds is not None:
+        # kopf keeps the patch of a handler that asks to be retried; looking again
+        # slows down to every 30 s for something that takes long.
+        delay = min(outcome.recheck_seconds * 1.5 ** min(retry, 10), MAX_RECHECK_SECONDS)
+        raise kopf.TemporaryError(message, delay=delay)
 
 
 async def resync(
     kind: str,
     body: kopf.Body,
     patch: kopf.Patch,
-    action: Callable[[], tuple[State, str, dict[str, Any]]],
+    action: Callable[[], Outcome],
     live: Callable[[], Mapping[str, Any] | None],
 ) -> None:
     """A timer tick: the same pass, in a thread like the other handlers (the timer itself
@@ -226,22 +262,32 @@ def run_finalizer(
 
 
 # ---- Tenant ---------------------------------------------------------------------------
-def _tenant_pass(r: Reconcilers, body: kopf.Body) -> Callable[[], Any]:
-    def action() -> tuple[State, str, dict[str, Any]]:
+def _tenant_pass(r: Reconcilers, body: kopf.Body) -> Callable[[], Outcome]:
+    def action() -> Outcome:
         result = r.tenants.reconcile(body)
         ids = {"projectID": result.project_id, "userID": result.user_id}
         name = body["metadata"]["name"]
-        if result.network_state == State.ACTIVE.value:
-            return (
-                State.ACTIVE,
-                "tenant ready: Keystone project, user, namespace, RBAC, network",
-                ids,
-            )
+        dns = (
+            DNS_CONDITION,
+            result.dns_ready,
+            "Answering" if result.dns_ready else "Waiting",
+            result.dns_message,
+        )
         if result.network_state == State.FAILED.value:
             raise PermanentError(f"Network {name}/{name} failed: {result.network_message}")
-        waiting = f"waiting for Network {name}/{name} ({result.network_state or 'new'})"
-        # The Network's state change annotates the Tenant, which runs this pass again.
-        return State.INITIALIZING, waiting, ids
+        if result.network_state != State.ACTIVE.value:
+            waiting = f"waiting for Network {name}/{name} ({result.network_state or 'new'})"
+            # The Network's state change annotates the Tenant, which runs this pass again.
+            return Outcome(State.INITIALIZING, waiting, ids, (dns,))
+        if result.dns_ready or not r.wait_for_dns:
+            return Outcome(
+                State.ACTIVE,
+                "tenant ready: Keystone project, user, namespace, RBAC, network, DNS",
+                ids,
+                (dns,),
+            )
+        # Active means the user guide's next step works: `nslookup` needs the DNS server.
+        return Outcome(State.INITIALIZING, result.dns_message, ids, (dns,), DNS_RECHECK_SECONDS)
 
     return action
 
@@ -285,8 +331,8 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
     ) -> None:
         run_finalizer("tenant", body, patch, retry, lambda: memo.reconcilers.tenants.finalize(body))
 
-    def network_action(memo: kopf.Memo, body: kopf.Body) -> Callable[[], Any]:
-        def action() -> tuple[State, str, dict[str, Any]]:
+    def network_action(memo: kopf.Memo, body: kopf.Body) -> Callable[[], Outcome]:
+        def action() -> Outcome:
             result = memo.reconcilers.networks.reconcile(body)
             ids = {
                 "networkID": result.network_id,
@@ -299,7 +345,7 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
                     reason="Recreated",
                     message=f"Neutron network was missing; recreated as {result.network_id}",
                 )
-            return State.ACTIVE, "Neutron network, subnet and router ready", ids
+            return Outcome(State.ACTIVE, "Neutron network, subnet and router ready", ids)
 
         return action
 

@@ -38,3 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="re-check every object this often, repairing drift (e.g. resources deleted by hand)",
     )
+    parser.add_argument(
+        "--wait-for-dns",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a Tenant is Active only once its DNS server answers (off: once its network "
+        "is; for clusters whose nodes take no pods yet)",
+    )

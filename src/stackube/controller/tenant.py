@@ -13,6 +13,7 @@ from typing import Any
 
 from stackube.api import naming
 from stackube.api.types import (
+    DNS_NAMESPACE,
     LABEL_TENANT,
     SpecError,
     TenantSpec,
@@ -56,6 +57,8 @@ class TenantResult:
     user_id: str
     network_state: str | None
     network_message: str
+    dns_ready: bool = False
+    dns_message: str = ""
 
 
 class TenantReconciler:
@@ -248,7 +251,12 @@ class TenantReconciler:
         checkpoint("rbac")
         self.dns(spec.name, project.id, str(body["metadata"].get("uid") or ""))
         checkpoint("dns")
-        return TenantResult(project.id, user.id, network_state, network_message)
+        dns_ready, dns_message = dns.dns_readiness(
+            spec.name, kube.deployment_replicas(self.kube, DNS_NAMESPACE, spec.name)
+        )
+        return TenantResult(
+            project.id, user.id, network_state, network_message, dns_ready, dns_message
+        )
 
     def role_bindings(self, tenant: str, project_id: str) -> None:
         """The Keystone role mapping as RoleBindings in the tenant's namespace; bindings

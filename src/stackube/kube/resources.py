@@ -123,6 +123,21 @@ def pod_labels(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, str] 
     return dict(pod.metadata.labels or {})
 
 
+@translating("read Deployment")
+def deployment_replicas(api: k8s.ApiClient, namespace: str, name: str) -> tuple[int, int] | None:
+    """(available replicas, desired replicas) of a Deployment; None if it is not there."""
+    try:
+        found = k8s.AppsV1Api(api).read_namespaced_deployment(
+            name, namespace, _request_timeout=REQUEST_TIMEOUT
+        )
+    except ApiException as exc:
+        _absent_is_none(exc)
+        return None
+    status, spec = found.status, found.spec
+    desired = spec.replicas if spec and spec.replicas is not None else 1
+    return int((status.available_replicas if status else 0) or 0), int(desired)
+
+
 @translating("read secret")
 def secret_value(api: k8s.ApiClient, namespace: str, name: str, key: str) -> str | None:
     try:
