@@ -131,7 +131,7 @@ def naive_adds(
                 )
                 sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{ip}/16", "dev", "eth0")
                 sh("ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up")
-                sh("ip", "netns", "exec", ns, "ip", "route", "add", "default", "via", "10.244.0.1")
+                sh("ip", "netns", "exec", ns, "ip", "route", "add", "default", "via", "10.245.0.1")
                 sh("ip", "link", "set", tap, "master", bridge)
                 sh("ip", "link", "set", tap, "up")
                 conn.close()

@@ -29,12 +29,10 @@ spec:
   username: "{name}"
   password: "password"
 """
-POD_CIDR = ipaddress.ip_network("10.244.0.0/16")
-# The tenant's DNS server answers a few seconds after its pod starts (it lists the API
-# first, and no readiness probe can reach it from the node: docs/user-guide.md); a
-# person would retry, the script does too.
-# (busybox's nslookup exits 1 when any search-list name is NXDOMAIN, even with an answer.)
-DNS_WAIT = "for i in $(seq 60); do nslookup nginx | grep -q '^Name:' && break; sleep 1; done;"
+# Tenants' default Networks (tenant-cidr; the seed's user-cidr is the system network's).
+POD_CIDR = ipaddress.ip_network("10.245.0.0/16")
+# (busybox's nslookup exits 1 when any search-list name is NXDOMAIN, even with an answer:
+# scripts read its output instead.)
 
 
 def network_state(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
@@ -57,9 +55,25 @@ def running_pods(kubectl: Kubectl, namespace: str, prefix: str) -> list[dict[str
     return ready if mine and len(ready) == len(mine) else None
 
 
+def tenant_active(kubectl: Kubectl, name: str) -> bool:
+    found = kubectl.json("get", "tenant", name)
+    return bool((found.get("status") or {}).get("state") == "Active")
+
+
 def make_tenant(kubectl: Kubectl, name: str) -> dict[str, Any]:
+    """Create a Tenant and wait for Active, which includes its DNS server answering: the
+    guide's `nslookup` right after needs no retry."""
     kubectl.run("create", "-f", "-", stdin=TENANT.format(name=name))
-    return eventually(lambda: network_state(kubectl, name), 180, f"Network {name} Active")
+    eventually(lambda: tenant_active(kubectl, name), 240, f"Tenant {name} Active")
+    dns = [
+        c
+        for c in kubectl.json("get", "tenant", name)["status"]["conditions"]
+        if c["type"] == "DNSReady"
+    ]
+    assert [c["status"] for c in dns] == ["True"], dns
+    network = network_state(kubectl, name)
+    assert network is not None, f"Tenant {name} is Active but its Network is not"
+    return network
 
 
 def busybox(kubectl: Kubectl, namespace: str, name: str, script: str) -> str:
@@ -98,7 +112,7 @@ def test_the_user_guide(devbox: Devbox, kubectl: Kubectl, os_admin: Connection) 
         # $ kubectl get namespace test / kubectl -n test get network test -o yaml
         phase = kubectl.run("get", "namespace", "test", "-o", "jsonpath={.status.phase}")
         assert phase.stdout == "Active"
-        assert network["spec"] == {"cidr": "10.244.0.0/16", "gateway": "10.244.0.1"}
+        assert network["spec"] == {"cidr": "10.245.0.0/16", "gateway": "10.245.0.1"}
         # $ neutron net-list: kube-test-test in the tenant's project
         project = kubectl.json("get", "tenant", "test")["status"]["projectID"]
         nets = list(os_admin.network.networks(name="kube-test-test"))
@@ -119,7 +133,7 @@ def test_the_user_guide(devbox: Devbox, kubectl: Kubectl, os_admin: Connection) 
         cluster_ip = kubectl.json("-n", "test", "get", "service", "nginx")["spec"]["clusterIP"]
 
         # $ kubectl -n test run -i -t busybox --image=busybox sh; nslookup nginx; wget -O- nginx
-        out = busybox(kubectl, "test", "busybox", f"{DNS_WAIT} nslookup nginx; wget -O- nginx")
+        out = busybox(kubectl, "test", "busybox", "nslookup nginx; wget -O- nginx")
         assert "10.96.0.10" in out, out  # Server: the cluster DNS IP
         assert "nginx.test.svc.cluster.local" in out and cluster_ip in out, out
         assert "Welcome to nginx!" in out, out
@@ -129,8 +143,7 @@ def test_the_user_guide(devbox: Devbox, kubectl: Kubectl, os_admin: Connection) 
         make_tenant(kubectl, "other")
         kubectl.run("-n", "other", "create", "service", "clusterip", "own", "--tcp=80:80")
         script = (
-            "for i in $(seq 60); do nslookup own | grep -q '^Name:' && break; "
-            "sleep 1; done; nslookup own | grep -q '^Name:' && echo OWN-DNS; "
+            "nslookup own | grep -q '^Name:' && echo OWN-DNS; "
             f"wget -T 5 -O- http://{cluster_ip}/ && echo FETCHED; "
             "nslookup nginx.test.svc.cluster.local. | grep -q '^Name:' && echo RESOLVED; "
             "echo DONE"

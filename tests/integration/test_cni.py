@@ -64,16 +64,16 @@ def test_pods_get_tenant_addresses_reach_gateway_and_each_other(
     tenant = next(iter(tenants))
     first, first_ns, first_result = attach(tenant)
     _, second_ns, second_result = attach(tenant)
-    subnet = ipaddress.ip_network("10.244.0.0/16")
+    subnet = ipaddress.ip_network("10.245.0.0/16")
     for result in (first_result, second_result):
         assert ipaddress.ip_address(address_of(result)) in subnet
         assert result["cniVersion"] == "1.0.0"
-        assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.244.0.1"}]
+        assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.245.0.1"}]
         assert result["dns"] == {
             "nameservers": ["10.96.0.10"],
             "search": [f"{tenant}.svc.cluster.local", "svc.cluster.local", "cluster.local"],
         }
-    assert reaches(first_ns, "10.244.0.1"), "tenant gateway (its Neutron router)"
+    assert reaches(first_ns, "10.245.0.1"), "tenant gateway (its Neutron router)"
     assert reaches(first_ns, address_of(second_result))
     assert reaches(second_ns, address_of(first_result))
     # (not /sys/class/net: nsenter --net keeps the host's sysfs mount)
@@ -274,7 +274,7 @@ def test_daemon_killed_in_the_middle_of_an_add_recovers(
     if then == "ADD":
         again = node.invoke("ADD", pod, netns)
         assert again.code == 0, (again.output, node.logs()[-3000:])
-        assert reaches(netns, "10.244.0.1")
+        assert reaches(netns, "10.245.0.1")
         mine = [p for p in our_ports(os_admin, {network_id}) if p.id not in before]
         assert [p.id for p in mine] == [port_of(node, pod)], "exactly one port for the pod"
     assert node.invoke("DEL", pod, netns).code == 0

@@ -201,7 +201,7 @@ def test_seed_tenant_flow(
         assert namespace.status.phase == "Active"
         network = read(kube, "networks", "test", "test")
         assert network is not None
-        assert network["spec"] == {"cidr": "10.244.0.0/16", "gateway": "10.244.0.1"}
+        assert network["spec"] == {"cidr": "10.245.0.0/16", "gateway": "10.245.0.1"}
         assert network["status"]["state"] == "Active"
         tenant = read(kube, "tenants", "test")
         assert tenant is not None
@@ -216,9 +216,9 @@ def test_seed_tenant_flow(
             for r in os_admin.network.security_group_rules(security_group_id=groups[0].id)
             if r.direction == "ingress"
         ]
-        assert "10.244.0.1/32" in admitted
+        assert "10.245.0.1/32" in admitted
         subnets = list(os_admin.network.subnets(network_id=nets[0].id))
-        assert [(s.cidr, s.gateway_ip) for s in subnets] == [("10.244.0.0/16", "10.244.0.1")]
+        assert [(s.cidr, s.gateway_ip) for s in subnets] == [("10.245.0.0/16", "10.245.0.1")]
         routers = list(os_admin.network.routers(name="kube-test-test"))
         assert [r.project_id for r in routers] == [project_id]
         assert network["status"]["routerID"] == routers[0].id
@@ -321,7 +321,7 @@ def test_two_tenants_with_the_same_cidr_get_separate_networks_and_routers(
     wait_active(kube, controller, "beta")
     a, b = read(kube, "networks", "alpha", "alpha"), read(kube, "networks", "beta", "beta")
     assert a and b
-    assert a["spec"]["cidr"] == b["spec"]["cidr"] == "10.244.0.0/16"
+    assert a["spec"]["cidr"] == b["spec"]["cidr"] == "10.245.0.0/16"
     assert a["status"]["networkID"] != b["status"]["networkID"]
     assert a["status"]["routerID"] != b["status"]["routerID"]
 
