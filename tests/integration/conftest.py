@@ -156,7 +156,7 @@ def node(
 
 @pytest.fixture(scope="module")
 def tenants(kube: k8s.ApiClient, node: CniNode, os_admin: Connection) -> Iterator[dict[str, str]]:
-    """Two tenants with the same CIDR (the default 10.245.0.0/16, tenant-cidr): namespace -> network id."""
+    """Two tenants with the same CIDR (tenant-cidr, 10.245.0.0/16): namespace -> network id."""
     names = [f"cni-a-{secrets.token_hex(2)}", f"cni-b-{secrets.token_hex(2)}"]
     for name in names:
         create_tenant(kube, name)

@@ -326,6 +326,78 @@ def test_two_tenants_with_the_same_cidr_get_separate_networks_and_routers(
     assert a["status"]["routerID"] != b["status"]["routerID"]
 
 
+def test_the_system_network_and_networks_of_plain_namespaces(
+    kube: k8s.ApiClient, os_admin: Connection, controller: Controller
+) -> None:
+    """The system Network exists and is Active under the system project; a cluster
+    admin's Network in a plain namespace is made under that project too (it was Pending
+    for want of a Tenant); one overlapping user-cidr fails with a message saying so."""
+    system = wait_until(
+        lambda: (
+            (read(kube, "networks", "system", "kube-system") or {}).get("status", {}).get("state")
+            == "Active"
+        ),
+        120,
+        "the system Network Active",
+        controller.logs,
+    )
+    assert system
+    network = read(kube, "networks", "system", "kube-system")
+    assert network and network["spec"] == {"cidr": "10.244.0.0/16", "gateway": "10.244.0.1"}
+    project = os_admin.identity.find_project(
+        "stackube-system", domain_id="default", ignore_missing=True
+    )
+    assert project is not None and "stackube-system" in project.tags
+    net = os_admin.network.get_network(network["status"]["networkID"])
+    assert net.project_id == project.id and net.name == "kube-kube-system-system"
+
+    namespace = f"plain-{secrets.token_hex(3)}"
+    core = k8s.CoreV1Api(kube)
+    core.create_namespace({"metadata": {"name": namespace}})
+
+    def network(name: str, cidr: str) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Network",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"cidr": cidr},
+        }
+        objects(kube).create_namespaced_custom_object(GROUP, VERSION, namespace, "networks", body)
+
+    try:
+        network("own", "192.168.77.0/24")
+        network("clash", "10.244.5.0/24")
+        wait_until(
+            lambda: state_of(kube, "networks", "own", namespace) == "Active",
+            90,
+            "the plain namespace's Network Active",
+            controller.logs,
+        )
+        own = read(kube, "networks", "own", namespace)
+        assert own
+        made = os_admin.network.get_network(own["status"]["networkID"])
+        assert made.project_id == project.id
+        wait_until(
+            lambda: state_of(kube, "networks", "clash", namespace) == "Failed",
+            60,
+            "the overlapping Network Failed",
+            controller.logs,
+        )
+        clash = read(kube, "networks", "clash", namespace)
+        assert clash
+        message = clash["status"]["message"]
+        assert "overlaps the system network's user-cidr 10.244.0.0/16" in message, message
+        assert not list(os_admin.network.networks(name=neutron_name(namespace, "clash")))
+    finally:
+        core.delete_namespace(namespace)
+    wait_until(
+        lambda: not list(os_admin.network.networks(name=neutron_name(namespace, "own"))),
+        90,
+        "the plain namespace's Neutron network deleted",
+        controller.logs,
+    )
+
+
 def test_a_neutron_network_deleted_by_hand_comes_back(
     kube: k8s.ApiClient, os_admin: Connection, controller: Controller, cleanup_tenants: list[str]
 ) -> None:
