@@ -41,6 +41,8 @@ def _devbox(args: argparse.Namespace) -> int:
             box.up()
         elif args.action == "down":
             box.down(purge=args.purge)
+        elif args.action == "conformance":
+            return _conformance(box, args)
         elif args.action == "env":
             for key, value in box.env().items():
                 print(f"export {key}={shlex.quote(value)}")
@@ -55,6 +57,26 @@ def _devbox(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _conformance(box: Devbox, args: argparse.Namespace) -> int:
+    from stackube.devbox import conformance  # noqa: PLC0415
+
+    with box.progress.step("conformance: build, push images, run e2e.test"):
+        result = conformance.run_suite(
+            box.settings,
+            box.progress.say,
+            focus=args.focus,
+            skip=args.skip,
+            report_dir=args.report_dir,
+        )
+    print(
+        f"conformance: {result.passed} passed, {result.failures} failed, "
+        f"{result.skipped} skipped of {result.tests}"
+    )
+    for name in result.failed:
+        print(f"  FAILED {name}")
+    return 0 if result.failures == 0 and result.tests > 0 else 1
 
 
 def _print_status(box: Devbox) -> int:
@@ -164,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--purge", action="store_true", help="also delete the state directory")
     actions.add_parser("status", help="table of services, memory and health")
     actions.add_parser("env", help="print the exports (KUBECONFIG, OS_CLOUD, ...)")
+    suite = actions.add_parser(
+        "conformance",
+        help="build e2e.test and its images, run the upstream conformance tests (sig-network)",
+    )
+    suite.add_argument("--focus", default=r"\[sig-network\].*\[Conformance\]")
+    suite.add_argument("--skip", default=None, help="default: the documented skips")
+    suite.add_argument("--report-dir", type=Path, default=None)
 
     controller = commands.add_parser("controller", help="run stackube-controller")
     add_arguments(controller)

@@ -46,6 +46,7 @@ class GoProgram:
 
     name: str
     package: str
+    test: bool = False  # a test binary (`go test -c`), like e2e.test
 
 
 @dataclass(frozen=True)
@@ -181,8 +182,11 @@ class GoBuilder:
                 continue
             on_program(program.name)
             tmp = bin_dir / f".{program.name}.tmp"
+            # A test binary also needs its packages' test imports, which `tidy` (of
+            # tools.go's imports) leaves out: let the go command add them.
+            verb = ["test", "-c", "-mod=mod"] if program.test else ["build"]
             self._run(
-                ["build", "-trimpath", "-ldflags", plan.ldflags, "-o", str(tmp), program.package],
+                [*verb, "-trimpath", "-ldflags", plan.ldflags, "-o", str(tmp), program.package],
                 work,
             )
             tmp.replace(bin_dir / program.name)

@@ -8,6 +8,7 @@ the second time); `push` speaks the registry HTTP API (distribution v2).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -37,11 +38,13 @@ class File:
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """An image: one layer of files and the runtime configuration."""
+    """An image: layers made elsewhere (uncompressed tars, e.g. a Debian root file
+    system), then one layer of files, and the runtime configuration."""
 
     repository: str  # in the registry, e.g. library/nginx
     tag: str
     files: tuple[File, ...]
+    base_layers: tuple[bytes, ...] = ()
     entrypoint: tuple[str, ...] = ()
     cmd: tuple[str, ...] = ()
     env: tuple[str, ...] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
@@ -53,9 +56,14 @@ class ImageSpec:
 @dataclass(frozen=True)
 class BuiltImage:
     spec: ImageSpec
-    layer: bytes  # gzip-compressed tar
+    layers: tuple[bytes, ...]  # gzip-compressed tars, bottom first
     config: bytes
     manifest: bytes
+
+    @property
+    def layer(self) -> bytes:
+        """The top layer (the spec's files)."""
+        return self.layers[-1]
 
     @property
     def digest(self) -> str:
@@ -98,10 +106,16 @@ def with_parents(files: Sequence[File]) -> tuple[File, ...]:
     return (*extra, *files)
 
 
+@functools.lru_cache(maxsize=4)
+def compressed(tar: bytes) -> bytes:
+    """A layer as pushed (remembered: images sharing a base layer compress it once).
+    mtime=0 keeps the gzip stream (and so the digests) the same on every build."""
+    return gzip.compress(tar, compresslevel=6, mtime=0)
+
+
 def build(spec: ImageSpec) -> BuiltImage:
-    tar = layer_tar(with_parents(spec.files))
-    # mtime=0 keeps the gzip stream (and so the digests) the same on every build.
-    layer = gzip.compress(tar, compresslevel=6, mtime=0)
+    tars = (*spec.base_layers, layer_tar(with_parents(spec.files)))
+    layers = tuple(compressed(tar) for tar in tars)
     runtime: dict[str, Any] = {"Env": list(spec.env)}
     if spec.entrypoint:
         runtime["Entrypoint"] = list(spec.entrypoint)
@@ -118,7 +132,7 @@ def build(spec: ImageSpec) -> BuiltImage:
             "architecture": "amd64",
             "os": "linux",
             "config": runtime,
-            "rootfs": {"type": "layers", "diff_ids": [sha256(tar)]},
+            "rootfs": {"type": "layers", "diff_ids": [sha256(tar) for tar in tars]},
             "history": [{"created_by": "stackube devbox image builder"}],
         }
     )
@@ -127,10 +141,13 @@ def build(spec: ImageSpec) -> BuiltImage:
             "schemaVersion": 2,
             "mediaType": MANIFEST_TYPE,
             "config": {"mediaType": CONFIG_TYPE, "size": len(config), "digest": sha256(config)},
-            "layers": [{"mediaType": LAYER_TYPE, "size": len(layer), "digest": sha256(layer)}],
+            "layers": [
+                {"mediaType": LAYER_TYPE, "size": len(layer), "digest": sha256(layer)}
+                for layer in layers
+            ],
         }
     )
-    return BuiltImage(spec, layer, config, manifest)
+    return BuiltImage(spec, layers, config, manifest)
 
 
 def _canonical(doc: Mapping[str, Any]) -> bytes:
@@ -166,7 +183,7 @@ def push(image: BuiltImage, registry: str) -> bool:
     )
     if status == 200 and headers.get("Docker-Content-Digest") == image.digest:
         return False
-    for blob in (image.layer, image.config):
+    for blob in (*image.layers, image.config):
         digest = sha256(blob)
         if _request("HEAD", f"{base}/blobs/{digest}")[0] == 200:
             continue

@@ -363,16 +363,19 @@ class NodeDevbox:
         text = yaml.safe_dump(registry_config(self.settings, self.paths), sort_keys=False)
         write_atomic(self.paths.registry_config, text)
 
-    def push_images(self) -> None:
-        """Build the images and push what the registry lacks (cheap when nothing changed)."""
+    def image_specs(self) -> list[images.ImageSpec]:
+        """The devbox's images: busybox, nginx (busybox httpd), pause and CoreDNS."""
         coredns = self.settings.coredns_bin_dir / "coredns"
         if not BUSYBOX.exists():
             raise StepError(f"{BUSYBOX} is missing (Debian package busybox-static)")
         applets = run([str(BUSYBOX), "--list-full"]).stdout.split()
-        specs = images.devbox_images(
+        return images.devbox_images(
             BUSYBOX.read_bytes(), applets, coredns.read_bytes(), self.settings.coredns_image
         )
-        for spec in specs:
+
+    def push_images(self) -> None:
+        """Build the images and push what the registry lacks (cheap when nothing changed)."""
+        for spec in self.image_specs():
             images.push(images.build(spec), self.settings.registry_url)
 
     # -- containerd

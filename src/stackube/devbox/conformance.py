@@ -1,0 +1,317 @@
+"""The upstream Kubernetes conformance suite against the devbox (docs/conformance.md).
+
+`e2e.test` and `agnhost` are built from k8s.io/kubernetes at the devbox's version (the
+same throwaway module as the control plane), the e2e images from a Debian 12 root file
+system (`mmdebstrap`: curl, netcat-openbsd, dig, iproute2 are what the tests exec in
+them) plus our builds, pushed to the devbox's registry under the registry.k8s.io names
+`e2e.test --list-images` prints (containerd mirrors registry.k8s.io there). Everything
+built is cached under the cache directory; a second run only pushes what is missing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from stackube.devbox import gobuild, images, packages
+from stackube.devbox.commands import StepError, run
+from stackube.devbox.node import NodeDevbox
+from stackube.devbox.pki import CertSpec, PkiStore
+from stackube.devbox.settings import DevboxSettings
+
+E2E_PROGRAMS = (
+    gobuild.GoProgram("e2e.test", f"{gobuild.KUBERNETES_MODULE}/test/e2e", test=True),
+    gobuild.GoProgram("agnhost", f"{gobuild.KUBERNETES_MODULE}/test/images/agnhost"),
+)
+# What the tests exec inside agnhost and glibc-dns-testing (sh, curl, nc -v -t/-u -w,
+# nslookup, dig, getent, seq), as Debian 12 packages; upstream builds agnhost on Alpine.
+ROOTFS_PACKAGES = (
+    "bash",
+    "curl",
+    "netcat-openbsd",
+    "bind9-dnsutils",
+    "iproute2",
+    "procps",
+    "ca-certificates",
+)
+ROOTFS_SUITE = "bookworm"
+# The sig-network conformance tests. A skip needs a reason written down here.
+FOCUS = r"\[sig-network\].*\[Conformance\]"
+SKIPS: tuple[tuple[str, str], ...] = ()
+# Fixed epoch for the root file system (the same packages give the same layer digest).
+SOURCE_DATE_EPOCH = "1735689600"
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    tests: int
+    failures: int
+    skipped: int
+    failed: tuple[str, ...]
+
+    @property
+    def passed(self) -> int:
+        return self.tests - self.failures - self.skipped
+
+
+def e2e_dir(settings: DevboxSettings) -> Path:
+    return settings.kube_cache_dir / "e2e"
+
+
+def build_programs(settings: DevboxSettings, say: Callable[[str], None]) -> Path:
+    """e2e.test and agnhost (static, CGO off) in the cache; built once per version."""
+    bin_dir = e2e_dir(settings) / "bin"
+    names = [p.name for p in E2E_PROGRAMS]
+    if not gobuild.missing_programs(bin_dir, names):
+        return bin_dir
+    builder = gobuild.GoBuilder(settings.cache_dir / "go-build-modules")
+    go_mod = builder.module_go_mod(gobuild.KUBERNETES_MODULE, settings.kubernetes_version)
+    plan = gobuild.kubernetes_plan(settings.kubernetes_version, go_mod, commands=())
+    plan = gobuild.BuildPlan(plan.go_mod, E2E_PROGRAMS, plan.ldflags)
+    builder.build(
+        f"kubernetes-e2e-{settings.kubernetes_version}",
+        plan,
+        bin_dir,
+        on_program=lambda name: say(f"  go build {name} (minutes, once)"),
+    )
+    return bin_dir
+
+
+def debian_rootfs(settings: DevboxSettings, say: Callable[[str], None]) -> Path:
+    """A Debian 12 root file system with ROOTFS_PACKAGES (a tar, cached), made with
+    mmdebstrap from the machine's apt sources; the user and group agnhost's image has."""
+    out = e2e_dir(settings) / f"rootfs-{ROOTFS_SUITE}.tar"
+    if out.exists():
+        return out
+    missing = packages.missing_packages(("mmdebstrap",))
+    if missing:
+        packages.install(missing)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.tar")
+    say(f"  mmdebstrap {ROOTFS_SUITE} with {', '.join(ROOTFS_PACKAGES)}")
+    hooks = [
+        'chroot "$1" groupadd -g 50000 group-defined-in-image',
+        'chroot "$1" useradd -u 1000 -g 50000 -M user-defined-in-image',
+        'rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*',
+    ]
+    argv = [
+        "mmdebstrap",
+        "--variant=minbase",
+        "--mode=root",
+        f"--include={','.join(ROOTFS_PACKAGES)}",
+        *(f"--customize-hook={hook}" for hook in hooks),
+        ROOTFS_SUITE,
+        str(tmp),
+    ]
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH},
+        timeout=1800,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+        raise StepError(f"mmdebstrap failed:\n{tail}")
+    tmp.replace(out)
+    return out
+
+
+def listed_images(e2e_test: Path) -> list[str]:
+    """The image references this e2e.test uses (`--list-images`)."""
+    return [
+        line.strip()
+        for line in run([str(e2e_test), "--list-images"]).stdout.splitlines()
+        if line.strip()
+    ]
+
+
+def image_repository(reference: str) -> tuple[str, str, str]:
+    """registry.k8s.io/e2e-test-images/agnhost:2.66.1 -> (registry.k8s.io,
+    e2e-test-images/agnhost, 2.66.1)."""
+    name, _, tag = reference.rpartition(":")
+    registry, _, repository = name.partition("/")
+    return registry, repository, tag
+
+
+def e2e_images(
+    references: Sequence[str],
+    rootfs: bytes,
+    agnhost: bytes,
+    devbox: Sequence[images.ImageSpec],
+    porter_cert: tuple[bytes, bytes],
+) -> list[images.ImageSpec]:
+    """The images of `references` (registry.k8s.io only) this devbox can stand in for:
+    agnhost and glibc-dns-testing on the Debian root file system, nginx, busybox and pause
+    as the devbox's own (busybox httpd, busybox, a sleeping busybox)."""
+    by_repository = {spec.repository: spec for spec in devbox}
+    cert, key = porter_cert
+    wanted = []
+    for reference in references:
+        registry, repository, tag = image_repository(reference)
+        if registry != "registry.k8s.io":
+            continue
+        base = repository.rsplit("/", 1)[-1]
+        if base == "agnhost":
+            files = (
+                images.File("agnhost", agnhost, mode=0o755),
+                images.File("agnhost-2", link_to="/agnhost"),
+                images.File("localhost.crt", cert),
+                images.File("localhost.key", key, mode=0o600),
+                images.File("uploads", directory=True, mode=0o777),
+            )
+            wanted.append(
+                images.ImageSpec(
+                    repository,
+                    tag,
+                    files,
+                    base_layers=(rootfs,),
+                    entrypoint=("/agnhost",),
+                    cmd=("pause",),
+                    exposed_ports=("80/tcp", "8080/tcp", "8081/tcp", "9376/tcp", "5000/tcp"),
+                )
+            )
+        elif base == "glibc-dns-testing":
+            wanted.append(
+                images.ImageSpec(repository, tag, (), base_layers=(rootfs,), cmd=("bash",))
+            )
+        elif base in ("nginx", "busybox") or repository == "pause":
+            source = by_repository["pause" if repository == "pause" else f"library/{base}"]
+            wanted.append(
+                images.ImageSpec(
+                    repository,
+                    tag,
+                    source.files,
+                    entrypoint=source.entrypoint,
+                    cmd=source.cmd,
+                    exposed_ports=source.exposed_ports,
+                )
+            )
+    return wanted
+
+
+def skip_expression(skips: Sequence[tuple[str, str]] = SKIPS) -> str:
+    return "|".join(re.escape(name) for name, _ in skips)
+
+
+def suite_argv(
+    settings: DevboxSettings, e2e_test: Path, report_dir: Path, focus: str, skip: str
+) -> list[str]:
+    argv = [
+        str(e2e_test),
+        f"--kubeconfig={settings.admin_kubeconfig}",
+        "--provider=local",
+        f"--kubectl-path={settings.kube_bin_dir / 'kubectl'}",
+        f"--report-dir={report_dir}",
+        f"--dns-domain={settings.cluster_domain}",
+        f"--ginkgo.focus={focus}",
+        "--ginkgo.timeout=2h",
+        "--ginkgo.no-color",
+    ]
+    if skip:
+        argv.append(f"--ginkgo.skip={skip}")
+    return argv
+
+
+def parse_junit(text: str) -> SuiteResult:
+    """e2e.test's junit report (Ginkgo v2: one testcase per spec, with a `status`) ->
+    counts of the specs that ran. Specs the focus left out are `skipped` with the bare
+    message "skipped"; a spec that skipped itself says why ("skipped - <reason>"). A
+    failed suite setup counts as a failure."""
+    root = ET.fromstring(text)  # noqa: S314 - our own e2e.test's output
+    tests = failures = skipped = 0
+    failed = []
+    for case in root.iter("testcase"):
+        name = case.get("name", "")
+        status = case.get("status", "")
+        is_spec = name.startswith("[It]")
+        if status == "skipped":
+            element = case.find("skipped")
+            message = element.get("message", "") if element is not None else ""
+            if is_spec and message.strip() != "skipped":
+                tests += 1
+                skipped += 1
+            continue
+        if status in ("failed", "panicked", "interrupted", "aborted", "timedout"):
+            if is_spec:
+                tests += 1
+            failures += 1
+            failed.append(name.removeprefix("[It] ").strip())
+        elif is_spec:
+            tests += 1
+    return SuiteResult(tests, failures, skipped, tuple(failed))
+
+
+def timestamp() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def porter_certificate(settings: DevboxSettings) -> tuple[bytes, bytes]:
+    """agnhost porter's TLS certificate and key for `localhost` (the apiserver's proxy
+    does not verify them; upstream ships a self-signed pair in the image)."""
+    store = PkiStore(settings.pki_dir)
+    paths = store.ensure_leaf(
+        CertSpec("e2e-porter", "localhost", dns_names=("localhost",), server=True)
+    )
+    return paths.cert.read_bytes(), paths.key.read_bytes()
+
+
+def push_e2e_images(settings: DevboxSettings, bin_dir: Path, rootfs: Path) -> list[str]:
+    """Build and push the e2e images this devbox stands in for; returns their references."""
+    node = NodeDevbox(settings)
+    specs = e2e_images(
+        listed_images(bin_dir / "e2e.test"),
+        rootfs.read_bytes(),
+        (bin_dir / "agnhost").read_bytes(),
+        node.image_specs(),
+        porter_certificate(settings),
+    )
+    for spec in specs:
+        images.push(images.build(spec), settings.registry_url)
+    return [f"registry.k8s.io/{spec.repository}:{spec.tag}" for spec in specs]
+
+
+def run_suite(
+    settings: DevboxSettings,
+    say: Callable[[str], None],
+    *,
+    focus: str = FOCUS,
+    skip: str | None = None,
+    report_dir: Path | None = None,
+    timeout: float = 3 * 3600,
+) -> SuiteResult:
+    """Build what is missing, push the images, make the node take pods, run the suite;
+    the junit report and e2e.test's log go to `report_dir`."""
+    bin_dir = build_programs(settings, say)
+    rootfs = debian_rootfs(settings, say)
+    pushed = push_e2e_images(settings, bin_dir, rootfs)
+    say(f"  images: {', '.join(pushed)}")
+    report_dir = report_dir or settings.state_dir / "conformance" / timestamp()
+    report_dir.mkdir(parents=True, exist_ok=True)
+    # The suite wants every node schedulable (the integration tier cordons it).
+    run([str(settings.kube_bin_dir / "kubectl"), f"--kubeconfig={settings.admin_kubeconfig}",
+         "uncordon", settings.node_name])  # fmt: skip
+    argv = suite_argv(
+        settings,
+        bin_dir / "e2e.test",
+        report_dir,
+        focus,
+        skip_expression() if skip is None else skip,
+    )
+    say(f"  {' '.join(argv)}")
+    log = report_dir / "e2e.log"
+    with log.open("wb") as out:
+        proc = subprocess.run(
+            argv, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False
+        )
+    junit = report_dir / "junit_01.xml"
+    if not junit.exists():
+        raise StepError(f"e2e.test exited {proc.returncode} without a report; see {log}")
+    return parse_junit(junit.read_text())

@@ -1,0 +1,82 @@
+"""The conformance tier's pure parts: which images stand in for which, and reading
+e2e.test's junit report."""
+
+from __future__ import annotations
+
+import pytest
+
+from stackube.devbox import conformance, images
+
+pytestmark = pytest.mark.unit
+
+JUNIT = """<?xml version="1.0" encoding="UTF-8"?>
+<testsuites tests="4" disabled="0" errors="0" failures="1" time="61.2">
+  <testsuite name="Kubernetes e2e suite" tests="4" failures="1" errors="0" skipped="2">
+    <testcase name="[It] [sig-network] DNS should provide DNS for the cluster [Conformance]"
+              classname="Kubernetes e2e suite" status="passed" time="12.0"></testcase>
+    <testcase name="[It] [sig-network] Services should serve a basic endpoint [Conformance]"
+              classname="Kubernetes e2e suite" status="failed" time="30.0">
+      <failure message="connection refused" type="failed">boom</failure>
+    </testcase>
+    <testcase name="[It] [sig-apps] Deployment should run [Conformance]"
+              classname="Kubernetes e2e suite" status="skipped" time="0">
+      <skipped message="skipped"></skipped>
+    </testcase>
+    <testcase name="[It] [sig-network] HostPort validates [Conformance]"
+              classname="Kubernetes e2e suite" status="skipped" time="0">
+      <skipped message="skipped - Requires at least 2 nodes"></skipped>
+    </testcase>
+  </testsuite>
+</testsuites>
+"""
+
+
+def test_the_report_counts_only_specs_that_ran_or_skipped_themselves() -> None:
+    result = conformance.parse_junit(JUNIT)
+    assert (result.tests, result.passed, result.failures, result.skipped) == (3, 1, 1, 1)
+    assert result.failed == ("[sig-network] Services should serve a basic endpoint [Conformance]",)
+
+
+def test_a_failed_suite_setup_is_a_failure() -> None:
+    text = JUNIT.replace(
+        '<testcase name="[It] [sig-network] DNS',
+        '<testcase name="[SynchronizedBeforeSuite]" status="failed"><failure/></testcase>'
+        '<testcase name="[It] [sig-network] DNS',
+    )
+    assert conformance.parse_junit(text).failures == 2
+
+
+def test_e2e_images_stand_in_under_their_registry_k8s_io_names() -> None:
+    devbox = [
+        images.ImageSpec(
+            "library/nginx", "latest", (images.File("bin/busybox", b"bb"),), cmd=("httpd",)
+        ),
+        images.ImageSpec("library/busybox", "latest", (), cmd=("sh",)),
+        images.ImageSpec("pause", "3.10", (), entrypoint=("sleep", "1")),
+    ]
+    references = [
+        "registry.k8s.io/e2e-test-images/agnhost:2.66.1",
+        "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1",
+        "registry.k8s.io/e2e-test-images/nginx:1.27.0-2",
+        "registry.k8s.io/pause:3.10.2",
+        "registry.k8s.io/e2e-test-images/volume/nfs:1.4.0",  # not ours to stand in for
+        "docker.io/library/nginx:1.0",  # another registry
+    ]
+    specs = conformance.e2e_images(references, b"ROOTFS", b"AGNHOST", devbox, (b"C", b"K"))
+    by_name = {f"{s.repository}:{s.tag}": s for s in specs}
+    assert sorted(by_name) == [
+        "e2e-test-images/agnhost:2.66.1",
+        "e2e-test-images/glibc-dns-testing:2.1.1",
+        "e2e-test-images/nginx:1.27.0-2",
+        "pause:3.10.2",
+    ]
+    agnhost = by_name["e2e-test-images/agnhost:2.66.1"]
+    assert agnhost.base_layers == (b"ROOTFS",) and agnhost.entrypoint == ("/agnhost",)
+    assert {f.path for f in agnhost.files} >= {"agnhost", "localhost.crt", "localhost.key"}
+    assert by_name["e2e-test-images/nginx:1.27.0-2"].cmd == ("httpd",)
+    assert by_name["pause:3.10.2"].entrypoint == ("sleep", "1")
+    assert conformance.image_repository("registry.k8s.io/pause:3.10.2") == (
+        "registry.k8s.io",
+        "pause",
+        "3.10.2",
+    )
