@@ -180,16 +180,19 @@ def create_subnet(
     cidr: str,
     gateway_ip: str | None,
 ) -> Subnet:
+    """A subnet without DHCP; `gateway_ip` None: Neutron's default, the range's first
+    address (sending null would make a subnet with no gateway, which no router joins)."""
     version = 6 if ":" in cidr else 4
+    gateway: dict[str, str] = {"gateway_ip": gateway_ip} if gateway_ip else {}
     raw = conn.network.create_subnet(
         name=name,
         network_id=network_id,
         project_id=project_id,
         ip_version=version,
         cidr=cidr,
-        gateway_ip=gateway_ip,
         # Pods get their addresses from the CNI daemon, not DHCP: no dnsmasq per tenant.
         is_dhcp_enabled=False,
+        **gateway,
     )
     return _subnet(raw)
 
