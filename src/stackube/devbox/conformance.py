@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -41,9 +42,23 @@ ROOTFS_PACKAGES = (
     "ca-certificates",
 )
 ROOTFS_SUITE = "bookworm"
-# The sig-network conformance tests. A skip needs a reason written down here.
+# The sig-network conformance tests (47 in v1.37.2). A skip needs a reason written down
+# here; none of the 47 needs a second node, so none is skipped.
 FOCUS = r"\[sig-network\].*\[Conformance\]"
 SKIPS: tuple[tuple[str, str], ...] = ()
+# Failing today for a feature another issue brings; `--skip-known-failures` (the CI
+# run) leaves them out so that CI tells regressions apart. docs/conformance.md.
+NODEPORT = "NodePort Services are not served yet (issue #14: traffic into tenants)"
+KNOWN_FAILURES: tuple[tuple[str, str], ...] = (
+    ("Services should be able to create a functioning NodePort service", NODEPORT),
+    ("Services should be able to change the type from ExternalName to NodePort", NODEPORT),
+    ("Services should have session affinity work for NodePort service", NODEPORT),
+    ("Services should be able to switch session affinity for NodePort service", NODEPORT),
+    (
+        "HostPort validates that there is no conflict between pods with same hostPort",
+        "hostPort is not mapped (no portmap in the CNI chain yet; issue #14)",
+    ),
+)
 # Fixed epoch for the root file system (the same packages give the same layer digest).
 SOURCE_DATE_EPOCH = "1735689600"
 
@@ -198,7 +213,16 @@ def e2e_images(
 
 
 def skip_expression(skips: Sequence[tuple[str, str]] = SKIPS) -> str:
+    """A --ginkgo.skip regular expression matching the named tests ("" for none)."""
     return "|".join(re.escape(name) for name, _ in skips)
+
+
+def kubectl() -> str:
+    """The kubectl the tests exec (`kubectl exec` into pods) and we run."""
+    found = shutil.which("kubectl")
+    if found is None:
+        raise StepError("kubectl is not on PATH (the suite execs it)")
+    return found
 
 
 def suite_argv(
@@ -208,7 +232,7 @@ def suite_argv(
         str(e2e_test),
         f"--kubeconfig={settings.admin_kubeconfig}",
         "--provider=local",
-        f"--kubectl-path={settings.kube_bin_dir / 'kubectl'}",
+        f"--kubectl-path={kubectl()}",
         f"--report-dir={report_dir}",
         f"--dns-domain={settings.cluster_domain}",
         f"--ginkgo.focus={focus}",
@@ -284,6 +308,7 @@ def run_suite(
     *,
     focus: str = FOCUS,
     skip: str | None = None,
+    skip_known_failures: bool = False,
     report_dir: Path | None = None,
     timeout: float = 3 * 3600,
 ) -> SuiteResult:
@@ -296,8 +321,7 @@ def run_suite(
     report_dir = report_dir or settings.state_dir / "conformance" / timestamp()
     report_dir.mkdir(parents=True, exist_ok=True)
     # The suite wants every node schedulable (the integration tier cordons it).
-    run([str(settings.kube_bin_dir / "kubectl"), f"--kubeconfig={settings.admin_kubeconfig}",
-         "uncordon", settings.node_name])  # fmt: skip
+    run([kubectl(), f"--kubeconfig={settings.admin_kubeconfig}", "uncordon", settings.node_name])
     argv = suite_argv(
         settings,
         bin_dir / "e2e.test",

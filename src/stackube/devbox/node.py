@@ -319,10 +319,36 @@ def apiserver_endpoint_slice(settings: DevboxSettings) -> dict[str, Any]:
     }
 
 
+def apiserver_endpoints(settings: DevboxSettings) -> dict[str, Any]:
+    """The same endpoint as (legacy) Endpoints, which clients and the conformance suite
+    still read; not mirrored into a second EndpointSlice."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+        },
+        "subsets": [
+            {
+                "addresses": [{"ip": settings.pod_apiserver_host}],
+                "ports": [
+                    {"name": "https", "port": settings.ports.kube_apiserver, "protocol": "TCP"}
+                ],
+            }
+        ],
+    }
+
+
 def system_addons(settings: DevboxSettings) -> list[dict[str, Any]]:
     """What the system network's pods need from the cluster: its DNS, and the API
     server behind the `kubernetes` Service."""
-    return [*cluster_dns(settings.coredns_image), apiserver_endpoint_slice(settings)]
+    return [
+        *cluster_dns(settings.coredns_image),
+        apiserver_endpoint_slice(settings),
+        apiserver_endpoints(settings),
+    ]
 
 
 # ---- the node -----------------------------------------------------------------------------

@@ -52,6 +52,7 @@ APPLY_KINDS: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("v1", "Service"): ("/api/v1", "services", True),
     ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts", True),
     ("v1", "Namespace"): ("/api/v1", "namespaces", False),
+    ("v1", "Endpoints"): ("/api/v1", "endpoints", True),
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments", True),
     ("discovery.k8s.io/v1", "EndpointSlice"): ("/apis/discovery.k8s.io/v1", "endpointslices", True),
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): (
