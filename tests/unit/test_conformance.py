@@ -43,7 +43,17 @@ def test_a_failed_suite_setup_is_a_failure() -> None:
         '<testcase name="[SynchronizedBeforeSuite]" status="failed"><failure/></testcase>'
         '<testcase name="[It] [sig-network] DNS',
     )
-    assert conformance.parse_junit(text).failures == 2
+    result = conformance.parse_junit(text)
+    assert (result.failures, result.tests, result.passed) == (2, 4, 1)
+
+
+def test_the_ci_run_skips_the_listed_known_failures_and_nothing_else() -> None:
+    assert conformance.suite_skip(None, skip_known_failures=False) == ""
+    ci = conformance.suite_skip(None, skip_known_failures=True)
+    assert "functioning NodePort service" in ci and "HostPort validates" in ci
+    assert ci.count("|") == len(conformance.KNOWN_FAILURES) - 1
+    assert conformance.suite_skip("Slow", skip_known_failures=False) == "Slow"
+    assert conformance.suite_skip("Slow", skip_known_failures=True).endswith("|Slow")
 
 
 def test_e2e_images_stand_in_under_their_registry_k8s_io_names() -> None:

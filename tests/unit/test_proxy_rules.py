@@ -140,7 +140,10 @@ def test_a_change_to_a_tenants_dns_service_resyncs_that_tenant_only() -> None:
 def test_namespaces_no_tenant_owns_are_served_by_the_system_router() -> None:
     engine = ProxyEngine(ProxySettings(), tables=None)  # type: ignore[arg-type]
     engine.on_change("namespaces", None, namespace_object("team-a", tenant=True))
-    engine.on_change("namespaces", None, namespace_object("default", tenant=False))
+    for name in ("default", "kube-system", "made-by-an-admin"):
+        engine.on_change("namespaces", None, namespace_object(name, tenant=False))
+    # A namespace the watch has not shown yet is nobody's: not the system's.
+    engine.on_change("services", None, {**NGINX, "metadata": {"namespace": "new", "name": "x"}})
     system = {
         "metadata": {"namespace": "kube-system", "name": "system"},
         "status": {"routerID": "sys-router"},
@@ -170,6 +173,25 @@ def test_namespaces_no_tenant_owns_are_served_by_the_system_router() -> None:
         "kube-system",
         "made-by-an-admin",
     ]
+    engine.on_change("namespaces", None, namespace_object("new", tenant=False))
+    with engine._changed:
+        assert "new" in {s["metadata"]["namespace"] for s in engine._system_snapshot()[1]}
+
+
+def test_services_of_one_name_in_two_namespaces_keep_their_own_endpoints() -> None:
+    def pair(namespace: str, ip: str, endpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        svc = service("web", ip, [{"port": 80}])
+        svc["metadata"]["namespace"] = namespace
+        slice_ = endpoint_slice("web", [endpoint], 80)
+        slice_["metadata"]["namespace"] = namespace
+        return svc, slice_
+
+    a, b = pair("default", "10.96.0.20", "10.244.0.5"), pair("admin-ns", "10.96.0.21", "10.244.0.6")
+    served = tenant_services("*system*", "r", [a[0], b[0]], [a[1], b[1]], ProxySettings())
+    assert {(p.namespace, p.cluster_ip, p.endpoints) for p in served.ports} == {
+        ("default", "10.96.0.20", (Endpoint("10.244.0.5", 80),)),
+        ("admin-ns", "10.96.0.21", (Endpoint("10.244.0.6", 80),)),
+    }
 
 
 def test_the_router_is_that_of_the_network_named_like_the_namespace() -> None:

@@ -243,25 +243,28 @@ class CniDaemon:
         return dns_pod_tenant(namespace, pod, kube.pod_labels(self.kube, namespace, pod))
 
     def tenant_network(self, namespace: str) -> TenantNetwork:
-        """From the watched Networks; a namespace they do not (yet) show as usable is
-        read from the API (a Network made a moment ago). A namespace without Networks
-        that no Tenant owns uses the system network."""
+        """From the watched Networks; a namespace they do not (yet) show as usable, or
+        show without any, is read from the API (a Network made a moment ago). Only a
+        namespace that has no Network in the API and that no Tenant owns uses the system
+        network."""
         if self.networks_watched.is_set():
-            try:
-                return self._resolve(self._choose(namespace, self._cached_networks))
-            except spec.CniError:
-                pass
-        return self._resolve(self._choose(namespace, lambda ns: kube.list_networks(self.kube, ns)))
-
-    def _choose(
-        self, namespace: str, networks_in: Callable[[str], list[dict[str, Any]]]
-    ) -> NetworkRef:
-        items = networks_in(namespace)
+            cached = self._cached_networks(namespace)
+            if cached:
+                try:
+                    return self._resolve(choose_network(namespace, cached))
+                except spec.CniError:
+                    pass
+        items = kube.list_networks(self.kube, namespace)
         if items:
-            return choose_network(namespace, items)
+            return self._resolve(choose_network(namespace, items))
         found = kube.get_namespace(self.kube, namespace)
-        return system_network_for(
-            namespace, found.labels if found else None, networks_in(SYSTEM_NAMESPACE)
+        system = self._cached_networks(SYSTEM_NAMESPACE) if self.networks_watched.is_set() else []
+        return self._resolve(
+            system_network_for(
+                namespace,
+                found.labels if found else None,
+                system or kube.list_networks(self.kube, SYSTEM_NAMESPACE),
+            )
         )
 
     # ---- ADD -----------------------------------------------------------------------------
@@ -1018,7 +1021,7 @@ class CniDaemon:
         while True:
             try:
                 self.sync_node_link()
-            except StackubeError as exc:
+            except (StackubeError, spec.CniError) as exc:
                 log.warning("node link: %s (retrying)", exc)
             except Exception:  # a background thread logs and lives on
                 log.exception("node link sync failed")

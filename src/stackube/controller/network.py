@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 from stackube.api.naming import (
     NODE_PORT_DEVICE_OWNER,
@@ -29,7 +29,7 @@ from stackube.api.types import (
     parse_network,
 )
 from stackube.config import ControllerConfig
-from stackube.errors import PermanentError, TemporaryError
+from stackube.errors import PermanentError, StackubeError, TemporaryError
 from stackube.faults import checkpoint
 from stackube.kube import resources as kube
 from stackube.kube.client import ApiClient
@@ -114,9 +114,15 @@ class NetworkReconciler:
             )
         return self.system_project()
 
-    def system_project(self) -> str:
+    @overload
+    def system_project(self) -> str: ...
+    @overload
+    def system_project(self, *, create: Literal[False]) -> str | None: ...
+
+    def system_project(self, *, create: bool = True) -> str | None:
         """The system project (config `system-project`, in the controller's project
-        domain), made on first use and tagged so it is never taken for someone else's."""
+        domain), made on first use (unless `create` is False: None if there is none) and
+        tagged so it is never taken for someone else's."""
         with self._system_guard:
             if self._system_project is None:
                 domain = identity.find_domain_id(self.conn, self.config.project_domain_name)
@@ -126,6 +132,8 @@ class NetworkReconciler:
                     )
                 name = self.config.system_project
                 project = identity.find_project(self.conn, name, domain)
+                if project is None and not create:
+                    return None
                 if project is None:
                     project = identity.create_project(
                         self.conn,
@@ -152,7 +160,12 @@ class NetworkReconciler:
         project = ns.labels.get(LABEL_PROJECT_ID)
         if project or is_tenant_namespace(ns.labels):
             return project or None
-        return self.system_project()
+        # Found, never made, while deleting; status ids suffice if Keystone cannot say.
+        try:
+            return self.system_project(create=False)
+        except StackubeError as exc:
+            log.warning("namespace %s: the system project is unknown (%s)", namespace, exc)
+            return None
 
     def _check_range(self, spec: NetworkSpec, cidrs: list[str]) -> None:
         """Only the system network may use user-cidr: the nodes route it to the system

@@ -280,9 +280,10 @@ def _tenant_pass(r: Reconcilers, body: kopf.Body) -> Callable[[], Outcome]:
             # The Network's state change annotates the Tenant, which runs this pass again.
             return Outcome(State.INITIALIZING, waiting, ids, (dns,))
         if result.dns_ready or not r.wait_for_dns:
+            ready = "network, DNS" if result.dns_ready else "network (DNS not awaited)"
             return Outcome(
                 State.ACTIVE,
-                "tenant ready: Keystone project, user, namespace, RBAC, network, DNS",
+                f"tenant ready: Keystone project, user, namespace, RBAC, {ready}",
                 ids,
                 (dns,),
             )

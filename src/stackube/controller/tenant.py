@@ -117,6 +117,12 @@ class TenantReconciler:
             adopted = identity.get_project(self.conn, spec.tenant_id)
             if adopted is None:
                 raise PermanentError(f"adopted Keystone project {spec.tenant_id} does not exist")
+            if naming.SYSTEM_PROJECT_TAG in adopted.tags:
+                # Its members would be members of the system network's project.
+                raise PermanentError(
+                    f"adopted Keystone project {spec.tenant_id} is Stackube's system project "
+                    "(the system network's): it cannot be a Tenant"
+                )
             if adopted.domain_id != self._domain():
                 # The webhook authenticates only tokens of the tenant domain's projects,
                 # and Stackube manages users only there: elsewhere the Tenant would work

@@ -163,7 +163,9 @@ def ensure_node_link(
                 and link.get_attr("IFLA_LINK") == host
             )
         if not fits:
-            for index in (host, node):
+            # Deleting one end of a pair takes the other with it: look each up again.
+            for name in (host_ifname, node_ifname):
+                index = _index(ipr, name)
                 if index is not None:
                     ipr.link("del", index=index)
             ipr.link(
@@ -175,6 +177,10 @@ def ensure_node_link(
             )
             changed = True
         node_index = _require(ipr, node_ifname)
+        for index in (_require(ipr, host_ifname), node_index):
+            if ipr.get_links(index)[0].get_attr("IFLA_MTU") != mtu:
+                ipr.link("set", index=index, mtu=mtu)
+                changed = True
         ip, prefix = address.split("/")
         present = ipr.get_addr(index=node_index, family=2)
         for found in present:

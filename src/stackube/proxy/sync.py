@@ -74,6 +74,7 @@ class ProxyEngine:
         self.tables = tables
         self.min_sync_seconds = min_sync_seconds
         self._objects = {kind: ObjectIndex() for kind in ("services", "endpointslices", "networks")}
+        self._namespaces: set[str] = set()  # seen in the Namespaces watch
         self._tenant_namespaces: set[str] = set()
         self._dirty: set[str] = set()  # scopes: a tenant's namespace, or SYSTEM_SCOPE
         self._changed = threading.Condition()
@@ -91,6 +92,10 @@ class ProxyEngine:
                 if obj is None:
                     return
                 name, tenant = tenant_namespace_name(obj)
+                if new is None:
+                    self._namespaces.discard(name)
+                else:
+                    self._namespaces.add(name)
                 if tenant and new is not None:
                     self._tenant_namespaces.add(name)
                 else:
@@ -111,7 +116,11 @@ class ProxyEngine:
             self._changed.notify()
 
     def _scope(self, namespace: str) -> str:
-        """(Under self._changed.)"""
+        """(Under self._changed.) A namespace the Namespaces watch has not shown yet is
+        its own unit (no router: nothing is written) until it does: its Services must
+        not reach the system router before we know it is not a Tenant's."""
+        if namespace not in self._namespaces:
+            return namespace
         return scope_of(
             namespace, self._in("networks", namespace), self._tenant_namespaces, self.settings
         )

@@ -119,15 +119,19 @@ def dns_by_tenant(
 def _ports(
     services: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]]
 ) -> list[ServicePort]:
-    by_service: dict[str, list[Mapping[str, Any]]] = {}
+    # By (namespace, Service): the system router serves many namespaces at once, and two
+    # of them may each have a Service of one name.
+    by_service: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for slice_ in slices:
         owner = slice_owner(slice_)
         if owner:
-            by_service.setdefault(owner, []).append(slice_)
+            namespace = str((slice_.get("metadata") or {}).get("namespace", ""))
+            by_service.setdefault((namespace, owner), []).append(slice_)
     ports: list[ServicePort] = []
     for service in services:
-        name = str((service.get("metadata") or {}).get("name", ""))
-        ports += service_ports(service, by_service.get(name, []))
+        meta = service.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        ports += service_ports(service, by_service.get(key, []))
     return ports
 
 
