@@ -216,14 +216,29 @@ def test_bad_input_gets_a_cni_error(
     assert "Traceback" not in run.stderr and "kubestack:" in run.stderr
 
 
-def test_namespace_without_network_gets_a_cni_error(
-    node: CniNode, kube: k8s.ApiClient, sandboxes: Sandboxes
+def test_a_namespace_without_a_network_uses_the_system_network_unless_a_tenant_owns_it(
+    node: CniNode, kube: k8s.ApiClient, sandboxes: Sandboxes, attach: Attach
 ) -> None:
-    run = node.invoke("ADD", PodIdentity.new("kube-system"), sandboxes.new())
-    assert run.code != 0
-    assert run.output["code"] == spec.NO_TENANT_NETWORK
-    assert "has no Network" in run.output["msg"]
-    assert "Traceback" not in run.stderr
+    """A plain namespace's pod joins the system network (user-cidr); a Tenant's
+    namespace without its Network yet is told to try again, never given the system
+    network; a namespace that does not exist likewise."""
+    _, _, result = attach("default")
+    assert ipaddress.ip_address(address_of(result)) in ipaddress.ip_network("10.244.0.0/16")
+    assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.244.0.1"}]
+    name = f"cni-waiting-{secrets.token_hex(2)}"
+    core = k8s.CoreV1Api(kube)
+    core.create_namespace(
+        {"metadata": {"name": name, "labels": {"stackube.kubernetes.io/tenant": name}}}
+    )
+    try:
+        for namespace, says in ((name, "has no Network yet"), (f"{name}-x", "does not exist")):
+            run = node.invoke("ADD", PodIdentity.new(namespace), sandboxes.new())
+            assert run.code != 0, run.output
+            assert run.output["code"] == spec.TRY_AGAIN_LATER, run.output
+            assert says in run.output["msg"], run.output
+            assert "Traceback" not in run.stderr
+    finally:
+        core.delete_namespace(name)
 
 
 # ---- crash safety, restarts, pools ---------------------------------------------------------
