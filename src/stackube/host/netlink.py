@@ -163,18 +163,7 @@ def ensure_node_link(
                 and link.get_attr("IFLA_LINK") == host
             )
         if not fits:
-            # Deleting one end of a pair takes the other with it: look each up again.
-            for name in (host_ifname, node_ifname):
-                index = _index(ipr, name)
-                if index is not None:
-                    ipr.link("del", index=index)
-            ipr.link(
-                "add",
-                ifname=host_ifname,
-                kind="veth",
-                mtu=mtu,
-                peer={"ifname": node_ifname, "mtu": mtu, "address": mac},
-            )
+            _new_veth_pair(ipr, host_ifname, node_ifname, mac=mac, mtu=mtu)
             changed = True
         node_index = _require(ipr, node_ifname)
         for index in (_require(ipr, host_ifname), node_index):
@@ -305,19 +294,25 @@ def ensure_parked_veth(host_ifname: str, parked_ifname: str, *, mac: str, mtu: i
     """A veth pair in this namespace: the host end up, the other end (later the pod's)
     down and parked with the port's MAC and MTU. A half pair is replaced."""
     with IPRoute() as ipr:
-        host, parked = _index(ipr, host_ifname), _index(ipr, parked_ifname)
-        if host is None or parked is None:
-            for index in (host, parked):
-                if index is not None:
-                    ipr.link("del", index=index)
-            ipr.link(
-                "add",
-                ifname=host_ifname,
-                kind="veth",
-                mtu=mtu,
-                peer={"ifname": parked_ifname, "mtu": mtu, "address": mac},
-            )
+        if _index(ipr, host_ifname) is None or _index(ipr, parked_ifname) is None:
+            _new_veth_pair(ipr, host_ifname, parked_ifname, mac=mac, mtu=mtu)
         ipr.link("set", index=_require(ipr, host_ifname), state="up")
+
+
+def _new_veth_pair(ipr: IPRoute, name: str, peer: str, *, mac: str, mtu: int) -> None:
+    """Replace whatever is called `name` or `peer` by a veth pair, `peer` with `mac`.
+    (Deleting one end of a pair takes the other with it: each is looked up again.)"""
+    for ifname in (name, peer):
+        index = _index(ipr, ifname)
+        if index is not None:
+            ipr.link("del", index=index)
+    ipr.link(
+        "add",
+        ifname=name,
+        kind="veth",
+        mtu=mtu,
+        peer={"ifname": peer, "mtu": mtu, "address": mac},
+    )
 
 
 def attach_to_bridge(ifname: str, bridge: str) -> None:
