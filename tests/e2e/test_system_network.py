@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from openstack.connection import Connection
 
 from stackube.devbox.box import Devbox
 from tests.e2e.kubectl import Kubectl, eventually
-from tests.e2e.test_user_guide import TENANT, running_pods, tenant_active
+from tests.e2e.test_user_guide import TENANT, gone, running_pods, tenant_active
 from tests.integration.tenant_users import login_files
 
 pytestmark = pytest.mark.e2e
@@ -72,7 +73,7 @@ def system_pods(kubectl: Kubectl) -> Iterator[dict[str, str]]:
     finally:
         for namespace, name, _ in made.values():
             kubectl.run("-n", namespace, "delete", "pod", name, "--wait=false", check=False)
-        kubectl.run("delete", "namespace", admin_ns, "--wait=false", check=False)
+        kubectl.run("delete", "namespace", admin_ns, "--timeout=180s", check=False, timeout=200)
 
 
 def test_a_pod_in_default_runs_on_the_system_network_and_asks_the_cluster_dns(
@@ -121,6 +122,7 @@ def test_the_host_and_the_api_server_reach_system_pods(
 def test_a_tenant_gets_nowhere_near_the_system_network(
     devbox: Devbox,
     kubectl: Kubectl,
+    os_admin: Connection,
     system_pods: dict[str, str],
     tmp_path: Path,
     request: pytest.FixtureRequest,
@@ -189,3 +191,5 @@ def test_a_tenant_gets_nowhere_near_the_system_network(
         assert "DONE" in out and "REACHED" not in out, out
     finally:
         kubectl.run("delete", "tenant", name, "--ignore-not-found", "--wait=false", check=False)
+        # Gone before the next tier starts: its Neutron cleanup would load the next tests.
+        eventually(lambda: not gone(kubectl, os_admin, name), 240, f"tenant {name} gone")
