@@ -143,6 +143,16 @@ def parse_role_mapping(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _range(merged: Mapping[str, str], prefix: str, cidr: str, gateway: str) -> tuple[str, str]:
+    """`<prefix>-cidr`/`<prefix>-gateway` (defaults `cidr`/`gateway`), checked."""
+    found = merged.get(f"{prefix}-cidr", cidr), merged.get(f"{prefix}-gateway", gateway)
+    try:
+        check_cidr_and_gateway(*found)
+    except SpecError as exc:
+        raise ConfigError(f"{prefix}-cidr/{prefix}-gateway: {exc}") from exc
+    return found
+
+
 def parse_config(
     data: Mapping[str, str], secret: Mapping[str, str] | None = None
 ) -> ControllerConfig:
@@ -162,18 +172,12 @@ def parse_config(
         raise ConfigError(f"missing configuration keys: {', '.join(missing)}")
     auth_url, notes = _keystone_v3(merged["auth-url"])
     warnings += notes
-    cidr = merged.get("user-cidr", ControllerConfig.user_cidr)
-    gateway = merged.get("user-gateway", ControllerConfig.user_gateway)
-    try:
-        check_cidr_and_gateway(cidr, gateway)
-    except SpecError as exc:
-        raise ConfigError(f"user-cidr/user-gateway: {exc}") from exc
-    tenant_cidr = merged.get("tenant-cidr", ControllerConfig.tenant_cidr)
-    tenant_gateway = merged.get("tenant-gateway", ControllerConfig.tenant_gateway)
-    try:
-        check_cidr_and_gateway(tenant_cidr, tenant_gateway)
-    except SpecError as exc:
-        raise ConfigError(f"tenant-cidr/tenant-gateway: {exc}") from exc
+    cidr, gateway = _range(
+        merged, "user", ControllerConfig.user_cidr, ControllerConfig.user_gateway
+    )
+    tenant_cidr, tenant_gateway = _range(
+        merged, "tenant", ControllerConfig.tenant_cidr, ControllerConfig.tenant_gateway
+    )
     if overlapping(tenant_cidr, cidr):
         raise ConfigError(
             f"tenant-cidr {tenant_cidr} overlaps user-cidr {cidr} (the system network, which "

@@ -23,7 +23,7 @@ from typing import Any
 
 from stackube.api.naming import NODE_PORT_DEVICE_OWNER, POD_PORT_DEVICE_OWNER, node_port_name
 from stackube.api.objects import ObjectIndex
-from stackube.api.types import DNS_NAMESPACE, SYSTEM_NAMESPACE, SYSTEM_NETWORK
+from stackube.api.types import DNS_NAMESPACE, SYSTEM_NAMESPACE, is_system_network
 from stackube.cni import spec
 from stackube.cni.attachments import Attachment, AttachmentStore, Phase, attachment_key
 from stackube.cni.drivers import PlugDriver, parked_ifname
@@ -943,8 +943,10 @@ class CniDaemon:
         refs = live_network_refs(
             n
             for n in self._networks_now()
-            if (n.get("metadata") or {}).get("namespace") == SYSTEM_NAMESPACE
-            and (n.get("metadata") or {}).get("name") == SYSTEM_NETWORK
+            if is_system_network(
+                str((n.get("metadata") or {}).get("namespace", "")),
+                str((n.get("metadata") or {}).get("name", "")),
+            )
         )
         if not refs:
             return False
