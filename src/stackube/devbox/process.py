@@ -120,7 +120,9 @@ class ProcessTable:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
-                cwd=spec.cwd,
+                # Not the caller's directory: a service outlives it (a removed checkout
+                # left the kubelet's CNI plugin calls failing in getcwd).
+                cwd=spec.cwd or self.run_dir,
                 start_new_session=True,
             )
         start = _start_time(proc.pid)
