@@ -205,7 +205,7 @@ def test_a_process_without_inputs_is_identified_by_its_command_line() -> None:
     assert spec.identity == ["x", "--flag"]
 
 
-def test_from_the_external_segment_only_the_api_relay_reaches_the_host() -> None:
+def test_from_the_external_segment_only_the_api_relay_and_node_ports_reach_the_host() -> None:
     jump = podaccess.guard_jump(SETTINGS)
     assert jump[jump.index("-i") - 1 : jump.index("-i") + 2] == ["!", "-i", "lo"]
     assert jump[jump.index("-d") + 1] == "198.51.100.254/32"
@@ -214,3 +214,5 @@ def test_from_the_external_segment_only_the_api_relay_reaches_the_host() -> None
     passed = [r for r in rules if r[-1] == "RETURN"]
     assert ["-p", "tcp", "--dport", "6443", "-j", "RETURN"] in passed
     assert not any("10250" in r for r in passed)  # not the kubelet API
+    for protocol in ("tcp", "udp"):
+        assert ["-p", protocol, "--dport", "30000:32767", "-j", "RETURN"] in passed

@@ -4,9 +4,13 @@ from typing import Any
 
 import pytest
 
+from stackube.host.portrelay import Backend, Frontend
 from stackube.proxy.model import Endpoint, ServicePort, TenantServices, service_ports
+from stackube.proxy.nodeports import NodePortService, addresses_in, node_port_relays
 from stackube.proxy.render import (
     JUMPS,
+    NODE_PORTS,
+    POSTROUTING,
     REJECT,
     SERVICES,
     affinity_list,
@@ -16,7 +20,7 @@ from stackube.proxy.render import (
     svc_chain,
     udp_endpoints_removed,
 )
-from stackube.proxy.sync import ProxyEngine
+from stackube.proxy.sync import NodePorts, ProxyEngine
 from stackube.proxy.tenants import (
     SYSTEM_SCOPE,
     ProxySettings,
@@ -329,3 +333,136 @@ def test_the_dns_namespace_is_grouped_by_the_tenant_each_object_serves() -> None
     grouped = dns_by_tenant([svc], [in_dns_namespace(own), in_dns_namespace(stray)])
     assert grouped["team-a"] == ([svc], [in_dns_namespace(own)])
     assert grouped["team-b"] == ([], [in_dns_namespace(stray)])
+
+
+# ---- NodePort ------------------------------------------------------------------------------
+def test_a_node_port_enters_at_the_routers_external_address_into_the_same_chain() -> None:
+    p = port(endpoints=(Endpoint("10.244.0.5", 8080),), node_port=30080)
+    nat = desired_tables(TenantServices("r", (p,), external_ip="198.51.100.7"))["nat"]
+    assert "-d 198.51.100.7/32 -j STKB-NODEPORTS" in nat[SERVICES]
+    (rule,) = nat[NODE_PORTS]
+    assert rule.startswith("-d 198.51.100.7/32 -p tcp -m tcp --dport 30080")
+    assert rule.endswith(f"-j {svc_chain(p)}")
+    # Replies come back through the router (and pass the endpoint's security group).
+    assert any("--ctorigdst 198.51.100.7/32" in r and "MASQUERADE" in r for r in nat[POSTROUTING])
+    # Without the external address (not known yet) no NodePort rule, and the ClusterIP
+    # still works.
+    unknown = desired_tables(TenantServices("r", (p,)))["nat"]
+    assert unknown[NODE_PORTS] == () and not any("ctorigdst 198" in r for r in unknown[POSTROUTING])
+    assert svc_chain(p) in unknown
+
+
+def test_a_node_port_without_endpoints_is_refused_at_the_router() -> None:
+    p = port(node_port=30080, protocol="UDP")
+    tables = desired_tables(TenantServices("r", (p,), external_ip="198.51.100.7"))
+    assert tables["nat"][NODE_PORTS] == ()
+    refused = [r for r in tables["filter"][REJECT] if "--dport 30080" in r]
+    assert refused and refused[0].startswith("-d 198.51.100.7/32 -p udp")
+    assert refused[0].endswith("icmp-port-unreachable")
+
+
+def test_only_node_port_and_load_balancer_services_have_node_ports() -> None:
+    ports = [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]
+    assert (
+        service_ports(service("a", "10.96.0.20", ports, type="NodePort"), [])[0].node_port == 30080
+    )
+    lb = service("a", "10.96.0.20", ports, type="LoadBalancer")
+    assert service_ports(lb, [])[0].node_port == 30080
+    # A nodePort left over in a ClusterIP Service's spec serves nothing.
+    assert service_ports(service("a", "10.96.0.20", ports), [])[0].node_port is None
+
+
+def node_port_service(
+    policy: str = "Cluster", nodes: tuple[str, ...] = ("node-1",), external_ip: str = "198.51.100.7"
+) -> NodePortService:
+    svc = service(
+        "web",
+        "10.96.0.20",
+        [
+            {"port": 80, "nodePort": 30080, "protocol": "TCP"},
+            {"name": "dns", "port": 53, "nodePort": 30053, "protocol": "UDP"},
+            {"name": "sctp", "port": 9, "nodePort": 30009, "protocol": "SCTP"},
+        ],
+        type="NodePort",
+        externalTrafficPolicy=policy,
+    )
+    slice_ = endpoint_slice("web", ["10.244.0.5"], 8080)
+    slice_["endpoints"] = [
+        {"addresses": [f"10.244.0.{i}"], "nodeName": node, "conditions": {"ready": True}}
+        for i, node in enumerate(nodes)
+    ]
+    return NodePortService(svc, [slice_], external_ip)
+
+
+def test_every_node_address_relays_the_node_port_to_the_router() -> None:
+    relays = node_port_relays([node_port_service()], ["198.51.100.254", "192.0.2.9"], "node-1")
+    assert relays == {
+        Frontend("TCP", "198.51.100.254", 30080): Backend("198.51.100.7", 30080),
+        Frontend("TCP", "192.0.2.9", 30080): Backend("198.51.100.7", 30080),
+        Frontend("UDP", "198.51.100.254", 30053): Backend("198.51.100.7", 30053),
+        Frontend("UDP", "192.0.2.9", 30053): Backend("198.51.100.7", 30053),
+    }
+    # The router's address not known yet: nothing to relay to.
+    assert node_port_relays([node_port_service(external_ip="")], ["198.51.100.254"], "n") == {}
+
+
+def test_local_traffic_policy_is_served_only_by_nodes_with_a_ready_endpoint() -> None:
+    local = node_port_service("Local", nodes=("node-2",))
+    assert node_port_relays([local], ["198.51.100.254"], "node-1") == {}
+    assert len(node_port_relays([local], ["198.51.100.254"], "node-2")) == 2
+    # Positive control: Cluster is served everywhere.
+    assert (
+        len(node_port_relays([node_port_service(nodes=("node-2",))], ["10.0.0.1"], "node-1")) == 2
+    )
+
+
+def test_node_port_addresses_are_the_nodes_own_in_the_cidrs_never_loopback() -> None:
+    local = ["127.0.0.1", "192.0.2.2", "198.51.100.254", "10.244.0.3"]
+    assert addresses_in(["0.0.0.0/0"], local) == ["10.244.0.3", "192.0.2.2", "198.51.100.254"]
+    assert addresses_in(["198.51.100.254/32"], local) == ["198.51.100.254"]
+    assert addresses_in(["127.0.0.0/8"], local) == []
+
+
+def test_the_engine_relays_node_ports_of_tenant_and_system_namespaces() -> None:
+    class Relays:
+        def __init__(self) -> None:
+            self.applied: dict[Frontend, Backend] = {}
+
+        def apply(self, wanted: Any) -> dict[Frontend, str]:
+            self.applied = dict(wanted)
+            return {}
+
+    relays = Relays()
+    engine = ProxyEngine(
+        ProxySettings(),
+        tables=None,  # type: ignore[arg-type]
+        node_ports=NodePorts(relays, "node-1", ("0.0.0.0/0",), lambda: ["198.51.100.254"]),
+    )
+    engine.on_change("namespaces", None, namespace_object("team-a", tenant=True))
+    engine.on_change("namespaces", None, namespace_object("default", tenant=False))
+    engine.on_change(
+        "networks",
+        None,
+        {
+            "metadata": {"namespace": "team-a", "name": "team-a"},
+            "status": {"routerID": "ra", "routerExternalIP": "198.51.100.10"},
+        },
+    )
+    engine.on_change(
+        "networks",
+        None,
+        {
+            "metadata": {"namespace": "kube-system", "name": "system"},
+            "status": {"routerID": "rs", "routerExternalIP": "198.51.100.20"},
+        },
+    )
+    for namespace, number in (("team-a", 30001), ("default", 30002)):
+        svc = service("web", "10.96.0.20", [{"port": 80, "nodePort": number}], type="NodePort")
+        engine.on_change(
+            "services", None, {**svc, "metadata": {"namespace": namespace, "name": "web"}}
+        )
+    engine.sync_node_ports()
+    assert relays.applied == {
+        Frontend("TCP", "198.51.100.254", 30001): Backend("198.51.100.10", 30001),
+        Frontend("TCP", "198.51.100.254", 30002): Backend("198.51.100.20", 30002),
+    }

@@ -241,6 +241,8 @@ def network_crd() -> dict[str, Any]:
                     "networkID": "Neutron network id",
                     "subnetID": "Neutron subnet id",
                     "routerID": "Neutron router id",
+                    "routerExternalIP": "the router's address on the external network, "
+                    "where NodePort and LoadBalancer traffic enters it",
                 }
             ),
         },

@@ -6,6 +6,7 @@ lookups by derived name make every step safe to repeat after a crash.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -53,6 +54,13 @@ class NetworkResult:
     subnet_id: str | None
     router_id: str | None
     recreated: bool = False
+    # The router's IPv4 address on the external network ("" without one).
+    router_external_ip: str = ""
+
+
+def external_ipv4(router: neutron.Router) -> str:
+    """The router's first IPv4 address on the external network ("" if none yet)."""
+    return next((ip for ip in router.external_ips if ipaddress.ip_address(ip).version == 4), "")
 
 
 def gateway_problem(ports: list[neutron.Port], router_id: str, subnet_id: str) -> str | None:
@@ -239,7 +247,7 @@ class NetworkReconciler:
             neutron.allow_ingress_from(
                 self.conn, project, f"{subnet.gateway_ip}/32", SERVICES_RULE_DESCRIPTION
             )
-        return NetworkResult(net.id, subnet.id, router.id, recreated)
+        return NetworkResult(net.id, subnet.id, router.id, recreated, external_ipv4(router))
 
     def _network_and_subnet(
         self, spec: NetworkSpec, name: str, project: str, status: Mapping[str, Any]
@@ -280,6 +288,7 @@ class NetworkReconciler:
             checkpoint("neutron-router")
         elif self.config.ext_net_id and router.external_network_id != self.config.ext_net_id:
             neutron.set_router_gateway(self.conn, router.id, self.config.ext_net_id)
+            router = neutron.get_router(self.conn, router.id) or router  # its new address
         return router
 
     def _finalize(self, body: Mapping[str, Any]) -> None:

@@ -339,6 +339,7 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
                 "networkID": result.network_id,
                 "subnetID": result.subnet_id or "",
                 "routerID": result.router_id or "",
+                "routerExternalIP": result.router_external_ip,
             }
             if result.recreated:
                 kopf.warn(

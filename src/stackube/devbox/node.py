@@ -238,6 +238,9 @@ def proxy_argv(settings: DevboxSettings) -> list[str]:
         f"--kubeconfig={settings.kube_dir / 'stackube-proxy.kubeconfig'}",
         f"--cluster-dns={settings.cluster_dns_ip}",
         f"--service-cidr={settings.service_cidr}",
+        f"--node-name={settings.node_name}",
+        # The node's InternalIP only: never the machine's uplink.
+        f"--nodeport-addresses={settings.external_host_address}/32",
     ]  # fmt: skip
 
 

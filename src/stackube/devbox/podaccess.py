@@ -3,7 +3,8 @@
 
 kube-apiserver listens on loopback only. Pods live behind their tenant's Neutron
 router, whose gateway port is on the external segment; the host owns one address there
-(kept out of Neutron's pool), where a relay (socat) passes the API port to loopback.
+(kept out of Neutron's pool), where a relay (socat) passes the API port to loopback
+(and stackube-proxy's relays serve NodePorts).
 (A DNAT rule cannot do it here: the external segment is bridged on the host with
 bridge-nf-call-iptables on, so the connection's NAT decision is taken, empty, while it
 crosses the bridge, before it reaches the host's address.) A guard chain rejects
@@ -63,12 +64,19 @@ def service(settings: DevboxSettings) -> Service:
     )
 
 
+# The API server's default --service-node-port-range: stackube-proxy's relays listen
+# there on the host's address (docs/services.md).
+NODE_PORT_RANGE = "30000:32767"
+
+
 def guard_rules(settings: DevboxSettings) -> list[list[str]]:
-    """The guard chain (pure): replies and the API relay pass, everything else is
-    refused."""
+    """The guard chain (pure): replies, the API relay and NodePorts pass, everything
+    else is refused."""
     return [
         ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"],
         ["-p", "tcp", "--dport", str(settings.ports.kube_apiserver), "-j", "RETURN"],
+        ["-p", "tcp", "--dport", NODE_PORT_RANGE, "-j", "RETURN"],
+        ["-p", "udp", "--dport", NODE_PORT_RANGE, "-j", "RETURN"],
         ["-p", "icmp", "-j", "RETURN"],
         ["-j", "REJECT"],
     ]

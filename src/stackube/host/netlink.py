@@ -608,3 +608,9 @@ def _matching_prefix(ipr: IPRoute, ip: str) -> int:
         if length and dst and address in ipaddress.ip_network(f"{dst}/{length}", strict=False):
             best = max(best, length)
     return best
+
+
+def ipv4_addresses() -> list[str]:
+    """Every IPv4 address of this network namespace's interfaces (loopback included)."""
+    with IPRoute() as ipr:
+        return sorted({str(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr(family=socket.AF_INET)})

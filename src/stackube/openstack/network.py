@@ -42,6 +42,9 @@ class Router:
     id: str
     name: str
     external_network_id: str | None
+    # The gateway's addresses on the external network (where NodePort and LoadBalancer
+    # traffic enters the router).
+    external_ips: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ def _subnet(raw: Any) -> Subnet:
 
 def _router(raw: Any) -> Router:
     gateway = raw.external_gateway_info or {}
-    return Router(str(raw.id), str(raw.name), gateway.get("network_id"))
+    ips = tuple(str(ip["ip_address"]) for ip in gateway.get("external_fixed_ips") or [])
+    return Router(str(raw.id), str(raw.name), gateway.get("network_id"), ips)
 
 
 @translating("Neutron external network")

@@ -8,10 +8,11 @@ import signal
 import threading
 from types import FrameType
 
-from stackube.host import iptables
+from stackube.host import iptables, netlink
+from stackube.host.portrelay import PortRelay
 from stackube.kube.client import api_client
 from stackube.kube.watch import cluster_reflectors
-from stackube.proxy.sync import ProxyEngine
+from stackube.proxy.sync import NodePorts, ProxyEngine
 from stackube.proxy.tenants import ProxySettings
 
 log = logging.getLogger("stackube.proxy")
@@ -26,10 +27,13 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    relays = PortRelay("nodeport")
+    node_ports = NodePorts(relays, args.node_name, args.nodeport_addresses, netlink.ipv4_addresses)
     engine = ProxyEngine(
         ProxySettings(args.cluster_dns, args.dns_namespace, args.service_cidr),
         iptables,
         args.min_sync_seconds,
+        node_ports,
     )
     reflectors = cluster_reflectors(api_client(args.kubeconfig), engine.on_change, stop)
     for reflector in reflectors.values():
@@ -41,6 +45,14 @@ def run(args: argparse.Namespace) -> int:
             log.info("waiting for the first list of %s", name)
     log.info("listed services, endpointslices and networks: full sync")
     threading.Thread(target=engine.run, args=(stop,), name="sync", daemon=True).start()
-    while not stop.wait(args.housekeeping_seconds):
-        engine.housekeeping()
+    try:
+        while not stop.wait(args.housekeeping_seconds):
+            try:
+                engine.housekeeping()
+            except Exception:  # a bug or an odd kernel answer: say so, keep serving
+                log.exception(
+                    "housekeeping failed; trying again in %.0f s", args.housekeeping_seconds
+                )
+    finally:
+        relays.stop()
     return 0

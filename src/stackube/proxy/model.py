@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROTOCOLS = ("TCP", "UDP")
+# Service types whose ports have a nodePort (LoadBalancer's may opt out of them).
+NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
 
 
 @dataclass(frozen=True, order=True)
@@ -30,6 +32,8 @@ class ServicePort:
     port: int
     endpoints: tuple[Endpoint, ...] = ()
     affinity_seconds: int | None = None  # ClientIP session affinity
+    # NodePort (also LoadBalancer's): reached at the router's external address, this port.
+    node_port: int | None = None
 
     @property
     def key(self) -> str:
@@ -43,6 +47,8 @@ class TenantServices:
 
     router_id: str
     ports: tuple[ServicePort, ...] = field(default_factory=tuple)
+    # The router's address on the external network ("" unknown): where NodePorts enter.
+    external_ip: str = ""
 
 
 def _cluster_ips(spec: Mapping[str, Any]) -> list[str]:
@@ -95,6 +101,7 @@ def service_ports(
             if protocol not in PROTOCOLS:
                 continue
             name = port.get("name") or ""
+            node_port = port.get("nodePort") if spec.get("type") in NODE_PORT_TYPES else None
             result.append(
                 ServicePort(
                     namespace=str(meta.get("namespace", "")),
@@ -105,6 +112,7 @@ def service_ports(
                     port=int(port["port"]),
                     endpoints=ready_endpoints(slices, name, protocol),
                     affinity_seconds=affinity,
+                    node_port=int(node_port) if node_port else None,
                 )
             )
     return result

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 from pathlib import Path
 
 
@@ -29,4 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=10.0,
         help="re-check hooks and routers that appeared this often",
+    )
+    parser.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME") or socket.gethostname(),
+        help="this node's name (externalTrafficPolicy: Local serves only its endpoints)",
+    )
+    parser.add_argument(
+        "--nodeport-addresses",
+        type=lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
+        default=("0.0.0.0/0",),
+        help="comma-separated CIDRs: NodePorts are served on this node's addresses in "
+        "them (never loopback). Default: every address",
     )

@@ -4,9 +4,13 @@ In the router's namespace, nat PREROUTING jumps to STKB-SERVICES, which dispatch
 the ClusterIP's /24 to a small chain (STKB-IP-<hex of the /24>), which matches the
 exact ClusterIP, protocol and port and jumps to the service port's chain
 (STKB-SVC-<hash>): ClientIP affinity, then an equal-probability choice of endpoint,
-each a DNAT rule. In POSTROUTING, connections whose original
-destination was in the service range are masqueraded, so replies from an endpoint on
-the client's own subnet come back through the router.
+each a DNAT rule. NodePorts arrive at the router's external address (relayed there by
+stackube-proxy on every node, see docs/services.md): STKB-SERVICES sends that address to
+STKB-NODEPORTS, which matches protocol and node port and jumps to the same SVC chain.
+In POSTROUTING, connections whose original destination was in the service range or the
+router's external address are masqueraded, so replies from an endpoint come back
+through the router (and the endpoint's security group admits them: see
+SERVICES_RULE_DESCRIPTION in the controller).
 
 The service range is routed `local` in the router (a tenant router has no route for it,
 and an unroutable destination only earns an ICMP "net unreachable", which TCP treats
@@ -34,6 +38,7 @@ PREFIX = "STKB-"
 SERVICES = "STKB-SERVICES"
 POSTROUTING = "STKB-POSTROUTING"
 REJECT = "STKB-REJECT"
+NODE_PORTS = "STKB-NODEPORTS"
 SERVICE_CIDR = "10.96.0.0/12"
 # Neutron's L3 agent SNATs every DNATed connection to the router's external address
 # (meant for floating IPs) unless it carries the mark of traffic that entered through
@@ -81,20 +86,32 @@ def _comment(text: str) -> str:
     return f'-m comment --comment "{text}"'
 
 
+def _ports_match(protocol: str, number: int) -> str:
+    proto = protocol.lower()
+    return f"-p {proto} -m {proto} --dport {number}"
+
+
 def _match(port: ServicePort) -> str:
-    proto = port.protocol.lower()
-    return f"-d {port.cluster_ip}/32 -p {proto} -m {proto} --dport {port.port}"
+    return f"-d {port.cluster_ip}/32 {_ports_match(port.protocol, port.port)}"
 
 
-def _service_rules(port: ServicePort, nat: Chains, filter_: Chains) -> str | None:
-    """Adds the port's SVC chain; returns its dispatch rule (None: rejected). The DNATs
-    sit in the SVC chain itself (no chain per endpoint: iptables-nft slows down sharply
-    with the number of chains, and an endpoint change then rewrites one chain)."""
+def _node_port_match(port: ServicePort, external_ip: str) -> str:
+    return f"-d {external_ip}/32 {_ports_match(port.protocol, port.node_port or 0)}"
+
+
+def _service_rules(port: ServicePort, nat: Chains, filter_: Chains, external_ip: str) -> str | None:
+    """Adds the port's SVC chain (and its NodePort's dispatch rule when the router's
+    external address is known); returns its ClusterIP dispatch rule (None: rejected).
+    The DNATs sit in the SVC chain itself (no chain per endpoint: iptables-nft slows
+    down sharply with the number of chains, and an endpoint change then rewrites one
+    chain)."""
+    node_port = port.node_port is not None and bool(external_ip)
     if not port.endpoints:
         reject = "tcp-reset" if port.protocol == "TCP" else "icmp-port-unreachable"
-        filter_[REJECT] += (
-            f"{_match(port)} {_comment(port.key + ' has no endpoints')} "
-            f"-j REJECT --reject-with {reject}",
+        matches = [_match(port)] + ([_node_port_match(port, external_ip)] if node_port else [])
+        filter_[REJECT] += tuple(
+            f"{match} {_comment(port.key + ' has no endpoints')} -j REJECT --reject-with {reject}"
+            for match in matches
         )
         return None
     proto = port.protocol.lower()
@@ -128,22 +145,29 @@ def _service_rules(port: ServicePort, nat: Chains, filter_: Chains) -> str | Non
         remaining -= 1
     svc = svc_chain(port)
     nat[svc] = tuple(rules)
+    if node_port:
+        nat[NODE_PORTS] += (f"{_node_port_match(port, external_ip)} {_comment(port.key)} -j {svc}",)
     return f"{_match(port)} {_comment(port.key)} -j {svc}"
 
 
 def desired_tables(tenant: TenantServices, service_cidr: str = SERVICE_CIDR) -> Tables:
     """Every STKB chain of one tenant router, with its rules, in a stable order."""
+    masquerade = _comment("service traffic, masqueraded so replies come back via the router")
     nat: Chains = {
         POSTROUTING: (
-            f"-m conntrack --ctstate DNAT --ctorigdst {service_cidr} "
-            f"{_comment('service traffic, masqueraded so replies come back via the router')}"
-            " -j MASQUERADE",
+            f"-m conntrack --ctstate DNAT --ctorigdst {service_cidr} {masquerade} -j MASQUERADE",
         ),
+        NODE_PORTS: (),
     }
+    if tenant.external_ip:
+        nat[POSTROUTING] += (
+            f"-m conntrack --ctstate DNAT --ctorigdst {tenant.external_ip}/32 "
+            f"{masquerade} -j MASQUERADE",
+        )
     filter_: Chains = {REJECT: ()}
     buckets: dict[str, list[str]] = {}
     for port in sorted(tenant.ports):
-        dispatch = _service_rules(port, nat, filter_)
+        dispatch = _service_rules(port, nat, filter_, tenant.external_ip)
         if dispatch is not None:
             buckets.setdefault(port.cluster_ip, []).append(dispatch)
     by_chain: dict[str, list[str]] = {}
@@ -153,6 +177,8 @@ def desired_tables(tenant: TenantServices, service_cidr: str = SERVICE_CIDR) -> 
         by_chain.setdefault(chain, []).extend(rules)
         cidrs[chain] = _bucket_cidr(cluster_ip)
     nat[SERVICES] = tuple(f"-d {cidrs[chain]} -j {chain}" for chain in sorted(by_chain))
+    if tenant.external_ip:
+        nat[SERVICES] += (f"-d {tenant.external_ip}/32 -j {NODE_PORTS}",)
     # Whatever was not DNATed arrives locally (see LOCAL_ROUTE): refuse it at once.
     filter_[REJECT] += (
         f"-d {service_cidr} -p tcp {_comment('no such service port')} "

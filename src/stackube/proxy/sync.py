@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from stackube.api.objects import ObjectIndex
 from stackube.api.types import SYSTEM_NAMESPACE
 from stackube.errors import StackubeError
-from stackube.proxy.model import TenantServices
+from stackube.host.portrelay import Backend, Frontend
+from stackube.proxy.model import NODE_PORT_TYPES, TenantServices
+from stackube.proxy.nodeports import NodePortService, addresses_in, node_port_relays
 from stackube.proxy.render import (
     JUMPS,
     Tables,
@@ -30,14 +32,32 @@ from stackube.proxy.tenants import (
     changed_namespace,
     dns_by_tenant,
     own_networks,
+    router_external_ip,
     router_of,
     scope_of,
+    slice_owner,
     system_router_networks,
     tenant_namespace_name,
     tenant_services,
 )
 
 log = logging.getLogger("stackube.proxy")
+
+
+class Relays(Protocol):
+    """The node's NodePort relays (stackube.host.portrelay.PortRelay)."""
+
+    def apply(self, wanted: Mapping[Frontend, Backend]) -> dict[Frontend, str]: ...
+
+
+@dataclass(frozen=True)
+class NodePorts:
+    """What the engine needs to serve NodePorts on this node."""
+
+    relays: Relays
+    node_name: str
+    cidrs: tuple[str, ...]  # --nodeport-addresses
+    local_addresses: Callable[[], list[str]]  # this node's IPv4 addresses
 
 
 class RouterTables(Protocol):
@@ -68,11 +88,21 @@ class SyncResult:
 
 class ProxyEngine:
     def __init__(
-        self, settings: ProxySettings, tables: RouterTables, min_sync_seconds: float = 0.05
+        self,
+        settings: ProxySettings,
+        tables: RouterTables,
+        min_sync_seconds: float = 0.05,
+        node_ports: NodePorts | None = None,
     ) -> None:
         self.settings = settings
         self.tables = tables
         self.min_sync_seconds = min_sync_seconds
+        self.node_ports = node_ports
+        self._relays_dirty = True
+        self._relay_failures: dict[Frontend, str] = {}
+        # The sync thread and housekeeping both apply relays: one at a time, so an older
+        # computation never lands after a newer one.
+        self._relay_lock = threading.Lock()
         self._objects = {kind: ObjectIndex() for kind in ("services", "endpointslices", "networks")}
         self._namespaces: set[str] = set()  # seen in the Namespaces watch
         self._tenant_namespaces: set[str] = set()
@@ -87,6 +117,7 @@ class ProxyEngine:
     # ---- input ---------------------------------------------------------------------------
     def on_change(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         with self._changed:
+            self._relays_dirty = True
             obj = new if new is not None else old
             if kind == "namespaces":
                 if obj is None:
@@ -200,7 +231,55 @@ class ProxyEngine:
                 log.exception("namespace %s: sync failed; retrying", namespace)
                 self._retry(namespace)
         self.history = (self.history + results)[-1000:]
+        self.sync_node_ports()
         return results
+
+    def _node_port_services(self) -> list[NodePortService]:
+        """(Under self._changed.) Every NodePort or LoadBalancer Service, with its
+        slices and the external address of the router that serves it."""
+        found = []
+        for namespace in self._objects["services"].namespaces():
+            services = [
+                s
+                for s in self._in("services", namespace)
+                if (s.get("spec") or {}).get("type") in NODE_PORT_TYPES
+            ]
+            if not services:
+                continue
+            scope = self._scope(namespace)
+            networks = (
+                system_router_networks(self._in("networks", SYSTEM_NAMESPACE))
+                if scope == SYSTEM_SCOPE
+                else own_networks(namespace, self._in("networks", namespace))
+            )
+            external_ip = router_external_ip(namespace, networks)
+            slices = self._in("endpointslices", namespace)
+            for service in services:
+                name = (service.get("metadata") or {}).get("name")
+                owned = [s for s in slices if slice_owner(s) == name]
+                found.append(NodePortService(service, owned, external_ip))
+        return found
+
+    def sync_node_ports(self, *, force: bool = False) -> None:
+        """Makes this node's NodePort relays what the Services say (when something
+        changed since the last time, or `force`: housekeeping retries ports that could
+        not be opened and follows the node's addresses)."""
+        node_ports = self.node_ports
+        if node_ports is None:
+            return
+        with self._relay_lock:
+            with self._changed:
+                if not (self._relays_dirty or force):
+                    return
+                self._relays_dirty = False
+                services = self._node_port_services()
+            addresses = addresses_in(node_ports.cidrs, node_ports.local_addresses())
+            wanted = node_port_relays(services, addresses, node_ports.node_name)
+            failures = node_ports.relays.apply(wanted)
+            for frontend, problem in sorted(failures.items()):
+                if self._relay_failures.get(frontend) != problem:
+                    log.warning("NodePort %s cannot be served: %s", frontend, problem)
+            self._relay_failures = failures
 
     def _retry(self, namespace: str) -> None:
         # Start from scratch for it: what reached the router is unknown.
@@ -243,6 +322,7 @@ class ProxyEngine:
             self.settings,
             dns_services=dns_services,
             dns_slices=dns_slices,
+            external_ip=router_external_ip(namespace, networks),
         )
         desired = desired_tables(tenant, self.settings.service_cidr)
         applied = self._applied.get(router)
@@ -303,6 +383,7 @@ class ProxyEngine:
             netns = router_netns(router)
             if self.tables.namespace_exists(netns) and self._hook(netns):
                 log.warning("router %s: a hook was missing; re-added", router)
+        self.sync_node_ports(force=True)
 
     def _hook(self, netns: str) -> bool:
         """Our jumps and the service range's local route; True if any was missing."""

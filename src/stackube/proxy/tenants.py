@@ -30,14 +30,24 @@ class ProxySettings:
     service_cidr: str = "10.96.0.0/12"
 
 
-def router_of(namespace: str, networks: Iterable[Mapping[str, Any]]) -> str | None:
-    """The Neutron router of a tenant namespace: that of its Network named like the
-    namespace, else of its only Network; None if it has none (not a tenant)."""
+def _router_status(namespace: str, networks: Iterable[Mapping[str, Any]], key: str) -> str | None:
     chosen = namespace_network(namespace, list(networks))
     if chosen is None or is_deleting(chosen):
         return None
-    router = (chosen.get("status") or {}).get("routerID")
-    return str(router) if router else None
+    value = (chosen.get("status") or {}).get(key)
+    return str(value) if value else None
+
+
+def router_of(namespace: str, networks: Iterable[Mapping[str, Any]]) -> str | None:
+    """The Neutron router of a tenant namespace: that of its Network named like the
+    namespace, else of its only Network; None if it has none (not a tenant)."""
+    return _router_status(namespace, networks, "routerID")
+
+
+def router_external_ip(namespace: str, networks: Iterable[Mapping[str, Any]]) -> str:
+    """The external address of the router of router_of ("" unknown): where NodePort
+    traffic enters it."""
+    return _router_status(namespace, networks, "routerExternalIP") or ""
 
 
 def own_networks(namespace: str, networks: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -144,6 +154,7 @@ def tenant_services(
     *,
     dns_services: Iterable[Mapping[str, Any]] = (),
     dns_slices: Iterable[Mapping[str, Any]] = (),
+    external_ip: str = "",
 ) -> TenantServices:
     """The namespace's ClusterIP ports, plus the cluster DNS IP (UDP and TCP 53) sent
     to the endpoints of the tenant's DNS Service (`dns_services`/`dns_slices`: those of
@@ -155,4 +166,4 @@ def tenant_services(
         for p in _ports(own_dns, [s for s in dns_slices if slice_owner(s) == namespace])
         if p.port == 53
     ]
-    return TenantServices(router_id, tuple(sorted(ports)))
+    return TenantServices(router_id, tuple(sorted(ports)), external_ip)
