@@ -1,13 +1,21 @@
 """The CNI daemon's pure decisions: which network, pool bookkeeping, recovery, CHECK."""
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 import pytest
 
 from stackube.cni import spec
 from stackube.cni.attachments import Attachment, Phase
+from stackube.cni.attachments import _decode as decode_attachment
 from stackube.cni.drivers import linux_bridge_name, ovs_external_ids, parked_ifname
+from stackube.cni.hostports import (
+    ANY_ADDRESS,
+    PortMapping,
+    host_port_relays,
+    parse_port_mappings,
+)
 from stackube.cni.install import conflist
 from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, refill_count
 from stackube.cni.probes import chain_name, original_destination, probe_ports, render_chain
@@ -32,6 +40,7 @@ from stackube.cni.tenancy import (
 from stackube.host.cri import netns_from_info
 from stackube.host.netlink import PodInterface
 from stackube.host.ovs import add_port_commands, del_port_commands
+from stackube.host.portrelay import Backend, Frontend
 
 pytestmark = pytest.mark.unit
 
@@ -329,7 +338,69 @@ def test_the_conflist_names_the_plugin_and_its_socket() -> None:
     assert doc["cniVersion"] == "1.0.0" and doc["name"] == "stackube"
     # CNI 1.1 runtimes pick 1.1.0 (GC, STATUS) from cniVersions; containerd 1.6 reads 1.0.0
     assert doc["cniVersions"] == ["1.0.0", "1.1.0"]
-    assert doc["plugins"] == [{"type": "kubestack", "socket": "/run/stackube/cni.sock"}]
+    assert doc["plugins"] == [
+        {
+            "type": "kubestack",
+            "socket": "/run/stackube/cni.sock",
+            "capabilities": {"portMappings": True},
+        }
+    ]
+
+
+def test_port_mappings_come_from_the_runtime_config_and_bad_ones_are_refused() -> None:
+    config = {
+        "runtimeConfig": {
+            "portMappings": [
+                {
+                    "hostPort": 54323,
+                    "containerPort": 8080,
+                    "protocol": "tcp",
+                    "hostIP": "127.0.0.1",
+                },
+                {"hostPort": 54323, "containerPort": 8080, "protocol": "udp", "hostIP": ""},
+                {"hostPort": 80, "containerPort": 80, "protocol": "tcp", "hostIP": ANY_ADDRESS},
+            ]
+        }
+    }
+    assert parse_port_mappings(config) == (
+        PortMapping("TCP", "", 80, 80),
+        PortMapping("TCP", "127.0.0.1", 54323, 8080),
+        PortMapping("UDP", "", 54323, 8080),
+    )
+    assert parse_port_mappings({}) == ()
+    for bad, message in (
+        ({"hostPort": 0, "containerPort": 80}, "hostPort 0 is not a port number"),
+        ({"hostPort": 80, "containerPort": "80"}, "containerPort '80' is not a port number"),
+        ({"hostPort": 80, "containerPort": 80, "protocol": "sctp"}, "only TCP and UDP"),
+        ({"hostPort": 80, "containerPort": 80, "hostIP": "::1"}, "IPv6 is not served"),
+    ):
+        with pytest.raises(spec.CniError, match=message) as err:
+            parse_port_mappings({"runtimeConfig": {"portMappings": [bad]}})
+        assert err.value.code == spec.INVALID_NETWORK_CONFIG
+
+
+def test_host_port_relays_bind_the_host_ip_or_every_address() -> None:
+    relays = host_port_relays(
+        [
+            ("10.244.0.7", (PortMapping("TCP", "127.0.0.1", 54323, 8080),)),
+            ("10.244.0.8", (PortMapping("TCP", "198.51.100.254", 54323, 8080),)),
+            ("10.244.0.9", (PortMapping("UDP", "", 54323, 8081),)),
+        ]
+    )
+    assert relays == {
+        Frontend("TCP", "127.0.0.1", 54323): Backend("10.244.0.7", 8080),
+        Frontend("TCP", "198.51.100.254", 54323): Backend("10.244.0.8", 8080),
+        Frontend("UDP", ANY_ADDRESS, 54323): Backend("10.244.0.9", 8081),
+    }
+
+
+def test_port_mappings_survive_the_journals_json() -> None:
+    mapping = PortMapping("UDP", "", 53, 1053)
+    attachment = Attachment("c1", "eth0", "/n", "ns", "p", "uid", port_mappings=(mapping,))
+    assert decode_attachment(json.loads(json.dumps(asdict(attachment)))) == attachment
+    # Entries written before hostPorts existed read as having none.
+    old = {k: v for k, v in asdict(attachment).items() if k != "port_mappings"}
+    assert decode_attachment(old).port_mappings == ()
 
 
 def test_a_dns_server_pod_joins_the_network_of_the_tenant_its_label_names() -> None:

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from stackube.cni.hostports import PortMapping
+
 
 class Phase(enum.StrEnum):
     NEW = "new"  # pod known, no port yet (a port made now carries the pod's device id)
@@ -35,6 +37,8 @@ class Attachment:
     phase: Phase = Phase.NEW
     mac: str = ""  # the port's, once the pod has it (a repair re-creates the port with it)
     ip: str = ""  # the port's IPv4 address on the network's subnet, likewise
+    # hostPorts the runtime asked for (system network only), relayed while it lives.
+    port_mappings: tuple[PortMapping, ...] = ()
 
     @property
     def key(self) -> str:
@@ -57,7 +61,10 @@ def attachment_key(container_id: str, ifname: str) -> str:
 
 
 def _decode(doc: dict[str, Any]) -> Attachment:
-    return Attachment(**{**doc, "phase": Phase(doc.get("phase", Phase.NEW))})
+    mappings = tuple(PortMapping(**m) for m in doc.get("port_mappings") or ())
+    return Attachment(
+        **{**doc, "phase": Phase(doc.get("phase", Phase.NEW)), "port_mappings": mappings}
+    )
 
 
 class AttachmentStore:

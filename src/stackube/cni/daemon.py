@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from stackube.api.naming import NODE_PORT_DEVICE_OWNER, POD_PORT_DEVICE_OWNER, node_port_name
 from stackube.api.objects import ObjectIndex
@@ -27,6 +27,7 @@ from stackube.api.types import DNS_NAMESPACE, SYSTEM_NAMESPACE, is_system_networ
 from stackube.cni import spec
 from stackube.cni.attachments import Attachment, AttachmentStore, Phase, attachment_key
 from stackube.cni.drivers import PlugDriver, parked_ifname
+from stackube.cni.hostports import PortMapping, frontend, host_port_relays, parse_port_mappings
 from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, pool_port_name
 from stackube.cni.probes import chain_name, probe_ports, render_chain
 from stackube.cni.recovery import (
@@ -54,6 +55,7 @@ from stackube.cni.tenancy import (
 from stackube.errors import NotFoundError, StackubeError, TemporaryError
 from stackube.faults import checkpoint
 from stackube.host import cri, iptables, netlink
+from stackube.host.portrelay import Backend, Frontend
 from stackube.kube import pods as kube_pods
 from stackube.kube import resources as kube
 from stackube.kube.client import ApiClient
@@ -64,11 +66,18 @@ log = logging.getLogger("stackube.cni")
 
 CHECK_FAILED = 102
 PORT_NOT_ACTIVE = 103
+HOST_PORT_UNAVAILABLE = 104
 # The pod condition the repair loop keeps (a pod that lists it in spec.readinessGates
 # leaves its Services' endpoints while its network is broken).
 NETWORK_READY_CONDITION = "stackube.kubernetes.io/network-ready"
 EVENT_COMPONENT = "stackube-cni-daemon"
 REPAIR_WAIT = 15.0  # seconds a repair waits for ACTIVE before the next pass takes over
+
+
+class Relays(Protocol):
+    """The hostPort relays (stackube.host.portrelay.PortRelay)."""
+
+    def apply(self, wanted: Mapping[Frontend, Backend]) -> dict[Frontend, str]: ...
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,8 @@ class CniDaemon:
         kube_api: ApiClient,
         driver: PlugDriver,
         store: AttachmentStore,
+        *,
+        hostport_relay: Relays | None = None,
     ) -> None:
         self.settings = settings
         self.conn = conn
@@ -138,6 +149,10 @@ class CniDaemon:
         self.relay_port = 0
         # The system network's Neutron id once its Network is Active (node link, probes).
         self.system_network_id: str | None = None
+        # hostPorts of this node's system-network pods (None: not served, e.g. in tests
+        # that run several daemons on one host).
+        self.hostport_relay = hostport_relay
+        self._hostports_lock = threading.Lock()
 
     # ---- the socket's entry point --------------------------------------------------------
     def handle(self, message: Mapping[str, Any]) -> dict[str, Any]:
@@ -272,8 +287,11 @@ class CniDaemon:
         pod = request.pod
         if pod is None:  # parse_request insists for ADD; kept for the type checker
             raise spec.CniError(spec.INVALID_ENVIRONMENT, "CNI_ARGS must name the pod")
+        mappings = parse_port_mappings(request.config)
         with self._sandbox(request.container_id, request.ifname):
             network = self.tenant_network(self.network_namespace(pod.namespace, pod.name))
+            if mappings:
+                self._check_hostports(network, mappings)
             attachment = self.store.get(request.container_id, request.ifname)
             ready: ReadyPort | None = None
             if attachment is not None and attachment.network_id != network.network_id:
@@ -300,6 +318,7 @@ class CniDaemon:
                         phase=Phase.CLAIMED if ready else Phase.NEW,
                         mac=ready.mac if ready else "",
                         ip=ready.ip if ready else "",
+                        port_mappings=mappings,
                     )
                     self.store.put(attachment)
             if ready is not None:
@@ -318,14 +337,21 @@ class CniDaemon:
             )
             checkpoint("cni-moved")
             done = Phase.PLUGGED if unnamed or attachment.phase == Phase.PLUGGED else Phase.RECORDED
-            if attachment.phase != Phase.RECORDED or not attachment.ip:
+            if (
+                attachment.phase != Phase.RECORDED
+                or not attachment.ip
+                or attachment.port_mappings != mappings
+            ):
                 attachment = attachment.advanced(
                     done if attachment.phase != Phase.RECORDED else Phase.RECORDED,
                     netns=request.netns,
                     mac=port.mac,
                     ip=port.ip,
+                    port_mappings=mappings,
                 )
                 self.store.put(attachment)
+            if mappings:
+                self._open_hostports(attachment)
             if attachment.phase == Phase.PLUGGED:
                 self._renames.put((attachment.container_id, attachment.ifname))
             self._probe_kick.set()
@@ -537,6 +563,53 @@ class CniDaemon:
             delay = min(delay * 1.5, 1.0)
 
     # ---- DEL -----------------------------------------------------------------------------
+    # ---- hostPorts (system network only) --------------------------------------------------
+    def _check_hostports(self, network: TenantNetwork, mappings: tuple[PortMapping, ...]) -> None:
+        if self.hostport_relay is None:
+            raise spec.CniError(
+                spec.INVALID_NETWORK_CONFIG,
+                "this CNI daemon serves no hostPorts (started without them)",
+            )
+        if self.system_network_id is None:
+            raise TemporaryError("hostPorts wait for the node's link to the system network")
+        if network.network_id != self.system_network_id:
+            raise spec.CniError(
+                spec.INVALID_NETWORK_CONFIG,
+                f"hostPort {mappings[0]}: hostPorts are served only for pods on the system "
+                "network (a tenant's network is not the node's to reach)",
+            )
+
+    def _open_hostports(self, attachment: Attachment) -> None:
+        """Relays the attachment's hostPorts; raises CniError if one cannot be opened
+        (the runtime then deletes the sandbox, which closes the others)."""
+        failures = self.sync_hostports()
+        mine = {frontend(m): m for m in attachment.port_mappings}
+        refused = [f"{mine[f]}: {why}" for f, why in sorted(failures.items()) if f in mine]
+        if refused:
+            raise spec.CniError(HOST_PORT_UNAVAILABLE, "hostPort not available", "; ".join(refused))
+        log.info(
+            "%s/%s: hostPorts %s",
+            attachment.namespace,
+            attachment.pod,
+            ", ".join(str(m) for m in attachment.port_mappings),
+        )
+
+    def sync_hostports(self) -> dict[Frontend, str]:
+        """Makes the hostPort relays those of the journal's plugged pods; returns the
+        frontends that could not be opened, with the reason."""
+        if self.hostport_relay is None:
+            return {}
+        with self._hostports_lock:
+            pods = [
+                (a.ip, a.port_mappings)
+                for a in self.store.all()
+                if a.port_mappings and a.ip and a.phase in (Phase.PLUGGED, Phase.RECORDED)
+            ]
+            failures = self.hostport_relay.apply(host_port_relays(pods))
+        for frontend_, why in sorted(failures.items()):
+            log.warning("hostPort %s cannot be served: %s", frontend_, why)
+        return failures
+
     def delete(self, request: spec.Request) -> None:
         with self._sandbox(request.container_id, request.ifname):
             attachment = self.store.get(request.container_id, request.ifname)
@@ -576,6 +649,8 @@ class CniDaemon:
         self.store.remove(attachment)
         self._reported.pop(attachment.key, None)
         self._probe_kick.set()
+        if attachment.port_mappings:
+            self.sync_hostports()
         log.info(
             "DEL %s/%s (%s): released port %s",
             attachment.namespace,
@@ -910,6 +985,7 @@ class CniDaemon:
             len(plan.rebuilt),
             len(plan.kept),
         )
+        self.sync_hostports()
         self.ready.set()
 
     def _sandbox_interfaces(self) -> list[SandboxInterface]:

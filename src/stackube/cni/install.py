@@ -31,7 +31,10 @@ def conflist(socket_path: str, cni_version: str = "1.0.0") -> dict[str, Any]:
         "cniVersion": cni_version,
         "cniVersions": list(CNI_VERSIONS),
         "name": "stackube",
-        "plugins": [{"type": "kubestack", "socket": socket_path}],
+        # portMappings: the runtime passes pods' hostPorts (served on the system network).
+        "plugins": [
+            {"type": "kubestack", "socket": socket_path, "capabilities": {"portMappings": True}}
+        ],
     }
 
 

@@ -22,6 +22,7 @@ from stackube.cni.probe_relay import ProbeRelay
 from stackube.cni.server import CniSocketServer
 from stackube.config import parse_config, read_key_files
 from stackube.errors import StackubeError, TemporaryError
+from stackube.host.portrelay import PortRelay
 from stackube.kube.client import api_client
 from stackube.kube.lease import LeaseLock
 from stackube.kube.watch import network_reflector, node_pod_reflector
@@ -148,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         kube_api,
         driver,
         AttachmentStore(args.state_dir / "attachments"),
+        hostport_relay=PortRelay("hostport") if args.hostports else None,
     )
     log.info(
         "node %s (Neutron host %s), %s driver, pools of %d%s",
@@ -172,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
         daemon.stop()
         threading.Thread(target=server.shutdown, daemon=True).start()
         threading.Thread(target=relay.shutdown, daemon=True).start()
+        if isinstance(daemon.hostport_relay, PortRelay):
+            threading.Thread(target=daemon.hostport_relay.stop, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

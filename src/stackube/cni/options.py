@@ -84,3 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         help="how often pods' ports, bindings and host links are checked and mended",
     )
+    parser.add_argument(
+        "--hostports",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve hostPorts of pods on the system network (relayed from this node's "
+        "addresses; the conflist's portMappings capability); --no-hostports: refuse them",
+    )
