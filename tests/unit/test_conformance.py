@@ -47,11 +47,17 @@ def test_a_failed_suite_setup_is_a_failure() -> None:
     assert (result.failures, result.tests, result.passed) == (2, 4, 1)
 
 
-def test_the_ci_run_skips_the_listed_known_failures_and_nothing_else() -> None:
+def test_the_ci_run_skips_the_listed_known_failures_and_nothing_else(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # None is known to fail today (NodePort and hostPort came with issue #14).
+    assert conformance.KNOWN_FAILURES == ()
+    assert conformance.suite_skip(None, skip_known_failures=True) == ""
+    known = (("Services should be able to create a functioning NodePort service", "why"),)
+    monkeypatch.setattr(conformance, "KNOWN_FAILURES", known)
     assert conformance.suite_skip(None, skip_known_failures=False) == ""
     ci = conformance.suite_skip(None, skip_known_failures=True)
-    assert "functioning NodePort service" in ci and "HostPort validates" in ci
-    assert ci.count("|") == len(conformance.KNOWN_FAILURES) - 1
+    assert "functioning NodePort service" in ci and "|" not in ci
     assert conformance.suite_skip("Slow", skip_known_failures=False) == "Slow"
     assert conformance.suite_skip("Slow", skip_known_failures=True).endswith("|Slow")
 

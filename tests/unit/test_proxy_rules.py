@@ -16,6 +16,7 @@ from stackube.proxy.render import (
     affinity_list,
     bucket_chain,
     desired_tables,
+    load_balancer_ips,
     restore_input,
     svc_chain,
     udp_endpoints_removed,
@@ -466,3 +467,47 @@ def test_the_engine_relays_node_ports_of_tenant_and_system_namespaces() -> None:
         Frontend("TCP", "198.51.100.254", 30001): Backend("198.51.100.10", 30001),
         Frontend("TCP", "198.51.100.254", 30002): Backend("198.51.100.20", 30002),
     }
+
+
+# ---- LoadBalancer --------------------------------------------------------------------------
+def test_a_load_balancer_address_dispatches_to_the_same_chain_from_allowed_sources() -> None:
+    p = port(
+        endpoints=(Endpoint("10.244.0.5", 8080),),
+        load_balancer_ips=("198.51.100.40",),
+        source_ranges=("192.0.2.0/24", "198.51.100.0/25"),
+    )
+    tables = desired_tables(TenantServices("r", (p,)))
+    nat = tables["nat"]
+    lb_bucket = nat[bucket_chain("198.51.100.40")]
+    assert [r.split(" -d ")[0] for r in lb_bucket] == ["-s 192.0.2.0/24", "-s 198.51.100.0/25"]
+    assert all("-d 198.51.100.40/32 -p tcp -m tcp --dport 80" in r for r in lb_bucket)
+    assert all(r.endswith(f"-j {svc_chain(p)}") for r in lb_bucket)
+    assert "-d 198.51.100.0/24 -j " + bucket_chain("198.51.100.40") in nat[SERVICES]
+    assert any("--ctorigdst 198.51.100.40/32" in r for r in nat[POSTROUTING])
+    # Everything else that reaches the address (routed to the router) is dropped.
+    assert tables["filter"][REJECT][-1].startswith("-d 198.51.100.40/32")
+    assert tables["filter"][REJECT][-1].endswith("-j DROP")
+    assert load_balancer_ips(TenantServices("r", (p,))) == ["198.51.100.40"]
+
+
+def test_load_balancer_addresses_come_from_the_status_of_load_balancer_services_only() -> None:
+    ports = [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]
+    lb = service(
+        "a", "10.96.0.20", ports, type="LoadBalancer", loadBalancerSourceRanges=["192.0.2.0/24"]
+    )
+    lb["status"] = {"loadBalancer": {"ingress": [{"ip": "198.51.100.40"}, {"hostname": "x"}]}}
+    (served,) = service_ports(lb, [])
+    assert served.load_balancer_ips == ("198.51.100.40",)
+    assert served.source_ranges == ("192.0.2.0/24",)
+    # A status left over after the type changed serves nothing.
+    cluster_ip = {**lb, "spec": {**lb["spec"], "type": "ClusterIP"}}
+    assert service_ports(cluster_ip, [])[0].load_balancer_ips == ()
+
+
+def test_a_load_balancer_without_endpoints_is_refused_at_its_address() -> None:
+    p = port(load_balancer_ips=("198.51.100.40",))
+    refused = desired_tables(TenantServices("r", (p,)))["filter"][REJECT]
+    assert any(
+        r.startswith("-d 198.51.100.40/32 -p tcp -m tcp --dport 80") and "tcp-reset" in r
+        for r in refused
+    )

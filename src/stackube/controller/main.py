@@ -16,6 +16,7 @@ import kopf
 
 from stackube.config import parse_config, read_key_files
 from stackube.controller import metrics
+from stackube.controller.loadbalancer import LoadBalancerReconciler
 from stackube.controller.network import NetworkReconciler
 from stackube.controller.operator import Reconcilers, register
 from stackube.controller.system import keep_system_network
@@ -97,11 +98,20 @@ def run(args: argparse.Namespace) -> int:
             scheme="Bearer" if apiserver.token else None,
         )
 
+    networks = NetworkReconciler(openstack, kube, config, args.neutron_concurrency)
     memo = kopf.Memo(
         reconcilers=Reconcilers(
             TenantReconciler(openstack, kube, config),
-            NetworkReconciler(openstack, kube, config, args.neutron_concurrency),
+            networks,
             wait_for_dns=args.wait_for_dns,
+            load_balancers=LoadBalancerReconciler(
+                lambda: networks.conn,
+                config.ext_net_id,
+                networks.project_id,
+                networks.owner_if_known,
+            )
+            if args.load_balancers
+            else None,
         )
     )
     try:

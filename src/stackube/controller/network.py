@@ -159,7 +159,7 @@ class NetworkReconciler:
                 self._system_project = project.id
             return self._system_project
 
-    def _owner_if_known(self, namespace: str) -> str | None:
+    def owner_if_known(self, namespace: str) -> str | None:
         """project_id() for a finalizer: None where it cannot say (namespace gone, or a
         Tenant's without its label), instead of waiting."""
         ns = kube.get_namespace(self.kube, namespace)
@@ -302,7 +302,7 @@ class NetworkReconciler:
         status = body.get("status") or {}
         namespace, name = str(meta["namespace"]), str(meta["name"])
         neutron_names = neutron_name(namespace, name)
-        project = self._owner_if_known(namespace)
+        project = self.owner_if_known(namespace)
 
         net_ids = {status["networkID"]} if status.get("networkID") else set()
         router_ids = {status["routerID"]} if status.get("routerID") else set()

@@ -13,6 +13,7 @@ retries and the liveness endpoint. The decisions stay in the reconcilers; here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import logging
@@ -26,7 +27,9 @@ import kopf
 
 from stackube.api.conditions import set_condition
 from stackube.api.types import FINALIZER, GROUP, NETWORK_PLURAL, TENANT_PLURAL, VERSION, State
+from stackube.controller import loadbalancer as lb
 from stackube.controller import metrics
+from stackube.controller.loadbalancer import LoadBalancerReconciler
 from stackube.controller.network import NetworkReconciler
 from stackube.controller.tenant import TenantReconciler
 from stackube.errors import PermanentError, StackubeError, TemporaryError
@@ -44,6 +47,7 @@ class Reconcilers:
     networks: NetworkReconciler
     # Active Tenants have a DNS server that answers (off: Active once the network is).
     wait_for_dns: bool = True
+    load_balancers: LoadBalancerReconciler | None = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +265,50 @@ def run_finalizer(
     LOCKS.forget(kind, body)
 
 
+# ---- LoadBalancer Services --------------------------------------------------------------
+def service_pass(r: LoadBalancerReconciler, body: kopf.Body, patch: kopf.Patch, retry: int) -> None:
+    """One level-based pass over a Service that concerns us (loadbalancer.concerns_us):
+    finalizer first, then the floating IP and the status; or, once it is no longer a
+    LoadBalancer or is being deleted, the release and the finalizer's removal. Neutron's
+    refusals (quota, address taken) become a Warning Event and a retry with backoff."""
+    with LOCKS("service", body):
+        meta = body.get("metadata") or {}
+        finalizers = list(meta.get("finalizers") or [])
+        try:
+            if not lb.wants_floating_ip(body):
+                released = r.release(body)
+                if released and not meta.get("deletionTimestamp"):
+                    patch.status["loadBalancer"] = {"ingress": None}
+                    kopf.info(body, reason="Released", message=f"released {', '.join(released)}")
+                patch.metadata.annotations[lb.FLOATING_IP_ANNOTATION] = None
+                if lb.FINALIZER in finalizers:
+                    patch.metadata["finalizers"] = [f for f in finalizers if f != lb.FINALIZER]
+                LOCKS.forget("service", body)
+                return
+            if lb.FINALIZER not in finalizers:
+                # Held before anything exists in Neutron; kopf applies the patch and runs
+                # the pass again at once.
+                patch.metadata["finalizers"] = [*finalizers, lb.FINALIZER]
+                raise kopf.TemporaryError("adding the finalizer first", delay=0)
+            allocation = r.ensure(body)
+        except StackubeError as exc:
+            kopf.warn(body, reason="AllocationFailed", message=str(exc))
+            delay = retry_delay(retry, getattr(exc, "retry_after", None))
+            raise kopf.TemporaryError(str(exc), delay=max(delay, 5.0)) from exc
+        address = allocation.floating_ip.address
+        patch.metadata.annotations[lb.FLOATING_IP_ANNOTATION] = allocation.floating_ip.id
+        if lb.current_address(body) != address:
+            patch.status["loadBalancer"] = {"ingress": [{"ip": address, "ipMode": "VIP"}]}
+        if allocation.replaced:
+            kopf.warn(
+                body,
+                reason="Repaired",
+                message=f"floating IP {allocation.replaced} was gone; now {address}",
+            )
+        elif allocation.created:
+            kopf.info(body, reason="Allocated", message=f"floating IP {address}")
+
+
 # ---- Tenant ---------------------------------------------------------------------------
 def _tenant_pass(r: Reconcilers, body: kopf.Body) -> Callable[[], Outcome]:
     def action() -> Outcome:
@@ -372,6 +420,39 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
         namespace, name = body.metadata.namespace, body.metadata.name
         if namespace == name and new:
             memo.reconcilers.tenants.note_network_state(name, str(new))
+
+    services = ("", "v1", "services")
+
+    def lb_concerned(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
+        return memo.reconcilers.load_balancers is not None and lb.concerns_us(body)
+
+    @kopf.on.resume(*services, registry=registry, when=lb_concerned)
+    @kopf.on.create(*services, registry=registry, when=lb_concerned)
+    @kopf.on.update(*services, registry=registry, when=lb_concerned)
+    def service_reconcile(
+        body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, **_: Any
+    ) -> None:
+        service_pass(memo.reconcilers.load_balancers, body, patch, retry)
+
+    # optional: our own finalizer holds the Service, kopf's is not needed.
+    @kopf.on.delete(*services, registry=registry, when=lb_concerned, optional=True)
+    def service_delete(
+        body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, **_: Any
+    ) -> None:
+        service_pass(memo.reconcilers.load_balancers, body, patch, retry)
+
+    @kopf.timer(
+        *services,
+        registry=registry,
+        interval=resync_seconds,
+        initial_delay=resync_seconds,
+        idle=resync_seconds / 2,
+        when=lb_concerned,
+    )
+    def service_resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        # Repairs a floating IP deleted behind our back; failures retry on the next tick.
+        with contextlib.suppress(kopf.TemporaryError):
+            service_pass(memo.reconcilers.load_balancers, body, patch, 0)
 
     @kopf.on.delete(*networks, registry=registry)
     def network_delete(

@@ -45,3 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a Tenant is Active only once its DNS server answers (off: once its network "
         "is; for clusters whose nodes take no pods yet)",
     )
+    parser.add_argument(
+        "--load-balancers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve LoadBalancer Services with Neutron floating IPs (off: leave them to "
+        "another controller)",
+    )

@@ -22,6 +22,7 @@ from stackube.api.types import (
 )
 from stackube.config import ControllerConfig
 from stackube.controller import dns, rbac
+from stackube.controller.loadbalancer import DESCRIPTION_PREFIX
 from stackube.errors import PermanentError, TemporaryError
 from stackube.faults import checkpoint
 from stackube.kube import apply
@@ -341,6 +342,11 @@ class TenantReconciler:
             groups = neutron.delete_security_groups(self.conn, project_id)
             if groups:
                 log.info("tenant %s: deleted %d security group(s)", name, groups)
+            # LoadBalancer floating IPs whose Service's finalizer did not run (e.g. the
+            # controller was down while the namespace went): never billed to a ghost.
+            released = neutron.delete_floating_ips(self.conn, project_id, DESCRIPTION_PREFIX)
+            if released:
+                log.info("tenant %s: released floating IPs %s", name, ", ".join(released))
             identity.delete_project(self.conn, project_id)
             log.info("tenant %s: deleted Keystone project %s", name, project_id)
         checkpoint("project-deleted")

@@ -48,17 +48,7 @@ FOCUS = r"\[sig-network\].*\[Conformance\]"
 SKIPS: tuple[tuple[str, str], ...] = ()
 # Failing today for a feature another issue brings; `--skip-known-failures` (the CI
 # run) leaves them out so that CI tells regressions apart. docs/conformance.md.
-NODEPORT = "NodePort Services are not served yet (issue #14: traffic into tenants)"
-KNOWN_FAILURES: tuple[tuple[str, str], ...] = (
-    ("Services should be able to create a functioning NodePort service", NODEPORT),
-    ("Services should be able to change the type from ExternalName to NodePort", NODEPORT),
-    ("Services should have session affinity work for NodePort service", NODEPORT),
-    ("Services should be able to switch session affinity for NodePort service", NODEPORT),
-    (
-        "HostPort validates that there is no conflict between pods with same hostPort",
-        "hostPort is not mapped (no portmap in the CNI chain yet; issue #14)",
-    ),
-)
+KNOWN_FAILURES: tuple[tuple[str, str], ...] = ()
 # Fixed epoch for the root file system (the same packages give the same layer digest).
 SOURCE_DATE_EPOCH = "1735689600"
 

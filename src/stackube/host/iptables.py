@@ -97,3 +97,11 @@ def namespace_exists(netns: str) -> bool:
 
 def ensure_local_route(netns: str, cidr: str) -> bool:
     return netlink.ensure_local_route(f"{NETNS_DIR}/{netns}", cidr)
+
+
+def local_host_routes(netns: str) -> set[str]:
+    return netlink.local_host_routes(f"{NETNS_DIR}/{netns}")
+
+
+def delete_local_route(netns: str, cidr: str) -> bool:
+    return netlink.delete_local_route(f"{NETNS_DIR}/{netns}", cidr)

@@ -469,6 +469,39 @@ def ensure_local_route(netns_path: str, cidr: str) -> bool:
     return in_namespace(netns_path, ensure)
 
 
+def local_host_routes(netns_path: str) -> set[str]:
+    """The `/32` local routes through lo in the netns's local table ("a.b.c.d/32"),
+    as ensure_local_route adds them (the interfaces' own addresses are left out)."""
+
+    def listed(ns: IPRoute) -> set[str]:
+        lo = _require(ns, "lo")
+        return {
+            f"{route.get_attr('RTA_DST')}/32"
+            for route in ns.get_routes(table=255, family=socket.AF_INET)
+            if route.get("type") == 2  # RTN_LOCAL
+            and route["dst_len"] == 32
+            and route.get_attr("RTA_OIF") == lo
+            and route.get("proto") != 2  # RTPROT_KERNEL: an address's own route
+        }
+
+    return in_namespace(netns_path, listed)
+
+
+def delete_local_route(netns_path: str, cidr: str) -> bool:
+    """Removes `local <cidr>` from the netns's local table; False if it was not there."""
+
+    def delete(ns: IPRoute) -> bool:
+        try:
+            ns.route("del", dst=cidr, type="local", table=255)
+        except NetlinkError as exc:
+            if exc.code == errno.ESRCH:
+                return False
+            raise
+        return True
+
+    return in_namespace(netns_path, delete)
+
+
 def interface_macs(netns_path: str) -> dict[str, str]:
     """{ifname: MAC} of the links inside a netns (loopback left out); {} if the netns
     is gone."""

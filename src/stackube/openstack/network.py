@@ -400,3 +400,75 @@ def delete_security_groups(conn: Connection, project_id: str) -> int:
         conn.network.delete_security_group(group.id, ignore_missing=True)
         deleted += 1
     return deleted
+
+
+@dataclass(frozen=True)
+class FloatingIP:
+    id: str
+    address: str
+    project_id: str
+    network_id: str
+    description: str
+
+
+def _floating_ip(raw: Any) -> FloatingIP:
+    return FloatingIP(
+        str(raw.id),
+        str(raw.floating_ip_address),
+        str(raw.project_id or ""),
+        str(raw.floating_network_id),
+        str(raw.description or ""),
+    )
+
+
+@translating("Neutron floating IP lookup")
+def get_floating_ip(conn: Connection, floating_ip_id: str) -> FloatingIP | None:
+    raw = conn.network.find_ip(floating_ip_id, ignore_missing=True)
+    return None if raw is None else _floating_ip(raw)
+
+
+@translating("Neutron floating IP lookup")
+def find_floating_ips(conn: Connection, project_id: str, description: str) -> list[FloatingIP]:
+    """The project's floating IPs with exactly this description."""
+    return [
+        _floating_ip(raw)
+        for raw in conn.network.ips(project_id=project_id, description=description)
+        if raw.description == description
+    ]
+
+
+@translating("Neutron floating IP create")
+def create_floating_ip(
+    conn: Connection,
+    external_network_id: str,
+    project_id: str,
+    description: str,
+    address: str | None = None,
+) -> FloatingIP:
+    """An unassociated floating IP on the external network, in `project_id` (its quota
+    and accounting); `address` asks for that address (Neutron refuses it if taken)."""
+    fields: dict[str, Any] = {
+        "floating_network_id": external_network_id,
+        "project_id": project_id,
+        "description": description,
+    }
+    if address:
+        fields["floating_ip_address"] = address
+    return _floating_ip(conn.network.create_ip(**fields))
+
+
+@translating("Neutron floating IP delete")
+def delete_floating_ip(conn: Connection, floating_ip_id: str) -> None:
+    conn.network.delete_ip(floating_ip_id, ignore_missing=True)
+
+
+@translating("Neutron floating IP delete")
+def delete_floating_ips(conn: Connection, project_id: str, description_prefix: str) -> list[str]:
+    """Deletes the project's floating IPs whose description starts with the prefix;
+    returns their addresses."""
+    released = []
+    for raw in conn.network.ips(project_id=project_id):
+        if str(raw.description or "").startswith(description_prefix):
+            conn.network.delete_ip(raw.id, ignore_missing=True)
+            released.append(str(raw.floating_ip_address))
+    return released

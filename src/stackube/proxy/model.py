@@ -34,6 +34,10 @@ class ServicePort:
     affinity_seconds: int | None = None  # ClientIP session affinity
     # NodePort (also LoadBalancer's): reached at the router's external address, this port.
     node_port: int | None = None
+    # LoadBalancer: its addresses (status.loadBalancer.ingress), reached at `port` from
+    # the sources in `source_ranges` (empty: from anywhere).
+    load_balancer_ips: tuple[str, ...] = ()
+    source_ranges: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -94,6 +98,11 @@ def service_ports(
     if spec.get("sessionAffinity") == "ClientIP":
         config = (spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}
         affinity = int(config.get("timeoutSeconds") or 10800)
+    load_balancer_ips: tuple[str, ...] = ()
+    source_ranges: tuple[str, ...] = ()
+    if spec.get("type") == "LoadBalancer":
+        load_balancer_ips = load_balancer_addresses(service)
+        source_ranges = tuple(sorted(str(r) for r in spec.get("loadBalancerSourceRanges") or []))
     result = []
     for cluster_ip in _cluster_ips(spec):
         for port in spec.get("ports") or []:
@@ -113,9 +122,25 @@ def service_ports(
                     endpoints=ready_endpoints(slices, name, protocol),
                     affinity_seconds=affinity,
                     node_port=int(node_port) if node_port else None,
+                    load_balancer_ips=load_balancer_ips,
+                    source_ranges=source_ranges,
                 )
             )
     return result
+
+
+def load_balancer_addresses(service: Mapping[str, Any]) -> tuple[str, ...]:
+    """The IPv4 addresses in a Service's status.loadBalancer.ingress."""
+    ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    found = set()
+    for entry in ingress:
+        try:
+            address = ipaddress.ip_address(str(entry.get("ip") or ""))
+        except ValueError:
+            continue
+        if address.version == 4:
+            found.add(str(address))
+    return tuple(sorted(found))
 
 
 def redirected(port: ServicePort, cluster_ip: str) -> ServicePort:

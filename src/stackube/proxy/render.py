@@ -95,25 +95,39 @@ def _match(port: ServicePort) -> str:
     return f"-d {port.cluster_ip}/32 {_ports_match(port.protocol, port.port)}"
 
 
+def _load_balancer_matches(port: ServicePort, address: str) -> list[str]:
+    """One match per allowed source range (one without -s when any source may come)."""
+    dest = f"-d {address}/32 {_ports_match(port.protocol, port.port)}"
+    if not port.source_ranges:
+        return [dest]
+    return [f"-s {source} {dest}" for source in port.source_ranges]
+
+
 def _node_port_match(port: ServicePort, external_ip: str) -> str:
     return f"-d {external_ip}/32 {_ports_match(port.protocol, port.node_port or 0)}"
 
 
-def _service_rules(port: ServicePort, nat: Chains, filter_: Chains, external_ip: str) -> str | None:
+def _service_rules(
+    port: ServicePort, nat: Chains, filter_: Chains, external_ip: str
+) -> list[tuple[str, str]]:
     """Adds the port's SVC chain (and its NodePort's dispatch rule when the router's
-    external address is known); returns its ClusterIP dispatch rule (None: rejected).
-    The DNATs sit in the SVC chain itself (no chain per endpoint: iptables-nft slows
-    down sharply with the number of chains, and an endpoint change then rewrites one
-    chain)."""
+    external address is known); returns its dispatch rules by address: the ClusterIP's
+    and its load balancer addresses' (none: rejected). The DNATs sit in the SVC chain
+    itself (no chain per endpoint: iptables-nft slows down sharply with the number of
+    chains, and an endpoint change then rewrites one chain)."""
     node_port = port.node_port is not None and bool(external_ip)
     if not port.endpoints:
         reject = "tcp-reset" if port.protocol == "TCP" else "icmp-port-unreachable"
         matches = [_match(port)] + ([_node_port_match(port, external_ip)] if node_port else [])
+        matches += [
+            f"-d {address}/32 {_ports_match(port.protocol, port.port)}"
+            for address in port.load_balancer_ips
+        ]
         filter_[REJECT] += tuple(
             f"{match} {_comment(port.key + ' has no endpoints')} -j REJECT --reject-with {reject}"
             for match in matches
         )
-        return None
+        return []
     proto = port.protocol.lower()
     rules = [f"{_comment('not for Neutron SNAT')} -j MARK --set-xmark {NEUTRON_EXTERNAL_MARK}"]
     named = [(affinity_list(port, e.ip, e.port), e) for e in port.endpoints]
@@ -147,7 +161,13 @@ def _service_rules(port: ServicePort, nat: Chains, filter_: Chains, external_ip:
     nat[svc] = tuple(rules)
     if node_port:
         nat[NODE_PORTS] += (f"{_node_port_match(port, external_ip)} {_comment(port.key)} -j {svc}",)
-    return f"{_match(port)} {_comment(port.key)} -j {svc}"
+    dispatch = [(port.cluster_ip, f"{_match(port)} {_comment(port.key)} -j {svc}")]
+    for address in port.load_balancer_ips:
+        dispatch += [
+            (address, f"{match} {_comment(port.key + ' load balancer')} -j {svc}")
+            for match in _load_balancer_matches(port, address)
+        ]
+    return dispatch
 
 
 def desired_tables(tenant: TenantServices, service_cidr: str = SERVICE_CIDR) -> Tables:
@@ -167,9 +187,12 @@ def desired_tables(tenant: TenantServices, service_cidr: str = SERVICE_CIDR) -> 
     filter_: Chains = {REJECT: ()}
     buckets: dict[str, list[str]] = {}
     for port in sorted(tenant.ports):
-        dispatch = _service_rules(port, nat, filter_, tenant.external_ip)
-        if dispatch is not None:
-            buckets.setdefault(port.cluster_ip, []).append(dispatch)
+        for address, rule in _service_rules(port, nat, filter_, tenant.external_ip):
+            buckets.setdefault(address, []).append(rule)
+    for address in load_balancer_ips(tenant):
+        nat[POSTROUTING] += (
+            f"-m conntrack --ctstate DNAT --ctorigdst {address}/32 {masquerade} -j MASQUERADE",
+        )
     by_chain: dict[str, list[str]] = {}
     cidrs: dict[str, str] = {}
     for cluster_ip, rules in buckets.items():
@@ -186,9 +209,20 @@ def desired_tables(tenant: TenantServices, service_cidr: str = SERVICE_CIDR) -> 
         f"-d {service_cidr} {_comment('no such service port')} "
         "-j REJECT --reject-with icmp-port-unreachable",
     )
+    # A load balancer address is routed to the router itself (LOCAL_ROUTE): what was
+    # not DNATed (another port, a source outside loadBalancerSourceRanges) is dropped.
+    filter_[REJECT] += tuple(
+        f"-d {address}/32 {_comment('load balancer: no such port, or source not allowed')} -j DROP"
+        for address in load_balancer_ips(tenant)
+    )
     for chain, rules in by_chain.items():
         nat[chain] = tuple(rules)
     return {"nat": nat, "filter": filter_}
+
+
+def load_balancer_ips(tenant: TenantServices) -> list[str]:
+    """Every load balancer address the router serves (each needs a local route)."""
+    return sorted({address for port in tenant.ports for address in port.load_balancer_ips})
 
 
 @dataclass(frozen=True)

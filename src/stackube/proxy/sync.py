@@ -23,6 +23,7 @@ from stackube.proxy.render import (
     JUMPS,
     Tables,
     desired_tables,
+    load_balancer_ips,
     restore_input,
     udp_endpoints_removed,
 )
@@ -71,6 +72,8 @@ class RouterTables(Protocol):
         self, netns: str, cluster_ip: str, port: int, endpoint_ip: str
     ) -> None: ...
     def ensure_local_route(self, netns: str, cidr: str) -> bool: ...
+    def local_host_routes(self, netns: str) -> set[str]: ...
+    def delete_local_route(self, netns: str, cidr: str) -> bool: ...
 
 
 def router_netns(router_id: str) -> str:
@@ -109,6 +112,8 @@ class ProxyEngine:
         self._dirty: set[str] = set()  # scopes: a tenant's namespace, or SYSTEM_SCOPE
         self._changed = threading.Condition()
         self._applied: dict[str, Tables] = {}  # router id -> what is in its tables
+        # router id -> the load balancer addresses routed to it ("a.b.c.d/32")
+        self._lb_routes: dict[str, set[str]] = {}
         self._last: dict[str, TenantServices] = {}
         self._router_of_ns: dict[str, str] = {}
         self._waiting: set[str] = set()  # tenants whose router is not (yet) on this node
@@ -286,6 +291,7 @@ class ProxyEngine:
         router = self._router_of_ns.pop(namespace, None)
         if router is not None:
             self._applied.pop(router, None)
+            self._lb_routes.pop(router, None)
         with self._changed:
             self._waiting.add(namespace)  # retried by housekeeping, not in a hot loop
 
@@ -306,6 +312,7 @@ class ProxyEngine:
             # The tenant's router changed or went: its tables went with it.
             self._applied.pop(previous, None)
             self._last.pop(previous, None)
+            self._lb_routes.pop(previous, None)
             self._router_of_ns.pop(namespace, None)
         if router is None:
             return SyncResult(namespace, None)
@@ -336,6 +343,7 @@ class ProxyEngine:
             self.tables.restore(netns, restore.text)
         if applied is None:
             self._hook(netns)
+        self._route_load_balancers(router, netns, tenant)
         for cluster_ip, port, endpoint_ip in udp_endpoints_removed(self._last.get(router), tenant):
             self.tables.forget_udp_flows(netns, cluster_ip, port, endpoint_ip)
         self._applied[router] = desired
@@ -359,6 +367,23 @@ class ProxyEngine:
             )
         return result
 
+    def _route_load_balancers(self, router: str, netns: str, tenant: TenantServices) -> None:
+        """The router's load balancer addresses are routed to itself (its ARP answers
+        for them on the external network; see render.LOCAL_ROUTE); addresses no longer
+        served lose their route. After a start, every /32 local route through lo there
+        is one of ours (Neutron puts floating IPs on its gateway port instead)."""
+        wanted = {f"{ip}/32" for ip in load_balancer_ips(tenant)}
+        had = self._lb_routes.get(router)
+        if had is None:
+            had = self.tables.local_host_routes(netns)
+        for cidr in sorted(wanted - had):
+            self.tables.ensure_local_route(netns, cidr)
+            log.info("router %s: serves load balancer address %s", router, cidr)
+        for cidr in sorted(had - wanted):
+            self.tables.delete_local_route(netns, cidr)
+            log.info("router %s: no longer serves %s", router, cidr)
+        self._lb_routes[router] = wanted
+
     def services_of(self, router_id: str) -> TenantServices:
         """What was last applied to a router (KeyError if nothing)."""
         return self._last[router_id]
@@ -381,13 +406,16 @@ class ProxyEngine:
                 self._changed.notify()
         for router in list(self._applied):
             netns = router_netns(router)
-            if self.tables.namespace_exists(netns) and self._hook(netns):
+            if self.tables.namespace_exists(netns) and self._hook(netns, router):
                 log.warning("router %s: a hook was missing; re-added", router)
         self.sync_node_ports(force=True)
 
-    def _hook(self, netns: str) -> bool:
-        """Our jumps and the service range's local route; True if any was missing."""
+    def _hook(self, netns: str, router: str | None = None) -> bool:
+        """Our jumps, the service range's and the load balancers' local routes; True if
+        any was missing."""
         added = self.tables.ensure_local_route(netns, self.settings.service_cidr)
+        for cidr in sorted(self._lb_routes.get(router or "", set())):
+            added = self.tables.ensure_local_route(netns, cidr) or added
         for table, chain, target in JUMPS:
             added = self.tables.ensure_jump(netns, table, chain, target) or added
         return added
