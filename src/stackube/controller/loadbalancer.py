@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stackube.errors import PermanentError, StackubeError
+from stackube.kube.client import ApiClient
 from stackube.openstack import network as neutron
 from stackube.openstack.cloud import Connection
 
@@ -100,8 +101,10 @@ class LoadBalancerReconciler:
         external_network_id: str | None,
         project_of: Callable[[str], str],
         owner_if_known: Callable[[str], str | None],
+        kube: ApiClient | None = None,
     ) -> None:
         self.conn = conn
+        self.kube = kube  # for Events
         self._external_network_id = external_network_id
         self.project_of = project_of
         self.owner_if_known = owner_if_known

@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
                 config.ext_net_id,
                 networks.project_id,
                 networks.owner_if_known,
+                kube,
             )
             if args.load_balancers
             else None,

@@ -17,6 +17,7 @@ import contextlib
 import datetime
 import hashlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -33,6 +34,7 @@ from stackube.controller.loadbalancer import LoadBalancerReconciler
 from stackube.controller.network import NetworkReconciler
 from stackube.controller.tenant import TenantReconciler
 from stackube.errors import PermanentError, StackubeError, TemporaryError
+from stackube.kube import pods as kube_pods
 from stackube.kube import resources as kube_resources
 
 log = logging.getLogger(__name__)
@@ -266,6 +268,29 @@ def run_finalizer(
 
 
 # ---- LoadBalancer Services --------------------------------------------------------------
+def _service_event(r: LoadBalancerReconciler, body: kopf.Body, reason: str, message: str) -> None:
+    """A Normal Event on the Service (kopf posts only warnings: see configure_settings)."""
+    if r.kube is None:
+        return
+    meta = body.get("metadata") or {}
+    namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+    try:
+        kube_pods.object_event(
+            r.kube,
+            "Service",
+            namespace,
+            name,
+            str(meta.get("uid")),
+            reason=reason,
+            message=message,
+            warning=False,
+            component="stackube-controller",
+            host=socket.gethostname(),
+        )
+    except StackubeError as exc:  # an Event is worth a log line, not a retry
+        log.warning("service %s/%s: event %s not recorded: %s", namespace, name, reason, exc)
+
+
 def service_pass(r: LoadBalancerReconciler, body: kopf.Body, patch: kopf.Patch, retry: int) -> None:
     """One level-based pass over a Service that concerns us (loadbalancer.concerns_us):
     finalizer first, then the floating IP and the status; or, once it is no longer a
@@ -279,7 +304,7 @@ def service_pass(r: LoadBalancerReconciler, body: kopf.Body, patch: kopf.Patch, 
                 released = r.release(body)
                 if released and not meta.get("deletionTimestamp"):
                     patch.status["loadBalancer"] = {"ingress": None}
-                    kopf.info(body, reason="Released", message=f"released {', '.join(released)}")
+                    _service_event(r, body, "Released", f"released {', '.join(released)}")
                 patch.metadata.annotations[lb.FLOATING_IP_ANNOTATION] = None
                 if lb.FINALIZER in finalizers:
                     patch.metadata["finalizers"] = [f for f in finalizers if f != lb.FINALIZER]
@@ -306,7 +331,7 @@ def service_pass(r: LoadBalancerReconciler, body: kopf.Body, patch: kopf.Patch, 
                 message=f"floating IP {allocation.replaced} was gone; now {address}",
             )
         elif allocation.created:
-            kopf.info(body, reason="Allocated", message=f"floating IP {address}")
+            _service_event(r, body, "Allocated", f"floating IP {address}")
 
 
 # ---- Tenant ---------------------------------------------------------------------------

@@ -99,9 +99,43 @@ def ensure_local_route(netns: str, cidr: str) -> bool:
     return netlink.ensure_local_route(f"{NETNS_DIR}/{netns}", cidr)
 
 
-def local_host_routes(netns: str) -> set[str]:
-    return netlink.local_host_routes(f"{NETNS_DIR}/{netns}")
+# A Neutron router's gateway port (on the external network).
+GATEWAY_PREFIX = "qg-"
 
 
-def delete_local_route(netns: str, cidr: str) -> bool:
-    return netlink.delete_local_route(f"{NETNS_DIR}/{netns}", cidr)
+def load_balancer_addresses(netns: str) -> dict[str, str]:
+    """{address: cidr} of the extra addresses on the router's gateway port (ours: a
+    floating IP Neutron's agent put there is a /32, never listed)."""
+    return netlink.gateway_secondaries(f"{NETNS_DIR}/{netns}", GATEWAY_PREFIX)
+
+
+def add_load_balancer_address(netns: str, address: str) -> bool:
+    """The address on the router's gateway port (it then answers ARP for it), and a
+    gratuitous ARP so neighbours forget an older owner. True if it was added."""
+    added = netlink.ensure_gateway_secondary(f"{NETNS_DIR}/{netns}", GATEWAY_PREFIX, address)
+    if added:
+        _announce(netns, address)
+    return added
+
+
+def delete_load_balancer_address(netns: str, cidr: str) -> bool:
+    return netlink.delete_gateway_secondary(f"{NETNS_DIR}/{netns}", GATEWAY_PREFIX, cidr)
+
+
+def _announce(netns: str, address: str) -> None:
+    device = next(
+        (
+            name
+            for name in netlink.link_names_in(f"{NETNS_DIR}/{netns}")
+            if name.startswith(GATEWAY_PREFIX)
+        ),
+        None,
+    )
+    if device is None:
+        return
+    subprocess.run(
+        ["ip", "netns", "exec", netns, "arping", "-U", "-c", "1", "-w", "1", "-I", device, address],
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )

@@ -66,6 +66,13 @@ def connect_in_namespace(
     return in_netns(netns_path, lambda: socket.create_connection(address, timeout=timeout))
 
 
+def link_names_in(netns_path: str) -> list[str]:
+    """The names of the links inside a netns."""
+    return in_namespace(
+        netns_path, lambda ns: [str(link.get_attr("IFLA_IFNAME")) for link in ns.get_links()]
+    )
+
+
 def link_names() -> list[str]:
     with IPRoute() as ipr:
         return [str(link.get("ifname")) for link in ipr.get_links()]
@@ -469,35 +476,84 @@ def ensure_local_route(netns_path: str, cidr: str) -> bool:
     return in_namespace(netns_path, ensure)
 
 
-def local_host_routes(netns_path: str) -> set[str]:
-    """The `/32` local routes through lo in the netns's local table ("a.b.c.d/32"),
-    as ensure_local_route adds them (the interfaces' own addresses are left out)."""
+IFA_F_SECONDARY = 0x01
+FLOATING_IP_PREFIX = 32  # how Neutron's L3 agent puts floating IPs on a gateway port
 
-    def listed(ns: IPRoute) -> set[str]:
-        lo = _require(ns, "lo")
+
+def gateway_secondaries(netns_path: str, prefix: str) -> dict[str, str]:
+    """{address: "address/len"} of the secondary, non-/32 IPv4 addresses on the links
+    whose names start with `prefix` (a router's gateway port, `qg-`) in the netns."""
+
+    def listed(ns: IPRoute) -> dict[str, str]:
+        links = {
+            link["index"]
+            for link in ns.get_links()
+            if link.get_attr("IFLA_IFNAME").startswith(prefix)
+        }
         return {
-            f"{route.get_attr('RTA_DST')}/32"
-            for route in ns.get_routes(table=255, family=socket.AF_INET)
-            if route.get("type") == 2  # RTN_LOCAL
-            and route["dst_len"] == 32
-            and route.get_attr("RTA_OIF") == lo
-            and route.get("proto") != 2  # RTPROT_KERNEL: an address's own route
+            str(a.get_attr("IFA_ADDRESS")): f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+            for a in ns.get_addr(family=socket.AF_INET)
+            if a["index"] in links
+            and a["flags"] & IFA_F_SECONDARY
+            and a["prefixlen"] != FLOATING_IP_PREFIX
         }
 
     return in_namespace(netns_path, listed)
 
 
-def delete_local_route(netns_path: str, cidr: str) -> bool:
-    """Removes `local <cidr>` from the netns's local table; False if it was not there."""
+def ensure_gateway_secondary(netns_path: str, prefix: str, address: str) -> bool:
+    """`address` on the netns's link named `prefix...` as a secondary address of the
+    subnet of the link's primary address that holds it (a /32 where none does: that
+    is how Neutron marks its floating IPs, which its agent removes). True if added."""
+
+    def ensure(ns: IPRoute) -> bool:
+        link = next(
+            (k for k in ns.get_links() if k.get_attr("IFLA_IFNAME").startswith(prefix)), None
+        )
+        if link is None:
+            raise OSError(errno.ENODEV, f"no link {prefix}* in {netns_path}")
+        index = link["index"]
+        held = ns.get_addr(index=index, family=socket.AF_INET)
+        if address in {str(a.get_attr("IFA_ADDRESS")) for a in held}:
+            return False
+        length = next(
+            (
+                a["prefixlen"]
+                for a in held
+                if not a["flags"] & IFA_F_SECONDARY
+                and ipaddress.ip_address(address)
+                in ipaddress.ip_network(
+                    f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False
+                )
+            ),
+            None,
+        )
+        if length is None:
+            raise OSError(
+                errno.EADDRNOTAVAIL,
+                f"{address} is on none of {link.get_attr('IFLA_IFNAME')}'s subnets",
+            )
+        ns.addr("add", index=index, address=address, prefixlen=length)
+        return True
+
+    return in_namespace(netns_path, ensure)
+
+
+def delete_gateway_secondary(netns_path: str, prefix: str, cidr: str) -> bool:
+    """Removes `cidr` (as gateway_secondaries lists it) from the `prefix...` link."""
+    address, length = cidr.split("/")
 
     def delete(ns: IPRoute) -> bool:
-        try:
-            ns.route("del", dst=cidr, type="local", table=255)
-        except NetlinkError as exc:
-            if exc.code == errno.ESRCH:
-                return False
-            raise
-        return True
+        for link in ns.get_links():
+            if link.get_attr("IFLA_IFNAME").startswith(prefix):
+                try:
+                    ns.addr("del", index=link["index"], address=address, prefixlen=int(length))
+                except NetlinkError as exc:
+                    if exc.code == errno.EADDRNOTAVAIL:
+                        continue
+                    raise
+                return True
+        return False
 
     return in_namespace(netns_path, delete)
 

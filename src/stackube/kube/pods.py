@@ -65,7 +65,6 @@ def set_pod_condition(
             raise
 
 
-@translating("record pod event")
 def pod_event(
     api: k8s.ApiClient,
     namespace: str,
@@ -79,11 +78,40 @@ def pod_event(
     host: str,
 ) -> None:
     """A core/v1 Event on the pod (what `kubectl describe pod` shows)."""
+    object_event(
+        api,
+        "Pod",
+        namespace,
+        name,
+        uid,
+        reason=reason,
+        message=message,
+        warning=warning,
+        component=component,
+        host=host,
+    )
+
+
+@translating("record event")
+def object_event(
+    api: k8s.ApiClient,
+    kind: str,
+    namespace: str,
+    name: str,
+    uid: str,
+    *,
+    reason: str,
+    message: str,
+    warning: bool,
+    component: str,
+    host: str,
+) -> None:
+    """A core/v1 Event on a namespaced core/v1 object (what `kubectl describe` shows)."""
     now = datetime.datetime.now(datetime.UTC)
     body = k8s.CoreV1Event(
         metadata=k8s.V1ObjectMeta(name=f"{name}.{secrets.token_hex(8)}", namespace=namespace),
         involved_object=k8s.V1ObjectReference(
-            api_version="v1", kind="Pod", namespace=namespace, name=name, uid=uid
+            api_version="v1", kind=kind, namespace=namespace, name=name, uid=uid
         ),
         reason=reason,
         message=message,

@@ -72,8 +72,9 @@ class RouterTables(Protocol):
         self, netns: str, cluster_ip: str, port: int, endpoint_ip: str
     ) -> None: ...
     def ensure_local_route(self, netns: str, cidr: str) -> bool: ...
-    def local_host_routes(self, netns: str) -> set[str]: ...
-    def delete_local_route(self, netns: str, cidr: str) -> bool: ...
+    def load_balancer_addresses(self, netns: str) -> dict[str, str]: ...
+    def add_load_balancer_address(self, netns: str, address: str) -> bool: ...
+    def delete_load_balancer_address(self, netns: str, cidr: str) -> bool: ...
 
 
 def router_netns(router_id: str) -> str:
@@ -112,8 +113,8 @@ class ProxyEngine:
         self._dirty: set[str] = set()  # scopes: a tenant's namespace, or SYSTEM_SCOPE
         self._changed = threading.Condition()
         self._applied: dict[str, Tables] = {}  # router id -> what is in its tables
-        # router id -> the load balancer addresses routed to it ("a.b.c.d/32")
-        self._lb_routes: dict[str, set[str]] = {}
+        # router id -> the load balancer addresses on its gateway port
+        self._lb_addresses: dict[str, set[str]] = {}
         self._last: dict[str, TenantServices] = {}
         self._router_of_ns: dict[str, str] = {}
         self._waiting: set[str] = set()  # tenants whose router is not (yet) on this node
@@ -291,7 +292,7 @@ class ProxyEngine:
         router = self._router_of_ns.pop(namespace, None)
         if router is not None:
             self._applied.pop(router, None)
-            self._lb_routes.pop(router, None)
+            self._lb_addresses.pop(router, None)
         with self._changed:
             self._waiting.add(namespace)  # retried by housekeeping, not in a hot loop
 
@@ -312,7 +313,7 @@ class ProxyEngine:
             # The tenant's router changed or went: its tables went with it.
             self._applied.pop(previous, None)
             self._last.pop(previous, None)
-            self._lb_routes.pop(previous, None)
+            self._lb_addresses.pop(previous, None)
             self._router_of_ns.pop(namespace, None)
         if router is None:
             return SyncResult(namespace, None)
@@ -368,21 +369,28 @@ class ProxyEngine:
         return result
 
     def _route_load_balancers(self, router: str, netns: str, tenant: TenantServices) -> None:
-        """The router's load balancer addresses are routed to itself (its ARP answers
-        for them on the external network; see render.LOCAL_ROUTE); addresses no longer
-        served lose their route. After a start, every /32 local route through lo there
-        is one of ours (Neutron puts floating IPs on its gateway port instead)."""
-        wanted = {f"{ip}/32" for ip in load_balancer_ips(tenant)}
-        had = self._lb_routes.get(router)
+        """The router's load balancer addresses sit on its gateway port (so it answers
+        ARP for them on the external network; Neutron's agent makes routers answer
+        only for their own addresses); addresses no longer served are removed. After a
+        start, every secondary non-/32 address there is taken for one of ours (Neutron
+        puts a floating IP on the gateway port as a /32)."""
+        wanted = set(load_balancer_ips(tenant))
+        had = self._lb_addresses.get(router)
+        held = self.tables.load_balancer_addresses(netns) if had is None else {}
         if had is None:
-            had = self.tables.local_host_routes(netns)
-        for cidr in sorted(wanted - had):
-            self.tables.ensure_local_route(netns, cidr)
-            log.info("router %s: serves load balancer address %s", router, cidr)
-        for cidr in sorted(had - wanted):
-            self.tables.delete_local_route(netns, cidr)
-            log.info("router %s: no longer serves %s", router, cidr)
-        self._lb_routes[router] = wanted
+            had = set(held)
+        for address in sorted(wanted - had):
+            self.tables.add_load_balancer_address(netns, address)
+            log.info("router %s: serves load balancer address %s", router, address)
+        for address in sorted(had - wanted):
+            cidr = held.get(address) or self._lb_cidr(netns, address)
+            if cidr:
+                self.tables.delete_load_balancer_address(netns, cidr)
+            log.info("router %s: no longer serves %s", router, address)
+        self._lb_addresses[router] = wanted
+
+    def _lb_cidr(self, netns: str, address: str) -> str | None:
+        return self.tables.load_balancer_addresses(netns).get(address)
 
     def services_of(self, router_id: str) -> TenantServices:
         """What was last applied to a router (KeyError if nothing)."""
@@ -414,8 +422,10 @@ class ProxyEngine:
         """Our jumps, the service range's and the load balancers' local routes; True if
         any was missing."""
         added = self.tables.ensure_local_route(netns, self.settings.service_cidr)
-        for cidr in sorted(self._lb_routes.get(router or "", set())):
-            added = self.tables.ensure_local_route(netns, cidr) or added
+        for address in sorted(self._lb_addresses.get(router or "", set())):
+            # Neutron's agent removes addresses it does not know when it re-plumbs the
+            # gateway (an agent restart): put them back.
+            added = self.tables.add_load_balancer_address(netns, address) or added
         for table, chain, target in JUMPS:
             added = self.tables.ensure_jump(netns, table, chain, target) or added
         return added
