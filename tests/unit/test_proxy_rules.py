@@ -511,3 +511,21 @@ def test_a_load_balancer_without_endpoints_is_refused_at_its_address() -> None:
         r.startswith("-d 198.51.100.40/32 -p tcp -m tcp --dport 80") and "tcp-reset" in r
         for r in refused
     )
+
+
+def test_external_ips_are_served_only_where_a_cluster_admin_set_them() -> None:
+    svc = service("a", "10.96.0.20", [{"port": 80}], externalIPs=["198.51.100.50"])
+    assert service_ports(svc, [])[0].external_ips == ()  # a tenant's namespace
+    (admins,) = service_ports(svc, [], allow_external_ips=True)
+    assert admins.addresses == ("198.51.100.50",)
+    p = port(
+        endpoints=(Endpoint("10.244.0.5", 80),),
+        load_balancer_ips=("198.51.100.40",),
+        source_ranges=("192.0.2.0/24",),
+        external_ips=("198.51.100.50",),
+    )
+    nat = desired_tables(TenantServices("r", (p,)))["nat"]
+    rules = nat[bucket_chain("198.51.100.40")]
+    # loadBalancerSourceRanges limit the load balancer address, not the externalIP.
+    assert any(r.startswith("-s 192.0.2.0/24 -d 198.51.100.40/32") for r in rules)
+    assert any(r.startswith("-d 198.51.100.50/32") for r in rules)

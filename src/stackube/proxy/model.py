@@ -38,6 +38,14 @@ class ServicePort:
     # the sources in `source_ranges` (empty: from anywhere).
     load_balancer_ips: tuple[str, ...] = ()
     source_ranges: tuple[str, ...] = ()
+    # spec.externalIPs, where a cluster admin set them (never in tenant namespaces:
+    # CVE-2020-8554): served like load balancer addresses, from any source.
+    external_ips: tuple[str, ...] = ()
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Load balancer and external addresses (each sits on the router's gateway)."""
+        return tuple(sorted({*self.load_balancer_ips, *self.external_ips}))
 
     @property
     def key(self) -> str:
@@ -87,10 +95,14 @@ def ready_endpoints(
 
 
 def service_ports(
-    service: Mapping[str, Any], slices: Sequence[Mapping[str, Any]]
+    service: Mapping[str, Any],
+    slices: Sequence[Mapping[str, Any]],
+    *,
+    allow_external_ips: bool = False,
 ) -> list[ServicePort]:
     """The ClusterIP ports of a Service (headless and ExternalName have none; SCTP and
-    IPv6 are not served)."""
+    IPv6 are not served), with their NodePort, load balancer addresses and, when
+    `allow_external_ips` (not a tenant's namespace), externalIPs."""
     meta, spec = service.get("metadata") or {}, service.get("spec") or {}
     if spec.get("type", "ClusterIP") == "ExternalName":
         return []
@@ -100,6 +112,7 @@ def service_ports(
         affinity = int(config.get("timeoutSeconds") or 10800)
     load_balancer_ips: tuple[str, ...] = ()
     source_ranges: tuple[str, ...] = ()
+    external_ips = _ipv4s(spec.get("externalIPs") or []) if allow_external_ips else ()
     if spec.get("type") == "LoadBalancer":
         load_balancer_ips = load_balancer_addresses(service)
         source_ranges = tuple(sorted(str(r) for r in spec.get("loadBalancerSourceRanges") or []))
@@ -124,23 +137,28 @@ def service_ports(
                     node_port=int(node_port) if node_port else None,
                     load_balancer_ips=load_balancer_ips,
                     source_ranges=source_ranges,
+                    external_ips=external_ips,
                 )
             )
     return result
 
 
-def load_balancer_addresses(service: Mapping[str, Any]) -> tuple[str, ...]:
-    """The IPv4 addresses in a Service's status.loadBalancer.ingress."""
-    ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+def _ipv4s(texts: Iterable[object]) -> tuple[str, ...]:
     found = set()
-    for entry in ingress:
+    for text in texts:
         try:
-            address = ipaddress.ip_address(str(entry.get("ip") or ""))
+            address = ipaddress.ip_address(str(text or ""))
         except ValueError:
             continue
         if address.version == 4:
             found.add(str(address))
     return tuple(sorted(found))
+
+
+def load_balancer_addresses(service: Mapping[str, Any]) -> tuple[str, ...]:
+    """The IPv4 addresses in a Service's status.loadBalancer.ingress."""
+    ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return _ipv4s(entry.get("ip") for entry in ingress)
 
 
 def redirected(port: ServicePort, cluster_ip: str) -> ServicePort:

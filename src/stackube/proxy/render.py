@@ -96,9 +96,10 @@ def _match(port: ServicePort) -> str:
 
 
 def _load_balancer_matches(port: ServicePort, address: str) -> list[str]:
-    """One match per allowed source range (one without -s when any source may come)."""
+    """One match per allowed source range (one without -s when any source may come:
+    no loadBalancerSourceRanges, or an externalIP)."""
     dest = f"-d {address}/32 {_ports_match(port.protocol, port.port)}"
-    if not port.source_ranges:
+    if not port.source_ranges or address not in port.load_balancer_ips:
         return [dest]
     return [f"-s {source} {dest}" for source in port.source_ranges]
 
@@ -121,7 +122,7 @@ def _service_rules(
         matches = [_match(port)] + ([_node_port_match(port, external_ip)] if node_port else [])
         matches += [
             f"-d {address}/32 {_ports_match(port.protocol, port.port)}"
-            for address in port.load_balancer_ips
+            for address in port.addresses
         ]
         filter_[REJECT] += tuple(
             f"{match} {_comment(port.key + ' has no endpoints')} -j REJECT --reject-with {reject}"
@@ -162,7 +163,7 @@ def _service_rules(
     if node_port:
         nat[NODE_PORTS] += (f"{_node_port_match(port, external_ip)} {_comment(port.key)} -j {svc}",)
     dispatch = [(port.cluster_ip, f"{_match(port)} {_comment(port.key)} -j {svc}")]
-    for address in port.load_balancer_ips:
+    for address in port.addresses:
         dispatch += [
             (address, f"{match} {_comment(port.key + ' load balancer')} -j {svc}")
             for match in _load_balancer_matches(port, address)
@@ -209,7 +210,7 @@ def desired_tables(tenant: TenantServices, service_cidr: str = SERVICE_CIDR) -> 
         f"-d {service_cidr} {_comment('no such service port')} "
         "-j REJECT --reject-with icmp-port-unreachable",
     )
-    # A load balancer address is routed to the router itself (LOCAL_ROUTE): what was
+    # A load balancer address is routed to the router itself (on its gateway port): what was
     # not DNATed (another port, a source outside loadBalancerSourceRanges) is dropped.
     filter_[REJECT] += tuple(
         f"-d {address}/32 {_comment('load balancer: no such port, or source not allowed')} -j DROP"
@@ -221,8 +222,9 @@ def desired_tables(tenant: TenantServices, service_cidr: str = SERVICE_CIDR) -> 
 
 
 def load_balancer_ips(tenant: TenantServices) -> list[str]:
-    """Every load balancer address the router serves (each needs a local route)."""
-    return sorted({address for port in tenant.ports for address in port.load_balancer_ips})
+    """Every load balancer (and external) address the router serves: each sits on its
+    gateway port."""
+    return sorted({address for port in tenant.ports for address in port.addresses})
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,11 @@ class ProxyEngine:
             dns = dns_by_tenant(
                 self._in("services", dns_namespace), self._in("endpointslices", dns_namespace)
             )
+            # externalIPs only where a cluster admin set them (CVE-2020-8554): admission
+            # refuses them in tenant namespaces; this keeps older ones there unserved.
+            admins = {
+                ns for ns in namespaces if ns not in self._tenant_namespaces and ns != dns_namespace
+            }
         results = []
         for namespace, (networks, services, slices) in snapshot.items():
             # The system router's pods ask the cluster DNS Service itself (kube-dns).
@@ -228,6 +233,7 @@ class ProxyEngine:
                     slices,
                     dns_services=dns_services,
                     dns_slices=dns_slices,
+                    allow_external_ips=namespace in admins,
                 )
                 results.append(result)
             except StackubeError as exc:
@@ -305,6 +311,7 @@ class ProxyEngine:
         *,
         dns_services: Iterable[Mapping[str, Any]] = (),
         dns_slices: Iterable[Mapping[str, Any]] = (),
+        allow_external_ips: bool = False,
     ) -> SyncResult:
         started = time.monotonic()
         router = router_of(namespace, networks)
@@ -331,6 +338,7 @@ class ProxyEngine:
             dns_services=dns_services,
             dns_slices=dns_slices,
             external_ip=router_external_ip(namespace, networks),
+            allow_external_ips=allow_external_ips,
         )
         desired = desired_tables(tenant, self.settings.service_cidr)
         applied = self._applied.get(router)

@@ -127,7 +127,9 @@ def dns_by_tenant(
 
 
 def _ports(
-    services: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]]
+    services: Iterable[Mapping[str, Any]],
+    slices: Iterable[Mapping[str, Any]],
+    allow_external_ips: bool = False,
 ) -> list[ServicePort]:
     # By (namespace, Service): the system router serves many namespaces at once, and two
     # of them may each have a Service of one name.
@@ -141,7 +143,9 @@ def _ports(
     for service in services:
         meta = service.get("metadata") or {}
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
-        ports += service_ports(service, by_service.get(key, []))
+        ports += service_ports(
+            service, by_service.get(key, []), allow_external_ips=allow_external_ips
+        )
     return ports
 
 
@@ -155,11 +159,12 @@ def tenant_services(
     dns_services: Iterable[Mapping[str, Any]] = (),
     dns_slices: Iterable[Mapping[str, Any]] = (),
     external_ip: str = "",
+    allow_external_ips: bool = False,
 ) -> TenantServices:
     """The namespace's ClusterIP ports, plus the cluster DNS IP (UDP and TCP 53) sent
     to the endpoints of the tenant's DNS Service (`dns_services`/`dns_slices`: those of
     settings.dns_namespace; only the Service named `namespace` counts)."""
-    ports = _ports(services, slices)
+    ports = _ports(services, slices, allow_external_ips)
     own_dns = [s for s in dns_services if (s.get("metadata") or {}).get("name") == namespace]
     ports += [
         redirected(p, settings.cluster_dns_ip)
