@@ -357,7 +357,8 @@ def test_port_mappings_come_from_the_runtime_config_and_bad_ones_are_refused() -
                     "protocol": "tcp",
                     "hostIP": "127.0.0.1",
                 },
-                {"hostPort": 54323, "containerPort": 8080, "protocol": "udp", "hostIP": ""},
+                # containerd's spelling (go-cni's struct has no JSON tags)
+                {"HostPort": 54323, "ContainerPort": 8080, "Protocol": "udp", "HostIP": ""},
                 {"hostPort": 80, "containerPort": 80, "protocol": "tcp", "hostIP": ANY_ADDRESS},
             ]
         }

@@ -51,25 +51,28 @@ def parse_port_mappings(config: Mapping[str, Any]) -> tuple[PortMapping, ...]:
     if not isinstance(raw, list):
         raise CniError(INVALID_NETWORK_CONFIG, "runtimeConfig.portMappings must be a list")
     found = []
-    for entry in raw:
-        if not isinstance(entry, Mapping):
-            raise CniError(INVALID_NETWORK_CONFIG, f"runtimeConfig.portMappings: {entry!r}")
+    for item in raw:
+        if not isinstance(item, Mapping):
+            raise CniError(INVALID_NETWORK_CONFIG, f"runtimeConfig.portMappings: {item!r}")
+        # containerd (go-cni) sends HostPort, ContainerPort, ...: Go's JSON matches keys
+        # case-insensitively, and so do we.
+        entry = {str(key).lower(): value for key, value in item.items()}
         protocol = str(entry.get("protocol") or "tcp").upper()
         if protocol not in RELAYED_PROTOCOLS:
             raise CniError(
                 INVALID_NETWORK_CONFIG,
-                f"hostPort {entry.get('hostPort')}/{protocol}: only TCP and UDP hostPorts "
+                f"hostPort {entry.get('hostport')}/{protocol}: only TCP and UDP hostPorts "
                 "are served",
             )
-        host_ip = str(entry.get("hostIP") or "")
+        host_ip = str(entry.get("hostip") or "")
         if host_ip and ":" in host_ip:
             raise CniError(INVALID_NETWORK_CONFIG, f"hostIP {host_ip}: IPv6 is not served")
         found.append(
             PortMapping(
                 protocol,
                 "" if host_ip == ANY_ADDRESS else host_ip,
-                _port_number(entry.get("hostPort"), "hostPort"),
-                _port_number(entry.get("containerPort"), "containerPort"),
+                _port_number(entry.get("hostport"), "hostPort"),
+                _port_number(entry.get("containerport"), "containerPort"),
             )
         )
     return tuple(sorted(set(found)))
