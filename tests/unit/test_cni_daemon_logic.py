@@ -14,7 +14,9 @@ from stackube.cni.hostports import (
     ANY_ADDRESS,
     PortMapping,
     host_port_relays,
+    input_chain,
     parse_port_mappings,
+    render_loopback_accepts,
 )
 from stackube.cni.install import conflist
 from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, refill_count
@@ -510,3 +512,21 @@ def test_a_namespace_without_a_network_uses_the_system_network_unless_a_tenant_o
     pending = {**system, "status": {"state": "Pending"}}
     with pytest.raises(spec.CniError, match="not Active yet"):
         system_network_for("default", {}, [pending])
+
+
+def test_loopback_host_ports_are_let_past_the_kubelets_localnet_guard_for_local_senders() -> None:
+    text = render_loopback_accepts(
+        [
+            PortMapping("TCP", "127.0.0.1", 54323, 8080),
+            PortMapping("UDP", "", 53, 1053),
+            PortMapping("TCP", "198.51.100.254", 54323, 8080),  # not loopback: not here
+        ],
+        "STKB-HOSTPORTS-x",
+    )
+    rules = [line for line in text.splitlines() if line.startswith("-A ")]
+    assert rules == [
+        "-A STKB-HOSTPORTS-x -i lo -d 127.0.0.1/32 -p tcp -m tcp --dport 54323 -j ACCEPT",
+        "-A STKB-HOSTPORTS-x -i lo -d 127.0.0.0/8 -p udp -m udp --dport 53 -j ACCEPT",
+    ]
+    assert text.startswith("*filter\n") and text.endswith("COMMIT\n")
+    assert input_chain("node-a") != input_chain("node-b") and len(input_chain("n")) <= 28

@@ -27,7 +27,14 @@ from stackube.api.types import DNS_NAMESPACE, SYSTEM_NAMESPACE, is_system_networ
 from stackube.cni import spec
 from stackube.cni.attachments import Attachment, AttachmentStore, Phase, attachment_key
 from stackube.cni.drivers import PlugDriver, parked_ifname
-from stackube.cni.hostports import PortMapping, frontend, host_port_relays, parse_port_mappings
+from stackube.cni.hostports import (
+    PortMapping,
+    frontend,
+    host_port_relays,
+    input_chain,
+    parse_port_mappings,
+    render_loopback_accepts,
+)
 from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, pool_port_name
 from stackube.cni.probes import chain_name, probe_ports, render_chain
 from stackube.cni.recovery import (
@@ -153,6 +160,8 @@ class CniDaemon:
         # that run several daemons on one host).
         self.hostport_relay = hostport_relay
         self._hostports_lock = threading.Lock()
+        self._hostports_chain = input_chain(settings.node)
+        self._hostports_applied = ""
 
     # ---- the socket's entry point --------------------------------------------------------
     def handle(self, message: Mapping[str, Any]) -> dict[str, Any]:
@@ -606,6 +615,13 @@ class CniDaemon:
                 if a.port_mappings and a.ip and a.phase in (Phase.PLUGGED, Phase.RECORDED)
             ]
             failures = self.hostport_relay.apply(host_port_relays(pods))
+            text = render_loopback_accepts(
+                (m for _, mappings in pods for m in mappings), self._hostports_chain
+            )
+            if text != self._hostports_applied:
+                iptables.restore("", text)
+                iptables.ensure_jump("", "filter", "INPUT", self._hostports_chain)
+                self._hostports_applied = text
         for frontend_, why in sorted(failures.items()):
             log.warning("hostPort %s cannot be served: %s", frontend_, why)
         return failures

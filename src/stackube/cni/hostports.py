@@ -11,6 +11,8 @@ daemon refuses it there too (their networks are not the node's to reach).
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,3 +94,31 @@ def host_port_relays(
         for mapping in mappings:
             relays.setdefault(frontend(mapping), Backend(ip, mapping.container_port))
     return relays
+
+
+def input_chain(node: str) -> str:
+    """The filter chain of one daemon's loopback hostPorts (node identity: a test's
+    daemon never touches the node's). iptables allows 28 characters."""
+    return f"STKB-HOSTPORTS-{hashlib.sha256(node.encode()).hexdigest()[:10]}"
+
+
+def render_loopback_accepts(mappings: Iterable[PortMapping], chain: str) -> str:
+    """iptables-restore input for the node's filter table: `chain` (jumped to first in
+    INPUT) accepts what local processes send to hostPorts bound on loopback. The
+    kubelet's KUBE-FIREWALL drops a connection from a non-loopback source to
+    127.0.0.0/8 unless it was DNATed (its guard against route_localnet,
+    CVE-2020-8558); a local process that binds the node's address first (`curl
+    --interface <node IP> http://127.0.0.1:<hostPort>`) sends just that. `-i lo` admits
+    only packets made on this node."""
+    lines = ["*filter", f":{chain} - [0:0]", f"-F {chain}"]
+    for mapping in sorted(set(mappings)):
+        if mapping.host_ip and not ipaddress.ip_address(mapping.host_ip).is_loopback:
+            continue
+        destination = mapping.host_ip + "/32" if mapping.host_ip else "127.0.0.0/8"
+        proto = mapping.protocol.lower()
+        lines.append(
+            f"-A {chain} -i lo -d {destination} -p {proto} -m {proto} "
+            f"--dport {mapping.host_port} -j ACCEPT"
+        )
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
