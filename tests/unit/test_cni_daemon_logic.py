@@ -12,6 +12,7 @@ from stackube.cni.attachments import _decode as decode_attachment
 from stackube.cni.drivers import linux_bridge_name, ovs_external_ids, parked_ifname
 from stackube.cni.hostports import (
     ANY_ADDRESS,
+    LOOPBACK_JUMPS,
     PortMapping,
     host_port_relays,
     input_chain,
@@ -525,8 +526,10 @@ def test_loopback_host_ports_are_let_past_the_kubelets_localnet_guard_for_local_
     )
     rules = [line for line in text.splitlines() if line.startswith("-A ")]
     assert rules == [
-        "-A STKB-HOSTPORTS-x -i lo -d 127.0.0.1/32 -p tcp -m tcp --dport 54323 -j ACCEPT",
-        "-A STKB-HOSTPORTS-x -i lo -d 127.0.0.0/8 -p udp -m udp --dport 53 -j ACCEPT",
+        "-A STKB-HOSTPORTS-x -d 127.0.0.1/32 -p tcp -m tcp --dport 54323 -j ACCEPT",
+        "-A STKB-HOSTPORTS-x -d 127.0.0.0/8 -p udp -m udp --dport 53 -j ACCEPT",
     ]
+    # Jumped to for loopback traffic only (packets made on this node).
+    assert LOOPBACK_JUMPS == (("INPUT", ("-i", "lo")), ("OUTPUT", ("-o", "lo")))
     assert text.startswith("*filter\n") and text.endswith("COMMIT\n")
     assert input_chain("node-a") != input_chain("node-b") and len(input_chain("n")) <= 28

@@ -28,6 +28,7 @@ from stackube.cni import spec
 from stackube.cni.attachments import Attachment, AttachmentStore, Phase, attachment_key
 from stackube.cni.drivers import PlugDriver, parked_ifname
 from stackube.cni.hostports import (
+    LOOPBACK_JUMPS,
     PortMapping,
     frontend,
     host_port_relays,
@@ -620,7 +621,8 @@ class CniDaemon:
             )
             if text != self._hostports_applied:
                 iptables.restore("", text)
-                iptables.ensure_jump("", "filter", "INPUT", self._hostports_chain)
+                for builtin, match in LOOPBACK_JUMPS:
+                    iptables.ensure_jump("", "filter", builtin, self._hostports_chain, match)
                 self._hostports_applied = text
         for frontend_, why in sorted(failures.items()):
             log.warning("hostPort %s cannot be served: %s", frontend_, why)

@@ -102,14 +102,18 @@ def input_chain(node: str) -> str:
     return f"STKB-HOSTPORTS-{hashlib.sha256(node.encode()).hexdigest()[:10]}"
 
 
+# Where the chain is jumped to, first: packets on loopback only (made on this node).
+LOOPBACK_JUMPS = (("INPUT", ("-i", "lo")), ("OUTPUT", ("-o", "lo")))
+
+
 def render_loopback_accepts(mappings: Iterable[PortMapping], chain: str) -> str:
     """iptables-restore input for the node's filter table: `chain` (jumped to first in
-    INPUT) accepts what local processes send to hostPorts bound on loopback. The
-    kubelet's KUBE-FIREWALL drops a connection from a non-loopback source to
-    127.0.0.0/8 unless it was DNATed (its guard against route_localnet,
-    CVE-2020-8558); a local process that binds the node's address first (`curl
-    --interface <node IP> http://127.0.0.1:<hostPort>`) sends just that. `-i lo` admits
-    only packets made on this node."""
+    INPUT and OUTPUT for loopback traffic, LOOPBACK_JUMPS) accepts what local processes
+    send to hostPorts bound on loopback. The kubelet's KUBE-FIREWALL (in both) drops a
+    connection from a non-loopback source to 127.0.0.0/8 unless it was DNATed (its
+    guard against route_localnet, CVE-2020-8558); a local process that binds the
+    node's address first (`curl --interface <node IP> http://127.0.0.1:<hostPort>`)
+    sends just that."""
     lines = ["*filter", f":{chain} - [0:0]", f"-F {chain}"]
     for mapping in sorted(set(mappings)):
         if mapping.host_ip and not ipaddress.ip_address(mapping.host_ip).is_loopback:
@@ -117,7 +121,7 @@ def render_loopback_accepts(mappings: Iterable[PortMapping], chain: str) -> str:
         destination = mapping.host_ip + "/32" if mapping.host_ip else "127.0.0.0/8"
         proto = mapping.protocol.lower()
         lines.append(
-            f"-A {chain} -i lo -d {destination} -p {proto} -m {proto} "
+            f"-A {chain} -d {destination} -p {proto} -m {proto} "
             f"--dport {mapping.host_port} -j ACCEPT"
         )
     lines.append("COMMIT")

@@ -61,9 +61,9 @@ def restore(netns: str, text: str) -> None:
     )
 
 
-def ensure_jump(netns: str, table: str, chain: str, target: str) -> bool:
-    """`-j target` first in `chain`, once. Returns True if it had to be added."""
-    spec = ["-t", table, "-j", target]
+def ensure_jump(netns: str, table: str, chain: str, target: str, match: Sequence[str] = ()) -> bool:
+    """`[match] -j target` first in `chain`, once. Returns True if it had to be added."""
+    spec = ["-t", table, *match, "-j", target]
     if _run(netns, ["iptables", "-w", "5", "-C", chain, *spec], check=False).returncode == 0:
         return False
     _run(netns, ["iptables", "-w", "5", "-I", chain, "1", *spec])
