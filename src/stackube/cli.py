@@ -70,6 +70,7 @@ def _conformance(box: Devbox, args: argparse.Namespace) -> int:
             skip=args.skip,
             skip_known_failures=args.skip_known_failures,
             report_dir=args.report_dir,
+            processes=args.processes,
         )
     print(
         f"conformance: {result.passed} passed, {result.failures} failed, "
@@ -199,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also skip the tests listed as failing for a feature still to come (CI)",
     )
     suite.add_argument("--report-dir", type=Path, default=None)
+    suite.add_argument(
+        "--processes",
+        type=int,
+        default=3,
+        help="parallel Ginkgo processes (default: %(default)s)",
+    )
 
     controller = commands.add_parser("controller", help="run stackube-controller")
     add_arguments(controller)

@@ -3,9 +3,12 @@ e2e.test's junit report."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from stackube.devbox import conformance, images
+from stackube.devbox.settings import DevboxSettings
 
 pytestmark = pytest.mark.unit
 
@@ -96,3 +99,20 @@ def test_e2e_images_stand_in_under_their_registry_k8s_io_names() -> None:
         "pause",
         "3.10.2",
     )
+
+def test_the_suite_runs_under_the_ginkgo_cli_in_parallel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(conformance, "kubectl", lambda: "/usr/bin/kubectl")
+    settings = DevboxSettings(state_dir=Path("/state"), cache_dir=Path("/cache"))
+    bin_dir = Path("/cache/bin")
+    argv = conformance.suite_argv(settings, bin_dir, Path("/r"), "Conformance", "Slow", 4)
+    # Ginkgo's own flags come before the binary, the e2e framework's after `--`.
+    binary = argv.index(str(bin_dir / "e2e.test"))
+    assert argv[0] == str(bin_dir / "ginkgo")
+    assert {"--procs=4", "--focus=Conformance", "--skip=Slow"} <= set(argv[1:binary])
+    assert argv[binary + 1] == "--"
+    assert f"--report-dir={Path('/r')}" in argv[binary + 2 :]
+    assert not [a for a in argv[binary:] if a.startswith("--ginkgo.")]
+    assert "--skip=" not in " ".join(conformance.suite_argv(settings, bin_dir, Path("/r"), "x", ""))
+    assert "ginkgo" in [p.name for p in conformance.E2E_PROGRAMS]

@@ -29,6 +29,7 @@ from stackube.proxy.render import (
 )
 from stackube.proxy.tenants import (
     SYSTEM_SCOPE,
+    DnsObjects,
     ProxySettings,
     changed_namespace,
     dns_by_tenant,
@@ -107,6 +108,10 @@ class ProxyEngine:
         # The sync thread and housekeeping both apply relays: one at a time, so an older
         # computation never lands after a newer one.
         self._relay_lock = threading.Lock()
+        # Router tables are written by the sync pass and by housekeeping (hooks, load
+        # balancer addresses): one at a time, so housekeeping never re-adds an address
+        # from a set the sync pass is replacing.
+        self._tables_lock = threading.Lock()
         self._objects = {kind: ObjectIndex() for kind in ("services", "endpointslices", "networks")}
         self._namespaces: set[str] = set()  # seen in the Namespaces watch
         self._tenant_namespaces: set[str] = set()
@@ -219,6 +224,20 @@ class ProxyEngine:
             admins = {
                 ns for ns in namespaces if ns not in self._tenant_namespaces and ns != dns_namespace
             }
+        with self._tables_lock:
+            results = self._sync_snapshot(snapshot, dns, admins)
+        self.history = (self.history + results)[-1000:]
+        self.sync_node_ports()
+        return results
+
+    def _sync_snapshot(
+        self,
+        snapshot: Mapping[str, tuple[list[Any], list[Any], list[Any]]],
+        dns: Mapping[str, DnsObjects],
+        admins: set[str],
+    ) -> list[SyncResult]:
+        """(Under self._tables_lock.) One sync of each namespace in `snapshot`; a
+        namespace that fails is retried by housekeeping, the others go on."""
         results = []
         for namespace, (networks, services, slices) in snapshot.items():
             # The system router's pods ask the cluster DNS Service itself (kube-dns).
@@ -242,8 +261,6 @@ class ProxyEngine:
             except Exception:  # a bug or an odd kernel answer: keep the others going
                 log.exception("namespace %s: sync failed; retrying", namespace)
                 self._retry(namespace)
-        self.history = (self.history + results)[-1000:]
-        self.sync_node_ports()
         return results
 
     def _node_port_services(self) -> list[NodePortService]:
@@ -420,10 +437,11 @@ class ProxyEngine:
             if self._waiting:
                 self._dirty |= self._waiting
                 self._changed.notify()
-        for router in list(self._applied):
-            netns = router_netns(router)
-            if self.tables.namespace_exists(netns) and self._hook(netns, router):
-                log.warning("router %s: a hook was missing; re-added", router)
+        with self._tables_lock:
+            for router in list(self._applied):
+                netns = router_netns(router)
+                if self.tables.namespace_exists(netns) and self._hook(netns, router):
+                    log.warning("router %s: a hook was missing; re-added", router)
         self.sync_node_ports(force=True)
 
     def _hook(self, netns: str, router: str | None = None) -> bool:
