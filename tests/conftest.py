@@ -54,3 +54,25 @@ def live_tenant(request: pytest.FixtureRequest) -> Iterator[object]:
         yield tenant.start()
     finally:
         tenant.delete()
+
+
+# On a failure in a tier that reaches the devbox, the tail of Stackube's own logs goes
+# into the report (CI keeps only the output: without them a failure there is a guess).
+STACKUBE_LOGS = ("stackube-proxy", "stackube-controller", "stackube-cni-daemon")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    report = yield
+    if (
+        getattr(report, "failed", False)
+        and call.when == "call"
+        and not item.get_closest_marker("unit")
+    ):
+        log_dir = DevboxSettings.from_env().log_dir
+        for name in STACKUBE_LOGS:
+            path = log_dir / f"{name}.log"
+            if path.exists():
+                tail = path.read_text(errors="replace").splitlines()[-60:]
+                report.sections.append((f"{name}.log (last 60 lines)", "\n".join(tail)))
+    return report

@@ -100,6 +100,7 @@ def test_e2e_images_stand_in_under_their_registry_k8s_io_names() -> None:
         "3.10.2",
     )
 
+
 def test_the_suite_runs_under_the_ginkgo_cli_in_parallel(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
