@@ -14,6 +14,16 @@ from stackube.netpol.compiler import (
     cidr_except,
     compile_policies,
 )
+from stackube.netpol.render import (
+    POD_INPUT_CHAIN,
+    POD_OUTPUT_CHAIN,
+    ROUTER_CHAIN,
+    egress_chain,
+    ingress_chain,
+    pod_chains,
+    router_chains,
+    rule_match,
+)
 from stackube.netpol.selectors import SelectorError, matches
 
 pytestmark = pytest.mark.unit
@@ -163,3 +173,49 @@ def test_named_ports_resolve_on_the_pod_that_owns_them() -> None:
     assert rules_for(CLIENT, policy(egress)).egress == (Rule("10.1.0.2/32", "UDP", 53, 53),)
     egress["egress"][0]["ports"] = [{"port": "dns"}]  # TCP: no such port
     assert rules_for(CLIENT, policy(egress)).egress == ()
+
+
+def test_router_chains_check_the_senders_egress_then_the_receivers_ingress() -> None:
+    pods = {
+        "10.0.0.10": PodRules("10.0.0.10", (Rule("10.0.0.11/32", "TCP", 8080, 8080),), None),
+        "10.0.0.11": PodRules("10.0.0.11", None, (Rule(None, "UDP", 53, 53),)),
+        "10.0.0.12": PodRules("10.0.0.12", None, None),
+    }
+    chains = router_chains(pods)
+    dispatch = chains[ROUTER_CHAIN]
+    assert dispatch[0].startswith("-m conntrack --ctstate ESTABLISHED,RELATED")
+    assert dispatch[1:] == (
+        f"-s 10.0.0.11/32 -j {egress_chain('10.0.0.11')}",
+        f"-d 10.0.0.10/32 -j {ingress_chain('10.0.0.10')}",
+    )
+    assert chains[ingress_chain("10.0.0.10")][0] == "-s 10.0.0.11/32 -p tcp --dport 8080 -j RETURN"
+    assert chains[ingress_chain("10.0.0.10")][-1].endswith("-j DROP")
+    assert chains[egress_chain("10.0.0.11")][0] == "-p udp --dport 53 -j RETURN"
+    # A pod no policy isolates has no chain: its traffic is not looked at.
+    assert not [c for c in chains if "10.0.0.12" in " ".join(chains[c])]
+
+
+def test_rule_matches() -> None:
+    assert rule_match(Rule(None), "-s") == ""
+    assert rule_match(Rule("10.0.0.0/24", "SCTP"), "-d") == "-d 10.0.0.0/24 -p sctp"
+    assert rule_match(Rule(None, "TCP", 8000, 8100), "-s") == "-p tcp --dport 8000:8100"
+
+
+def test_pod_chains_check_only_peers_on_the_pods_own_subnet() -> None:
+    denied = pod_chains(PodRules("10.0.0.10", (), None), "10.0.0.0/24", "10.0.0.1")
+    inbound = denied[POD_INPUT_CHAIN]
+    # Loopback (the kubelet's probes arrive from the pod's own address), established
+    # flows, the router and other subnets pass; then only what is allowed: nothing.
+    assert inbound[:4] == (
+        "-i lo -j RETURN",
+        "-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN",
+        "! -s 10.0.0.0/24 -j RETURN",
+        "-s 10.0.0.1/32 -j RETURN",
+    )
+    assert len(inbound) == 5 and inbound[-1].endswith("-j DROP")
+    assert denied[POD_OUTPUT_CHAIN] == ()
+    allowed = pod_chains(
+        PodRules("10.0.0.10", None, (Rule("10.0.0.11/32"),)), "10.0.0.0/24", "10.0.0.1"
+    )
+    assert allowed[POD_INPUT_CHAIN] == ()
+    assert "-d 10.0.0.11/32 -j RETURN" in allowed[POD_OUTPUT_CHAIN]
