@@ -107,7 +107,7 @@ def test_the_suite_runs_under_the_ginkgo_cli_in_parallel(
     monkeypatch.setattr(conformance, "kubectl", lambda: "/usr/bin/kubectl")
     settings = DevboxSettings(state_dir=Path("/state"), cache_dir=Path("/cache"))
     bin_dir = Path("/cache/bin")
-    argv = conformance.suite_argv(settings, bin_dir, Path("/r"), "Conformance", "Slow", 4)
+    argv = conformance.suite_argv(settings, bin_dir, Path("/r"), "Conformance", "Slow", processes=4)
     # Ginkgo's own flags come before the binary, the e2e framework's after `--`.
     binary = argv.index(str(bin_dir / "e2e.test"))
     assert argv[0] == str(bin_dir / "ginkgo")

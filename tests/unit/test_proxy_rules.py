@@ -323,6 +323,7 @@ def test_hooks_are_the_router_builtin_chains() -> None:
         ("nat", "PREROUTING"),
         ("nat", "POSTROUTING"),
         ("filter", "INPUT"),
+        ("filter", "FORWARD"),  # NetworkPolicy, after DNAT (decision 0013)
     }
 
 
@@ -529,3 +530,88 @@ def test_external_ips_are_served_only_where_a_cluster_admin_set_them() -> None:
     # loadBalancerSourceRanges limit the load balancer address, not the externalIP.
     assert any(r.startswith("-s 192.0.2.0/24 -d 198.51.100.40/32") for r in rules)
     assert any(r.startswith("-d 198.51.100.50/32") for r in rules)
+
+
+class RecordingTables:
+    """The router I/O the engine does, recorded (every router present, empty)."""
+
+    def __init__(self) -> None:
+        self.restored: list[str] = []
+
+    def namespace_exists(self, netns: str) -> bool:
+        return True
+
+    def chains(self, netns: str, table: str) -> set[str]:
+        return set()
+
+    def restore(self, netns: str, text: str) -> None:
+        self.restored.append(text)
+
+    def ensure_jump(self, netns: str, table: str, chain: str, target: str) -> bool:
+        return False
+
+    def forget_udp_flows(self, netns: str, cluster_ip: str, port: int, endpoint_ip: str) -> None:
+        return None
+
+    def ensure_local_route(self, netns: str, cidr: str) -> bool:
+        return False
+
+    def load_balancer_addresses(self, netns: str) -> dict[str, str]:
+        return {}
+
+    def add_load_balancer_address(self, netns: str, address: str) -> bool:
+        return False
+
+    def delete_load_balancer_address(self, netns: str, cidr: str) -> bool:
+        return False
+
+
+def pod_object(name: str, ip: str, labels: dict[str, str], namespace: str = "team-a") -> Any:
+    return {
+        "metadata": {"namespace": namespace, "name": name, "labels": labels},
+        "spec": {"containers": [{"name": "c"}]},
+        "status": {"podIP": ip, "phase": "Running"},
+    }
+
+
+def test_network_policies_reach_the_tenants_router_and_follow_pods() -> None:
+    from stackube.netpol.render import ingress_chain  # noqa: PLC0415
+
+    tables = RecordingTables()
+    engine = ProxyEngine(ProxySettings(), tables=tables)
+    engine.on_change("namespaces", None, namespace_object("team-a", tenant=True))
+    network = {"metadata": {"namespace": "team-a", "name": "team-a"}, "status": {"routerID": "ra"}}
+    engine.on_change("networks", None, network)
+    web = pod_object("web", "10.0.0.10", {"app": "web"})
+    client = pod_object("client", "10.0.0.11", {"app": "client"})
+    for pod in (web, client):
+        engine.on_change("pods", None, pod)
+    engine.sync_dirty()
+    # Positive control: without a policy nothing isolates the pod.
+    assert ingress_chain("10.0.0.10") not in "".join(tables.restored)
+    allow = {
+        "metadata": {"namespace": "team-a", "name": "web"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "web"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}],
+        },
+    }
+    engine.on_change("networkpolicies", None, allow)
+    (result,) = engine.sync_dirty()
+    written = tables.restored[-1]
+    assert f":{ingress_chain('10.0.0.10')}" in written
+    assert "-s 10.0.0.11/32 -j RETURN" in written
+    # A status change that policies cannot see syncs nothing.
+    ready = {**client, "status": {**client["status"], "conditions": [{"type": "Ready"}]}}
+    engine.on_change("pods", client, ready)
+    assert engine.sync_dirty() == []
+    # The client loses its label: the web pod's chain drops it.
+    relabelled = {**ready, "metadata": {**ready["metadata"], "labels": {"app": "other"}}}
+    engine.on_change("pods", ready, relabelled)
+    engine.sync_dirty()
+    assert "-s 10.0.0.11/32" not in tables.restored[-1]
+    # The policy goes: so does the chain.
+    engine.on_change("networkpolicies", allow, None)
+    engine.sync_dirty()
+    assert f"-X {ingress_chain('10.0.0.10')}" in tables.restored[-1]
+    assert result.router_id == "ra"

@@ -234,6 +234,7 @@ def suite_argv(
     report_dir: Path,
     focus: str,
     skip: str,
+    *,
     processes: int = PROCESSES,
 ) -> list[str]:
     """The Ginkgo CLI running e2e.test in `processes` parallel processes: Ginkgo's flags
@@ -339,7 +340,12 @@ def run_suite(
     # The suite wants every node schedulable (the integration tier cordons it).
     run([kubectl(), f"--kubeconfig={settings.admin_kubeconfig}", "uncordon", settings.node_name])
     argv = suite_argv(
-        settings, bin_dir, report_dir, focus, suite_skip(skip, skip_known_failures), processes
+        settings,
+        bin_dir,
+        report_dir,
+        focus,
+        suite_skip(skip, skip_known_failures),
+        processes=processes,
     )
     say(f"  {' '.join(argv)}")
     log = report_dir / "e2e.log"

@@ -69,7 +69,10 @@ def egress_chain(ip: str) -> str:
 
 
 def router_chains(pods: Mapping[str, PodRules]) -> Chains:
-    """The router's filter chains for one tenant's pods ({pod IP: PodRules})."""
+    """The router's filter chains for one tenant's pods ({pod IP: PodRules}); with no
+    pod isolated, only the (empty) dispatch chain the FORWARD jump needs."""
+    if not pods:
+        return {ROUTER_CHAIN: ()}
     dispatch = [_ESTABLISHED]
     chains: Chains = {}
     for ip in sorted(pods):

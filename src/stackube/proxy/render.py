@@ -32,6 +32,9 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from stackube.netpol.compiler import PodRules
+from stackube.netpol.render import ROUTER_CHAIN as NETWORK_POLICY
+from stackube.netpol.render import router_chains
 from stackube.proxy.model import Endpoint, ServicePort, TenantServices
 
 PREFIX = "STKB-"
@@ -56,6 +59,8 @@ JUMPS: tuple[tuple[str, str, str], ...] = (
     ("nat", "PREROUTING", SERVICES),
     ("nat", "POSTROUTING", POSTROUTING),
     ("filter", "INPUT", REJECT),
+    # NetworkPolicy for routed traffic: after DNAT, before masquerade (decision 0013).
+    ("filter", "FORWARD", NETWORK_POLICY),
 )
 
 
@@ -171,8 +176,13 @@ def _service_rules(
     return dispatch
 
 
-def desired_tables(tenant: TenantServices, service_cidr: str = SERVICE_CIDR) -> Tables:
-    """Every STKB chain of one tenant router, with its rules, in a stable order."""
+def desired_tables(
+    tenant: TenantServices,
+    service_cidr: str = SERVICE_CIDR,
+    policies: Mapping[str, PodRules] | None = None,
+) -> Tables:
+    """Every STKB chain of one tenant router, with its rules, in a stable order;
+    `policies` ({pod IP: PodRules}, stackube.netpol) fill the NetworkPolicy chains."""
     masquerade = _comment("service traffic, masqueraded so replies come back via the router")
     nat: Chains = {
         POSTROUTING: (
@@ -185,7 +195,7 @@ def desired_tables(tenant: TenantServices, service_cidr: str = SERVICE_CIDR) -> 
             f"-m conntrack --ctstate DNAT --ctorigdst {tenant.external_ip}/32 "
             f"{masquerade} -j MASQUERADE",
         )
-    filter_: Chains = {REJECT: ()}
+    filter_: Chains = {REJECT: (), **router_chains(policies or {})}
     buckets: dict[str, list[str]] = {}
     for port in sorted(tenant.ports):
         for address, rule in _service_rules(port, nat, filter_, tenant.external_ip):

@@ -17,6 +17,9 @@ from stackube.api.objects import ObjectIndex
 from stackube.api.types import SYSTEM_NAMESPACE
 from stackube.errors import StackubeError
 from stackube.host.portrelay import Backend, Frontend
+from stackube.netpol.compiler import PodRules, PolicyError
+from stackube.netpol.selectors import SelectorError
+from stackube.netpol.view import compile_scope, pod_of
 from stackube.proxy.model import NODE_PORT_TYPES, TenantServices
 from stackube.proxy.nodeports import NodePortService, addresses_in, node_port_relays
 from stackube.proxy.render import (
@@ -44,6 +47,23 @@ from stackube.proxy.tenants import (
 )
 
 log = logging.getLogger("stackube.proxy")
+
+# What NetworkPolicy enforcement in the routers reads (decision 0013).
+POLICY_KINDS = ("pods", "networkpolicies")
+WATCHED_KINDS = ("services", "endpointslices", "networks", *POLICY_KINDS)
+
+
+@dataclass(frozen=True)
+class PolicyInput:
+    """What one scope's NetworkPolicies are compiled from (copied under the lock)."""
+
+    members: tuple[str, ...]  # the namespaces the scope's router serves
+    policies: list[dict[str, Any]]
+    pods: list[dict[str, Any]]
+    namespace_labels: dict[str, dict[str, str]]
+
+    def compile(self) -> dict[str, PodRules]:
+        return compile_scope(self.members, self.policies, self.pods, self.namespace_labels)
 
 
 class Relays(Protocol):
@@ -112,8 +132,9 @@ class ProxyEngine:
         # balancer addresses): one at a time, so housekeeping never re-adds an address
         # from a set the sync pass is replacing.
         self._tables_lock = threading.Lock()
-        self._objects = {kind: ObjectIndex() for kind in ("services", "endpointslices", "networks")}
+        self._objects = {kind: ObjectIndex() for kind in WATCHED_KINDS}
         self._namespaces: set[str] = set()  # seen in the Namespaces watch
+        self._namespace_labels: dict[str, dict[str, str]] = {}
         self._tenant_namespaces: set[str] = set()
         self._dirty: set[str] = set()  # scopes: a tenant's namespace, or SYSTEM_SCOPE
         self._changed = threading.Condition()
@@ -128,6 +149,9 @@ class ProxyEngine:
     # ---- input ---------------------------------------------------------------------------
     def on_change(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         with self._changed:
+            if kind in POLICY_KINDS:
+                self._policy_change(kind, old, new)
+                return
             self._relays_dirty = True
             obj = new if new is not None else old
             if kind == "namespaces":
@@ -136,8 +160,12 @@ class ProxyEngine:
                 name, tenant = tenant_namespace_name(obj)
                 if new is None:
                     self._namespaces.discard(name)
+                    self._namespace_labels.pop(name, None)
                 else:
                     self._namespaces.add(name)
+                    self._namespace_labels[name] = dict(
+                        (new.get("metadata") or {}).get("labels") or {}
+                    )
                 if tenant and new is not None:
                     self._tenant_namespaces.add(name)
                 else:
@@ -157,6 +185,39 @@ class ProxyEngine:
                 self._dirty.add(self._scope(namespace))
             self._changed.notify()
 
+    def _policy_change(
+        self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None
+    ) -> None:
+        """(Under self._changed.) A Pod or NetworkPolicy changed: its scope is synced
+        again if policies there may read it (a pod's address, labels or named ports)."""
+        namespace = self._objects[kind].apply(old, new)
+        if namespace is None or namespace == self.settings.dns_namespace:
+            return
+        scope = self._scope(namespace)
+        if kind == "pods":
+            before, after = (pod_of(o) if o else None for o in (old, new))
+            if before == after or not self._policy_input(scope).policies:
+                return
+        self._dirty.add(scope)
+        self._changed.notify()
+
+    def _members(self, scope: str) -> list[str]:
+        """(Under self._changed.) The namespaces one scope's router serves."""
+        if scope != SYSTEM_SCOPE:
+            return [scope]
+        every = {ns for index in self._objects.values() for ns in index.namespaces()}
+        return sorted(ns for ns in every if self._scope(ns) == SYSTEM_SCOPE)
+
+    def _policy_input(self, scope: str) -> PolicyInput:
+        """(Under self._changed.)"""
+        members = self._members(scope)
+        return PolicyInput(
+            tuple(members),
+            [o for ns in members for o in self._in("networkpolicies", ns)],
+            [o for ns in members for o in self._in("pods", ns)],
+            {ns: self._namespace_labels.get(ns) or {} for ns in members},
+        )
+
     def _scope(self, namespace: str) -> str:
         """(Under self._changed.) A namespace the Namespaces watch has not shown yet is
         its own unit (no router: nothing is written) until it does: its Services must
@@ -173,12 +234,7 @@ class ProxyEngine:
     def _system_snapshot(self) -> tuple[list[Any], list[Any], list[Any]]:
         """(Under self._changed.) The system Network, and the Services and
         EndpointSlices of every namespace the system router serves."""
-        members = {
-            ns
-            for kind in ("services", "endpointslices")
-            for ns in self._objects[kind].namespaces()
-            if self._scope(ns) == SYSTEM_SCOPE
-        }
+        members = self._members(SYSTEM_SCOPE)
         return (
             system_router_networks(self._in("networks", SYSTEM_NAMESPACE)),
             [o for ns in sorted(members) for o in self._in("services", ns)],
@@ -224,8 +280,12 @@ class ProxyEngine:
             admins = {
                 ns for ns in namespaces if ns not in self._tenant_namespaces and ns != dns_namespace
             }
+            policies = {
+                ns: self._policy_input(SYSTEM_SCOPE if ns == SYSTEM_SCOPE else ns)
+                for ns in namespaces
+            }
         with self._tables_lock:
-            results = self._sync_snapshot(snapshot, dns, admins)
+            results = self._sync_snapshot(snapshot, dns, admins, policies)
         self.history = (self.history + results)[-1000:]
         self.sync_node_ports()
         return results
@@ -235,6 +295,7 @@ class ProxyEngine:
         snapshot: Mapping[str, tuple[list[Any], list[Any], list[Any]]],
         dns: Mapping[str, DnsObjects],
         admins: set[str],
+        policies: Mapping[str, PolicyInput],
     ) -> list[SyncResult]:
         """(Under self._tables_lock.) One sync of each namespace in `snapshot`; a
         namespace that fails is retried by housekeeping, the others go on."""
@@ -253,9 +314,10 @@ class ProxyEngine:
                     dns_services=dns_services,
                     dns_slices=dns_slices,
                     allow_external_ips=namespace in admins,
+                    policies=policies[namespace].compile(),
                 )
                 results.append(result)
-            except StackubeError as exc:
+            except (StackubeError, PolicyError, SelectorError) as exc:
                 log.warning("namespace %s: %s; retrying", namespace, exc)
                 self._retry(namespace)
             except Exception:  # a bug or an odd kernel answer: keep the others going
@@ -329,6 +391,7 @@ class ProxyEngine:
         dns_services: Iterable[Mapping[str, Any]] = (),
         dns_slices: Iterable[Mapping[str, Any]] = (),
         allow_external_ips: bool = False,
+        policies: Mapping[str, PodRules] | None = None,
     ) -> SyncResult:
         started = time.monotonic()
         router = router_of(namespace, networks)
@@ -357,7 +420,7 @@ class ProxyEngine:
             external_ip=router_external_ip(namespace, networks),
             allow_external_ips=allow_external_ips,
         )
-        desired = desired_tables(tenant, self.settings.service_cidr)
+        desired = desired_tables(tenant, self.settings.service_cidr, policies)
         applied = self._applied.get(router)
         existing = (
             {table: self.tables.chains(netns, table) for table in ("nat", "filter")}

@@ -1,0 +1,65 @@
+"""Kubernetes objects (as the watches give them) -> the compiler's input, for one
+router's scope (pure).
+
+A scope is the set of namespaces one Neutron router serves: a Tenant's namespace, or
+every namespace on the system network. Pods of other scopes are never peers: their
+addresses are on other Neutron networks (they may even overlap with this scope's),
+and what reaches this scope from them comes through the external network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from stackube.netpol.compiler import Pod, PodRules, compile_policies
+
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+def pod_of(obj: Mapping[str, Any]) -> Pod | None:
+    """A pod as policies see it, or None if it has no address of its own on a pod
+    network (no IP yet, host network, finished)."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    ip = status.get("podIP")
+    if not ip or spec.get("hostNetwork") or status.get("phase") in TERMINAL_PHASES:
+        return None
+    named = tuple(
+        (str(port["name"]), str(port.get("protocol") or "TCP"), int(port["containerPort"]))
+        for container in spec.get("containers") or []
+        for port in container.get("ports") or []
+        if port.get("name") and port.get("containerPort")
+    )
+    return Pod(
+        str(meta.get("namespace") or ""),
+        str(meta.get("name") or ""),
+        str(ip),
+        dict(meta.get("labels") or {}),
+        named,
+    )
+
+
+def compile_scope(
+    scope: Iterable[str],
+    policies: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
+    namespace_labels: Mapping[str, Mapping[str, str]],
+) -> dict[str, PodRules]:
+    """{pod IP: PodRules} for the pods of the namespaces in `scope`, with only those
+    pods as peers; policies and pods of other namespaces are ignored.
+
+    Raises compiler.PolicyError / selectors.SelectorError (see compile_policies).
+    """
+    members = set(scope)
+    own_policies = [p for p in policies if (p.get("metadata") or {}).get("namespace") in members]
+    if not own_policies:
+        return {}
+    own_pods = [
+        pod for pod in (pod_of(o) for o in pods) if pod is not None and pod.namespace in members
+    ]
+    labels = {name: namespace_labels.get(name) or {} for name in members}
+    compiled = compile_policies(own_policies, own_pods, labels)
+    # Pods no policy isolates need nothing written.
+    return {ip: r for ip, r in compiled.items() if r.ingress is not None or r.egress is not None}
