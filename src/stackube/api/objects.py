@@ -29,6 +29,9 @@ class ObjectIndex:
             self._objects[key] = new
         return key[0]
 
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._objects.get((namespace, name))
+
     def in_namespace(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """The objects of one namespace, or of all (None)."""
         return [o for (ns, _), o in self._objects.items() if namespace in (None, ns)]

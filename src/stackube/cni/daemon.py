@@ -36,6 +36,7 @@ from stackube.cni.hostports import (
     parse_port_mappings,
     render_loopback_accepts,
 )
+from stackube.cni.netpol import LocalPod
 from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, pool_port_name
 from stackube.cni.probes import chain_name, probe_ports, render_chain
 from stackube.cni.recovery import (
@@ -819,6 +820,28 @@ class CniDaemon:
             neutron.delete_port(self.conn(), port_id)
         except (StackubeError, OSError) as exc:
             log.warning("could not delete port %s (recovery will): %s", port_id, exc)
+
+    # ---- NetworkPolicy (netpol.py) --------------------------------------------------------
+    def policy_pods(self) -> list[LocalPod]:
+        """The pods on this node with an address, their network namespace and subnet
+        (a pod whose network is not resolved since the start waits for its next ADD,
+        CHECK or repair)."""
+        found = []
+        for attachment in self.store.all():
+            network = self._networks.get(attachment.network_id)
+            if not (attachment.ip and attachment.netns and network and network.gateway):
+                continue
+            found.append(
+                LocalPod(
+                    attachment.netns,
+                    attachment.namespace,
+                    attachment.pod,
+                    attachment.ip,
+                    network.cidr,
+                    network.gateway,
+                )
+            )
+        return found
 
     # ---- kubelet probes into tenant networks (probes.py, probe_relay.py) ------------------
     def on_pod(self, _kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:

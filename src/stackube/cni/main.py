@@ -18,14 +18,16 @@ from types import FrameType
 from stackube.cni.attachments import AttachmentStore
 from stackube.cni.daemon import CniDaemon, DaemonSettings
 from stackube.cni.drivers import driver_for
+from stackube.cni.netpol import PodPolicyEngine
 from stackube.cni.probe_relay import ProbeRelay
 from stackube.cni.server import CniSocketServer
 from stackube.config import parse_config, read_key_files
 from stackube.errors import StackubeError, TemporaryError
+from stackube.host import iptables
 from stackube.host.portrelay import PortRelay
 from stackube.kube.client import api_client
 from stackube.kube.lease import LeaseLock
-from stackube.kube.watch import network_reflector, node_pod_reflector
+from stackube.kube.watch import network_reflector, node_pod_reflector, policy_reflectors
 from stackube.openstack.cloud import LazyConnection
 
 log = logging.getLogger("stackube.cni")
@@ -163,6 +165,13 @@ def run(args: argparse.Namespace) -> int:
     daemon.networks_watched = reflector.synced
     reflector.start()
     node_pod_reflector(kube_api, settings.node, daemon.on_pod, daemon.stopping).start()
+    if args.network_policy:
+        policies = PodPolicyEngine(iptables, daemon.policy_pods)
+        for watch in policy_reflectors(kube_api, policies.on_change, daemon.stopping).values():
+            watch.start()
+        threading.Thread(
+            target=policies.run, args=(daemon.stopping,), name="netpol", daemon=True
+        ).start()
     relay = ProbeRelay(daemon.resolve_probe, args.probe_relay_port)
     daemon.relay_port = relay.port
     threading.Thread(target=relay.serve_forever, name="probe-relay", daemon=True).start()

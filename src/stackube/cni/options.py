@@ -85,6 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how often pods' ports, bindings and host links are checked and mended",
     )
     parser.add_argument(
+        "--network-policy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="enforce NetworkPolicy for traffic between pods of one subnet, in their "
+        "network namespaces (stackube-proxy enforces the routed rest)",
+    )
+    parser.add_argument(
         "--hostports",
         action=argparse.BooleanOptionalAction,
         default=True,

@@ -22,8 +22,10 @@ def _run(
     check: bool = True,
     timeout: float = TIMEOUT,
 ) -> subprocess.CompletedProcess[str]:
-    """`argv` inside the named netns, or in this (the node's) one when `netns` is ""."""
-    enter = ["nsenter", f"--net={NETNS_DIR}/{netns}"] if netns else []
+    """`argv` inside the named netns (a name under NETNS_DIR, or a path: a pod's), or in
+    this (the node's) one when `netns` is ""."""
+    path = netns if netns.startswith("/") else f"{NETNS_DIR}/{netns}"
+    enter = ["nsenter", f"--net={path}"] if netns else []
     try:
         done = subprocess.run(
             [*enter, *argv],

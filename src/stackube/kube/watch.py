@@ -152,14 +152,28 @@ def node_pod_reflector(
     return Reflector("pods", pods, on_change, stop=stop)
 
 
+def policy_reflectors(api: Any, on_change: OnChange, stop: threading.Event) -> dict[str, Reflector]:
+    """What NetworkPolicy enforcement reads: Pods, NetworkPolicies and Namespaces of the
+    whole cluster."""
+    calls = {
+        "namespaces": k8s.CoreV1Api(api).list_namespace,
+        "pods": k8s.CoreV1Api(api).list_pod_for_all_namespaces,
+        "networkpolicies": k8s.NetworkingV1Api(api).list_network_policy_for_all_namespaces,
+    }
+    return {name: Reflector(name, call, on_change, stop=stop) for name, call in calls.items()}
+
+
 def cluster_reflectors(
     api: Any, on_change: OnChange, stop: threading.Event
 ) -> dict[str, Reflector]:
-    """Services, EndpointSlices, Stackube Networks and Namespaces of the whole cluster."""
+    """Services, EndpointSlices, Stackube Networks, Namespaces, Pods and NetworkPolicies
+    of the whole cluster (stackube-proxy)."""
     calls = {
-        "namespaces": k8s.CoreV1Api(api).list_namespace,
         "services": k8s.CoreV1Api(api).list_service_for_all_namespaces,
         "endpointslices": k8s.DiscoveryV1Api(api).list_endpoint_slice_for_all_namespaces,
         "networks": _list_networks(api),
     }
-    return {name: Reflector(name, call, on_change, stop=stop) for name, call in calls.items()}
+    return {
+        **policy_reflectors(api, on_change, stop),
+        **{name: Reflector(name, call, on_change, stop=stop) for name, call in calls.items()},
+    }

@@ -17,13 +17,14 @@ from stackube.netpol.compiler import Pod, PodRules, compile_policies
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
-def pod_of(obj: Mapping[str, Any]) -> Pod | None:
+def pod_of(obj: Mapping[str, Any], ip: str | None = None) -> Pod | None:
     """A pod as policies see it, or None if it has no address of its own on a pod
-    network (no IP yet, host network, finished)."""
+    network (no IP yet, host network, finished). `ip` overrides status.podIP (the node
+    knows a new pod's address before its status says it)."""
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
-    ip = status.get("podIP")
+    ip = ip or status.get("podIP")
     if not ip or spec.get("hostNetwork") or status.get("phase") in TERMINAL_PHASES:
         return None
     named = tuple(
@@ -46,9 +47,11 @@ def compile_scope(
     policies: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
     namespace_labels: Mapping[str, Mapping[str, str]],
+    targets: Iterable[Pod] | None = None,
 ) -> dict[str, PodRules]:
-    """{pod IP: PodRules} for the pods of the namespaces in `scope`, with only those
-    pods as peers; policies and pods of other namespaces are ignored.
+    """{pod IP: PodRules} for the pods of the namespaces in `scope` (or for `targets`,
+    pods of the scope), with only those pods as peers; policies and pods of other
+    namespaces are ignored.
 
     Raises compiler.PolicyError / selectors.SelectorError (see compile_policies).
     """
@@ -60,6 +63,6 @@ def compile_scope(
         pod for pod in (pod_of(o) for o in pods) if pod is not None and pod.namespace in members
     ]
     labels = {name: namespace_labels.get(name) or {} for name in members}
-    compiled = compile_policies(own_policies, own_pods, labels)
+    compiled = compile_policies(own_policies, own_pods, labels, targets)
     # Pods no policy isolates need nothing written.
     return {ip: r for ip, r in compiled.items() if r.ingress is not None or r.egress is not None}
