@@ -95,12 +95,6 @@ class PodPolicyEngine:
             self._dirty = True
             self._changed.notify()
 
-    def kick(self) -> None:
-        """A local pod came or went (the journal changed)."""
-        with self._changed:
-            self._dirty = True
-            self._changed.notify()
-
     def _scope(self, namespace: str) -> str:
         """(Under self._changed.) Whose network a namespace's pods are on."""
         return namespace if is_tenant_namespace(self._labels.get(namespace) or {}) else SYSTEM_SCOPE
