@@ -104,3 +104,15 @@ def test_the_dns_namespace_pods_are_never_selected() -> None:
         {**DENY_WEB, "metadata": {"namespace": "stackube-dns", "name": "x"}},
     )
     assert made.sync() == 0 and tables.restored == {}
+
+
+def test_the_nodes_own_address_on_the_system_network_is_never_policed() -> None:
+    from stackube.netpol.compiler import PodRules  # noqa: PLC0415
+    from stackube.netpol.render import pod_chains  # noqa: PLC0415
+
+    chains = pod_chains(PodRules("10.0.0.10", (), ()), "10.0.0.0/24", "10.0.0.1", "10.0.0.3")
+    assert "-s 10.0.0.3/32 -j RETURN" in chains[POD_INPUT_CHAIN]
+    assert "-d 10.0.0.3/32 -j RETURN" in chains[POD_OUTPUT_CHAIN]
+    # Positive control: without it, only the gateway passes.
+    plain = pod_chains(PodRules("10.0.0.10", (), ()), "10.0.0.0/24", "10.0.0.1")
+    assert not [r for r in plain[POD_INPUT_CHAIN] if "10.0.0.3" in r]

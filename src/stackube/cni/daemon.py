@@ -158,6 +158,7 @@ class CniDaemon:
         self.relay_port = 0
         # The system network's Neutron id once its Network is Active (node link, probes).
         self.system_network_id: str | None = None
+        self.node_link_ip = ""  # this node's address on the system network, once made
         # hostPorts of this node's system-network pods (None: not served, e.g. in tests
         # that run several daemons on one host).
         self.hostport_relay = hostport_relay
@@ -831,6 +832,7 @@ class CniDaemon:
             network = self._networks.get(attachment.network_id)
             if not (attachment.ip and attachment.netns and network and network.gateway):
                 continue
+            on_system = attachment.network_id == self.system_network_id
             found.append(
                 LocalPod(
                     attachment.netns,
@@ -839,6 +841,7 @@ class CniDaemon:
                     attachment.ip,
                     network.cidr,
                     network.gateway,
+                    host=self.node_link_ip if on_system else "",
                 )
             )
         return found
@@ -1102,6 +1105,7 @@ class CniDaemon:
         ip = port.address_on(network.subnet_id)
         if ip is None:
             raise TemporaryError(f"node port {port.id} has no address on {network.subnet_id}")
+        self.node_link_ip = ip
         tap = host_ifname(port.id)
         changed = (
             netlink.ensure_node_link(

@@ -48,6 +48,7 @@ class LocalPod:
     ip: str
     cidr: str  # its subnet
     gateway: str
+    host: str = ""  # this node's address on the pod's network, if any (never policed)
 
 
 def restore_text(chains: Chains) -> str:
@@ -173,7 +174,9 @@ class PodPolicyEngine:
                     had = self._left_over(pod)
                 if rules is None and had is None:
                     continue  # never isolated: nothing written, nothing to undo
-                wanted = pod_chains(rules or PodRules(pod.ip, None, None), pod.cidr, pod.gateway)
+                wanted = pod_chains(
+                    rules or PodRules(pod.ip, None, None), pod.cidr, pod.gateway, pod.host
+                )
                 if wanted == had:
                     continue
                 try:

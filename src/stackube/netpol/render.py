@@ -88,9 +88,11 @@ def router_chains(pods: Mapping[str, PodRules]) -> Chains:
     return {ROUTER_CHAIN: tuple(dispatch), **chains}
 
 
-def pod_chains(rules: PodRules, subnet: str, gateway: str) -> Chains:
+def pod_chains(rules: PodRules, subnet: str, gateway: str, host: str = "") -> Chains:
     """A pod namespace's filter chains: its policy for peers on its own `subnet` (a
-    CIDR), other than the `gateway` (the router, which enforces the rest)."""
+    CIDR), other than the `gateway` (the router, which enforces the rest) and the
+    node's own `host` address there (the kubelet and the API server, on the system
+    network: the local node is never policed, as in kube-proxy based clusters)."""
 
     def chain(
         direction_rules: tuple[Rule, ...] | None, peer: str, lo: str, what: str
@@ -102,6 +104,7 @@ def pod_chains(rules: PodRules, subnet: str, gateway: str) -> Chains:
             _ESTABLISHED,
             f"! {peer} {subnet} -j RETURN",
             f"{peer} {gateway}/32 -j RETURN",
+            *([f"{peer} {host}/32 -j RETURN"] if host else []),
             *_allow(direction_rules, peer, what),
         )
 
