@@ -196,7 +196,9 @@ class ProxyEngine:
         scope = self._scope(namespace)
         if kind == "pods":
             before, after = (pod_of(o) if o else None for o in (old, new))
-            if before == after or not self._policy_input(scope).policies:
+            if before == after or not any(
+                self._in("networkpolicies", ns) for ns in self._members(scope)
+            ):
                 return
         self._dirty.add(scope)
         self._changed.notify()
