@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from stackube.host.portrelay import Backend, Frontend
+from stackube.netpol.view import SYSTEM_SCOPE
 from stackube.proxy.model import Endpoint, ServicePort, TenantServices, service_ports
 from stackube.proxy.nodeports import NodePortService, addresses_in, node_port_relays
 from stackube.proxy.render import (
@@ -23,7 +24,6 @@ from stackube.proxy.render import (
 )
 from stackube.proxy.sync import NodePorts, ProxyEngine
 from stackube.proxy.tenants import (
-    SYSTEM_SCOPE,
     ProxySettings,
     router_of,
     scope_of,

@@ -22,11 +22,10 @@ from stackube.errors import StackubeError
 from stackube.netpol.compiler import Pod, PodRules, PolicyError
 from stackube.netpol.render import POD_JUMPS, Chains, pod_chains
 from stackube.netpol.selectors import SelectorError
-from stackube.netpol.view import compile_scope, pod_of
+from stackube.netpol.view import SYSTEM_SCOPE, compile_scope, pod_of
 
 log = logging.getLogger("stackube.cni.netpol")
 
-SYSTEM_SCOPE = "*system*"
 KINDS = ("pods", "networkpolicies", "namespaces")
 
 
@@ -74,7 +73,7 @@ class PodPolicyEngine:
         self._labels: dict[str, dict[str, str]] = {}
         self._changed = threading.Condition()
         self._dirty = True
-        # One pass at a time (the loop, and the daemon after an ADD): netns -> chains.
+        # One pass at a time; what each pod's namespace holds: netns -> chains.
         self._lock = threading.Lock()
         self._applied: dict[str, Chains] = {}
         self._seen: set[str] = set()  # netns looked at since the start

@@ -15,6 +15,9 @@ from typing import Any
 from stackube.netpol.compiler import Pod, PodRules, compile_policies
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
+# The scope of every namespace on the system network (decision 0010): not a namespace
+# name (those are DNS labels); one router serves them all.
+SYSTEM_SCOPE = "*system*"
 
 
 def pod_of(obj: Mapping[str, Any], ip: str | None = None) -> Pod | None:

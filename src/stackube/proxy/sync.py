@@ -19,7 +19,7 @@ from stackube.errors import StackubeError
 from stackube.host.portrelay import Backend, Frontend
 from stackube.netpol.compiler import PodRules, PolicyError
 from stackube.netpol.selectors import SelectorError
-from stackube.netpol.view import compile_scope, pod_of
+from stackube.netpol.view import SYSTEM_SCOPE, compile_scope, pod_of
 from stackube.proxy.model import NODE_PORT_TYPES, TenantServices
 from stackube.proxy.nodeports import NodePortService, addresses_in, node_port_relays
 from stackube.proxy.render import (
@@ -31,7 +31,6 @@ from stackube.proxy.render import (
     udp_endpoints_removed,
 )
 from stackube.proxy.tenants import (
-    SYSTEM_SCOPE,
     DnsObjects,
     ProxySettings,
     changed_namespace,

@@ -14,12 +14,12 @@ from stackube.api.types import (
     is_tenant_namespace,
     namespace_network,
 )
+from stackube.netpol.view import SYSTEM_SCOPE
 from stackube.proxy.model import ServicePort, TenantServices, redirected, service_ports
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-# The sync unit of every namespace on the system network (not a namespace name: those are
-# DNS labels): one router serves them all.
-SYSTEM_SCOPE = "*system*"
+# SYSTEM_SCOPE: the sync unit of every namespace on the system network (not a namespace
+# name: those are DNS labels); one router serves them all.
 
 
 @dataclass(frozen=True)
