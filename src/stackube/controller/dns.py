@@ -24,7 +24,11 @@ from stackube.api.naming import DNS_SERVICE_ACCOUNT, tenant_labels
 from stackube.api.types import API_VERSION, DNS_NAMESPACE, LABEL_TENANT
 
 DNS_APP = "stackube-dns"  # the app.kubernetes.io/name of every tenant's DNS objects
-DNS_LISTEN_PORT = 1053  # unprivileged: CoreDNS runs as a non-root user with no capabilities
+# CoreDNS runs as a non-root user with every capability dropped; the pod's own
+# (namespaced, Pod Security "safe") sysctl lets it bind 53, the port NetworkPolicies
+# that allow DNS name (they match the endpoint's port, after the Service's DNAT).
+DNS_LISTEN_PORT = 53
+UNPRIVILEGED_PORTS = {"name": "net.ipv4.ip_unprivileged_port_start", "value": str(DNS_LISTEN_PORT)}
 DNS_HEALTH_PORT = 8080
 DNS_READY_PORT = 8181
 DNS_USER = 65532
@@ -203,7 +207,10 @@ def dns_objects(
                         "serviceAccountName": DNS_SERVICE_ACCOUNT,
                         # Not itself: the cluster DNS IP is this server.
                         "dnsPolicy": "Default",
-                        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                        "securityContext": {
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                            "sysctls": [UNPRIVILEGED_PORTS],
+                        },
                         "containers": [container],
                         "volumes": [{"name": "config", "configMap": {"name": tenant}}],
                     },
