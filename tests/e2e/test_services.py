@@ -86,8 +86,10 @@ def test_a_node_port_reaches_each_tenants_own_pods_from_outside(
     node = devbox.settings.external_host_address
     for name in tenants:
         node_port = expose(kubectl, name, "np", "NodePort")["spec"]["ports"][0]["nodePort"]
+        # The router of a tenant made a moment ago may still be being plumbed by
+        # Neutron's L3 agent: stackube-proxy picks it up at its next housekeeping (10 s).
         body = eventually(
-            lambda p=node_port: client.fetch(f"http://{node}:{p}/"), 30, f"{name}'s NodePort"
+            lambda p=node_port: client.fetch(f"http://{node}:{p}/"), 60, f"{name}'s NodePort"
         )
         assert body.strip() == name
     # Positive control for the check above: a port nobody serves does not answer.
