@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             if stop.is_set():
                 return 0
             log.info("waiting for the first list of %s", name)
-    log.info("listed services, endpointslices and networks: full sync")
+    log.info("listed %s: full sync", ", ".join(reflectors))
     threading.Thread(target=engine.run, args=(stop,), name="sync", daemon=True).start()
     try:
         while not stop.wait(args.housekeeping_seconds):
