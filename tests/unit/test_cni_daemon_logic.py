@@ -533,3 +533,16 @@ def test_loopback_host_ports_are_let_past_the_kubelets_localnet_guard_for_local_
     assert LOOPBACK_JUMPS == (("INPUT", ("-i", "lo")), ("OUTPUT", ("-o", "lo")))
     assert text.startswith("*filter\n") and text.endswith("COMMIT\n")
     assert input_chain("node-a") != input_chain("node-b") and len(input_chain("n")) <= 28
+
+
+def test_the_loopback_jump_must_come_before_the_kubelets_firewall() -> None:
+    from stackube.host.iptables import jump_position_ok  # noqa: PLC0415
+
+    ours = "-A INPUT -i lo -j STKB-HOSTPORTS-5bce98f73f"
+    firewall = "-A INPUT -j KUBE-FIREWALL"
+    other = "-A INPUT -i lo -j STKB-HOSTPORTS-0aac8c0510"  # another daemon's: no matter
+    assert jump_position_ok(["-P INPUT ACCEPT", other, ours, firewall], ours, "KUBE-FIREWALL")
+    # What the conformance run found: ours behind the kubelet's (moved back to the top).
+    assert not jump_position_ok([other, firewall, ours], ours, "KUBE-FIREWALL")
+    assert not jump_position_ok([other, firewall], ours, "KUBE-FIREWALL")
+    assert jump_position_ok([ours], ours, "KUBE-FIREWALL")

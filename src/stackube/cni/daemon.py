@@ -28,6 +28,7 @@ from stackube.cni import spec
 from stackube.cni.attachments import Attachment, AttachmentStore, Phase, attachment_key
 from stackube.cni.drivers import PlugDriver, parked_ifname
 from stackube.cni.hostports import (
+    KUBELET_FIREWALL,
     LOOPBACK_JUMPS,
     PortMapping,
     frontend,
@@ -165,6 +166,7 @@ class CniDaemon:
         self._hostports_lock = threading.Lock()
         self._hostports_chain = input_chain(settings.node)
         self._hostports_applied = ""
+        self._hostports_jumped = False  # our loopback jumps were put in place once
 
     # ---- the socket's entry point --------------------------------------------------------
     def handle(self, message: Mapping[str, Any]) -> dict[str, Any]:
@@ -623,9 +625,20 @@ class CniDaemon:
             )
             if text != self._hostports_applied:
                 iptables.restore("", text)
-                for builtin, match in LOOPBACK_JUMPS:
-                    iptables.ensure_jump("", "filter", builtin, self._hostports_chain, match)
                 self._hostports_applied = text
+            if pods or self._hostports_jumped:
+                # Every pass: the kubelet may have put KUBE-FIREWALL back in front.
+                for builtin, match in LOOPBACK_JUMPS:
+                    if iptables.ensure_jump_ahead_of(
+                        "",
+                        "filter",
+                        builtin,
+                        self._hostports_chain,
+                        match=match,
+                        ahead_of=KUBELET_FIREWALL,
+                    ):
+                        log.info("hostPorts: the %s jump put ahead of the kubelet's", builtin)
+                self._hostports_jumped = True
         for frontend_, why in sorted(failures.items()):
             log.warning("hostPort %s cannot be served: %s", frontend_, why)
         return failures
@@ -1154,6 +1167,12 @@ class CniDaemon:
                 self.repair_once()
             except Exception:  # a background thread logs and lives on
                 log.exception("repair pass failed")
+            try:
+                self.sync_hostports()  # relays, and our jumps still ahead of the kubelet's
+            except StackubeError as exc:
+                log.warning("hostPorts: %s (retrying)", exc)
+            except Exception:  # a background thread logs and lives on
+                log.exception("hostPort sync failed")
 
     def repair_once(self) -> int:
         """One pass: returns how many attachments it mended."""

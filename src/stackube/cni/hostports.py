@@ -104,6 +104,8 @@ def input_chain(node: str) -> str:
 
 # Where the chain is jumped to, first: packets on loopback only (made on this node).
 LOOPBACK_JUMPS = (("INPUT", ("-i", "lo")), ("OUTPUT", ("-o", "lo")))
+# The kubelet's chain our loopback accepts must come before (render_loopback_accepts).
+KUBELET_FIREWALL = "KUBE-FIREWALL"
 
 
 def render_loopback_accepts(mappings: Iterable[PortMapping], chain: str) -> str:

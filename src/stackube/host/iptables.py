@@ -72,6 +72,32 @@ def ensure_jump(netns: str, table: str, chain: str, target: str, match: Sequence
     return True
 
 
+def jump_position_ok(rules: Sequence[str], jump: str, ahead_of: str) -> bool:
+    """Whether `jump` (an `iptables -S` line) is among `rules` and comes before every
+    rule that jumps to `ahead_of` (pure)."""
+    if jump not in rules:
+        return False
+    theirs = [i for i, rule in enumerate(rules) if rule.endswith(f"-j {ahead_of}")]
+    return not theirs or rules.index(jump) < min(theirs)
+
+
+def ensure_jump_ahead_of(
+    netns: str, table: str, chain: str, target: str, *, match: Sequence[str], ahead_of: str
+) -> bool:
+    """`[match] -j target` in `chain`, before any jump to `ahead_of` (which someone
+    else may put first at any time: the kubelet re-inserts KUBE-FIREWALL). Moved to
+    the top when it is behind. Returns True if it had to be added or moved."""
+    listed = _run(netns, ["iptables", "-w", "5", "-t", table, "-S", chain]).stdout.splitlines()
+    jump = " ".join(["-A", chain, *match, "-j", target])
+    if jump_position_ok(listed, jump, ahead_of):
+        return False
+    spec = ["-t", table, *match, "-j", target]
+    if jump in listed:
+        _run(netns, ["iptables", "-w", "5", "-D", chain, *spec])
+    _run(netns, ["iptables", "-w", "5", "-I", chain, "1", *spec])
+    return True
+
+
 def forget_udp_flows(netns: str, cluster_ip: str, port: int, endpoint_ip: str) -> None:
     """Drop conntrack entries of UDP flows to a ClusterIP that were DNATed to an
     endpoint that is gone (exit status 1 means there were none)."""
