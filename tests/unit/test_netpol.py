@@ -219,3 +219,35 @@ def test_pod_chains_check_only_peers_on_the_pods_own_subnet() -> None:
     )
     assert allowed[POD_INPUT_CHAIN] == ()
     assert "-d 10.0.0.11/32 -j RETURN" in allowed[POD_OUTPUT_CHAIN]
+
+
+def test_the_tenants_default_policies() -> None:
+    from stackube.netpol.defaults import default_policy  # noqa: PLC0415
+
+    labels = {"app.kubernetes.io/managed-by": "stackube-controller"}
+    assert default_policy("t1", "None", labels) is None
+    deny_ingress = default_policy("t1", "DenyIngress", labels)
+    assert deny_ingress is not None and deny_ingress["metadata"]["namespace"] == "t1"
+    deny_all = default_policy("t1", "DenyAll", labels)
+    assert deny_all is not None
+    # What they do, through the compiler: every pod isolated; DenyAll keeps DNS out.
+    ingress_only = compile_policies([deny_ingress], PODS, NAMESPACES)[WEB.ip]
+    assert ingress_only == PodRules(WEB.ip, (), None)
+    everything = compile_policies([deny_all], PODS, NAMESPACES)[CLIENT.ip]
+    assert everything.ingress == ()
+    assert everything.egress == (Rule(None, "TCP", 53, 53), Rule(None, "UDP", 53, 53))
+    assert compile_policies([deny_all], PODS, NAMESPACES)[DNS.ip] == PodRules(DNS.ip, None, None)
+    with pytest.raises(ValueError, match="unknown default NetworkPolicy"):
+        default_policy("t1", "AllowAll", labels)
+
+
+def test_a_tenant_spec_names_a_known_default_policy() -> None:
+    from stackube.api.types import SpecError, parse_tenant  # noqa: PLC0415
+
+    body = {"metadata": {"name": "t1"}, "spec": {"username": "u", "password": "p"}}
+    assert parse_tenant(body).default_network_policy == "None"
+    body["spec"]["defaultNetworkPolicy"] = "DenyAll"
+    assert parse_tenant(body).default_network_policy == "DenyAll"
+    body["spec"]["defaultNetworkPolicy"] = "Deny"
+    with pytest.raises(SpecError, match=r"spec\.defaultNetworkPolicy must be one of"):
+        parse_tenant(body)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from stackube.api.types import (
+    DEFAULT_NETWORK_POLICIES,
     DEFAULT_POD_SECURITY,
     GROUP,
     NETWORK_PLURAL,
@@ -141,6 +142,15 @@ def tenant_crd() -> dict[str, Any]:
                 "default": DEFAULT_POD_SECURITY,
                 "description": "Pod Security Admission level enforced in the tenant's "
                 "namespace (restricted is stricter; nothing looser than baseline).",
+            },
+            "defaultNetworkPolicy": {
+                "type": "string",
+                "enum": list(DEFAULT_NETWORK_POLICIES),
+                "default": "None",
+                "description": "A NetworkPolicy the controller keeps in the tenant's "
+                "namespace (stackube-default-deny): DenyIngress isolates every pod for "
+                "ingress, DenyAll for ingress and egress but DNS (port 53); the "
+                "tenant's own policies then allow what they name.",
             },
         },
         "x-kubernetes-validations": [

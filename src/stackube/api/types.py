@@ -46,6 +46,10 @@ RESERVED_NAMESPACE_PREFIXES = ("kube-",)
 # Pod Security Admission levels a Tenant may ask for (never looser than baseline).
 POD_SECURITY_LEVELS = ("baseline", "restricted")
 DEFAULT_POD_SECURITY = "baseline"
+# spec.defaultNetworkPolicy: the NetworkPolicy the controller keeps in the tenant's
+# namespace (docs/network-policy.md): none, deny all ingress, or deny all ingress and
+# egress but DNS.
+DEFAULT_NETWORK_POLICIES = ("None", "DenyIngress", "DenyAll")
 PSA_PREFIX = "pod-security.kubernetes.io"
 
 
@@ -78,6 +82,7 @@ class TenantSpec:
     password_secret_ref: SecretRef | None = None
     tenant_id: str | None = None
     pod_security: str = DEFAULT_POD_SECURITY
+    default_network_policy: str = "None"
 
     @property
     def adopts_project(self) -> bool:
@@ -145,7 +150,12 @@ def parse_tenant(body: Mapping[str, Any]) -> TenantSpec:
     pod_security = _optional_str(spec, "podSecurity") or DEFAULT_POD_SECURITY
     if pod_security not in POD_SECURITY_LEVELS:
         raise SpecError(f"spec.podSecurity must be one of {', '.join(POD_SECURITY_LEVELS)}")
-    return TenantSpec(name, username, password, ref, tenant_id, pod_security)
+    default_policy = _optional_str(spec, "defaultNetworkPolicy") or "None"
+    if default_policy not in DEFAULT_NETWORK_POLICIES:
+        raise SpecError(
+            f"spec.defaultNetworkPolicy must be one of {', '.join(DEFAULT_NETWORK_POLICIES)}"
+        )
+    return TenantSpec(name, username, password, ref, tenant_id, pod_security, default_policy)
 
 
 def check_tenant_name(name: str) -> None:

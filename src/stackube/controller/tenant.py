@@ -28,6 +28,7 @@ from stackube.faults import checkpoint
 from stackube.kube import apply
 from stackube.kube import resources as kube
 from stackube.kube.client import ApiClient
+from stackube.netpol.defaults import default_policy, default_policy_reference
 from stackube.openstack import identity
 from stackube.openstack import network as neutron
 from stackube.openstack.cloud import Connection
@@ -79,6 +80,8 @@ class TenantReconciler:
         self._verified: dict[str, str] = {}
         # Tenants whose stale RoleBindings this process has removed.
         self._bindings_tidied: set[str] = set()
+        # Tenants whose default NetworkPolicy is known absent (no DELETE every pass).
+        self._no_default_policy: set[str] = set()
 
     @property
     def conn(self) -> Connection:
@@ -258,6 +261,7 @@ class TenantReconciler:
         checkpoint("rbac")
         self.dns(spec.name, project.id, str(body["metadata"].get("uid") or ""))
         checkpoint("dns")
+        self.default_network_policy(spec, project.id)
         dns_ready, dns_message = dns.dns_readiness(
             spec.name, kube.deployment_replicas(self.kube, DNS_NAMESPACE, spec.name)
         )
@@ -291,6 +295,23 @@ class TenantReconciler:
         )
         objects = dns.dns_objects(tenant, project_id, settings, tenant_uid)
         apply.server_side_apply(self.kube, objects, FIELD_MANAGER)
+
+    def default_network_policy(self, spec: TenantSpec, project_id: str) -> None:
+        """spec.defaultNetworkPolicy as the NetworkPolicy stackube-default-deny in the
+        tenant's namespace (applied on every pass of the Tenant, which puts back what
+        the tenant's users edited or deleted), or its removal for "None"."""
+        policy = default_policy(
+            spec.name, spec.default_network_policy, naming.tenant_labels(spec.name, project_id)
+        )
+        if policy is not None:
+            apply.server_side_apply(self.kube, [policy], FIELD_MANAGER)
+            self._no_default_policy.discard(spec.name)
+            return
+        if spec.name in self._no_default_policy:
+            return
+        if apply.delete_objects(self.kube, [default_policy_reference(spec.name)]):
+            log.info("tenant %s: default NetworkPolicy removed", spec.name)
+        self._no_default_policy.add(spec.name)
 
     def note_network_state(self, tenant: str, state: str) -> None:
         """Record the default Network's state on the Tenant (an annotation), which

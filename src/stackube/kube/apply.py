@@ -54,6 +54,11 @@ APPLY_KINDS: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("v1", "Namespace"): ("/api/v1", "namespaces", False),
     ("v1", "Endpoints"): ("/api/v1", "endpoints", True),
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments", True),
+    ("networking.k8s.io/v1", "NetworkPolicy"): (
+        "/apis/networking.k8s.io/v1",
+        "networkpolicies",
+        True,
+    ),
     ("discovery.k8s.io/v1", "EndpointSlice"): ("/apis/discovery.k8s.io/v1", "endpointslices", True),
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): (
         "/apis/rbac.authorization.k8s.io/v1",
