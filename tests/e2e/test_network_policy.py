@@ -193,3 +193,54 @@ def test_an_egress_deny_stops_dns_until_port_53_is_allowed(
     # Only DNS: the web Service stays out of reach for the client.
     assert not reaches(kubectl, mine, "client", "http://web/")
     user.kubectl("-n", mine, "delete", "networkpolicy", "no-egress")
+
+
+def test_a_tenants_default_deny_isolates_every_pod_until_lifted(
+    devbox: Devbox, kubectl: Kubectl, tenants: list[str], tmp_path: Path
+) -> None:
+    mine, theirs = tenants
+    urls = paths(kubectl, mine)
+    # Positive control: open before.
+    for how, url in urls.items():
+        assert eventually(lambda u=url: reaches(kubectl, mine, "other", u), 30, how)
+
+    def default(mode: str) -> None:
+        patch = json.dumps({"spec": {"defaultNetworkPolicy": mode}})
+        kubectl.run("patch", "tenant", mine, "--type=merge", "-p", patch)
+
+    default("DenyIngress")
+    try:
+        eventually(
+            lambda: kubectl.run(
+                "-n", mine, "get", "networkpolicy", "stackube-default-deny", check=False
+            ).returncode == 0,
+            60,
+            "the controller's default policy",
+        )  # fmt: skip
+        for how, url in urls.items():
+            settled(lambda u=url: reaches(kubectl, mine, "other", u), False, f"{how} denied")
+        assert reaches(kubectl, theirs, "other", paths(kubectl, theirs)["service"])
+        # The tenant's own policy opens what it names, on top of the default.
+        user = TenantUser(devbox, mine, tmp_path)
+        allow = policy(
+            mine,
+            "web-from-client",
+            {
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}],
+            },
+        )
+        assert user.kubectl("apply", "-f", "-", stdin=allow).returncode == 0
+        for how, url in urls.items():
+            settled(lambda u=url: reaches(kubectl, mine, "client", u), True, f"{how} allowed")
+        user.kubectl("-n", mine, "delete", "networkpolicy", "web-from-client")
+    finally:
+        default("None")
+    for how, url in urls.items():
+        settled(lambda u=url: reaches(kubectl, mine, "other", u), True, f"{how} open again")
+    assert (
+        kubectl.run(
+            "-n", mine, "get", "networkpolicy", "stackube-default-deny", check=False
+        ).returncode
+        != 0
+    )
