@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from stackube.api.types import FLOATING_IP_ANNOTATION
 from stackube.controller import loadbalancer as lb
 from stackube.errors import PermanentError, TemporaryError
 from stackube.openstack.network import FloatingIP
@@ -109,7 +110,7 @@ def test_a_floating_ip_deleted_behind_our_back_comes_back_with_its_address(
     neutron = FloatingIPs(monkeypatch)
     body = service()
     made = reconciler().ensure(body).floating_ip
-    body["metadata"]["annotations"][lb.FLOATING_IP_ANNOTATION] = made.id
+    body["metadata"]["annotations"][FLOATING_IP_ANNOTATION] = made.id
     body["status"] = {"loadBalancer": {"ingress": [{"ip": made.address}]}}
     neutron.ips.clear()
     repaired = reconciler().ensure(body)
@@ -117,7 +118,7 @@ def test_a_floating_ip_deleted_behind_our_back_comes_back_with_its_address(
     # Its address went to someone else meanwhile: a new one, rather than none.
     neutron.ips.clear()
     neutron.create(None, EXT, "project-b", "someone else's", made.address)
-    body["metadata"]["annotations"][lb.FLOATING_IP_ANNOTATION] = repaired.floating_ip.id
+    body["metadata"]["annotations"][FLOATING_IP_ANNOTATION] = repaired.floating_ip.id
     moved = reconciler().ensure(body)
     assert moved.created and moved.floating_ip.address != made.address
 
@@ -130,7 +131,7 @@ def test_release_deletes_only_the_services_own_floating_ips(
     made = reconciler().ensure(body).floating_ip
     kept = neutron.create(None, EXT, "project-a", "the tenant's own floating IP")
     # An annotation naming a floating IP we did not make (hand-edited) is not deleted.
-    body["metadata"]["annotations"][lb.FLOATING_IP_ANNOTATION] = kept.id
+    body["metadata"]["annotations"][FLOATING_IP_ANNOTATION] = kept.id
     assert reconciler().release(body) == [made.address]
     assert list(neutron.ips) == [kept.id]
     assert reconciler().release(body) == []  # idempotent

@@ -22,6 +22,9 @@ NETWORK_PLURAL = "networks"
 
 FINALIZER = f"{GROUP}/cleanup"
 LABEL_TENANT = f"{GROUP}/tenant"
+# On a LoadBalancer Service: the Neutron floating IP the controller allocated for it
+# (stackube-proxy serves only such Services' status addresses).
+FLOATING_IP_ANNOTATION = f"{GROUP}/floating-ip-id"
 LABEL_PROJECT_ID = f"{GROUP}/project-id"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "stackube-controller"

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from stackube.api.types import FLOATING_IP_ANNOTATION
 from stackube.errors import PermanentError, StackubeError
 from stackube.kube.client import ApiClient
 from stackube.openstack import network as neutron
@@ -31,7 +32,6 @@ from stackube.openstack.cloud import Connection
 log = logging.getLogger(__name__)
 
 FINALIZER = "stackube.kubernetes.io/load-balancer"
-FLOATING_IP_ANNOTATION = "stackube.kubernetes.io/floating-ip-id"
 ADDRESS_ANNOTATION = "stackube.kubernetes.io/load-balancer-ip"
 DESCRIPTION_PREFIX = "stackube LoadBalancer "
 

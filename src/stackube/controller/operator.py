@@ -27,7 +27,15 @@ from typing import Any
 import kopf
 
 from stackube.api.conditions import set_condition
-from stackube.api.types import FINALIZER, GROUP, NETWORK_PLURAL, TENANT_PLURAL, VERSION, State
+from stackube.api.types import (
+    FINALIZER,
+    FLOATING_IP_ANNOTATION,
+    GROUP,
+    NETWORK_PLURAL,
+    TENANT_PLURAL,
+    VERSION,
+    State,
+)
 from stackube.controller import loadbalancer as lb
 from stackube.controller import metrics
 from stackube.controller.loadbalancer import LoadBalancerReconciler
@@ -305,7 +313,7 @@ def service_pass(r: LoadBalancerReconciler, body: kopf.Body, patch: kopf.Patch, 
                 if released and not meta.get("deletionTimestamp"):
                     patch.status["loadBalancer"] = {"ingress": None}
                     _service_event(r, body, "Released", f"released {', '.join(released)}")
-                patch.metadata.annotations[lb.FLOATING_IP_ANNOTATION] = None
+                patch.metadata.annotations[FLOATING_IP_ANNOTATION] = None
                 if lb.FINALIZER in finalizers:
                     patch.metadata["finalizers"] = [f for f in finalizers if f != lb.FINALIZER]
                 LOCKS.forget("service", body)
@@ -321,7 +329,7 @@ def service_pass(r: LoadBalancerReconciler, body: kopf.Body, patch: kopf.Patch, 
             delay = retry_delay(retry, getattr(exc, "retry_after", None))
             raise kopf.TemporaryError(str(exc), delay=max(delay, 5.0)) from exc
         address = allocation.floating_ip.address
-        patch.metadata.annotations[lb.FLOATING_IP_ANNOTATION] = allocation.floating_ip.id
+        patch.metadata.annotations[FLOATING_IP_ANNOTATION] = allocation.floating_ip.id
         if lb.current_address(body) != address:
             patch.status["loadBalancer"] = {"ingress": [{"ip": address, "ipMode": "VIP"}]}
         if allocation.replaced:

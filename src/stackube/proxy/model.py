@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stackube.api.types import FLOATING_IP_ANNOTATION
+
 PROTOCOLS = ("TCP", "UDP")
 # Service types whose ports have a nodePort (LoadBalancer's may opt out of them).
 NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
@@ -156,7 +158,12 @@ def _ipv4s(texts: Iterable[object]) -> tuple[str, ...]:
 
 
 def load_balancer_addresses(service: Mapping[str, Any]) -> tuple[str, ...]:
-    """The IPv4 addresses in a Service's status.loadBalancer.ingress."""
+    """The IPv4 addresses in a Service's status.loadBalancer.ingress, if Stackube's
+    controller allocated them (its floating IP annotation): anyone allowed to write
+    services/status could otherwise make routers answer for any address (the
+    conformance suite writes 203.0.113.1 there)."""
+    if not ((service.get("metadata") or {}).get("annotations") or {}).get(FLOATING_IP_ANNOTATION):
+        return ()
     ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
     return _ipv4s(entry.get("ip") for entry in ingress)
 
