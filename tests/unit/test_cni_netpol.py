@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from stackube.cni.netpol import LocalPod, PodPolicyEngine, restore_text
-from stackube.netpol.render import POD_INPUT_CHAIN, POD_OUTPUT_CHAIN
+from stackube.cni.netpol import LocalPod, PodPolicyEngine
+from stackube.netpol.render import POD_INPUT_CHAIN, POD_OUTPUT_CHAIN, restore_text
 
 pytestmark = pytest.mark.unit
 

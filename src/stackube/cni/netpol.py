@@ -20,7 +20,7 @@ from stackube.api.objects import ObjectIndex
 from stackube.api.types import DNS_NAMESPACE, is_tenant_namespace
 from stackube.errors import StackubeError
 from stackube.netpol.compiler import Pod, PodRules, PolicyError
-from stackube.netpol.render import POD_JUMPS, Chains, pod_chains
+from stackube.netpol.render import POD_JUMPS, Chains, pod_chains, restore_text
 from stackube.netpol.selectors import SelectorError
 from stackube.netpol.view import SYSTEM_SCOPE, compile_scope, pod_of
 
@@ -48,13 +48,6 @@ class LocalPod:
     cidr: str  # its subnet
     gateway: str
     host: str = ""  # this node's address on the pod's network, if any (never policed)
-
-
-def restore_text(chains: Chains) -> str:
-    """`iptables-restore --noflush` input that makes our chains exactly `chains`."""
-    lines = ["*filter", *(f":{name} - [0:0]" for name in sorted(chains))]
-    lines += [f"-A {name} {rule}" for name in sorted(chains) for rule in chains[name]]
-    return "\n".join([*lines, "COMMIT", ""])
 
 
 class PodPolicyEngine:

@@ -32,12 +32,22 @@ Chains = dict[str, tuple[str, ...]]
 _ESTABLISHED = "-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"
 
 
-def _hash(text: str) -> str:
+def chain_hash(text: str) -> str:
+    """16 characters naming a chain after `text` (chain names are at most 28 long)."""
     return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
 
 
-def _comment(text: str) -> str:
+def comment(text: str) -> str:
+    """An iptables comment match."""
     return f'-m comment --comment "{text}"'
+
+
+def restore_text(chains: Chains, table: str = "filter") -> str:
+    """`iptables-restore --noflush` input that makes these chains of `table` exactly
+    `chains` (declaring a chain flushes it) and leaves every other chain alone."""
+    lines = [f"*{table}", *(f":{name} - [0:0]" for name in sorted(chains))]
+    lines += [f"-A {name} {rule}" for name in sorted(chains) for rule in chains[name]]
+    return "\n".join([*lines, "COMMIT", ""])
 
 
 def rule_match(rule: Rule, peer: str) -> str:
@@ -57,15 +67,15 @@ def rule_match(rule: Rule, peer: str) -> str:
 
 def _allow(rules: Iterable[Rule], peer: str, what: str) -> tuple[str, ...]:
     allowed = tuple(f"{rule_match(r, peer)} -j RETURN".strip() for r in rules)
-    return (*allowed, f"{_comment(what)} -j DROP")
+    return (*allowed, f"{comment(what)} -j DROP")
 
 
 def ingress_chain(ip: str) -> str:
-    return f"STKB-NP-I-{_hash(ip)}"
+    return f"STKB-NP-I-{chain_hash(ip)}"
 
 
 def egress_chain(ip: str) -> str:
-    return f"STKB-NP-E-{_hash(ip)}"
+    return f"STKB-NP-E-{chain_hash(ip)}"
 
 
 def router_chains(pods: Mapping[str, PodRules]) -> Chains:

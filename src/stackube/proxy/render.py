@@ -26,15 +26,13 @@ long one.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from stackube.netpol.compiler import PodRules
 from stackube.netpol.render import ROUTER_CHAIN as NETWORK_POLICY
-from stackube.netpol.render import router_chains
+from stackube.netpol.render import chain_hash, comment, router_chains
 from stackube.proxy.model import Endpoint, ServicePort, TenantServices
 
 PREFIX = "STKB-"
@@ -64,18 +62,13 @@ JUMPS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _hash(text: str) -> str:
-    digest = hashlib.sha256(text.encode()).digest()
-    return base64.b32encode(digest).decode()[:16]
-
-
 def svc_chain(port: ServicePort) -> str:
-    return f"STKB-SVC-{_hash(port.key + port.cluster_ip)}"
+    return f"STKB-SVC-{chain_hash(port.key + port.cluster_ip)}"
 
 
 def affinity_list(port: ServicePort, ip: str, number: int) -> str:
     """The `recent` list remembering which clients an endpoint got (ClientIP affinity)."""
-    return f"STKB-{_hash(f'{port.key}{port.cluster_ip}>{ip}:{number}')}"
+    return f"STKB-{chain_hash(f'{port.key}{port.cluster_ip}>{ip}:{number}')}"
 
 
 def bucket_chain(cluster_ip: str) -> str:
@@ -85,10 +78,6 @@ def bucket_chain(cluster_ip: str) -> str:
 
 def _bucket_cidr(cluster_ip: str) -> str:
     return str(ipaddress.ip_network(f"{cluster_ip}/24", strict=False))
-
-
-def _comment(text: str) -> str:
-    return f'-m comment --comment "{text}"'
 
 
 def _ports_match(protocol: str, number: int) -> str:
@@ -130,12 +119,12 @@ def _service_rules(
             for address in port.addresses
         ]
         filter_[REJECT] += tuple(
-            f"{match} {_comment(port.key + ' has no endpoints')} -j REJECT --reject-with {reject}"
+            f"{match} {comment(port.key + ' has no endpoints')} -j REJECT --reject-with {reject}"
             for match in matches
         )
         return []
     proto = port.protocol.lower()
-    rules = [f"{_comment('not for Neutron SNAT')} -j MARK --set-xmark {NEUTRON_EXTERNAL_MARK}"]
+    rules = [f"{comment('not for Neutron SNAT')} -j MARK --set-xmark {NEUTRON_EXTERNAL_MARK}"]
     named = [(affinity_list(port, e.ip, e.port), e) for e in port.endpoints]
 
     def dnat(endpoint: Endpoint) -> str:
@@ -160,17 +149,17 @@ def _service_rules(
             else ""
         )
         rules.append(
-            f"{_comment(f'{endpoint.ip}:{endpoint.port}')} {chance}{remember}{dnat(endpoint)}"
+            f"{comment(f'{endpoint.ip}:{endpoint.port}')} {chance}{remember}{dnat(endpoint)}"
         )
         remaining -= 1
     svc = svc_chain(port)
     nat[svc] = tuple(rules)
     if node_port:
-        nat[NODE_PORTS] += (f"{_node_port_match(port, external_ip)} {_comment(port.key)} -j {svc}",)
-    dispatch = [(port.cluster_ip, f"{_match(port)} {_comment(port.key)} -j {svc}")]
+        nat[NODE_PORTS] += (f"{_node_port_match(port, external_ip)} {comment(port.key)} -j {svc}",)
+    dispatch = [(port.cluster_ip, f"{_match(port)} {comment(port.key)} -j {svc}")]
     for address in port.addresses:
         dispatch += [
-            (address, f"{match} {_comment(port.key + ' load balancer')} -j {svc}")
+            (address, f"{match} {comment(port.key + ' load balancer')} -j {svc}")
             for match in _load_balancer_matches(port, address)
         ]
     return dispatch
@@ -183,7 +172,7 @@ def desired_tables(
 ) -> Tables:
     """Every STKB chain of one tenant router, with its rules, in a stable order;
     `policies` ({pod IP: PodRules}, stackube.netpol) fill the NetworkPolicy chains."""
-    masquerade = _comment("service traffic, masqueraded so replies come back via the router")
+    masquerade = comment("service traffic, masqueraded so replies come back via the router")
     nat: Chains = {
         POSTROUTING: (
             f"-m conntrack --ctstate DNAT --ctorigdst {service_cidr} {masquerade} -j MASQUERADE",
@@ -215,15 +204,15 @@ def desired_tables(
         nat[SERVICES] += (f"-d {tenant.external_ip}/32 -j {NODE_PORTS}",)
     # Whatever was not DNATed arrives locally (see LOCAL_ROUTE): refuse it at once.
     filter_[REJECT] += (
-        f"-d {service_cidr} -p tcp {_comment('no such service port')} "
+        f"-d {service_cidr} -p tcp {comment('no such service port')} "
         "-j REJECT --reject-with tcp-reset",
-        f"-d {service_cidr} {_comment('no such service port')} "
+        f"-d {service_cidr} {comment('no such service port')} "
         "-j REJECT --reject-with icmp-port-unreachable",
     )
     # A load balancer address is routed to the router itself (on its gateway port): what was
     # not DNATed (another port, a source outside loadBalancerSourceRanges) is dropped.
     filter_[REJECT] += tuple(
-        f"-d {address}/32 {_comment('load balancer: no such port, or source not allowed')} -j DROP"
+        f"-d {address}/32 {comment('load balancer: no such port, or source not allowed')} -j DROP"
         for address in load_balancer_ips(tenant)
     )
     for chain, rules in by_chain.items():
