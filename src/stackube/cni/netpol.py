@@ -22,7 +22,7 @@ from stackube.errors import StackubeError
 from stackube.netpol.compiler import Pod, PodRules, PolicyError
 from stackube.netpol.render import POD_JUMPS, Chains, pod_chains, restore_text
 from stackube.netpol.selectors import SelectorError
-from stackube.netpol.view import SYSTEM_SCOPE, compile_scope, pod_of
+from stackube.netpol.view import SYSTEM_SCOPE, pod_changed, pod_of, policy_input
 
 log = logging.getLogger("stackube.cni.netpol")
 
@@ -81,10 +81,8 @@ class PodPolicyEngine:
                     self._labels.pop(name, None)
                 else:
                     self._labels[name] = dict((new.get("metadata") or {}).get("labels") or {})
-            elif kind == "pods" and (pod_of(old) if old else None) == (
-                pod_of(new) if new else None
-            ):
-                return  # nothing a policy can see changed
+            elif kind == "pods" and not pod_changed(old, new):
+                return
             self._dirty = True
             self._changed.notify()
 
@@ -112,21 +110,19 @@ class PodPolicyEngine:
                 target = pod_of(obj, local.ip) if obj is not None else None
                 if target is not None and local.namespace != self.dns_namespace:
                     targets.setdefault(self._scope(local.namespace), []).append((local, target))
-            inputs = {}
-            for scope, members in ((s, self._members(s)) for s in targets):
-                index = self._objects["networkpolicies"]
-                policies = [o for ns in members for o in index.in_namespace(ns)]
-                if policies:
-                    inputs[scope] = (
-                        members,
-                        policies,
-                        [o for ns in members for o in self._objects["pods"].in_namespace(ns)],
-                        {ns: self._labels.get(ns) or {} for ns in members},
-                    )
+            inputs = {
+                scope: policy_input(
+                    self._members(scope),
+                    self._objects["networkpolicies"],
+                    self._objects["pods"],
+                    self._labels,
+                )
+                for scope in targets
+            }
         found = {}
-        for scope, (members, policies, peers, labels) in inputs.items():
+        for scope, scope_input in inputs.items():
             chosen = targets[scope]
-            compiled = compile_scope(members, policies, peers, labels, [t for _, t in chosen])
+            compiled = scope_input.compile([t for _, t in chosen])
             for local, target in chosen:
                 if target.ip in compiled:
                     found[local.netns] = compiled[target.ip]

@@ -9,9 +9,11 @@ and what reaches this scope from them comes through the external network.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from stackube.api.objects import ObjectIndex
 from stackube.netpol.compiler import Pod, PodRules, compile_policies
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -42,6 +44,44 @@ def pod_of(obj: Mapping[str, Any], ip: str | None = None) -> Pod | None:
         str(ip),
         dict(meta.get("labels") or {}),
         named,
+    )
+
+
+def pod_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """Whether a Pod event changed anything a policy can see (address, labels, named
+    ports, being on a pod network at all)."""
+    return (pod_of(old) if old else None) != (pod_of(new) if new else None)
+
+
+@dataclass(frozen=True)
+class PolicyInput:
+    """What one scope's NetworkPolicies are compiled from, copied from the watches
+    (under their lock) so that compiling needs none."""
+
+    members: tuple[str, ...]  # the namespaces the scope's router serves
+    policies: list[dict[str, Any]]
+    pods: list[dict[str, Any]]
+    namespace_labels: dict[str, dict[str, str]]
+
+    def compile(self, targets: Iterable[Pod] | None = None) -> dict[str, PodRules]:
+        """compile_scope over this input."""
+        return compile_scope(self.members, self.policies, self.pods, self.namespace_labels, targets)
+
+
+def policy_input(
+    members: Sequence[str],
+    policies: ObjectIndex,
+    pods: ObjectIndex,
+    namespace_labels: Mapping[str, Mapping[str, str]],
+) -> PolicyInput:
+    """A scope's input from the watched objects; its pods are copied only when it has
+    policies (without any, nothing is compiled)."""
+    own = [o for ns in members for o in policies.in_namespace(ns)]
+    return PolicyInput(
+        tuple(members),
+        own,
+        [o for ns in members for o in pods.in_namespace(ns)] if own else [],
+        {ns: dict(namespace_labels.get(ns) or {}) for ns in members},
     )
 
 

@@ -19,7 +19,7 @@ from stackube.errors import StackubeError
 from stackube.host.portrelay import Backend, Frontend
 from stackube.netpol.compiler import PodRules, PolicyError
 from stackube.netpol.selectors import SelectorError
-from stackube.netpol.view import SYSTEM_SCOPE, compile_scope, pod_of
+from stackube.netpol.view import SYSTEM_SCOPE, PolicyInput, pod_changed, policy_input
 from stackube.proxy.model import NODE_PORT_TYPES, TenantServices
 from stackube.proxy.nodeports import NodePortService, addresses_in, node_port_relays
 from stackube.proxy.render import (
@@ -50,19 +50,6 @@ log = logging.getLogger("stackube.proxy")
 # What NetworkPolicy enforcement in the routers reads (decision 0013).
 POLICY_KINDS = ("pods", "networkpolicies")
 WATCHED_KINDS = ("services", "endpointslices", "networks", *POLICY_KINDS)
-
-
-@dataclass(frozen=True)
-class PolicyInput:
-    """What one scope's NetworkPolicies are compiled from (copied under the lock)."""
-
-    members: tuple[str, ...]  # the namespaces the scope's router serves
-    policies: list[dict[str, Any]]
-    pods: list[dict[str, Any]]
-    namespace_labels: dict[str, dict[str, str]]
-
-    def compile(self) -> dict[str, PodRules]:
-        return compile_scope(self.members, self.policies, self.pods, self.namespace_labels)
 
 
 class Relays(Protocol):
@@ -193,12 +180,11 @@ class ProxyEngine:
         if namespace is None or namespace == self.settings.dns_namespace:
             return
         scope = self._scope(namespace)
-        if kind == "pods":
-            before, after = (pod_of(o) if o else None for o in (old, new))
-            if before == after or not any(
-                self._in("networkpolicies", ns) for ns in self._members(scope)
-            ):
-                return
+        if kind == "pods" and (
+            not pod_changed(old, new)
+            or not any(self._in("networkpolicies", ns) for ns in self._members(scope))
+        ):
+            return
         self._dirty.add(scope)
         self._changed.notify()
 
@@ -211,12 +197,11 @@ class ProxyEngine:
 
     def _policy_input(self, scope: str) -> PolicyInput:
         """(Under self._changed.)"""
-        members = self._members(scope)
-        return PolicyInput(
-            tuple(members),
-            [o for ns in members for o in self._in("networkpolicies", ns)],
-            [o for ns in members for o in self._in("pods", ns)],
-            {ns: self._namespace_labels.get(ns) or {} for ns in members},
+        return policy_input(
+            self._members(scope),
+            self._objects["networkpolicies"],
+            self._objects["pods"],
+            self._namespace_labels,
         )
 
     def _scope(self, namespace: str) -> str:
