@@ -19,7 +19,7 @@ from openstack.connection import Connection
 from stackube.devbox.box import Devbox
 from tests.e2e.external_client import ExternalClient, external_client
 from tests.e2e.kubectl import Kubectl, eventually
-from tests.e2e.test_user_guide import gone, make_tenant, running_pods
+from tests.e2e.test_user_guide import delete_tenants, make_tenant, running_pods
 from tests.integration.tenant_users import login_files
 
 pytestmark = pytest.mark.e2e
@@ -68,10 +68,7 @@ def tenants(kubectl: Kubectl, os_admin: Connection) -> Iterator[dict[str, str]]:
             name: str(kubectl.json("get", "tenant", name)["status"]["projectID"]) for name in names
         }
     finally:
-        for name in names:
-            kubectl.run("delete", "tenant", name, "--ignore-not-found", "--wait=false", check=False)
-        for name in names:
-            eventually(lambda n=name: not gone(kubectl, os_admin, n), 300, f"tenant {name} gone")
+        delete_tenants(kubectl, os_admin, names)
 
 
 @pytest.fixture(scope="module")

@@ -106,6 +106,14 @@ def gone(kubectl: Kubectl, os_admin: Connection, name: str) -> list[str]:
     return left
 
 
+def delete_tenants(kubectl: Kubectl, os_admin: Connection, names: list[str]) -> None:
+    """Delete the Tenants (all at once) and wait until each is gone everywhere."""
+    for name in names:
+        kubectl.run("delete", "tenant", name, "--ignore-not-found", "--wait=false", check=False)
+    for name in names:
+        eventually(lambda n=name: not gone(kubectl, os_admin, n), 300, f"tenant {name} gone")
+
+
 def test_the_user_guide(devbox: Devbox, kubectl: Kubectl, os_admin: Connection) -> None:
     try:
         network = make_tenant(kubectl, "test")
