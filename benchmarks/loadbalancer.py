@@ -28,10 +28,8 @@ from tests.e2e.kubectl import Kubectl
 from tests.integration.cni_harness import wait_for
 from tests.live_tenant import LiveTenant
 
+from benchmarks.live import started_tenant
 from benchmarks.stats import row
-from stackube.devbox.box import Devbox
-from stackube.devbox.settings import DevboxSettings
-from stackube.openstack.cloud import connect_cloud
 
 SERVICE = """apiVersion: v1
 kind: Service
@@ -85,21 +83,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
-    devbox = Devbox(DevboxSettings.from_env())
-    devbox.up()
-    admin = connect_cloud("devbox-admin", devbox.settings.clouds_yaml)
-    kubectl = Kubectl(devbox.settings.admin_kubeconfig)
-    tenant = LiveTenant(kubectl, admin, "bench-lb")
-    network_id = (devbox.settings.openstack_dir / "external-network-id").read_text().strip()
-    try:
-        tenant.start()
-        project_id = str(kubectl.json("get", "tenant", tenant.name)["status"]["projectID"])
+    with started_tenant("bench-lb") as (devbox, admin, tenant, project_id):
+        network_id = (devbox.settings.openstack_dir / "external-network-id").read_text().strip()
         with external_client(devbox, admin) as client:
             took = load_balancers(tenant, client, args.rounds)
         floor = baseline(admin, network_id, project_id, args.rounds)
         problems = tenant.problems()
-    finally:
-        tenant.delete()
     print("| measurement | n | p50 s | p95 s | max s |")
     print("|---|---|---|---|---|")
     print(row("LoadBalancer Service created -> first byte at its address", took))

@@ -24,14 +24,11 @@ import time
 from pathlib import Path
 
 from openstack.connection import Connection
-from tests.e2e.kubectl import Kubectl
 from tests.integration.cni_harness import wait_for
 from tests.live_tenant import LiveTenant
 
+from benchmarks.live import started_tenant
 from benchmarks.stats import row
-from stackube.devbox.box import Devbox
-from stackube.devbox.settings import DevboxSettings
-from stackube.openstack.cloud import connect_cloud
 
 
 def saved(netns: str) -> str:
@@ -119,18 +116,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--policies", type=int, default=100)
     args = parser.parse_args()
-    devbox = Devbox(DevboxSettings.from_env())
-    devbox.up()
-    admin = connect_cloud("devbox-admin", devbox.settings.clouds_yaml)
-    kubectl = Kubectl(devbox.settings.admin_kubeconfig)
-    tenant = LiveTenant(kubectl, admin, "bench-netpol")
-    try:
-        tenant.start()
-        project_id = str(kubectl.json("get", "tenant", tenant.name)["status"]["projectID"])
+    with started_tenant("bench-netpol") as (_, admin, tenant, project_id):
         took = policy_latencies(tenant, args.rounds, args.policies)
         floor = security_group_latencies(admin, project_id, args.rounds)
-    finally:
-        tenant.delete()
     print("| measurement | n | p50 s | p95 s | max s |")
     print("|---|---|---|---|---|")
     print(
