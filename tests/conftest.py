@@ -4,7 +4,10 @@ reach the devbox share it, and a live tenant that must come through the whole ru
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -15,12 +18,15 @@ TIERS = ("unit", "integration", "e2e")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Checks the tier markers, and runs the unit tier first (seconds, and a unit failure
+    should not wait for an hour of devbox tests); the others keep their order."""
     for item in items:
         tiers = [t for t in TIERS if item.get_closest_marker(t)]
         if len(tiers) != 1:
             raise pytest.UsageError(
                 f"{item.nodeid}: needs exactly one tier marker of {TIERS}, has {tiers}"
             )
+    items.sort(key=lambda item: item.get_closest_marker("unit") is None)
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +60,47 @@ def live_tenant(request: pytest.FixtureRequest) -> Iterator[object]:
         yield tenant.start()
     finally:
         tenant.delete()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def early_tenants(request: pytest.FixtureRequest, live_tenant: object) -> None:
+    """Session fixtures whose workloads must have run a while before their tests look
+    (EARLY): made right after the live tenant when a collected test uses them, so that
+    what they wait for (minutes of uptime) passes while other tests run."""
+    used = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+    for name in EARLY:
+        if name in used:
+            request.getfixturevalue(name)
+
+
+EARLY = ("probe_tenants",)
+
+
+@pytest.fixture(scope="session")
+def probe_tenants(request: pytest.FixtureRequest) -> Iterator[list[object]]:
+    """Two tenants with the default CIDR (the same for both), each with `web`
+    (tests/integration/test_probes.py)."""
+    from stackube.openstack.cloud import connect_cloud  # noqa: PLC0415
+    from tests.e2e.kubectl import Kubectl  # noqa: PLC0415
+    from tests.live_tenant import LiveTenant, probed_web  # noqa: PLC0415
+
+    box: Devbox = request.getfixturevalue("devbox")
+    kubectl = Kubectl(box.settings.admin_kubeconfig)
+    admin = connect_cloud("devbox-admin", box.settings.clouds_yaml)
+    made = [LiveTenant(kubectl, admin, f"probes-{secrets.token_hex(3)}") for _ in range(2)]
+    try:
+        for tenant in made:
+            tenant.start()
+            kubectl.run("apply", "-f", "-", stdin=probed_web(tenant.name))
+        yield list(made)
+    finally:
+        delete_all(made)
+
+
+def delete_all(tenants: list[Any]) -> None:
+    """Delete LiveTenants side by side (each waits for its own)."""
+    with ThreadPoolExecutor(max(1, len(tenants))) as pool:
+        list(pool.map(lambda tenant: tenant.delete(), tenants))
 
 
 # On a failure in a tier that reaches the devbox, the tail of Stackube's own logs goes

@@ -7,6 +7,7 @@ and its pods must hold the very Neutron ports they had at the start: a port dele
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -179,3 +180,55 @@ def live_tenant_kept(kubeconfig: Path, admin: Connection) -> Iterator[LiveTenant
         print(f"live tenant {tenant.name}: still answering, its ports unchanged")
     finally:
         tenant.delete()
+
+
+def probed_web(namespace: str) -> str:
+    """Two nginx replicas: httpGet readiness on a named port, tcpSocket liveness; a
+    Service whose targetPort is the port's name."""
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": "web", "namespace": namespace},
+                    "spec": {
+                        "replicas": 2,
+                        "selector": {"matchLabels": {"app": "web"}},
+                        "template": {
+                            "metadata": {"labels": {"app": "web"}},
+                            "spec": {
+                                "containers": [
+                                    {
+                                        "name": "nginx",
+                                        "image": "nginx",
+                                        "ports": [{"name": "http", "containerPort": 80}],
+                                        "readinessProbe": {
+                                            "httpGet": {"path": "/", "port": "http"},
+                                            "periodSeconds": 2,
+                                        },
+                                        "livenessProbe": {
+                                            "tcpSocket": {"port": 80},
+                                            "periodSeconds": 5,
+                                            "failureThreshold": 3,
+                                        },
+                                    }
+                                ]
+                            },
+                        },
+                    },
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": "web", "namespace": namespace},
+                    "spec": {
+                        "selector": {"app": "web"},
+                        "ports": [{"port": 80, "targetPort": "http"}],
+                    },
+                },
+            ],
+        }
+    )

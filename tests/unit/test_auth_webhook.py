@@ -33,7 +33,9 @@ IDENTITY = TokenIdentity(
     project_name="test",
     project_domain="stackube",
     roles=("member", "reader"),
-    expires_at=datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1),
+    # Far enough ahead that a whole suite (unit tests may run an hour after collection)
+    # never sees it expire; the expiry cases build their own.
+    expires_at=datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=2),
 )
 
 
