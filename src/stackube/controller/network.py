@@ -6,6 +6,7 @@ lookups by derived name make every step safe to repeat after a crash.
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import logging
 import threading
@@ -229,7 +230,9 @@ class NetworkReconciler:
         # The router does not depend on the network: make both side by side (Neutron's
         # router with its external gateway is the slowest single call).
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="neutron") as pool:
-            routed = pool.submit(self._router, name, project, status)
+            # (in a copy of this context: the crash-point tests target this object)
+            in_context = contextvars.copy_context().run
+            routed = pool.submit(in_context, self._router, name, project, status)
             net, subnet, recreated = self._network_and_subnet(spec, name, project, status)
             router = routed.result()
         if subnet.id not in neutron.router_interface_subnets(self.conn, router.id):

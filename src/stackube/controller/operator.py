@@ -26,6 +26,7 @@ from typing import Any
 
 import kopf
 
+from stackube import faults
 from stackube.api.conditions import set_condition
 from stackube.api.types import (
     FINALIZER,
@@ -175,7 +176,7 @@ def run_pass(
 ) -> None:
     """Run one reconcile pass and turn its outcome into status, Events and retries.
     Passes over one object run one at a time (LOCKS)."""
-    with LOCKS(kind, body):
+    with LOCKS(kind, body), faults.acting_on(str(body.metadata.name)):
         _run_pass(kind, body, patch, retry, action)
 
 
@@ -239,7 +240,7 @@ async def resync(
         return
 
     def tick() -> None:
-        with LOCKS(kind, body):
+        with LOCKS(kind, body), faults.acting_on(str(body.metadata.name)):
             current = live()
             if current is None or (current.get("metadata") or {}).get("deletionTimestamp"):
                 return
@@ -258,7 +259,7 @@ def run_finalizer(
 ) -> None:
     started = time.monotonic()
     try:
-        with LOCKS(kind, body):
+        with LOCKS(kind, body), faults.acting_on(str(body.metadata.name)):
             action()
     except TemporaryError as exc:
         metrics.observe(f"{kind}-delete", "waiting", time.monotonic() - started)
