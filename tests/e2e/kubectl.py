@@ -44,3 +44,9 @@ def eventually(probe: Callable[[], T | None], timeout: float, what: str) -> T:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.5)
+
+
+def idle(seconds: int) -> list[str]:
+    """A container command that idles for `seconds` and stops at SIGTERM at once
+    (`sleep` as PID 1 ignores it: every delete would wait out the grace period)."""
+    return ["sh", "-c", f"trap 'exit 0' TERM; sleep {seconds} & wait"]

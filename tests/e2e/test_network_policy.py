@@ -19,7 +19,7 @@ import pytest
 from openstack.connection import Connection
 
 from stackube.devbox.box import Devbox
-from tests.e2e.kubectl import Kubectl, eventually
+from tests.e2e.kubectl import Kubectl, eventually, idle
 from tests.e2e.test_services import web_deployment
 from tests.e2e.test_user_guide import delete_tenants, make_tenant, running_pods
 from tests.integration.tenant_users import login_files
@@ -34,7 +34,7 @@ SETTLE = 10
 def sleeper(kubectl: Kubectl, namespace: str, name: str) -> None:
     kubectl.run(
         "-n", namespace, "run", name, "--image=busybox", f"--labels=app={name}",
-        "--restart=Never", "--", "sleep", "86400",
+        "--restart=Never", "--", *idle(86400),
     )  # fmt: skip
     eventually(lambda: running_pods(kubectl, namespace, name), 180, f"{namespace}/{name}")
 

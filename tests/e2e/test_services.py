@@ -24,8 +24,13 @@ from tests.integration.tenant_users import login_files
 
 pytestmark = pytest.mark.e2e
 
-# A web server that says whose it is (busybox httpd, on 8080: no root port needed).
-WEB = "mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 8080 -h /www"
+# A web server that says whose it is (busybox httpd, on 8080: no root port needed),
+# under a shell that stops at SIGTERM (PID 1 without a handler ignores it, and every
+# delete would wait out the 30 s grace period).
+WEB = (
+    "mkdir -p /www && echo {name} > /www/index.html && "
+    "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"
+)
 
 
 def web_deployment(kubectl: Kubectl, namespace: str) -> None:

@@ -19,7 +19,7 @@ import pytest
 from openstack.connection import Connection
 
 from stackube.devbox.box import Devbox
-from tests.e2e.kubectl import Kubectl, eventually
+from tests.e2e.kubectl import Kubectl, eventually, idle
 from tests.e2e.test_user_guide import TENANT, gone, running_pods, tenant_active
 from tests.integration.tenant_users import login_files
 
@@ -56,7 +56,7 @@ def system_pods(kubectl: Kubectl) -> Iterator[dict[str, str]]:
     admin_ns = f"admin-made-{suffix}"
     kubectl.run("create", "namespace", admin_ns)
     made = {
-        "client": ("default", f"sys-client-{suffix}", ["busybox", "sleep", "600"]),
+        "client": ("default", f"sys-client-{suffix}", ["busybox", *idle(600)]),
         "web": ("default", f"sys-web-{suffix}", ["nginx"]),
         "admin-web": (admin_ns, f"admin-web-{suffix}", ["nginx"]),
     }

@@ -84,7 +84,8 @@ def test_devbox_images_carry_the_names_the_guide_uses() -> None:
     nginx = next(s for s in specs if s.repository == "library/nginx")
     page = next(f for f in nginx.files if f.path.endswith("index.html"))
     assert b"Welcome to nginx!" in page.data
-    assert nginx.cmd[0] == "httpd" and "80" in nginx.cmd
+    assert nginx.cmd[:2] == ("sh", "-c") and "httpd -f -v -p 80 " in nginx.cmd[2]
+    assert "trap 'exit 0' TERM QUIT INT;" in nginx.cmd[2]  # stops at once, as nginx does
     busybox = next(s for s in specs if s.repository == "library/busybox")
     links = {f.path: f.link_to for f in busybox.files if f.link_to}
     assert links == {"bin/sh": "/bin/busybox", "usr/bin/wget": "/bin/busybox"}

@@ -249,7 +249,9 @@ def devbox_images(
             "library/nginx",
             "latest",
             (*base, File(f"{html}/index.html", WELCOME_PAGE)),
-            cmd=("httpd", "-f", "-v", "-p", "80", "-h", f"/{html}"),
+            # As PID 1, httpd would ignore SIGTERM (no handler) and every delete would
+            # wait out the grace period; nginx itself stops at once.
+            cmd=("sh", "-c", f"trap 'exit 0' TERM QUIT INT; httpd -f -v -p 80 -h /{html} & wait"),
             exposed_ports=("80/tcp",),
         ),
         # The sandbox only has to hold the namespaces; containerd kills it with SIGKILL.
