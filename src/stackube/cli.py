@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -41,6 +42,8 @@ def _devbox(args: argparse.Namespace) -> int:
             box.up()
         elif args.action == "down":
             box.down(purge=args.purge)
+            if args.purge:
+                _forget_tokens(box)
         elif args.action == "conformance":
             return _conformance(box, args)
         elif args.action == "env":
@@ -57,6 +60,16 @@ def _devbox(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _forget_tokens(box: Devbox) -> None:
+    """`stackube login` keeps tokens in the user's cache: those of the purged devbox's
+    Keystone go with it."""
+    from stackube.auth.login import TokenCache, default_cache_dir  # noqa: PLC0415
+
+    dropped = TokenCache(default_cache_dir(os.environ)).forget(box.settings.keystone_url)
+    if dropped:
+        box.progress.say(f"removed {dropped} cached login token(s) of its Keystone")
 
 
 def _conformance(box: Devbox, args: argparse.Namespace) -> int:
@@ -92,6 +105,7 @@ def _print_status(box: Devbox) -> int:
         print(f"{row.name:<{width}}  {pid:>7}  {rss:>7}  {health}")
     total = sum(r.rss_bytes for r in rows) / 2**20
     print(f"{'total':<{width}}  {'':>7}  {total:>7.0f}")
+    print(f"logs: {box.table.log_file('SERVICE')} (one per service; docs/devbox.md)")
     return 0 if all(r.healthy for r in rows) else 3
 
 
@@ -290,6 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except StackubeError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # A file or directory given on the command line (or its parent) is missing or
+        # not ours to write: the user's to fix, so a message rather than a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
 
 

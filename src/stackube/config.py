@@ -220,11 +220,17 @@ def parse_config(
 
 
 def read_key_files(directory: Path | None) -> dict[str, str]:
-    """A mounted ConfigMap/Secret: one file per key (dot-files are the kubelet's)."""
+    """A mounted ConfigMap/Secret: one file per key (dot-files are the kubelet's).
+    Raises ConfigError naming the directory when it cannot be read."""
     if directory is None:
         return {}
-    return {
-        p.name: p.read_text()
-        for p in sorted(directory.iterdir())
-        if p.is_file() and not p.name.startswith(".")
-    }
+    try:
+        return {
+            p.name: p.read_text()
+            for p in sorted(directory.iterdir())
+            if p.is_file() and not p.name.startswith(".")
+        }
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the configuration directory {directory}: {exc.strerror or exc}"
+        ) from exc

@@ -42,7 +42,9 @@ class TenantUser:
 
     def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {
-            "PATH": os.environ["PATH"],
+            # `stackube` (the kubeconfig's credential plugin) as installed beside this
+            # interpreter, whatever PATH the tests were started with.
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             "KUBECONFIG": str(self.kubeconfig),
             "OS_PASSWORD": self.password,
             "XDG_CACHE_HOME": str(self.cache_home),

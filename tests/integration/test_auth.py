@@ -6,8 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import shutil
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -18,8 +22,15 @@ from openstack.connection import Connection
 from stackube.api.types import GROUP, VERSION
 from stackube.devbox.box import Devbox
 from stackube.openstack.cloud import Credentials
-from stackube.openstack.tokens import issue_token
-from tests.integration.tenant_users import TenantUser, gone, make_tenant, review, wait_for
+from stackube.openstack.tokens import issue_token, token_revoked
+from tests.integration.tenant_users import (
+    TenantUser,
+    gone,
+    make_tenant,
+    remember_secret,
+    review,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -145,6 +156,120 @@ def test_a_disabled_user_and_a_user_removed_from_the_project_are_refused(
         wait_for(lambda: not review(kube, token), REVOCATION_WINDOW, "a removed member refused")
     finally:
         os_admin.identity.delete_user(guest.id)
+
+
+def test_a_tenant_reads_its_own_networks_and_no_one_elses(
+    tenants: tuple[TenantUser, TenantUser],
+) -> None:
+    user, other = tenants
+    mine = user.kubectl("get", "network", user.name, "-o", "json")
+    assert mine.returncode == 0, mine.stderr
+    network = json.loads(mine.stdout)
+    assert network["status"]["state"] == "Active" and network["spec"]["cidr"]
+    for refused in (
+        ("-n", other.name, "get", "networks"),
+        ("get", "networks", "--all-namespaces"),
+        ("patch", "network", user.name, "--type=merge", "-p", '{"spec":{"cidr":"10.9.0.0/24"}}'),
+        ("delete", "network", user.name),
+    ):
+        done = user.kubectl(*refused)
+        assert done.returncode != 0 and "forbidden" in done.stderr.lower(), (refused, done.stderr)
+
+
+def as_tenant_elsewhere(
+    kubeconfig: Path, home: Path, path: str, *args: str, password: str | None
+) -> subprocess.CompletedProcess[str]:
+    """kubectl with nothing of this machine's environment: its own HOME, this PATH."""
+    env = {"PATH": path, "HOME": str(home), "KUBECONFIG": str(kubeconfig)}
+    if password is not None:
+        env["OS_PASSWORD"] = password
+    return subprocess.run(
+        ["kubectl", *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+def test_a_tenant_kubeconfig_works_on_another_machine(
+    tenants: tuple[TenantUser, TenantUser], tmp_path: Path
+) -> None:
+    """Copied to a fresh directory, used with a HOME of its own and a PATH holding only
+    kubectl and the stackube console script: it works as the tenant, and holds no
+    interpreter path and no secret."""
+    user, _ = tenants
+    text = user.kubeconfig.read_text()
+    assert "python" not in text and sys.executable not in text and user.password not in text
+    copied = tmp_path / "laptop" / "config"
+    copied.parent.mkdir()
+    shutil.copy(user.kubeconfig, copied)
+    home = tmp_path / "home"
+    home.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").symlink_to(shutil.which("kubectl") or "kubectl")
+    done = as_tenant_elsewhere(copied, home, str(bin_dir), "get", "pods", password=user.password)
+    # Positive control: without stackube on PATH, kubectl cannot log in, and says how.
+    assert done.returncode != 0 and "pip install" in done.stderr, done.stderr
+    (bin_dir / "stackube").symlink_to(Path(sys.executable).with_name("stackube"))
+    done = as_tenant_elsewhere(
+        copied, home, str(bin_dir), "auth", "whoami", "-o", "json", password=user.password
+    )
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)["status"]["userInfo"]
+    assert info["username"] == f"keystone:stackube:{user.name}"
+    assert list((home / ".cache" / "stackube" / "tokens").glob("*.json"))
+
+
+def test_login_errors_say_whose_credentials_failed_and_what_to_do(
+    devbox: Devbox, tenants: tuple[TenantUser, TenantUser], tmp_path: Path
+) -> None:
+    user, _ = tenants
+    path = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
+    wrong = as_tenant_elsewhere(user.kubeconfig, tmp_path, path, "get", "pods", password="nope")
+    assert wrong.returncode != 0
+    assert f"refused the login of user '{user.name}' (domain 'stackube')" in wrong.stderr
+    assert "OS_PASSWORD" in wrong.stderr and "Stackube's credentials" not in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    missing = as_tenant_elsewhere(user.kubeconfig, tmp_path, path, "get", "pods", password=None)
+    assert missing.returncode != 0 and "no password: set OS_PASSWORD" in missing.stderr
+    # A kubeconfig naming the wrong domain: the message names it, and the right one.
+    other_domain = tmp_path / "default-domain.kubeconfig"
+    subprocess.run(
+        [
+            sys.executable, "-m", "stackube", "kubeconfig", f"--tenant={user.name}",
+            f"--server={devbox.settings.apiserver_url}",
+            f"--certificate-authority={devbox.settings.pki_dir / 'ca.crt'}",
+            f"--auth-url={devbox.settings.keystone_url}", "--domain=Default",
+            f"--output={other_domain}",
+        ],
+        check=True,
+    )  # fmt: skip
+    pw = user.password
+    domain = as_tenant_elsewhere(other_domain, tmp_path, path, "get", "pods", password=pw)
+    assert domain.returncode != 0
+    assert f"user '{user.name}' (domain 'Default')" in domain.stderr
+    assert "domain 'stackube'" in domain.stderr
+    # Positive control: the same calls with the right password and domain work.
+    right = as_tenant_elsewhere(user.kubeconfig, tmp_path, path, "get", "pods", password=pw)
+    assert right.returncode == 0, right.stderr
+
+
+def test_a_revoked_cached_token_is_replaced_on_the_next_call(
+    devbox: Devbox, os_admin: Connection, tenants: tuple[TenantUser, TenantUser]
+) -> None:
+    """A token revoked in Keystone (as a password change or a removed role revokes it)
+    while `stackube login` still caches it: the next kubectl call works, no --forget."""
+    user, _ = tenants
+    assert user.kubectl("get", "pods").returncode == 0
+    (cached,) = (user.cache_home / "stackube" / "tokens").glob("*.json")
+    old = json.loads(cached.read_text())["token"]
+    revoked = os_admin.session.delete(
+        f"{devbox.settings.keystone_url}/auth/tokens", headers={"X-Subject-Token": old}
+    )
+    assert revoked.status_code == 204
+    assert token_revoked(devbox.settings.keystone_url, old)  # the test can fail
+    done = user.kubectl("get", "pods")
+    assert done.returncode == 0, done.stderr
+    new = remember_secret(json.loads(cached.read_text())["token"])
+    assert new != old and not token_revoked(devbox.settings.keystone_url, new)
 
 
 def test_keystone_down_fails_closed_and_recovers(

@@ -9,7 +9,8 @@ import pytest
 from stackube.api.tokens import TokenIdentity
 from stackube.auth import login, review
 from stackube.auth.cache import ReviewCache, token_key, valid_ttl
-from stackube.openstack.tokens import parse_token_body
+from stackube.openstack.cloud import Credentials
+from stackube.openstack.tokens import parse_token_body, refusal_message
 
 pytestmark = pytest.mark.unit
 
@@ -191,7 +192,7 @@ def test_login_takes_flags_over_environment_and_names_what_is_missing() -> None:
     }
     req = login.request_from({"username": "flaguser"}, env)
     assert (req.username, req.password, req.user_domain) == ("flaguser", "pw", "Default")
-    with pytest.raises(login.LoginError, match="OS_PASSWORD"):
+    with pytest.raises(login.LoginError, match="no password: set OS_PASSWORD"):
         login.request_from({}, {k: v for k, v in env.items() if k != "OS_PASSWORD"})
 
 
@@ -220,10 +221,25 @@ def test_tenant_kubeconfig_runs_stackube_login_for_the_tenant_project() -> None:
         ca_data="Q0E=",
         auth_url="http://k/v3",
         username="test",
-        command=["python3", "-m", "stackube"],
     )
     exec_ = doc["users"][0]["user"]["exec"]
-    assert exec_["command"] == "python3"
+    # The console script from PATH: no interpreter path of the machine that wrote it.
+    assert exec_["command"] == "stackube" and exec_["args"][0] == "login"
+    assert "pip install" in exec_["installHint"]
     assert "--project-name=test" in exec_["args"] and "--user-domain-name=stackube" in exec_["args"]
+    assert "--project-domain-name=stackube" in exec_["args"]
     assert not any("password" in a for a in exec_["args"])
     assert doc["contexts"][0]["context"]["namespace"] == "test"
+    other = login.kubeconfig_for_tenant(
+        tenant="t", server="s", ca_data="", auth_url="a", username="u", domain="tenants"
+    )
+    assert "--user-domain-name=tenants" in other["users"][0]["user"]["exec"]["args"]
+
+
+def test_a_refused_login_names_the_user_its_domains_and_what_to_check() -> None:
+    creds = Credentials("http://k/v3", "alice", "secret-pw", "team", "Default", "Default")
+    message = refusal_message(creds)
+    assert "'alice' (domain 'Default')" in message and "'team' (domain 'Default')" in message
+    assert "OS_PASSWORD" in message and "domain 'stackube'" in message
+    assert "secret-pw" not in message
+    assert "Stackube's credentials" not in message  # they were the user's own

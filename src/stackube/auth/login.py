@@ -39,6 +39,11 @@ def request_from(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Log
     def pick(flag: str, var: str, default: str | None = None) -> str:
         value = flags.get(flag) or env.get(var) or default
         if not value:
+            if flag == "password":
+                raise LoginError(
+                    "no password: set OS_PASSWORD to your Keystone password (kubectl runs "
+                    "`stackube login` with your environment)"
+                )
             raise LoginError(
                 f"no {flag.replace('_', '-')}: pass --{flag.replace('_', '-')} or set {var}"
             )
@@ -83,6 +88,12 @@ def still_fresh(expires_at: datetime.datetime, now: datetime.datetime) -> bool:
     return expires_at - REFRESH_MARGIN > now
 
 
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    """$XDG_CACHE_HOME/stackube/tokens, else ~/.cache/stackube/tokens."""
+    base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "stackube" / "tokens"
+
+
 class TokenCache:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -98,15 +109,43 @@ class TokenCache:
             return None
         return (str(doc["token"]), expires) if still_fresh(expires, now) else None
 
-    def store(self, key: str, token: str, expires_at: datetime.datetime) -> None:
+    def drop(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def forget(self, auth_url: str) -> int:
+        """Drop every kept token of this Keystone (e.g. a devbox purged with its
+        Keystone); returns how many. Files of other Keystones stay."""
+        dropped = 0
+        for path in self.directory.glob("*.json"):
+            try:
+                doc = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(doc, dict) and doc.get("auth_url") == auth_url:
+                path.unlink(missing_ok=True)
+                dropped += 1
+        return dropped
+
+    def store(
+        self, key: str, token: str, expires_at: datetime.datetime, auth_url: str = ""
+    ) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory.chmod(0o700)
         path = self._path(key)
         tmp = path.with_name(f".{path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump({"token": token, "expires_at": expires_at.isoformat()}, f)
+            doc = {"token": token, "expires_at": expires_at.isoformat(), "auth_url": auth_url}
+            json.dump(doc, f)
         tmp.replace(path)
+
+
+# kubectl prints this when it cannot find the plugin (client.authentication.k8s.io/v1).
+INSTALL_HINT = (
+    "This kubeconfig logs in with Keystone through `stackube login`: install Stackube "
+    "(pip install <the Stackube wheel or source directory>, see docs/tenant-guide.md) "
+    "so that `stackube` is on your PATH, and set OS_PASSWORD."
+)
 
 
 def kubeconfig_for_tenant(
@@ -116,17 +155,19 @@ def kubeconfig_for_tenant(
     ca_data: str,
     auth_url: str,
     username: str,
-    command: list[str],
+    domain: str = "stackube",
 ) -> dict[str, Any]:
-    """A kubeconfig whose user runs `stackube login` for the tenant's project (domain
-    `stackube`); the password comes from OS_PASSWORD in the user's environment."""
+    """A kubeconfig whose user runs `stackube login` (the console script, found on the
+    PATH of whoever uses it: portable) for the tenant's project, user and project in
+    `domain`; the password comes from OS_PASSWORD in the user's environment, so the
+    file holds no secret."""
     args = [
         "login",
         f"--auth-url={auth_url}",
         f"--username={username}",
         f"--project-name={tenant}",
-        "--user-domain-name=stackube",
-        "--project-domain-name=stackube",
+        f"--user-domain-name={domain}",
+        f"--project-domain-name={domain}",
     ]
     return {
         "apiVersion": "v1",
@@ -143,8 +184,9 @@ def kubeconfig_for_tenant(
                 "user": {
                     "exec": {
                         "apiVersion": EXEC_API_VERSION,
-                        "command": command[0],
-                        "args": [*command[1:], *args],
+                        "command": "stackube",
+                        "args": args,
+                        "installHint": INSTALL_HINT,
                         "interactiveMode": "Never",
                         "provideClusterInfo": False,
                     }

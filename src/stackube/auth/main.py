@@ -15,8 +15,9 @@ from aiohttp import web
 from stackube.auth import login, review
 from stackube.auth.webhook import Reviewer, make_app, tls_context
 from stackube.config import parse_config, read_key_files
+from stackube.errors import PermanentError, StackubeError
 from stackube.openstack.cloud import Credentials, service_credentials
-from stackube.openstack.tokens import TokenValidator, issue_token
+from stackube.openstack.tokens import TokenValidator, issue_token, token_revoked
 
 log = logging.getLogger("stackube.auth")
 
@@ -57,6 +58,9 @@ def run_webhook(args: argparse.Namespace) -> int:
 
 
 def run_login(args: argparse.Namespace) -> int:
+    """kubectl's credential plugin: a cached token Keystone still honours, else a new
+    one. Errors go to stderr (kubectl shows them) with exit code 1, or 2 for what is
+    missing; never a traceback."""
     try:
         request = login.request_from(vars(args), os.environ)
     except login.LoginError as exc:
@@ -66,18 +70,27 @@ def run_login(args: argparse.Namespace) -> int:
     key = login.cache_key(request)
     now = datetime.datetime.now(datetime.UTC)
     cached = None if args.forget else cache.load(key, now)
+    # A cached token may have been revoked (password changed, role removed): kubectl
+    # would get a bare 401. Keystone says so in one call; the cache is dropped.
+    if cached is not None and token_revoked(request.auth_url, cached[0]):
+        cached = None
+        cache.drop(key)
     if cached is None:
-        token, expires = issue_token(
-            Credentials(
-                auth_url=request.auth_url,
-                username=request.username,
-                password=request.password,
-                project_name=request.project_name,
-                user_domain=request.user_domain,
-                project_domain=request.project_domain,
+        try:
+            token, expires = issue_token(
+                Credentials(
+                    auth_url=request.auth_url,
+                    username=request.username,
+                    password=request.password,
+                    project_name=request.project_name,
+                    user_domain=request.user_domain,
+                    project_domain=request.project_domain,
+                )
             )
-        )
-        cache.store(key, token, expires)
+        except StackubeError as exc:
+            print(f"stackube login: {exc}", file=sys.stderr)
+            return 1
+        cache.store(key, token, expires, request.auth_url)
     else:
         token, expires = cached
     json.dump(login.exec_credential(token, expires), sys.stdout)
@@ -86,23 +99,37 @@ def run_login(args: argparse.Namespace) -> int:
 
 
 def run_kubeconfig(args: argparse.Namespace) -> int:
+    """Writes (or prints) a tenant user's kubeconfig. Raises PermanentError naming the
+    file for a CA that cannot be read or an output that cannot be written."""
     import base64  # noqa: PLC0415
 
     import yaml  # noqa: PLC0415
 
-    ca = base64.b64encode(Path(args.certificate_authority).read_bytes()).decode()
+    try:
+        ca = base64.b64encode(Path(args.certificate_authority).read_bytes()).decode()
+    except OSError as exc:
+        raise PermanentError(
+            f"cannot read the API server's CA file {args.certificate_authority}: "
+            f"{exc.strerror or exc}"
+        ) from exc
     doc = login.kubeconfig_for_tenant(
         tenant=args.tenant,
         server=args.server,
         ca_data=ca,
         auth_url=args.auth_url,
         username=args.username or args.tenant,
-        command=[sys.executable, "-m", "stackube"],
+        domain=args.domain,
     )
     text = yaml.safe_dump(doc, sort_keys=False)
-    if args.output:
-        Path(args.output).write_text(text)
-        Path(args.output).chmod(0o600)
-    else:
+    if not args.output:
         print(text, end="")
+        return 0
+    output = Path(args.output)
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        output.chmod(0o600)
+    except OSError as exc:
+        raise PermanentError(f"cannot write {output}: {exc.strerror or exc}") from exc
     return 0

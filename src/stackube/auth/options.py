@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from stackube.auth.login import default_cache_dir
+
 
 def add_webhook_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -43,15 +45,31 @@ def add_webhook_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_login_arguments(parser: argparse.ArgumentParser) -> None:
-    for flag in ("auth-url", "username", "project-name", "user-domain-name", "project-domain-name"):
-        parser.add_argument(f"--{flag}")
-    parser.add_argument("--password", help="discouraged: prefer OS_PASSWORD")
+    parser.add_argument(
+        "--auth-url", help="Keystone, e.g. http://host:5000/v3 (default: $OS_AUTH_URL)"
+    )
+    parser.add_argument("--username", help="the Keystone user (default: $OS_USERNAME)")
+    parser.add_argument(
+        "--project-name", help="the tenant's Keystone project (default: $OS_PROJECT_NAME)"
+    )
+    for flag, var in (
+        ("user-domain-name", "OS_USER_DOMAIN_NAME"),
+        ("project-domain-name", "OS_PROJECT_DOMAIN_NAME"),
+    ):
+        parser.add_argument(
+            f"--{flag}",
+            help=f"default: ${var}, else Default (a Stackube tenant's: stackube, "
+            "as `stackube kubeconfig` writes it)",
+        )
+    parser.add_argument(
+        "--password",
+        help="discouraged (other users see command lines): the default, $OS_PASSWORD, is the way",
+    )
     parser.add_argument(
         "--cache-dir",
         type=Path,
-        default=Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        / "stackube"
-        / "tokens",
+        default=default_cache_dir(os.environ),
+        help="where tokens are kept until shortly before they expire (default: %(default)s)",
     )
     parser.add_argument("--forget", action="store_true", help="drop the cached token first")
 
@@ -62,4 +80,9 @@ def add_kubeconfig_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", required=True, help="the apiserver URL")
     parser.add_argument("--certificate-authority", required=True, help="the apiserver's CA file")
     parser.add_argument("--auth-url", required=True, help="Keystone, e.g. http://host:5000/v3")
-    parser.add_argument("-o", "--output")
+    parser.add_argument(
+        "--domain",
+        default="stackube",
+        help="the Keystone domain of the tenant's project and users (default: %(default)s)",
+    )
+    parser.add_argument("-o", "--output", help="write it here, 0600 (default: print it)")

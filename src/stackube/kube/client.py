@@ -9,6 +9,8 @@ from pathlib import Path
 
 from kubernetes import client, config
 
+from stackube.config import ConfigError
+
 ApiClient = client.ApiClient
 # Seconds any one Kubernetes API call may take (connect and read) before it fails and
 # is retried: a hung connection must not stall a reconcile pass.
@@ -29,14 +31,19 @@ class Endpoint:
 
 
 def _configuration(kubeconfig: Path | None) -> client.Configuration:
+    """Raises ConfigError when no usable kubeconfig (or in-cluster account) is found."""
     configuration = client.Configuration()
-    if kubeconfig is not None:
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-        return configuration
     try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        config.load_kube_config(client_configuration=configuration)
+        if kubeconfig is not None:
+            config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+            return configuration
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+    except config.ConfigException as exc:
+        where = kubeconfig or "$KUBECONFIG or ~/.kube/config (not in a pod)"
+        raise ConfigError(f"no usable kubeconfig at {where}: {exc}") from exc
     return configuration
 
 

@@ -14,7 +14,7 @@ from keystoneauth1.identity import v3
 from stackube.api.tokens import TokenIdentity
 from stackube.errors import PermanentError, TemporaryError
 from stackube.openstack.cloud import Credentials
-from stackube.openstack.errors import translate, translating
+from stackube.openstack.errors import translate
 
 # What can travel as an HTTP header value unchanged: visible ASCII, no blanks. Anything
 # else is no Keystone token, and would make requests refuse the header (an error that
@@ -94,12 +94,55 @@ class TokenValidator:
             ) from exc
 
 
-@translating("Keystone login")
+class LoginRefusedError(PermanentError):
+    """Keystone refused a user's own credentials (HTTP 401): the message names the user,
+    the domains and the project, and what to check."""
+
+
+def refusal_message(creds: Credentials) -> str:
+    """What a 401 to a password login means, for the user who tried (pure). Keystone
+    says 401 alike for a wrong password, a user or project not in the named domain,
+    and a project the user has no role on."""
+    return (
+        f"Keystone at {creds.auth_url} refused the login of user {creds.username!r} "
+        f"(domain {creds.user_domain!r}) to project {creds.project_name!r} "
+        f"(domain {creds.project_domain!r}): check the password (OS_PASSWORD; after a "
+        "password change, the new one), and the domains: a Stackube tenant's user and "
+        "project are in domain 'stackube' (--user-domain-name, --project-domain-name)"
+    )
+
+
 def issue_token(creds: Credentials, timeout: float = 10.0) -> tuple[str, datetime.datetime]:
-    """A project-scoped token for these credentials, and when it expires."""
+    """A project-scoped token for these credentials, and when it expires. Raises
+    LoginRefusedError when Keystone refuses them, TemporaryError when it cannot be reached
+    or fails (keystoneauth's errors only; the message never holds the password)."""
     auth = _password_auth(creds)
     session = ksa_session.Session(auth=auth, timeout=timeout)
-    access = auth.get_access(session)
+    try:
+        access = auth.get_access(session)
+    except ksa.Unauthorized as exc:
+        raise LoginRefusedError(refusal_message(creds)) from exc
+    except ksa.ClientException as exc:
+        raise translate(exc, f"Keystone login at {creds.auth_url}") from exc
     if access.expires is None:
         raise PermanentError("Keystone issued a token without an expiry")
     return str(access.auth_token), access.expires
+
+
+def token_revoked(auth_url: str, token: str, timeout: float = 5.0) -> bool:
+    """Whether Keystone says this token (validated with itself, `GET /v3/auth/tokens`)
+    is no longer valid: revoked by a password change, a role removed, or expired. An
+    unreachable or failing Keystone answers False: the API server has the last word."""
+    if not _SENDABLE_TOKEN.fullmatch(token):
+        return True
+    session = ksa_session.Session(timeout=timeout)
+    try:
+        response = session.get(
+            auth_url.rstrip("/") + "/auth/tokens",
+            headers={"X-Auth-Token": token, "X-Subject-Token": token},
+            authenticated=False,
+            raise_exc=False,
+        )
+    except ksa.ClientException:
+        return False
+    return response.status_code in (401, 404)
