@@ -166,6 +166,15 @@ def test_a_tenant_reads_its_own_networks_and_no_one_elses(
     assert mine.returncode == 0, mine.stderr
     network = json.loads(mine.stdout)
     assert network["status"]["state"] == "Active" and network["spec"]["cidr"]
+    # ... and its Tenant's state (Tenants are not theirs to read), as the Tenant has it:
+    # here waiting for its DNS server, which this tier's cordoned node never runs.
+    summary = network["status"]["tenant"]
+    assert summary == {
+        "state": "Initializing",
+        "message": summary["message"],
+        "dnsReady": False,
+    }, summary
+    assert "waiting for the tenant's DNS server" in summary["message"]
     for refused in (
         ("-n", other.name, "get", "networks"),
         ("get", "networks", "--all-namespaces"),

@@ -74,6 +74,21 @@ def _status(ids: dict[str, str]) -> dict[str, Any]:
     return {"type": "object", "properties": props}
 
 
+def _with_tenant_summary(status: dict[str, Any]) -> dict[str, Any]:
+    """A Network's status, plus (on a Tenant's default Network) its Tenant's state for
+    the tenant's users, who cannot read Tenants."""
+    status["properties"]["tenant"] = {
+        "type": "object",
+        "description": "the Tenant's state, message and DNS readiness (default Network only)",
+        "properties": {
+            "state": {"type": "string", "enum": [s.value for s in State]},
+            "message": {"type": "string"},
+            "dnsReady": {"type": "boolean"},
+        },
+    }
+    return status
+
+
 def _crd(
     kind: str, plural: str, scope: str, schema: dict[str, Any], columns: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -246,14 +261,16 @@ def network_crd() -> dict[str, Any]:
         "required": ["spec"],
         "properties": {
             "spec": spec,
-            "status": _status(
-                {
-                    "networkID": "Neutron network id",
-                    "subnetID": "Neutron subnet id",
-                    "routerID": "Neutron router id",
-                    "routerExternalIP": "the router's address on the external network, "
-                    "where NodePort and LoadBalancer traffic enters it",
-                }
+            "status": _with_tenant_summary(
+                _status(
+                    {
+                        "networkID": "Neutron network id",
+                        "subnetID": "Neutron subnet id",
+                        "routerID": "Neutron router id",
+                        "routerExternalIP": "the router's address on the external network, "
+                        "where NodePort and LoadBalancer traffic enters it",
+                    }
+                )
             ),
         },
         "x-kubernetes-validations": [_NAME_RULE],

@@ -345,10 +345,32 @@ def service_pass(r: LoadBalancerReconciler, body: kopf.Body, patch: kopf.Patch, 
 
 # ---- Tenant ---------------------------------------------------------------------------
 def _tenant_pass(r: Reconcilers, body: kopf.Body) -> Callable[[], Outcome]:
+    name = str(body["metadata"]["name"])
+
+    def publish(state: State, message: str, dns_ready: bool) -> None:
+        """The summary tenants read on their Network; never fails the pass."""
+        summary = {"state": state.value, "message": message, "dnsReady": dns_ready}
+        try:
+            r.tenants.publish_summary(name, summary)
+        except StackubeError as exc:
+            log.warning("tenant %s: summary not written to its Network: %s", name, exc)
+
     def action() -> Outcome:
+        try:
+            outcome = tenant_outcome()
+        except PermanentError as exc:
+            publish(State.FAILED, str(exc), False)
+            raise
+        except TemporaryError as exc:
+            publish(State.PENDING, str(exc), False)
+            raise
+        dns_ready = any(c[0] == DNS_CONDITION and c[1] for c in outcome.conditions)
+        publish(outcome.state, outcome.message, dns_ready)
+        return outcome
+
+    def tenant_outcome() -> Outcome:
         result = r.tenants.reconcile(body)
         ids = {"projectID": result.project_id, "userID": result.user_id}
-        name = body["metadata"]["name"]
         dns = (
             DNS_CONDITION,
             result.dns_ready,

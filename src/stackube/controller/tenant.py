@@ -313,6 +313,16 @@ class TenantReconciler:
             log.info("tenant %s: default NetworkPolicy removed", spec.name)
         self._no_default_policy.add(spec.name)
 
+    def publish_summary(self, tenant: str, summary: dict[str, Any]) -> None:
+        """Put the Tenant's state where its users can read it: `status.tenant` of its
+        default Network (they cannot read Tenants, which may hold spec.password).
+        Written only when it changed; nothing while the Network is absent or going."""
+        network = kube.get_network(self.kube, tenant, tenant)
+        if network is None or network["metadata"].get("deletionTimestamp"):
+            return
+        if (network.get("status") or {}).get("tenant") != summary:
+            kube.patch_network_status(self.kube, tenant, tenant, {"tenant": summary})
+
     def note_network_state(self, tenant: str, state: str) -> None:
         """Record the default Network's state on the Tenant (an annotation), which
         makes kopf run the Tenant's pass again."""

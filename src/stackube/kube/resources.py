@@ -182,6 +182,27 @@ def get_network(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any]
     return found
 
 
+@translating("patch Network status")
+def patch_network_status(
+    api: k8s.ApiClient, namespace: str, name: str, status: dict[str, Any]
+) -> bool:
+    """Merge `status` into the Network's status (subresource); False if it is gone."""
+    try:
+        k8s.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            NETWORK_PLURAL,
+            name,
+            {"status": status},
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+    except ApiException as exc:
+        _absent_is_none(exc)
+        return False
+    return True
+
+
 @translating("read Tenant")
 def get_tenant(api: k8s.ApiClient, name: str) -> dict[str, Any] | None:
     try:
