@@ -17,6 +17,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from stackube.api.objects import Key, key_of
 from stackube.api.types import GROUP, NETWORK_PLURAL, VERSION
+from stackube.kube.client import REQUEST_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class Reflector:
         self.synced = threading.Event()
 
     def _relist(self) -> str:
-        response = self.list_call(_preload_content=False)
+        response = self.list_call(_preload_content=False, _request_timeout=REQUEST_TIMEOUT)
         try:
             _raise_for_status(response)
             listed = json.loads(response.data)
@@ -77,6 +78,9 @@ class Reflector:
             timeout_seconds=self.timeout_seconds,
             allow_watch_bookmarks=True,
             _preload_content=False,
+            # Connect as any call; reading waits out the server's own watch timeout
+            # (bookmarks and events come sooner), so a dead connection ends too.
+            _request_timeout=(REQUEST_TIMEOUT, self.timeout_seconds + REQUEST_TIMEOUT),
         )
         try:
             _raise_for_status(response)
