@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -38,14 +39,12 @@ def devbox() -> Devbox:
     return box
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def live_tenant(request: pytest.FixtureRequest) -> Iterator[object]:
     """In a run that reaches the devbox: a tenant with DNS, nginx and a client on the
-    devbox's node, made before the first test; the integration tier's last test but
-    one (test_zx_live_tenant) checks that it still answers with the ports it had."""
-    if all(item.get_closest_marker("unit") for item in request.session.items):
-        yield None
-        return
+    devbox's node, made before the first test that uses the devbox; the integration
+    tier's last test but one (test_zx_live_tenant) checks that it still answers with the
+    ports it had."""
     # Imported here: a unit-only run needs neither the clients nor the devbox.
     from stackube.openstack.cloud import connect_cloud  # noqa: PLC0415
     from tests.e2e.kubectl import Kubectl  # noqa: PLC0415
@@ -62,18 +61,32 @@ def live_tenant(request: pytest.FixtureRequest) -> Iterator[object]:
         tenant.delete()
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def early_tenants(request: pytest.FixtureRequest, live_tenant: object) -> None:
     """Session fixtures whose workloads must have run a while before their tests look
     (EARLY): made right after the live tenant when a collected test uses them, so that
-    what they wait for (minutes of uptime) passes while other tests run."""
+    what they wait for (minutes of uptime) passes while other tests run. One that fails
+    fails its own tests only (pytest raises its error again there)."""
     used = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
     for name in EARLY:
         if name in used:
-            request.getfixturevalue(name)
+            try:
+                request.getfixturevalue(name)
+            except Exception as exc:  # noqa: BLE001 - reported by the tests that use it
+                warnings.warn(f"{name} not made early: {exc}", stacklevel=1)
 
 
 EARLY = ("probe_tenants",)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def devbox_session(request: pytest.FixtureRequest) -> None:
+    """The session's own tenants (live_tenant, then early_tenants), made when the first
+    module that uses the devbox starts (a unit module needs neither), before that
+    module's own fixtures (this conftest is outermost: its autouse fixtures go first)."""
+    if request.node.get_closest_marker("unit"):
+        return
+    request.getfixturevalue("early_tenants")
 
 
 @pytest.fixture(scope="session")
@@ -88,10 +101,14 @@ def probe_tenants(request: pytest.FixtureRequest) -> Iterator[list[object]]:
     kubectl = Kubectl(box.settings.admin_kubeconfig)
     admin = connect_cloud("devbox-admin", box.settings.clouds_yaml)
     made = [LiveTenant(kubectl, admin, f"probes-{secrets.token_hex(3)}") for _ in range(2)]
+
+    def start(tenant: LiveTenant) -> None:
+        tenant.start()
+        kubectl.run("apply", "-f", "-", stdin=probed_web(tenant.name))
+
     try:
-        for tenant in made:
-            tenant.start()
-            kubectl.run("apply", "-f", "-", stdin=probed_web(tenant.name))
+        with ThreadPoolExecutor(len(made)) as pool:  # side by side
+            list(pool.map(start, made))
         yield list(made)
     finally:
         delete_all(made)

@@ -308,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # A file or directory given on the command line (or its parent) is missing or
         # not ours to write: the user's to fix, so a message rather than a traceback.
+        # A long-running program's OSError is no such thing: its traceback goes to the log.
+        if long_running:
+            raise
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1

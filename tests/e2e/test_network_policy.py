@@ -8,7 +8,6 @@ allowed; another tenant, with the same workloads, is untouched throughout."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from stackube.devbox.box import Devbox
 from tests.e2e.kubectl import Kubectl, eventually, idle
 from tests.e2e.test_services import web_deployment
 from tests.e2e.test_user_guide import delete_tenants, make_tenant, running_pods
-from tests.integration.tenant_users import login_files
+from tests.integration.tenant_users import login_files, tenant_env
 
 pytestmark = pytest.mark.e2e
 
@@ -95,12 +94,7 @@ class TenantUser:
 
     def __init__(self, devbox: Devbox, tenant: str, directory: Path) -> None:
         kubeconfig, home = login_files(devbox, tenant, tenant, directory)
-        self.env = {
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "OS_PASSWORD": "password",
-            "XDG_CACHE_HOME": str(home),
-        }
+        self.env = tenant_env(kubeconfig, home, "password")
 
     def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -6,7 +6,6 @@ externalIPs refused to a tenant's own Keystone user."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from stackube.devbox.box import Devbox
 from tests.e2e.external_client import ExternalClient, external_client
 from tests.e2e.kubectl import Kubectl, eventually
 from tests.e2e.test_user_guide import delete_tenants, make_tenant, running_pods
-from tests.integration.tenant_users import login_files
+from tests.integration.tenant_users import login_files, tenant_env
 
 pytestmark = pytest.mark.e2e
 
@@ -153,12 +152,7 @@ def test_a_tenant_cannot_claim_external_ips(
 ) -> None:
     name = next(iter(tenants))
     kubeconfig, home = login_files(devbox, name, name, tmp_path)
-    as_tenant = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "OS_PASSWORD": "password",
-        "XDG_CACHE_HOME": str(home),
-    }
+    as_tenant = tenant_env(kubeconfig, home, "password")
 
     def create(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -6,7 +6,6 @@ near them."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from openstack.connection import Connection
 from stackube.devbox.box import Devbox
 from tests.e2e.kubectl import Kubectl, eventually, idle
 from tests.e2e.test_user_guide import TENANT, gone, running_pods, tenant_active
-from tests.integration.tenant_users import login_files
+from tests.integration.tenant_users import login_files, tenant_env
 
 pytestmark = pytest.mark.e2e
 
@@ -157,12 +156,7 @@ def test_a_tenant_gets_nowhere_near_the_system_network(
     try:
         eventually(lambda: tenant_active(kubectl, name), 240, f"Tenant {name} Active")
         kubeconfig, home = login_files(devbox, name, name, tmp_path)
-        as_tenant = {
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "OS_PASSWORD": "password",
-            "XDG_CACHE_HOME": str(home),
-        }
+        as_tenant = tenant_env(kubeconfig, home, "password")
 
         def tenant_kubectl(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(

@@ -41,15 +41,7 @@ class TenantUser:
     username: str = ""  # the Keystone user, when not the tenant's own
 
     def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {
-            # `stackube` (the kubeconfig's credential plugin) as installed beside this
-            # interpreter, whatever PATH the tests were started with.
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-            "KUBECONFIG": str(self.kubeconfig),
-            "OS_PASSWORD": self.password,
-            "XDG_CACHE_HOME": str(self.cache_home),
-            "HOME": str(self.cache_home),
-        }
+        env = tenant_env(self.kubeconfig, self.cache_home, self.password)
         done = subprocess.run(
             ["kubectl", *args],
             capture_output=True,
@@ -75,6 +67,20 @@ class TenantUser:
             user_domain="stackube",
             project_domain="stackube",
         )
+
+
+def tenant_env(kubeconfig: Path, home: Path, password: str) -> dict[str, str]:
+    """kubectl's environment as a tenant's user: this kubeconfig, this password, a home
+    (token cache) of its own, and `stackube` (the kubeconfig's credential plugin) as
+    installed beside this interpreter, whatever PATH the tests were started with."""
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "KUBECONFIG": str(kubeconfig),
+        "OS_PASSWORD": password,
+        "XDG_CACHE_HOME": str(home),
+        "HOME": str(home),
+    }
 
 
 def wait_for(check: object, timeout: float, what: str) -> None:

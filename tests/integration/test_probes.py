@@ -83,9 +83,14 @@ def test_probed_replicas_become_available_and_stay_so(two_tenants: list[LiveTena
     assert len(addresses) == 4 and len(set(addresses)) == 4, addresses  # unique per node
     # Available and Ready without a break for STABLE_SECONDS: the conditions' last
     # transitions are that old (waiting out the rest if the session is younger), and
-    # nothing restarted.
-    while (age := stable_for(two_tenants)) < STABLE_SECONDS:
+    # nothing restarted. A flap meanwhile makes them younger again: the deadline, set
+    # from the first look, then fails the test.
+    age = stable_for(two_tenants)
+    deadline = time.monotonic() + max(0.0, STABLE_SECONDS - age) + 30
+    while age < STABLE_SECONDS:
+        assert time.monotonic() < deadline, f"Available/Ready for {age:.0f}s only (a flap?)"
         time.sleep(min(15, STABLE_SECONDS - age))
+        age = stable_for(two_tenants)
     for tenant in two_tenants:
         for pod in web_pods(tenant):
             logs = tenant.kubectl.run("-n", tenant.name, "logs", pod["metadata"]["name"]).stdout

@@ -8,6 +8,7 @@ import datetime
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,11 @@ def still_fresh(expires_at: datetime.datetime, now: datetime.datetime) -> bool:
     return expires_at - REFRESH_MARGIN > now
 
 
+def same_url(a: str, b: str) -> bool:
+    """Two Keystone URLs alike but for a trailing slash."""
+    return bool(a) and a.rstrip("/") == b.rstrip("/")
+
+
 def default_cache_dir(env: Mapping[str, str]) -> Path:
     """$XDG_CACHE_HOME/stackube/tokens, else ~/.cache/stackube/tokens."""
     base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
@@ -121,7 +127,7 @@ class TokenCache:
                 doc = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            if isinstance(doc, dict) and doc.get("auth_url") == auth_url:
+            if isinstance(doc, dict) and same_url(str(doc.get("auth_url") or ""), auth_url):
                 path.unlink(missing_ok=True)
                 dropped += 1
         return dropped
@@ -132,12 +138,12 @@ class TokenCache:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory.chmod(0o700)
         path = self._path(key)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A name of its own: kubectl may run two plugins at once (mkstemp: 0600).
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.")
         with os.fdopen(fd, "w") as f:
             doc = {"token": token, "expires_at": expires_at.isoformat(), "auth_url": auth_url}
             json.dump(doc, f)
-        tmp.replace(path)
+        Path(tmp).replace(path)
 
 
 # kubectl prints this when it cannot find the plugin (client.authentication.k8s.io/v1).

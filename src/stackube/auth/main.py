@@ -90,7 +90,10 @@ def run_login(args: argparse.Namespace) -> int:
         except StackubeError as exc:
             print(f"stackube login: {exc}", file=sys.stderr)
             return 1
-        cache.store(key, token, expires, request.auth_url)
+        try:
+            cache.store(key, token, expires, request.auth_url)
+        except OSError as exc:  # kubectl still gets its token; the next call logs in again
+            print(f"stackube login: token not kept in {args.cache_dir}: {exc}", file=sys.stderr)
     else:
         token, expires = cached
     json.dump(login.exec_credential(token, expires), sys.stdout)

@@ -358,11 +358,13 @@ def _tenant_pass(r: Reconcilers, body: kopf.Body) -> Callable[[], Outcome]:
     def action() -> Outcome:
         try:
             outcome = tenant_outcome()
-        except PermanentError as exc:
-            publish(State.FAILED, str(exc), False)
+        # Failures are told to tenants without their text (it may name other projects,
+        # Secrets or internal endpoints): the details are on the Tenant, the operator's.
+        except PermanentError:
+            publish(State.FAILED, "failed: ask the operator (the Tenant's status)", False)
             raise
-        except TemporaryError as exc:
-            publish(State.PENDING, str(exc), False)
+        except TemporaryError:
+            publish(State.PENDING, "waiting: the controller retries; details on the Tenant", False)
             raise
         dns_ready = any(c[0] == DNS_CONDITION and c[1] for c in outcome.conditions)
         publish(outcome.state, outcome.message, dns_ready)

@@ -108,7 +108,8 @@ def refusal_message(creds: Credentials) -> str:
         f"(domain {creds.user_domain!r}) to project {creds.project_name!r} "
         f"(domain {creds.project_domain!r}): check the password (OS_PASSWORD; after a "
         "password change, the new one), and the domains: a Stackube tenant's user and "
-        "project are in domain 'stackube' (--user-domain-name, --project-domain-name)"
+        "project are in the operator's tenant domain, by default domain 'stackube' "
+        "(--user-domain-name, --project-domain-name; `stackube kubeconfig --domain`)"
     )
 
 
@@ -129,7 +130,7 @@ def issue_token(creds: Credentials, timeout: float = 10.0) -> tuple[str, datetim
     return str(access.auth_token), access.expires
 
 
-def token_revoked(auth_url: str, token: str, timeout: float = 5.0) -> bool:
+def token_revoked(auth_url: str, token: str, timeout: float = 3.0) -> bool:
     """Whether Keystone says this token (validated with itself, `GET /v3/auth/tokens`)
     is no longer valid: revoked by a password change, a role removed, or expired. An
     unreachable or failing Keystone answers False: the API server has the last word."""
