@@ -20,7 +20,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,6 +159,14 @@ class ObjectLocks:
 LOCKS = ObjectLocks()
 
 
+@contextlib.contextmanager
+def one_at_a_time(kind: str, body: Mapping[str, Any]) -> Iterator[None]:
+    """Hold the object's lock (LOCKS) for a pass, whose steps are the object's (the
+    crash points of stackube.faults may name it)."""
+    with LOCKS(kind, body), faults.acting_on(str(body["metadata"]["name"])):
+        yield
+
+
 def retry_delay(retry: int, hinted: float | None) -> float:
     """A delay the failure asked for (Retry-After, or "waiting for X" that resolves
     soon) is honoured as it is; otherwise 0.5 s doubling up to a minute."""
@@ -176,7 +184,7 @@ def run_pass(
 ) -> None:
     """Run one reconcile pass and turn its outcome into status, Events and retries.
     Passes over one object run one at a time (LOCKS)."""
-    with LOCKS(kind, body), faults.acting_on(str(body.metadata.name)):
+    with one_at_a_time(kind, body):
         _run_pass(kind, body, patch, retry, action)
 
 
@@ -240,7 +248,7 @@ async def resync(
         return
 
     def tick() -> None:
-        with LOCKS(kind, body), faults.acting_on(str(body.metadata.name)):
+        with one_at_a_time(kind, body):
             current = live()
             if current is None or (current.get("metadata") or {}).get("deletionTimestamp"):
                 return
@@ -259,7 +267,7 @@ def run_finalizer(
 ) -> None:
     started = time.monotonic()
     try:
-        with LOCKS(kind, body), faults.acting_on(str(body.metadata.name)):
+        with one_at_a_time(kind, body):
             action()
     except TemporaryError as exc:
         metrics.observe(f"{kind}-delete", "waiting", time.monotonic() - started)
