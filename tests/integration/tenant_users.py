@@ -41,7 +41,12 @@ class TenantUser:
     username: str = ""  # the Keystone user, when not the tenant's own
 
     def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = tenant_env(self.kubeconfig, self.cache_home, self.password)
+        return self.kubectl_with_password(self.password, *args, stdin=stdin)
+
+    def kubectl_with_password(
+        self, password: str, *args: str, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = tenant_env(self.kubeconfig, self.cache_home, password)
         done = subprocess.run(
             ["kubectl", *args],
             capture_output=True,

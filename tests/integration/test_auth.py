@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from openstack.connection import Connection
 from stackube.api.types import GROUP, VERSION
 from stackube.devbox.box import Devbox
 from stackube.openstack.cloud import Credentials
-from stackube.openstack.tokens import issue_token, token_revoked
+from stackube.openstack.tokens import LoginRefusedError, issue_token, token_revoked
 from tests.integration.tenant_users import (
     TenantUser,
     gone,
@@ -283,6 +284,37 @@ def test_a_revoked_cached_token_is_replaced_on_the_next_call(
     assert done.returncode == 0, done.stderr
     new = remember_secret(json.loads(cached.read_text())["token"])
     assert new != old and not token_revoked(devbox.settings.keystone_url, new)
+
+
+def test_a_password_rotation_needs_only_the_new_password(
+    kube: k8s.ApiClient, tenants: tuple[TenantUser, TenantUser], tmp_path: Path
+) -> None:
+    """The Tenant's password changed: kubectl with the new OS_PASSWORD works on its next
+    call; with the old one, kept token and all, it says whose login Keystone refused."""
+    user, _ = tenants
+    assert user.kubectl("get", "pods").returncode == 0  # a token kept, got with the old
+    old, new = user.password, remember_secret(f"pw-{secrets.token_hex(8)}")
+    k8s.CustomObjectsApi(kube).patch_cluster_custom_object(
+        GROUP, VERSION, "tenants", user.name, {"spec": {"password": new}}
+    )
+
+    def works(password: str) -> bool:
+        try:
+            issue_token(replace(user.credentials(), password=password))
+        except LoginRefusedError:
+            return False
+        return True
+
+    wait_for(lambda: works(new), 90, "the controller to set the new password")
+    assert not works(old)  # the test can fail: the old one is refused now
+    user.password = new
+    done = user.kubectl("get", "pods")
+    assert done.returncode == 0, done.stderr
+    # Someone who has not heard of the change: the token kept with the old password
+    # was revoked with it, so the login is tried, and refused by name.
+    stale = user.kubectl_with_password(old, "get", "pods")
+    assert stale.returncode != 0
+    assert f"refused the login of user '{user.name}'" in stale.stderr, stale.stderr
 
 
 def test_keystone_down_fails_closed_and_recovers(
