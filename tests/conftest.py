@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import warnings
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import pytest
@@ -62,18 +61,15 @@ def live_tenant(request: pytest.FixtureRequest) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def early_tenants(request: pytest.FixtureRequest, live_tenant: object) -> None:
+def early_tenants(request: pytest.FixtureRequest) -> None:
     """Session fixtures whose workloads must have run a while before their tests look
-    (EARLY): made right after the live tenant when a collected test uses them, so that
-    what they wait for (minutes of uptime) passes while other tests run. One that fails
-    fails its own tests only (pytest raises its error again there)."""
+    (EARLY): started (in the background) before the live tenant when a collected test
+    uses them, so that what they wait for (minutes of uptime) passes while other tests
+    run. One that fails fails its own tests only."""
     used = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
     for name in EARLY:
         if name in used:
-            try:
-                request.getfixturevalue(name)
-            except Exception as exc:  # noqa: BLE001 - reported by the tests that use it
-                warnings.warn(f"{name} not made early: {exc}", stacklevel=1)
+            request.getfixturevalue(name)
 
 
 EARLY = ("probe_tenants",)
@@ -81,20 +77,23 @@ EARLY = ("probe_tenants",)
 
 @pytest.fixture(scope="module", autouse=True)
 def devbox_session(request: pytest.FixtureRequest) -> None:
-    """The session's own tenants (live_tenant, then early_tenants), made when the first
-    module that uses the devbox starts (a unit module needs neither), before that
-    module's own fixtures (this conftest is outermost: its autouse fixtures go first)."""
+    """The session's own tenants (early_tenants in the background, then live_tenant),
+    made when the first module that uses the devbox starts (a unit module needs
+    neither), before that module's own fixtures (this conftest is outermost: its
+    autouse fixtures go first)."""
     if request.node.get_closest_marker("unit"):
         return
     request.getfixturevalue("early_tenants")
+    request.getfixturevalue("live_tenant")
 
 
 @pytest.fixture(scope="session")
-def probe_tenants(request: pytest.FixtureRequest) -> Iterator[list[object]]:
+def probe_tenants(request: pytest.FixtureRequest) -> Iterator[Future[list[Any]]]:
     """Two tenants with the default CIDR (the same for both), each with `web`
-    (tests/integration/test_probes.py)."""
+    (tests/integration/test_probes.py), started side by side in the background: the
+    future's result is the list (or the error, for the tests that use it)."""
     from stackube.openstack.cloud import connect_cloud  # noqa: PLC0415
-    from tests.e2e.kubectl import Kubectl  # noqa: PLC0415
+    from tests.e2e.kubectl import Kubectl, side_by_side  # noqa: PLC0415
     from tests.live_tenant import LiveTenant, probed_web  # noqa: PLC0415
 
     box: Devbox = request.getfixturevalue("devbox")
@@ -106,12 +105,17 @@ def probe_tenants(request: pytest.FixtureRequest) -> Iterator[list[object]]:
         tenant.start()
         kubectl.run("apply", "-f", "-", stdin=probed_web(tenant.name))
 
-    try:
-        with ThreadPoolExecutor(len(made)) as pool:  # side by side
-            list(pool.map(start, made))
-        yield list(made)
-    finally:
-        delete_all(made)
+    def start_all() -> list[Any]:
+        side_by_side(start, made)
+        return made
+
+    with ThreadPoolExecutor(1) as background:
+        started = background.submit(start_all)
+        try:
+            yield started
+        finally:
+            wait([started])
+            delete_all(made)
 
 
 def delete_all(tenants: list[Any]) -> None:

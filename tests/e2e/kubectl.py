@@ -6,6 +6,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,3 +51,11 @@ def idle(seconds: int) -> list[str]:
     """A container command that idles for `seconds` and stops at SIGTERM at once
     (`sleep` as PID 1 ignores it: every delete would wait out the grace period)."""
     return ["sh", "-c", f"trap 'exit 0' TERM; sleep {seconds} & wait"]
+
+
+def side_by_side(work: Callable[[T], Any], items: list[T]) -> list[Any]:
+    """`work` on every item at once (threads; kubectl and the API clients allow it),
+    results in order; the first error is raised once all are done."""
+    with ThreadPoolExecutor(max(1, len(items))) as pool:
+        futures = [pool.submit(work, item) for item in items]
+    return [future.result() for future in futures]

@@ -18,7 +18,7 @@ import pytest
 from openstack.connection import Connection
 
 from stackube.devbox.box import Devbox
-from tests.e2e.kubectl import Kubectl, eventually, idle
+from tests.e2e.kubectl import Kubectl, eventually, idle, side_by_side
 from tests.e2e.test_services import web_deployment
 from tests.e2e.test_user_guide import delete_tenants, make_tenant, running_pods
 from tests.integration.tenant_users import login_files, tenant_env
@@ -44,15 +44,18 @@ def tenants(kubectl: Kubectl, os_admin: Connection) -> Iterator[list[str]]:
     pods `client` and `other`."""
     suffix = secrets.token_hex(3)
     names = [f"np-a-{suffix}", f"np-b-{suffix}"]
+
+    def prepare(name: str) -> None:
+        make_tenant(kubectl, name)
+        web_deployment(kubectl, name)
+        kubectl.run(
+            "-n", name, "expose", "deployment", "web", "--port=80", "--target-port=8080"
+        )  # fmt: skip
+        for pod in ("client", "other"):
+            sleeper(kubectl, name, pod)
+
     try:
-        for name in names:
-            make_tenant(kubectl, name)
-            web_deployment(kubectl, name)
-            kubectl.run(
-                "-n", name, "expose", "deployment", "web", "--port=80", "--target-port=8080"
-            )  # fmt: skip
-            for pod in ("client", "other"):
-                sleeper(kubectl, name, pod)
+        side_by_side(prepare, names)
         yield names
     finally:
         delete_tenants(kubectl, os_admin, names)

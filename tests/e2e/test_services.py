@@ -17,7 +17,7 @@ from openstack.connection import Connection
 
 from stackube.devbox.box import Devbox
 from tests.e2e.external_client import ExternalClient, external_client
-from tests.e2e.kubectl import Kubectl, eventually
+from tests.e2e.kubectl import Kubectl, eventually, side_by_side
 from tests.e2e.test_user_guide import delete_tenants, make_tenant, running_pods
 from tests.integration.tenant_users import login_files, tenant_env
 
@@ -64,10 +64,13 @@ def tenants(kubectl: Kubectl, os_admin: Connection) -> Iterator[dict[str, str]]:
     Keystone project id."""
     suffix = secrets.token_hex(3)
     names = [f"svc-a-{suffix}", f"svc-b-{suffix}"]
+
+    def prepare(name: str) -> None:
+        make_tenant(kubectl, name)
+        web_deployment(kubectl, name)
+
     try:
-        for name in names:
-            make_tenant(kubectl, name)
-            web_deployment(kubectl, name)
+        side_by_side(prepare, names)
         yield {
             name: str(kubectl.json("get", "tenant", name)["status"]["projectID"]) for name in names
         }

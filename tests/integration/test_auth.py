@@ -24,6 +24,7 @@ from stackube.api.types import GROUP, VERSION
 from stackube.devbox.box import Devbox
 from stackube.openstack.cloud import Credentials
 from stackube.openstack.tokens import LoginRefusedError, issue_token, token_revoked
+from tests.e2e.kubectl import side_by_side
 from tests.integration.tenant_users import (
     TenantUser,
     gone,
@@ -45,10 +46,10 @@ def tenants(
 ) -> Iterator[tuple[TenantUser, TenantUser]]:
     directory = tmp_path_factory.mktemp("auth")
     objects = k8s.CustomObjectsApi(kube)
-    made = []
     try:
-        made.append(make_tenant(devbox, kube, "authz", directory))
-        made.append(make_tenant(devbox, kube, "authz-other", directory))
+        made = side_by_side(
+            lambda name: make_tenant(devbox, kube, name, directory), ["authz", "authz-other"]
+        )
         yield made[0], made[1]
     finally:
         for name in ("authz", "authz-other"):

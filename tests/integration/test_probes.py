@@ -8,6 +8,7 @@ import datetime
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -27,10 +28,10 @@ def devbox_node_cordoned() -> Iterator[None]:
 
 
 @pytest.fixture
-def two_tenants(probe_tenants: list[LiveTenant]) -> list[LiveTenant]:
-    """Two tenants with the default CIDR (the same for both), each with `web`, made at
-    the start of the session (tests/conftest.py): by now they have run for a while."""
-    return probe_tenants
+def two_tenants(probe_tenants: Future[list[LiveTenant]]) -> list[LiveTenant]:
+    """Two tenants with the default CIDR (the same for both), each with `web`, started
+    at the start of the session (tests/conftest.py): by now they have run for a while."""
+    return probe_tenants.result(timeout=600)
 
 
 def since(conditions: list[dict[str, Any]], type_: str) -> float:

@@ -35,6 +35,7 @@ from stackube.devbox.pki import PkiStore
 from stackube.devbox.stackube import AUTH_PORT
 from stackube.openstack.cloud import Credentials
 from stackube.openstack.tokens import issue_token
+from tests.e2e.kubectl import side_by_side
 from tests.integration.tenant_users import (
     TenantUser,
     gone,
@@ -69,8 +70,9 @@ def tenants(
     objects = k8s.CustomObjectsApi(kube)
     reader_id = None
     try:
-        attacker = make_tenant(devbox, kube, ATTACKER, directory)
-        victim = make_tenant(devbox, kube, VICTIM, directory)
+        attacker, victim = side_by_side(
+            lambda name: make_tenant(devbox, kube, name, directory), [ATTACKER, VICTIM]
+        )
         domain = os_admin.identity.find_domain("stackube")
         password = remember_secret(f"pw-{secrets.token_hex(8)}")
         name = f"reader-{secrets.token_hex(3)}"
