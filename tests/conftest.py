@@ -115,13 +115,7 @@ def probe_tenants(request: pytest.FixtureRequest) -> Iterator[Future[list[Any]]]
             yield started
         finally:
             wait([started])
-            delete_all(made)
-
-
-def delete_all(tenants: list[Any]) -> None:
-    """Delete LiveTenants side by side (each waits for its own)."""
-    with ThreadPoolExecutor(max(1, len(tenants))) as pool:
-        list(pool.map(lambda tenant: tenant.delete(), tenants))
+            side_by_side(lambda tenant: tenant.delete(), made)
 
 
 # On a failure in a tier that reaches the devbox, the tail of Stackube's own logs goes

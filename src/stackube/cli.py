@@ -105,7 +105,7 @@ def _print_status(box: Devbox) -> int:
         print(f"{row.name:<{width}}  {pid:>7}  {rss:>7}  {health}")
     total = sum(r.rss_bytes for r in rows) / 2**20
     print(f"{'total':<{width}}  {'':>7}  {total:>7.0f}")
-    print(f"logs: {box.table.log_file('SERVICE')} (one per service; docs/devbox.md)")
+    print(f"logs: {box.settings.log_dir}/<service>.log (docs/devbox.md)")
     return 0 if all(r.healthy for r in rows) else 3
 
 

@@ -78,6 +78,9 @@ class TenantReconciler:
         # user id -> digest of the password Keystone last accepted (memory only): a pass
         # need not ask Keystone for a token to learn that nothing changed.
         self._verified: dict[str, str] = {}
+        # The summary last written on each Tenant's Network (publish_summary): a pass
+        # that would write the same one reads nothing.
+        self._summaries: dict[str, dict[str, Any]] = {}
         # Tenants whose stale RoleBindings this process has removed.
         self._bindings_tidied: set[str] = set()
         # Tenants whose default NetworkPolicy is known absent (no DELETE every pass).
@@ -317,11 +320,14 @@ class TenantReconciler:
         """Put the Tenant's state where its users can read it: `status.tenant` of its
         default Network (they cannot read Tenants, which may hold spec.password).
         Written only when it changed; nothing while the Network is absent or going."""
+        if self._summaries.get(tenant) == summary:
+            return
         network = kube.get_network(self.kube, tenant, tenant)
         if network is None or network["metadata"].get("deletionTimestamp"):
             return
         if (network.get("status") or {}).get("tenant") != summary:
             kube.patch_network_status(self.kube, tenant, tenant, {"tenant": summary})
+        self._summaries[tenant] = summary
 
     def note_network_state(self, tenant: str, state: str) -> None:
         """Record the default Network's state on the Tenant (an annotation), which
@@ -331,6 +337,7 @@ class TenantReconciler:
     def finalize(self, body: Mapping[str, Any]) -> None:
         """Remove everything in a safe order; raises TemporaryError while waiting."""
         name = str(body["metadata"]["name"])
+        self._summaries.pop(name, None)
         spec_body = body.get("spec") or {}
         status = body.get("status") or {}
         namespace = kube.get_namespace(self.kube, name)

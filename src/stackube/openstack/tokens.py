@@ -34,6 +34,11 @@ def _password_auth(creds: Credentials) -> v3.Password:
     )
 
 
+def _tokens_url(auth_url: str) -> str:
+    """Keystone's `/v3/auth/tokens` under an auth URL (…/v3, with or without a slash)."""
+    return auth_url.rstrip("/") + "/auth/tokens"
+
+
 def _expiry(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -58,7 +63,7 @@ class TokenValidator:
     """Validates tokens with a service account's own token (which keystoneauth renews)."""
 
     def __init__(self, creds: Credentials, timeout: float = 5.0) -> None:
-        self.url = creds.auth_url.rstrip("/") + "/auth/tokens"
+        self.url = _tokens_url(creds.auth_url)
         self.session = ksa_session.Session(auth=_password_auth(creds), timeout=timeout)
 
     def validate(self, token: str) -> TokenIdentity | None:
@@ -139,7 +144,7 @@ def token_revoked(auth_url: str, token: str, timeout: float = 3.0) -> bool:
     session = ksa_session.Session(timeout=timeout)
     try:
         response = session.get(
-            auth_url.rstrip("/") + "/auth/tokens",
+            _tokens_url(auth_url),
             headers={"X-Auth-Token": token, "X-Subject-Token": token},
             authenticated=False,
             raise_exc=False,
