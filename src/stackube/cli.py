@@ -129,6 +129,14 @@ def _cni_install(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flexvolume_install(args: argparse.Namespace) -> int:
+    from stackube.volume.install import install  # noqa: PLC0415
+
+    config = Path(args.config) if args.config else None
+    print(f"wrote {install(Path(args.plugin_dir), config=config)}")
+    return 0
+
+
 def _proxy(args: argparse.Namespace) -> int:
     from stackube.proxy.main import run  # noqa: PLC0415
 
@@ -236,6 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
     cni_install.add_argument("--conf-dir", default="/etc/cni/net.d")
     cni_install.add_argument("--socket", default="/run/stackube/cni.sock")
     cni_install.set_defaults(handler=_cni_install)
+
+    flex_install = commands.add_parser(
+        "flexvolume-install",
+        help="install the FlexVolume driver cinder/flexvolume_driver for kubelet on a node",
+    )
+    flex_install.add_argument(
+        "--plugin-dir", default="/usr/libexec/kubernetes/kubelet-plugins/volume/exec"
+    )
+    flex_install.add_argument(
+        "--config", default=None, help="cinder.conf to read (default /etc/kubernetes/cinder.conf)"
+    )
+    flex_install.set_defaults(handler=_flexvolume_install)
 
     proxy = commands.add_parser("proxy", help="run stackube-proxy (Services in tenant routers)")
     add_proxy_arguments(proxy)

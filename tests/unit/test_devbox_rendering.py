@@ -24,6 +24,8 @@ SECRETS = cfg.Secrets(
     keystone_admin="adm",
     neutron_service="neu",
     stackube_service="stk",
+    mariadb_cinder="c-db",
+    cinder_service="cin",
 )
 PATHS = cfg.OpenStackPaths(SETTINGS.openstack_dir)
 

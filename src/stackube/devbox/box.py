@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from stackube.devbox import cleanup, gobuild, openvswitch, packages, podaccess
+from stackube.devbox import cleanup, gobuild, openvswitch, packages, podaccess, volumes
 from stackube.devbox.commands import StepError
 from stackube.devbox.kubernetes import (
     ApiserverOptions,
@@ -52,6 +52,9 @@ HELPER_COMMANDS = (
     "etcd",
     "kube-",
     "containerd-shim",
+    "ceph-",
+    "cinder-",
+    "rbd-fuse",
 )
 
 
@@ -125,6 +128,8 @@ class Devbox:
             for track in tracks:
                 track.result()
         self.openstack.write_client_files()
+        with self.progress.step("the FlexVolume driver and cinder.conf"):
+            volumes.install(s, self.openstack.secrets, self.openstack.ceph.cinder_keyring())
         # Stackube needs both halves: its CRDs in the apiserver, Keystone and Neutron.
         self._start_track(self.stackube_services())
         # A node: registry with our images, containerd, kubestack, stackube-proxy, kubelet.
@@ -223,6 +228,9 @@ class Devbox:
             raise StepError(
                 f"not purging {self.settings.state_dir}: still mounted: {', '.join(still_mounted)}"
             )
+        if purge:
+            for path in volumes.uninstall(self.settings):
+                self.progress.say(f"removed {path}")
         if purge and self.settings.state_dir.exists():
             shutil.rmtree(self.settings.state_dir)
             self.progress.say(f"removed {self.settings.state_dir}")

@@ -200,6 +200,8 @@ def kubelet_config(settings: DevboxSettings, paths: NodePaths) -> dict[str, Any]
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "maxPods": 110,
+        # FlexVolume drivers (the seed's cinder~flexvolume_driver: docs/volumes.md).
+        "volumePluginDir": str(settings.volume_plugin_dir),
         "registerNode": True,
     }
 

@@ -12,7 +12,6 @@ import pwd
 import secrets as pysecrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ import yaml
 
 from stackube.devbox import health, openvswitch, podaccess
 from stackube.devbox import openstack_config as cfg
+from stackube.devbox.ceph import CephDevbox
+from stackube.devbox.cinder import CinderDevbox
 from stackube.devbox.commands import Markers, StepError, fingerprint, run
 from stackube.devbox.fsutil import write_atomic
 from stackube.devbox.process import ProcessSpec, ProcessTable
@@ -45,15 +46,20 @@ STACKUBE_DOMAIN = "stackube"
 
 
 def load_or_create_secrets(path: Path) -> cfg.Secrets:
-    if path.exists():
-        return cfg.Secrets(**json.loads(path.read_text()))
+    """The devbox's generated passwords; fields added since the file was written (a
+    devbox made by an older Stackube) are generated and saved beside the old ones."""
+    kept = json.loads(path.read_text()) if path.exists() else {}
     fields = cfg.Secrets.__dataclass_fields__
-    created = cfg.Secrets(**{name: pysecrets.token_urlsafe(18) for name in fields})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(created), f, indent=2)
-    return created
+    values = {name: kept.get(name) or pysecrets.token_urlsafe(18) for name in fields}
+    if values != kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".new")
+        temporary.unlink(missing_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(values, f, indent=2)
+        temporary.replace(path)
+    return cfg.Secrets(**values)
 
 
 class OpenStackDevbox:
@@ -66,6 +72,15 @@ class OpenStackDevbox:
         self.secrets = load_or_create_secrets(settings.secrets_file)
         self.markers = Markers(settings.state_dir / "markers")
         self._admin: Any = None
+        self.ceph = CephDevbox(settings, self.markers)
+        self.cinder = CinderDevbox(
+            settings,
+            secrets=self.secrets,
+            markers=self.markers,
+            ceph=self.ceph,
+            admin=self.admin,
+            table=table,
+        )
 
     # ---- connections ------------------------------------------------------------------
     def admin_credentials(self) -> cloud.Credentials:
@@ -447,6 +462,9 @@ class OpenStackDevbox:
             self._agent("neutron-dhcp-agent", self.paths.dhcp_conf),
             self._agent("neutron-l3-agent", self.paths.l3_conf),
             podaccess.service(s),
+            # Block storage: Ceph, then Cinder on it (Keystone, MariaDB, RabbitMQ above).
+            *self.ceph.services(),
+            *self.cinder.services(),
         ]
 
     def _l2_services(self) -> list[Service]:

@@ -42,6 +42,8 @@ class Secrets:
     keystone_admin: str
     neutron_service: str
     stackube_service: str
+    mariadb_cinder: str
+    cinder_service: str
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class OpenStackPaths:
         return self.root / "bin"
 
 
-def _db_url(user: str, password: str, settings: DevboxSettings, database: str) -> str:
+def db_url(user: str, password: str, settings: DevboxSettings, database: str) -> str:
     return (
         f"mysql+pymysql://{user}:{password}@{settings.host}:{settings.ports.mariadb}"
         f"/{database}?charset=utf8"
@@ -104,6 +106,7 @@ def databases_sql(settings: DevboxSettings, secrets: Secrets) -> str:
     for database, password in (
         ("keystone", secrets.mariadb_keystone),
         ("neutron", secrets.mariadb_neutron),
+        ("cinder", secrets.mariadb_cinder),
     ):
         user = f"'{database}'@'{settings.host}'"
         statements += [
@@ -121,7 +124,7 @@ def keystone_conf(settings: DevboxSettings, paths: OpenStackPaths, secrets: Secr
         {
             "DEFAULT": {"use_stderr": "true"},
             "database": {
-                "connection": _db_url("keystone", secrets.mariadb_keystone, settings, "keystone")
+                "connection": db_url("keystone", secrets.mariadb_keystone, settings, "keystone")
             },
             "token": {"provider": "fernet", "expiration": "3600"},
             "fernet_tokens": {"key_repository": str(keystone_dir / "fernet-keys")},
@@ -151,7 +154,9 @@ def keystone_uwsgi_ini(settings: DevboxSettings, paths: OpenStackPaths) -> str:
     )
 
 
-def _authtoken(settings: DevboxSettings, secrets: Secrets) -> dict[str, str]:
+def authtoken(
+    settings: DevboxSettings, username: str = "neutron", password: str | None = None
+) -> dict[str, str]:
     base = f"http://{settings.host}:{settings.ports.keystone}"
     return {
         "www_authenticate_uri": base,
@@ -160,8 +165,8 @@ def _authtoken(settings: DevboxSettings, secrets: Secrets) -> dict[str, str]:
         "project_domain_name": "Default",
         "user_domain_name": "Default",
         "project_name": "service",
-        "username": "neutron",
-        "password": secrets.neutron_service,
+        "username": username,
+        "password": password or "",
         "region_name": settings.region,
     }
 
@@ -199,9 +204,9 @@ def neutron_conf(settings: DevboxSettings, paths: OpenStackPaths, secrets: Secre
                 "debug": "false",
             },
             "database": {
-                "connection": _db_url("neutron", secrets.mariadb_neutron, settings, "neutron")
+                "connection": db_url("neutron", secrets.mariadb_neutron, settings, "neutron")
             },
-            "keystone_authtoken": _authtoken(settings, secrets),
+            "keystone_authtoken": authtoken(settings, "neutron", secrets.neutron_service),
             "oslo_concurrency": {"lock_path": str(paths.neutron_state / "lock")},
             "agent": {"root_helper": agent_root_helper(paths), "report_interval": "10"},
             # Zed's neutron-server exits without this when Linux bridge is configured.

@@ -35,6 +35,20 @@ PACKAGES: tuple[str, ...] = (
     "containernetworking-plugins",
     "docker-registry",
     "busybox-static",
+    # Storage (devbox.ceph, devbox.cinder, stackube.volume): a one-OSD Ceph cluster,
+    # Cinder with its RBD backend, and what a node needs to put an RBD image under a
+    # pod without the rbd kernel module (rbd-fuse + a loop device + ext4).
+    "ceph-mon",
+    "ceph-mgr",
+    "ceph-osd",
+    "ceph-common",
+    "rbd-fuse",
+    "python3-rbd",
+    "python3-rados",
+    "cinder-api",
+    "cinder-scheduler",
+    "cinder-volume",
+    "e2fsprogs",
 )
 
 # ML2/Open vSwitch (userspace datapath) instead of the Linux bridge agent.

@@ -65,6 +65,9 @@ class Ports:
     rabbitmq: int = 5672
     keystone: int = 5000
     neutron: int = 9696
+    cinder: int = 8776
+    ceph_mon: int = 6789
+    ceph_mon_v2: int = 3300
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,10 @@ class DevboxSettings:
     # The node: its name is the host's, as Neutron's agents know it (binding:host_id).
     node_name: str = "localhost"
     cluster_dns_ip: str = "10.96.0.10"
+    # The seed's FlexVolume paths: kubelet's volume plugin directory and the nodes'
+    # cinder.conf (docs/volumes.md).
+    volume_plugin_dir: Path = Path("/usr/libexec/kubernetes/kubelet-plugins/volume/exec")
+    cinder_conf: Path = Path("/etc/kubernetes/cinder.conf")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DevboxSettings:
@@ -227,6 +234,11 @@ class DevboxSettings:
     @property
     def keystone_url(self) -> str:
         return f"http://{self.host}:{self.ports.keystone}/v3"
+
+    @property
+    def cinder_url(self) -> str:
+        """Cinder's block-storage v3 endpoint, as Keystone's catalog holds it."""
+        return f"http://{self.host}:{self.ports.cinder}/v3/%(project_id)s"
 
     @property
     def neutron_url(self) -> str:
