@@ -218,3 +218,42 @@ def test_from_the_external_segment_only_the_api_relay_and_node_ports_reach_the_h
     assert not any("10250" in r for r in passed)  # not the kubelet API
     for protocol in ("tcp", "udp"):
         assert ["-p", protocol, "--dport", "30000:32767", "-j", "RETURN"] in passed
+
+
+def test_ceph_conf_is_one_node_on_loopback() -> None:
+    from stackube.devbox.ceph import CephPaths, ceph_conf  # noqa: PLC0415
+
+    conf = parse_ini(ceph_conf(SETTINGS, CephPaths(Path("/state/ceph")), "fsid-1"))
+    g = conf["global"]
+    assert g["fsid"] == "fsid-1"
+    assert g["mon_host"] == "[v2:127.0.0.1:3300,v1:127.0.0.1:6789]"
+    assert (g["osd_pool_default_size"], g["mon_allow_pool_size_one"]) == ("1", "true")
+    assert g["auth_client_required"] == "cephx"
+    assert conf["osd"]["osd_objectstore"] == "bluestore"
+    assert conf["osd"]["bluestore_block_path"].startswith("/state/ceph/osd/")
+
+
+def test_cinder_conf_uses_rbd_on_the_volumes_pool() -> None:
+    from stackube.devbox.cinder import CinderPaths, cinder_conf  # noqa: PLC0415
+
+    conf = parse_ini(
+        cinder_conf(SETTINGS, CinderPaths(Path("/c")), SECRETS, Path("/ceph.conf"), "fsid-1")
+    )
+    assert conf["DEFAULT"]["enabled_backends"] == "ceph"
+    assert conf["database"]["connection"].startswith("mysql+pymysql://cinder:c-db@127.0.0.1")
+    assert conf["keystone_authtoken"]["username"] == "cinder"
+    assert conf["keystone_authtoken"]["password"] == "cin"
+    backend = conf["ceph"]
+    assert backend["volume_driver"] == "cinder.volume.drivers.rbd.RBDDriver"
+    assert (backend["rbd_pool"], backend["rbd_user"]) == ("volumes", "cinder")
+    assert backend["rbd_ceph_conf"] == "/ceph.conf"
+
+
+def test_the_nodes_cinder_conf_is_the_seeds_format() -> None:
+    from stackube.devbox.volumes import cinder_conf  # noqa: PLC0415
+
+    conf = parse_ini(cinder_conf(SETTINGS, SECRETS, Path("/k/ceph.client.cinder.keyring")))
+    assert set(conf["Global"]) >= {"auth-url", "username", "password", "tenant-name", "region"}
+    assert conf["Global"]["password"] == "stk"
+    assert conf["RBD"]["keyring"] == "/k/ceph.client.cinder.keyring"
+    assert conf["Stackube"]["state-dir"] == "/state/node/volumes"
