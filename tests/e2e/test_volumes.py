@@ -115,20 +115,7 @@ def tenants(
         side_by_side(lambda name: make_tenant(kubectl, name), names)
         yield [VolumeTenant(devbox, name, directory) for name in names]
     finally:
-        for name in names:
-            kubectl.run("delete", "namespace", name, "--wait=true", "--timeout=180s", check=False)
-        delete_tenant_volumes(os_admin, names)
         delete_tenants(kubectl, os_admin, names)
-
-
-def delete_tenant_volumes(os_admin: Connection, names: list[str]) -> None:
-    domain = os_admin.identity.find_domain("stackube")
-    for name in names:
-        project = os_admin.identity.find_project(name, domain_id=domain.id, ignore_missing=True)
-        if project is None:
-            continue
-        for volume in os_admin.block_storage.volumes(all_projects=True, project_id=project.id):
-            os_admin.block_storage.delete_volume(volume, force=True)
 
 
 def attachments(os_admin: Connection, volume_id: str) -> list[Any]:
@@ -281,3 +268,23 @@ def test_a_driver_killed_mid_mount_converges(
     subprocess.run(["rm", "-rf", str(pod_dir)], check=True)
     assert driver(devbox, "unmount", str(tmp_path / "another"))["status"] == "Success"
     nothing_left()
+
+
+def test_deleting_a_tenant_deletes_its_volumes(
+    tenants: list[VolumeTenant], kubectl: Kubectl, os_admin: Connection
+) -> None:
+    """Last in this module: the first tenant goes, with its volumes (one of them mounted
+    by a pod until the namespace went)."""
+    owner = tenants[0]
+    project_id = kubectl.json("get", "tenant", owner.name)["status"]["projectID"]
+    volume_id = str(owner.openstack("volume", "create", "--size", "1", "last")["id"])
+    eventually(lambda: owner.volume_status(volume_id) == "available", 120, "volume available")
+    assert owner.apply_pod("last", volume_id).returncode == 0
+    eventually(lambda: owner.phase("last") == "Running", 180, "the pod Running")
+    volumes = list(os_admin.block_storage.volumes(all_projects=True, project_id=project_id))
+    assert volume_id in [v.id for v in volumes]  # the ones of earlier tests too
+
+    delete_tenants(kubectl, os_admin, [owner.name])
+    left = list(os_admin.block_storage.volumes(all_projects=True, project_id=project_id))
+    assert left == []
+    assert node_mounts_of(volume_id) == []

@@ -31,6 +31,7 @@ from stackube.kube.client import ApiClient
 from stackube.netpol.defaults import default_policy, default_policy_reference
 from stackube.openstack import identity
 from stackube.openstack import network as neutron
+from stackube.openstack import volume as cinder
 from stackube.openstack.cloud import Connection
 
 log = logging.getLogger(__name__)
@@ -375,6 +376,7 @@ class TenantReconciler:
                 log.info("tenant %s: deleted Keystone user %s", name, user.id)
         checkpoint("user-deleted")
         if project_id and not spec_body.get("tenantID"):
+            self._delete_volumes(name, project_id)
             # Neutron keeps a deleted project's security groups (its default group, with
             # our Services rule): remove them while the project still exists.
             groups = neutron.delete_security_groups(self.conn, project_id)
@@ -388,6 +390,21 @@ class TenantReconciler:
             identity.delete_project(self.conn, project_id)
             log.info("tenant %s: deleted Keystone project %s", name, project_id)
         checkpoint("project-deleted")
+
+    def _delete_volumes(self, name: str, project_id: str) -> None:
+        """The project's Cinder volumes (the tenant's disks die with it, as its networks
+        do); waits while one is still attached or being deleted."""
+        volumes = cinder.project_volumes(self.conn, project_id)
+        if not volumes:
+            return
+        for volume in volumes:
+            if volume.status in cinder.DELETABLE:
+                cinder.delete_volume(self.conn, volume.id)
+                log.info("tenant %s: deleting Cinder volume %s", name, volume.id)
+        states = ", ".join(sorted(f"{v.id} {v.status}" for v in volumes))
+        raise TemporaryError(
+            f"waiting for {len(volumes)} Cinder volume(s) to be deleted ({states})", retry_after=2
+        )
 
 
 def project_owner(

@@ -18,6 +18,10 @@ from stackube.openstack.errors import translating
 
 # The attachments API with os-complete (3.44) and attach modes (3.54).
 ATTACHMENTS_MICROVERSION = "3.54"
+# Statuses in which Cinder deletes a volume (not attached, not busy).
+DELETABLE = frozenset(
+    {"available", "error", "error_restoring", "error_extending", "error_managing"}
+)
 
 
 @dataclass(frozen=True)
@@ -107,3 +111,18 @@ def complete_attachment(conn: Connection, attachment_id: str) -> None:
 def delete_attachment(conn: Connection, attachment_id: str) -> None:
     """Detach: the volume becomes available once no attachment is left. Idempotent."""
     _block_storage(conn).delete_attachment(attachment_id, ignore_missing=True)
+
+
+@translating("Cinder volume list")
+def project_volumes(conn: Connection, project_id: str) -> list[Volume] | None:
+    """Every volume of this project; None when the cloud has no block-storage service."""
+    if not conn.has_service("block-storage"):
+        return None
+    block = _block_storage(conn)
+    return [_volume(v) for v in block.volumes(all_projects=True, project_id=project_id)]
+
+
+@translating("Cinder volume delete")
+def delete_volume(conn: Connection, volume_id: str) -> None:
+    """Ask Cinder to delete the volume and its snapshots (cascade); idempotent."""
+    _block_storage(conn).delete_volume(volume_id, ignore_missing=True, cascade=True)
