@@ -230,7 +230,7 @@ def test_ceph_conf_is_one_node_on_loopback() -> None:
     assert (g["osd_pool_default_size"], g["mon_allow_pool_size_one"]) == ("1", "true")
     assert g["auth_client_required"] == "cephx"
     assert conf["osd"]["osd_objectstore"] == "bluestore"
-    assert conf["osd"]["bluestore_block_path"].startswith("/state/ceph/osd/")
+    assert conf["osd"]["bluestore_block_path"] == "/state/ceph/osd/$cluster-$id.block"
 
 
 def test_cinder_conf_uses_rbd_on_the_volumes_pool() -> None:

@@ -92,6 +92,7 @@ def ceph_conf(settings: DevboxSettings, paths: CephPaths, fsid: str) -> str:
                 "auth_cluster_required": "cephx",
                 "auth_service_required": "cephx",
                 "auth_client_required": "cephx",
+                "auth_allow_insecure_global_id_reclaim": "false",
                 "keyring": str(paths.root / "ceph.$name.keyring"),
                 "run_dir": str(paths.run_dir),
                 "admin_socket": str(paths.run_dir / "$cluster-$name.$pid.asok"),
@@ -109,15 +110,21 @@ def ceph_conf(settings: DevboxSettings, paths: CephPaths, fsid: str) -> str:
             },
             "mon": {
                 "mon_data": str(paths.root / "mon" / "$cluster-$id"),
+                "keyring": str(paths.root / "mon" / "$cluster-$id" / "keyring"),
                 "mon_allow_pool_delete": "true",
                 "mon_data_avail_warn": "2",
                 "mon_data_avail_crit": "1",
             },
-            "mgr": {"mgr_data": str(paths.root / "mgr" / "$cluster-$id")},
+            "mgr": {
+                "mgr_data": str(paths.root / "mgr" / "$cluster-$id"),
+                "keyring": str(paths.root / "mgr" / "$cluster-$id" / "keyring"),
+            },
             "osd": {
                 "osd_data": str(paths.root / "osd" / "$cluster-$id"),
+                "keyring": str(paths.root / "osd" / "$cluster-$id" / "keyring"),
                 "osd_objectstore": "bluestore",
-                "bluestore_block_path": str(paths.root / "osd" / "$cluster-$id" / "block"),
+                # Beside the data directory: BlueStore links `<data>/block` to it.
+                "bluestore_block_path": str(paths.root / "osd" / "$cluster-$id.block"),
                 "bluestore_block_create": "true",
                 "bluestore_block_size": str(OSD_BLOCK_BYTES),
                 "osd_memory_target": str(OSD_MEMORY_TARGET),

@@ -1,0 +1,149 @@
+"""Cinder volumes in pods: how soon a pod with a volume runs, and how fast the volume is,
+each side by side with its baseline in one run.
+
+Run (root, devbox up):  python3 -m benchmarks.volumes [--rounds 10] [--megabytes 256]
+
+- `start`: the seed's volume pod (a tenant's Cinder volume through the FlexVolume driver
+  `cinder/flexvolume_driver`: attachment, rbd-fuse, loop, ext4 on first use, mount)
+  created -> Running, the volume made beforehand by the tenant's user; baseline: the same
+  pod with an emptyDir instead. Each pod is deleted (and its volume detached) before the
+  next round.
+- `throughput`: in one pod holding both, busybox `dd` writes `--megabytes` MiB with
+  fsync, then reads them back after the node's page cache is dropped, on the volume and
+  on the emptyDir (the node's own disk).
+Prints Markdown tables (seconds; MB/s as dd reports them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+from tests.e2e.kubectl import Kubectl
+from tests.integration.cni_harness import wait_for
+
+from benchmarks.live import started_tenant
+from benchmarks.stats import row
+from stackube.openstack import cloud
+
+POD = """apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+    - {{name: scratch, mountPath: /scratch}}
+  volumes:
+  - name: data
+    {volume}
+  - name: scratch
+    emptyDir: {{}}
+"""
+FLEX = (
+    'flexVolume: {{driver: "cinder/flexvolume_driver", fsType: ext4, '
+    "options: {{volumeID: {volume_id}}}}}"
+)
+RATE = re.compile(r"([0-9.]+)\s*([KMG])B/s")
+
+
+def running(kubectl: Kubectl, namespace: str, name: str) -> bool:
+    done = kubectl.run(
+        "-n", namespace, "get", "pod", name, "-o", "jsonpath={.status.phase}", check=False
+    )
+    return done.stdout == "Running"
+
+
+def start_pod(kubectl: Kubectl, namespace: str, name: str, volume: str) -> float:
+    started = time.monotonic()
+    manifest = POD.format(name=name, namespace=namespace, volume=volume)
+    kubectl.run("apply", "-f", "-", stdin=manifest)
+    wait_for(lambda: running(kubectl, namespace, name), 180, f"{name} Running", interval=0.2)
+    return time.monotonic() - started
+
+
+def delete_pod(kubectl: Kubectl, namespace: str, name: str) -> None:
+    kubectl.run("-n", namespace, "delete", "pod", name, "--wait=true", "--timeout=120s")
+
+
+def mb_per_s(dd_output: str) -> float:
+    found = RATE.findall(dd_output)
+    if not found:
+        raise AssertionError(f"no rate in dd's output: {dd_output!r}")
+    value, unit = found[-1]
+    return float(value) * {"K": 1 / 1024, "M": 1.0, "G": 1024.0}[unit]
+
+
+def dd(kubectl: Kubectl, namespace: str, pod: str, script: str) -> float:
+    done = kubectl.run("-n", namespace, "exec", pod, "--", "sh", "-c", script, timeout=600)
+    return mb_per_s(done.stdout + done.stderr)
+
+
+def throughput(kubectl: Kubectl, namespace: str, pod: str, megabytes: int) -> dict[str, float]:
+    rates = {}
+    for where in ("/data", "/scratch"):
+        rates[f"write {where}"] = dd(
+            kubectl, namespace, pod,
+            f"dd if=/dev/zero of={where}/f bs=1M count={megabytes} conv=fsync 2>&1",
+        )  # fmt: skip
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        rates[f"read {where}"] = dd(
+            kubectl, namespace, pod, f"dd if={where}/f of=/dev/null bs=1M 2>&1"
+        )
+    return rates
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--megabytes", type=int, default=256)
+    args = parser.parse_args()
+    with started_tenant("bench-vol") as (devbox, _admin, tenant, _project_id):
+        spec = tenant.kubectl.json("get", "tenant", tenant.name)["spec"]
+        user = cloud.connect(
+            cloud.Credentials(
+                devbox.settings.keystone_url, str(spec["username"]), str(spec["password"]),
+                tenant.name, user_domain="stackube", project_domain="stackube",
+            )
+        )  # fmt: skip
+        volume = user.block_storage.create_volume(size=1, name="bench")
+        user.block_storage.wait_for_status(volume, "available", wait=120)
+        flex, empty = [], []
+        for n in range(args.rounds):
+            flex.append(
+                start_pod(
+                    tenant.kubectl, tenant.name, f"flex-{n}", FLEX.format(volume_id=volume.id)
+                )
+            )
+            delete_pod(tenant.kubectl, tenant.name, f"flex-{n}")
+            empty.append(start_pod(tenant.kubectl, tenant.name, f"empty-{n}", "emptyDir: {}"))
+            delete_pod(tenant.kubectl, tenant.name, f"empty-{n}")
+            print(f"round {n + 1}/{args.rounds}: {flex[-1]:.2f} s / {empty[-1]:.2f} s",
+                  file=sys.stderr)  # fmt: skip
+        start_pod(tenant.kubectl, tenant.name, "io", mount)
+        rates = throughput(tenant.kubectl, tenant.name, "io", args.megabytes)
+        delete_pod(tenant.kubectl, tenant.name, "io")
+        user.block_storage.wait_for_status(volume, "available", wait=120)
+        user.block_storage.delete_volume(volume)
+        problems = tenant.problems()
+    print("| measurement | n | p50 s | p95 s | max s |")
+    print("|---|---|---|---|---|")
+    print(row("pod with a Cinder volume (FlexVolume) created -> Running", flex))
+    print(row("baseline: the same pod with an emptyDir", empty))
+    print(f"\n| dd, {args.megabytes} MiB, bs=1M | Cinder volume (rbd-fuse + loop) | node disk |")
+    print("|---|---|---|")
+    for op in ("write", "read"):
+        print(f"| {op} MB/s | {rates[f'{op} /data']:.0f} | {rates[f'{op} /scratch']:.0f} |")
+    print(f"\nthe tenant afterwards: {problems or 'answering'}")
+    return 0 if not problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
