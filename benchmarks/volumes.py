@@ -116,12 +116,9 @@ def main() -> int:
         volume = user.block_storage.create_volume(size=1, name="bench")
         user.block_storage.wait_for_status(volume, "available", wait=120)
         flex, empty = [], []
+        mount = FLEX.format(volume_id=volume.id)
         for n in range(args.rounds):
-            flex.append(
-                start_pod(
-                    tenant.kubectl, tenant.name, f"flex-{n}", FLEX.format(volume_id=volume.id)
-                )
-            )
+            flex.append(start_pod(tenant.kubectl, tenant.name, f"flex-{n}", mount))
             delete_pod(tenant.kubectl, tenant.name, f"flex-{n}")
             empty.append(start_pod(tenant.kubectl, tenant.name, f"empty-{n}", "emptyDir: {}"))
             delete_pod(tenant.kubectl, tenant.name, f"empty-{n}")
