@@ -112,6 +112,47 @@ def module_plan(module: str, version: str, module_go_mod: str, program: str) -> 
     return BuildPlan(go_mod, (GoProgram(program, module),), "-s -w")
 
 
+# `old [vX] => new vY`, with or without the `replace` keyword (inside a block).
+_REPLACE_LINE = re.compile(
+    r"^\s*(?:replace\s+)?([\w./-]+)(?:\s+v\S+)?\s+=>\s+([\w./-]+)\s+(v\S+)\s*$"
+)
+
+
+def module_replaces(module_go_mod: str) -> list[str]:
+    """The `replace old => new vX` directives of a go.mod (single lines and blocks),
+    normalised to single lines; local-path replaces (no version) are not kept."""
+    found = []
+    in_block = False
+    for line in module_go_mod.splitlines():
+        stripped = line.split("//", 1)[0].strip()
+        if stripped.startswith("replace ("):
+            in_block = True
+            continue
+        if in_block and stripped == ")":
+            in_block = False
+            continue
+        if in_block or stripped.startswith("replace "):
+            match = _REPLACE_LINE.match(stripped)
+            if match:
+                found.append(f"replace {match.group(1)} => {match.group(2)} {match.group(3)}")
+    return found
+
+
+def command_plan(
+    module: str, version: str, module_go_mod: str, programs: Sequence[GoProgram]
+) -> BuildPlan:
+    """Commands of a module that pins its dependencies with `replace` (the Kubernetes CSI
+    sidecars do): `go install pkg@version` refuses those, so the throwaway module
+    requires `module@version` and repeats its replaces."""
+    replaces = "".join(f"{line}\n" for line in module_replaces(module_go_mod))
+    go_mod = (
+        f"module stackube.local/{programs[0].name}-build\n\n"
+        f"go {_go_directive(module_go_mod)}\n\n"
+        f"require {module} {version}\n\n{replaces}"
+    )
+    return BuildPlan(go_mod, tuple(programs), "-s -w")
+
+
 def etcd_plan(version: str, etcd_go_mod: str) -> BuildPlan:
     return module_plan(ETCD_SERVER_MODULE, version, etcd_go_mod, "etcd")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import openstack
 import openstack.config
@@ -31,6 +32,8 @@ class Credentials:
     region: str = "RegionOne"
     user_domain: str = "Default"
     project_domain: str = "Default"
+    # Scope to this project by ID instead (project_name and project_domain then unused).
+    project_id: str | None = None
 
 
 def service_credentials(config: ControllerConfig) -> Credentials:
@@ -49,19 +52,23 @@ def service_credentials(config: ControllerConfig) -> Credentials:
 def connect(creds: Credentials, timeout: float = 30.0) -> Connection:
     # Only these credentials: OS_* variables or a clouds.yaml of whoever runs us must not
     # blend in (OS_CLOUD in an operator's shell would otherwise swap in other auth).
+    scope: dict[str, Any] = (
+        {"project_id": creds.project_id}
+        if creds.project_id
+        else {"project_name": creds.project_name, "project_domain_name": creds.project_domain}
+    )
     return openstack.connect(
         load_yaml_config=False,
         load_envvars=False,
         auth_url=creds.auth_url,
         username=creds.username,
         password=creds.password,
-        project_name=creds.project_name,
         user_domain_name=creds.user_domain,
-        project_domain_name=creds.project_domain,
         region_name=creds.region,
         identity_api_version="3",
         interface="public",
         api_timeout=timeout,
+        **scope,
     )
 
 

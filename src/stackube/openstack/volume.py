@@ -126,3 +126,21 @@ def project_volumes(conn: Connection, project_id: str) -> list[Volume] | None:
 def delete_volume(conn: Connection, volume_id: str) -> None:
     """Ask Cinder to delete the volume and its snapshots (cascade); idempotent."""
     _block_storage(conn).delete_volume(volume_id, ignore_missing=True, cascade=True)
+
+
+@translating("Cinder volume lookup")
+def find_own_volume(conn: Connection, name: str) -> Volume | None:
+    """The volume of this name in the connection's own project (CSI names are unique)."""
+    found = list(_block_storage(conn).volumes(name=name))
+    return _volume(found[0]) if found else None
+
+
+@translating("Cinder volume create")
+def create_volume(
+    conn: Connection, name: str, size_gib: int, description: str, metadata: Mapping[str, str]
+) -> Volume:
+    """A new volume in the connection's project (its quotas apply); status "creating"."""
+    raw = _block_storage(conn).create_volume(
+        name=name, size=size_gib, description=description, metadata=dict(metadata)
+    )
+    return _volume(raw)

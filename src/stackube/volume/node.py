@@ -87,6 +87,39 @@ def check_owner(
     return volume
 
 
+def attach(
+    cinder: Cinder, volume_id: str, instance: str, node_name: str, read_only: bool
+) -> Attachment:
+    """The Cinder attachment of `volume_id` for the consumer `instance` (a UUID: a pod's,
+    or a node's for CSI) on `node_name`: the existing one, else a new one. Not completed.
+    Raises FlexVolumeError when the volume is attached to another consumer."""
+    mine = [
+        a
+        for a in cinder.attachments_of(volume_id)
+        if a.instance == instance and a.host in (None, node_name)
+    ]
+    if mine and mine[0].connection_info:
+        return mine[0]
+    for stale in mine:
+        cinder.delete_attachment(stale.id)
+    others = cinder.attachments_of(volume_id)
+    volume = cinder.get_volume(volume_id)
+    if others and volume is not None and not volume.multiattach:
+        where = ", ".join(f"{a.instance} on {a.host or '?'}" for a in others)
+        raise FlexVolumeError(f"it is attached elsewhere ({where}); it can be used once detached")
+    return cinder.create_attachment(
+        volume_id, instance, connector(node_name), "ro" if read_only else "rw"
+    )
+
+
+def detach(cinder: Cinder, volume_id: str, instance: str) -> int:
+    """Delete the attachments of `volume_id` for `instance`; returns how many."""
+    mine = [a for a in cinder.attachments_of(volume_id) if a.instance == instance]
+    for attachment in mine:
+        cinder.delete_attachment(attachment.id)
+    return len(mine)
+
+
 def connector(node_name: str) -> dict[str, Any]:
     """The connector Cinder records for this node (os-brick's shape; RBD ignores most)."""
     return {
@@ -178,25 +211,7 @@ class NodeVolumes:
             return "mounted"
 
     def _attachment(self, record: Record, read_only: bool) -> Attachment:
-        mine = [
-            a
-            for a in self.cinder.attachments_of(record.volume_id)
-            if a.instance == record.pod_uid and a.host in (None, self.node_name)
-        ]
-        if mine and mine[0].connection_info:
-            return mine[0]
-        for stale in mine:
-            self.cinder.delete_attachment(stale.id)
-        others = self.cinder.attachments_of(record.volume_id)
-        volume = self.cinder.get_volume(record.volume_id)
-        if others and volume is not None and not volume.multiattach:
-            where = ", ".join(f"{a.instance} on {a.host or '?'}" for a in others)
-            raise FlexVolumeError(
-                f"it is attached elsewhere ({where}); it can be used once detached"
-            )
-        return self.cinder.create_attachment(
-            record.volume_id, record.pod_uid, connector(self.node_name), "ro" if read_only else "rw"
-        )
+        return attach(self.cinder, record.volume_id, record.pod_uid, self.node_name, read_only)
 
     def _attach_and_mount(self, record: Record, req: MountRequest) -> None:
         attachment = self._attachment(record, req.read_only)
@@ -206,6 +221,13 @@ class NodeVolumes:
         if attachment.status != "attached":
             self.cinder.complete_attachment(attachment.id)
         target = rbd.rbd_target(attachment.connection_info)
+        self._expose_and_mount(record, target, req.fs_type, req.read_only)
+
+    def _expose_and_mount(
+        self, record: Record, target: rbd.RbdTarget, fs_type: str, read_only: bool
+    ) -> None:
+        """The image as a file, a loop device on it, a filesystem on first use, mounted
+        on record.mount_dir."""
         record.image = target.name
         self.store.save(record)
         backing = self._expose_image(record.volume_id, target)
@@ -216,18 +238,54 @@ class NodeVolumes:
         faults.checkpoint("volume-loop-attached")
         found = self.storage.filesystem_type(device)
         if found is None:
-            if req.read_only:
+            if read_only:
                 raise FlexVolumeError("it has no filesystem yet and is mounted read-only")
-            log.info(
-                "volume %s: making an %s filesystem (first use)", record.volume_id, req.fs_type
-            )
-            self.storage.make_filesystem(device, req.fs_type)
-        elif found != req.fs_type:
+            log.info("volume %s: making an %s filesystem (first use)", record.volume_id, fs_type)
+            self.storage.make_filesystem(device, fs_type)
+        elif found != fs_type:
             log.info("volume %s holds %s (asked: %s): mounting it as it is", record.volume_id,
-                     found, req.fs_type)  # fmt: skip
-        self.storage.mount(device, Path(req.mount_dir), found or req.fs_type, req.read_only)
-        log.info("volume %s mounted for pod %s at %s (%s)", record.volume_id, record.pod,
-                 req.mount_dir, device)  # fmt: skip
+                     found, fs_type)  # fmt: skip
+        self.storage.mount(device, Path(record.mount_dir), found or fs_type, read_only)
+        log.info("volume %s mounted for %s at %s (%s)", record.volume_id, record.pod,
+                 record.mount_dir, device)  # fmt: skip
+
+    # ---- staging (CSI: the attachment is the controller's) ------------------------------
+    def stage(
+        self, volume_id: str, target: rbd.RbdTarget, staging_dir: str, fs_type: str, read_only: bool
+    ) -> str:
+        """Mount an attached volume (CSI NodeStageVolume) on `staging_dir`; idempotent.
+        Raises FlexVolumeError after undoing this call's steps."""
+        with self.store.lock(volume_id):
+            record = self.store.load(volume_id)
+            if record is not None and record.mount_dir != staging_dir:
+                if self.storage.mounted_source(record.mount_dir) is not None:
+                    raise FlexVolumeError(
+                        f"volume {volume_id} is mounted at {record.mount_dir} on this node"
+                    )
+                self._teardown(record)
+                record = None
+            if record is not None and self.storage.mounted_source(staging_dir) is not None:
+                return "already staged"
+            if record is None:
+                record = Record(volume_id=volume_id, mount_dir=staging_dir, pod_uid="", pod="CSI")
+                self.store.save(record)
+            try:
+                self._expose_and_mount(record, target, fs_type, read_only)
+            except StackubeError as exc:
+                log.warning("volume %s: staging failed, undoing: %s", volume_id, exc)
+                self._teardown(record)
+                raise FlexVolumeError(f"volume {volume_id}: {exc}") from exc
+            return "staged"
+
+    def unstage(self, volume_id: str, staging_dir: str) -> str:
+        """Undo stage (CSI NodeUnstageVolume); idempotent."""
+        with self.store.lock(volume_id):
+            record = self.store.load(volume_id)
+            if record is None or record.mount_dir != staging_dir:
+                self.storage.unmount(staging_dir)
+                return "not staged"
+            self._teardown(record)
+            return "unstaged"
 
     def _expose_image(self, volume_id: str, target: rbd.RbdTarget) -> Path:
         fuse_dir = self.paths.fuse_dir(volume_id)
@@ -293,9 +351,10 @@ class NodeVolumes:
             if device is not None:
                 self.storage.loop_detach(device)
         self.storage.unmount(str(fuse_dir))
-        for attachment in self.cinder.attachments_of(record.volume_id):
-            if attachment.id == record.attachment_id or attachment.instance == record.pod_uid:
-                self.cinder.delete_attachment(attachment.id)
+        if record.attachment_id or record.pod_uid:  # a FlexVolume mount's own attachment
+            for attachment in self.cinder.attachments_of(record.volume_id):
+                if attachment.id == record.attachment_id or attachment.instance == record.pod_uid:
+                    self.cinder.delete_attachment(attachment.id)
         shutil.rmtree(self.paths.client_dir(record.volume_id), ignore_errors=True)
         self.store.delete(record.volume_id)
         log.info("volume %s: detached from this node (pod %s)", record.volume_id, record.pod)
