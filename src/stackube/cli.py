@@ -33,6 +33,7 @@ from stackube.devbox.service import ServiceError
 from stackube.devbox.settings import DevboxSettings
 from stackube.errors import StackubeError
 from stackube.proxy.options import add_arguments as add_proxy_arguments
+from stackube.volume.csi_options import add_arguments as add_csi_arguments
 
 
 def _devbox(args: argparse.Namespace) -> int:
@@ -137,6 +138,12 @@ def _flexvolume_install(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csi(args: argparse.Namespace) -> int:
+    from stackube.volume.csi_main import run  # noqa: PLC0415 - grpc and openstacksdk on demand
+
+    return run(args)
+
+
 def _proxy(args: argparse.Namespace) -> int:
     from stackube.proxy.main import run  # noqa: PLC0415
 
@@ -195,6 +202,23 @@ def _manifests(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_volume_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    flex_install = commands.add_parser(
+        "flexvolume-install",
+        help="install the FlexVolume driver cinder/flexvolume_driver for kubelet on a node",
+    )
+    flex_install.add_argument(
+        "--plugin-dir", default="/usr/libexec/kubernetes/kubelet-plugins/volume/exec"
+    )
+    flex_install.add_argument(
+        "--config", default=None, help="cinder.conf to read (default /etc/kubernetes/cinder.conf)"
+    )
+    flex_install.set_defaults(handler=_flexvolume_install)
+    csi = commands.add_parser("csi", help="run the CSI driver's controller or node plugin")
+    add_csi_arguments(csi)
+    csi.set_defaults(handler=_csi)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stackube", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -245,17 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     cni_install.add_argument("--socket", default="/run/stackube/cni.sock")
     cni_install.set_defaults(handler=_cni_install)
 
-    flex_install = commands.add_parser(
-        "flexvolume-install",
-        help="install the FlexVolume driver cinder/flexvolume_driver for kubelet on a node",
-    )
-    flex_install.add_argument(
-        "--plugin-dir", default="/usr/libexec/kubernetes/kubelet-plugins/volume/exec"
-    )
-    flex_install.add_argument(
-        "--config", default=None, help="cinder.conf to read (default /etc/kubernetes/cinder.conf)"
-    )
-    flex_install.set_defaults(handler=_flexvolume_install)
+    _add_volume_commands(commands)
 
     proxy = commands.add_parser("proxy", help="run stackube-proxy (Services in tenant routers)")
     add_proxy_arguments(proxy)

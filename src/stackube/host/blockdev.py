@@ -127,3 +127,13 @@ def mount(device: str, target: Path, fs_type: str, read_only: bool) -> None:
     target.mkdir(parents=True, exist_ok=True)
     options = "ro" if read_only else "rw"
     _run(["mount", "-t", fs_type, "-o", options, device, str(target)])
+
+
+def bind_mount(source: str, target: str, read_only: bool) -> None:
+    """Bind `source` on `target` (made if missing), read-only if asked; idempotent."""
+    if mounted_source(target) is not None:
+        return
+    Path(target).mkdir(parents=True, exist_ok=True)
+    _run(["mount", "--bind", source, target])
+    if read_only:
+        _run(["mount", "-o", "remount,bind,ro", target])

@@ -9,6 +9,7 @@ initialize_connection); the node adds its own cephx key from cinder.conf.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -72,3 +73,32 @@ def client_conf(target: RbdTarget, keyring_path: str) -> str:
         "log_to_stderr = false\n"
         "err_to_stderr = true\n"
     )
+
+
+def to_json(target: RbdTarget) -> str:
+    """The target as CSI's publish context carries it (a string value)."""
+    return json.dumps(
+        {
+            "pool": target.pool,
+            "image": target.image,
+            "monitors": list(target.monitors),
+            "user": target.user,
+            "auth": target.auth_enabled,
+        },
+        sort_keys=True,
+    )
+
+
+def from_json(text: str) -> RbdTarget:
+    """Raises ConnectionInfoError when the text is not what to_json wrote."""
+    try:
+        data = json.loads(text)
+        return RbdTarget(
+            pool=str(data["pool"]),
+            image=str(data["image"]),
+            monitors=tuple(str(m) for m in data["monitors"]),
+            user=str(data["user"]),
+            auth_enabled=bool(data["auth"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConnectionInfoError(f"not an RBD connection: {text[:200]!r}") from exc
