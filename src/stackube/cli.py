@@ -18,6 +18,7 @@ from stackube.api.manifests import (
     cluster_dns,
     cni_rbac,
     controller_rbac,
+    csi,
     proxy_rbac,
 )
 from stackube.auth.options import (
@@ -178,6 +179,7 @@ def _manifests(args: argparse.Namespace) -> int:
             *cni_rbac(),
             *proxy_rbac(),
             *cluster_dns(),
+            *csi(),
         ]
         print(yaml.safe_dump_all(documents, sort_keys=False), end="")
         return 0
@@ -199,6 +201,8 @@ def _manifests(args: argparse.Namespace) -> int:
     (root / "cluster-dns" / "cluster-dns.yaml").write_text(
         yaml.safe_dump_all(cluster_dns(), sort_keys=False)
     )
+    (root / "csi").mkdir(parents=True, exist_ok=True)
+    (root / "csi" / "csi.yaml").write_text(yaml.safe_dump_all(csi(), sort_keys=False))
     return 0
 
 

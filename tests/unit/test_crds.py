@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from stackube.api import crds
-from stackube.api.manifests import admission_policies, cni_rbac, controller_rbac, proxy_rbac
+from stackube.api.manifests import admission_policies, cni_rbac, controller_rbac, csi, proxy_rbac
 from stackube.api.types import State
 
 pytestmark = pytest.mark.unit
@@ -25,6 +25,8 @@ def test_deployed_files_are_the_generated_ones() -> None:
     assert cni == cni_rbac(), regenerate
     proxy = [d for d in yaml.safe_load_all((DEPLOY / "proxy" / "rbac.yaml").read_text()) if d]
     assert proxy == proxy_rbac(), regenerate
+    driver = [d for d in yaml.safe_load_all((DEPLOY / "csi" / "csi.yaml").read_text()) if d]
+    assert driver == csi(), regenerate
 
 
 def test_crds_carry_the_protected_group_approval_and_status_subresource() -> None:

@@ -44,3 +44,9 @@ def cluster_dns(image: str | None = None) -> list[dict[str, Any]]:
                 for container in doc["spec"]["template"]["spec"]["containers"]:
                     container["image"] = image
     return documents
+
+
+def csi() -> list[dict[str, Any]]:
+    """The CSI driver's CSIDriver, default StorageClass `cinder`, and its controller
+    side's ServiceAccount with the sidecars' RBAC."""
+    return _documents("csi.yaml")
