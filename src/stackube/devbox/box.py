@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from stackube.devbox import cleanup, gobuild, openvswitch, packages, podaccess, volumes
+from stackube.devbox import cleanup, csi, gobuild, openvswitch, packages, podaccess, volumes
 from stackube.devbox.commands import StepError
 from stackube.devbox.kubernetes import (
     ApiserverOptions,
@@ -55,6 +55,8 @@ HELPER_COMMANDS = (
     "ceph-",
     "cinder-",
     "rbd-fuse",
+    "csi-provisioner",
+    "csi-attacher",
 )
 
 
@@ -101,6 +103,7 @@ class Devbox:
             + self.openstack.services()
             + self.stackube_services()
             + self.node_services()
+            + csi.services(self.settings)
         )
 
     # ---- up -----------------------------------------------------------------------------
@@ -134,6 +137,8 @@ class Devbox:
         self._start_track(self.stackube_services())
         # A node: registry with our images, containerd, kubestack, stackube-proxy, kubelet.
         self._start_track(self.node_services())
+        # The CSI driver: its controller side and the node plugin kubelet registers.
+        self._start_track(csi.services(s))
         with self.progress.step("cluster DNS and the kubernetes Service's endpoint"):
             NodeDevbox(self.settings).apply_system_addons()
         self.progress.say("devbox is up; `stackube devbox env` prints the exports")
@@ -177,6 +182,9 @@ class Devbox:
                     s.kube_bin_dir,
                     on_program=lambda name: self.progress.say(f"  go build {name}"),
                 )
+        if csi.missing_sidecars(s):
+            with self.progress.step("building the CSI sidecars (once)"):
+                csi.build_sidecars(s, builder)
         if gobuild.missing_programs(s.coredns_bin_dir, ["coredns"]):
             with self.progress.step(f"building CoreDNS {s.coredns_version} (once)"):
                 self._build_module(

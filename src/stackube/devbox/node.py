@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from stackube.api.manifests import cluster_dns, cni_rbac, proxy_rbac
+from stackube.api.manifests import cluster_dns, cni_rbac, csi, proxy_rbac
 from stackube.devbox import health, images
 from stackube.devbox.commands import StepError, run
 from stackube.devbox.fsutil import write_atomic
@@ -271,6 +271,7 @@ def node_certs(settings: DevboxSettings) -> list[CertSpec]:
         ),
         service_account("stackube-cni"),
         service_account("stackube-proxy"),
+        service_account("stackube-csi"),
     ]
 
 
@@ -279,6 +280,7 @@ NODE_KUBECONFIGS = (
     ("kubelet", "kubelet"),
     ("stackube-cni", "stackube-cni"),
     ("stackube-proxy", "stackube-proxy"),
+    ("stackube-csi", "stackube-csi"),
 )
 
 
@@ -381,7 +383,7 @@ class NodeDevbox:
                 0o600,
             )
         with session(self.settings.admin_kubeconfig) as api:
-            documents = [*cni_rbac(), *proxy_rbac(), kubelet_api_binding()]
+            documents = [*cni_rbac(), *proxy_rbac(), *csi(), kubelet_api_binding()]
             apply.server_side_apply(api, documents, "stackube-devbox")
 
     def apply_system_addons(self) -> None:

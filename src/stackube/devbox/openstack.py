@@ -266,7 +266,10 @@ class OpenStackDevbox:
 
     def _keystone_after_start(self) -> None:
         inputs = fingerprint(
-            self.secrets.neutron_service, self.secrets.stackube_service, self.settings.neutron_url
+            self.secrets.neutron_service,
+            self.secrets.stackube_service,
+            self.settings.neutron_url,
+            "member-inherited",  # identities added since: run again on older devboxes
         )
         self.markers.once("keystone-identities", inputs, self._bootstrap_identities)
 
@@ -280,7 +283,7 @@ class OpenStackDevbox:
         default = identity.ensure_domain(conn, "Default")
         service = identity.ensure_project(conn, "service", default, "OpenStack service users")
         admin_role = identity.ensure_role(conn, "admin")
-        identity.ensure_role(conn, "member")
+        member_role = identity.ensure_role(conn, "member")
         neutron_user = identity.ensure_user(conn, "neutron", self.secrets.neutron_service, default)
         identity.grant_project_role(conn, neutron_user, service, admin_role)
         identity.ensure_endpoints(
@@ -294,6 +297,9 @@ class OpenStackDevbox:
             conn, "stackube", self.secrets.stackube_service, default, service
         )
         identity.grant_domain_role(conn, stackube_user, tenants, admin_role)
+        # The CSI controller makes a PVC's Cinder volume in its tenant's project (whose
+        # quotas then apply), with a token scoped to that project.
+        identity.grant_domain_role(conn, stackube_user, tenants, member_role, inherited=True)
         identity.grant_project_role(conn, stackube_user, service, admin_role)
         # The admin token's catalog predates the network endpoint: reconnect.
         self._admin = None

@@ -68,6 +68,8 @@ class Ports:
     cinder: int = 8776
     ceph_mon: int = 6789
     ceph_mon_v2: int = 3300
+    csi_provisioner: int = 9810  # diagnostics (health, metrics) of the CSI sidecars
+    csi_attacher: int = 9811
 
 
 @dataclass(frozen=True)

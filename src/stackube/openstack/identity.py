@@ -154,8 +154,12 @@ def grant_project_role(conn: Connection, user_id: str, project_id: str, role_id:
 
 
 @translating("Keystone role assignment")
-def grant_domain_role(conn: Connection, user_id: str, domain_id: str, role_id: str) -> None:
-    _identity(conn).assign_domain_role_to_user(domain_id, user_id, role_id)
+def grant_domain_role(
+    conn: Connection, user_id: str, domain_id: str, role_id: str, inherited: bool = False
+) -> None:
+    """The role on the domain; with `inherited`, on every project of the domain instead
+    (OS-INHERIT: project-scoped tokens for those projects carry it)."""
+    _identity(conn).assign_domain_role_to_user(domain_id, user_id, role_id, inherited=inherited)
 
 
 @translating("Keystone password check")
