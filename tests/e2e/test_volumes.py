@@ -81,6 +81,10 @@ class VolumeTenant(TenantUser):
     def volume_status(self, volume_id: str) -> str:
         return str(self.openstack("volume", "show", volume_id)["status"])
 
+    def apply(self, manifest: str) -> None:
+        done = self.kubectl("-n", self.name, "apply", "-f", "-", stdin=manifest)
+        assert done.returncode == 0, done.stderr
+
     def apply_pod(self, name: str, volume_id: str) -> subprocess.CompletedProcess[str]:
         return self.kubectl(
             "-n", self.name, "apply", "-f", "-",
@@ -268,6 +272,147 @@ def test_a_driver_killed_mid_mount_converges(
     subprocess.run(["rm", "-rf", str(pod_dir)], check=True)
     assert driver(devbox, "unmount", str(tmp_path / "another"))["status"] == "Success"
     nothing_left()
+
+
+PVC = """
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 1Gi}}}}
+{extra}
+"""
+CLAIM_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+  - name: data
+    persistentVolumeClaim: {{claimName: {claim}}}
+"""
+
+
+def claim_phase(user: VolumeTenant, claim: str) -> str:
+    done = user.kubectl("-n", user.name, "get", "pvc", claim, "-o", "jsonpath={.status.phase}")
+    return done.stdout
+
+
+def rbd_images(devbox: Devbox) -> list[str]:
+    conf = devbox.settings.state_dir / "ceph" / "ceph.conf"
+    done = subprocess.run(
+        ["rbd", "-c", str(conf), "ls", "volumes"], capture_output=True, text=True, timeout=60,
+        check=True,
+    )  # fmt: skip
+    return done.stdout.split()
+
+
+def test_a_claim_gets_a_cinder_volume_of_the_tenant_and_keeps_data(
+    tenants: list[VolumeTenant], devbox: Devbox, kubectl: Kubectl, os_admin: Connection
+) -> None:
+    owner = tenants[0]
+    owner.apply(PVC.format(name="data", extra=""))
+    eventually(lambda: claim_phase(owner, "data") == "Bound", 120, "the claim Bound")
+    volume_name = owner.kubectl(
+        "-n", owner.name, "get", "pvc", "data", "-o", "jsonpath={.spec.volumeName}"
+    ).stdout
+    volume_id = kubectl.run(
+        "get", "pv", volume_name, "-o", "jsonpath={.spec.csi.volumeHandle}"
+    ).stdout
+    # The tenant's own volume: its user sees it, in its project.
+    shown = owner.openstack("volume", "show", volume_id)
+    project = kubectl.json("get", "tenant", owner.name)["status"]["projectID"]
+    assert os_admin.block_storage.get_volume(volume_id).project_id == project
+    assert shown["size"] == 1
+    assert f"volume-{volume_id}" in rbd_images(devbox)
+
+    proof = f"claimed-{secrets.token_hex(4)}"
+    for pod, script in (
+        ("writer", f"echo {proof} > /data/proof && sync"),
+        ("reader", "cat /data/proof"),
+    ):
+        owner.apply(CLAIM_POD.format(name=pod, claim="data"))
+        eventually(lambda p=pod: owner.phase(p) == "Running", 180, f"{pod} Running")
+        assert owner.volume_status(volume_id) == "in-use"
+        done = owner.kubectl("-n", owner.name, "exec", pod, "--", "sh", "-c", script)
+        assert done.returncode == 0, done.stderr
+        if pod == "reader":
+            assert done.stdout.strip() == proof
+        owner.delete_pod(pod)
+
+    assert owner.kubectl("-n", owner.name, "delete", "pvc", "data", "--wait=true").returncode == 0
+    eventually(
+        lambda: (
+            os_admin.block_storage.find_volume(volume_id, ignore_missing=True, all_projects=True)
+            is None
+        ),
+        180,
+        "the Cinder volume deleted with its claim",
+    )
+    assert f"volume-{volume_id}" not in rbd_images(devbox)
+
+
+def test_a_claim_over_the_tenants_cinder_quota_stays_pending_and_says_so(
+    tenants: list[VolumeTenant], kubectl: Kubectl, os_admin: Connection
+) -> None:
+    user = tenants[1]
+    project = kubectl.json("get", "tenant", user.name)["status"]["projectID"]
+    os_admin.block_storage.update_quota_set(project, volumes=0)
+    try:
+        user.apply(PVC.format(name="over", extra=""))
+
+        def quota_event() -> str | None:
+            events = user.events_of("over")
+            return events if "quota" in events.lower() else None
+
+        events = eventually(quota_event, 120, "an Event naming the Cinder quota")
+        assert "ProvisioningFailed" in events
+        assert claim_phase(user, "over") == "Pending"
+    finally:
+        os_admin.block_storage.update_quota_set(project, volumes=10)
+    # Positive control: with room in the quota, the same claim is provisioned.
+    eventually(lambda: claim_phase(user, "over") == "Bound", 180, "the claim Bound once allowed")
+    user.kubectl("-n", user.name, "delete", "pvc", "over", "--wait=true")
+
+
+def test_another_tenants_volume_behind_a_claim_is_refused_at_the_node(
+    tenants: list[VolumeTenant], kubectl: Kubectl
+) -> None:
+    """A PersistentVolume an admin made for the first tenant's volume, claimed by name
+    from the second tenant: the node refuses to mount it into the second tenant's pod."""
+    owner, intruder = tenants
+    volume_id = str(owner.openstack("volume", "create", "--size", "1", "static")["id"])
+    eventually(lambda: owner.volume_status(volume_id) == "available", 120, "volume available")
+    pv = f"static-{volume_id[:8]}"
+    kubectl.run("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+        "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+            "csi": {"driver": "cinder.stackube.kubernetes.io", "volumeHandle": volume_id,
+                    "fsType": "ext4"},
+        },
+    }))  # fmt: skip
+    try:
+        claim = PVC.format(name="stolen", extra=f"  storageClassName: ''\n  volumeName: {pv}")
+        intruder.apply(claim)
+        eventually(lambda: claim_phase(intruder, "stolen") == "Bound", 60, "the claim Bound")
+        intruder.apply(CLAIM_POD.format(name="thief", claim="stolen"))
+        message = "not a volume of this tenant's project"
+        eventually(lambda: message in intruder.events_of("thief"), 180, "the node's refusal")
+        assert intruder.phase("thief") == "Pending"
+    finally:
+        intruder.kubectl("-n", intruder.name, "delete", "pod", "thief", "--wait=true")
+        intruder.kubectl("-n", intruder.name, "delete", "pvc", "stolen", "--wait=true")
+        kubectl.run("delete", "pv", pv, "--wait=true")
+    eventually(lambda: owner.volume_status(volume_id) == "available", 180, "detached again")
 
 
 def test_deleting_a_tenant_deletes_its_volumes(
