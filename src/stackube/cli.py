@@ -336,7 +336,7 @@ def configure_logging(*, verbose: bool, long_running: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Programs that run for long say what they do; the devbox shows its own progress.
-    long_running = args.command in ("controller", "auth-webhook", "cni-daemon", "proxy")
+    long_running = args.command in ("controller", "auth-webhook", "cni-daemon", "proxy", "csi")
     configure_logging(verbose=args.verbose, long_running=long_running)
     try:
         return int(args.handler(args))

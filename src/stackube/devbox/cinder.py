@@ -22,7 +22,7 @@ from stackube.devbox.fsutil import write_atomic
 from stackube.devbox.process import ProcessSpec, ProcessTable
 from stackube.devbox.service import Service
 from stackube.devbox.settings import DevboxSettings
-from stackube.openstack import identity
+from stackube.openstack import cloud, identity
 
 log = logging.getLogger(__name__)
 
@@ -129,17 +129,24 @@ class CinderDevbox:
         secrets: cfg.Secrets,
         markers: Markers,
         ceph: CephDevbox,
-        admin: Any,
+        admin: cloud.Credentials,
         table: ProcessTable,
     ) -> None:
-        """`admin`: a callable giving the devbox's admin openstacksdk Connection."""
+        """`admin`: the devbox's cloud admin."""
         self.settings = settings
         self.secrets = secrets
         self.markers = markers
         self.ceph = ceph
-        self.admin = admin
+        self.credentials = admin
+        self._admin: Any = None
         self.table = table
         self.paths = CinderPaths(settings.openstack_dir / "cinder")
+
+    def admin(self) -> Any:
+        """An admin connection (made again after the catalog gains Cinder's endpoints)."""
+        if self._admin is None:
+            self._admin = cloud.connect(self.credentials)
+        return self._admin
 
     def _files(self) -> None:
         (self.paths.state / "lock").mkdir(parents=True, exist_ok=True)
@@ -174,6 +181,8 @@ class CinderDevbox:
             identity.ensure_endpoints(
                 conn, service_type, name, self.settings.cinder_url, self.settings.region
             )
+        # This token's catalog predates the endpoints: connect again.
+        self._admin = None
 
     def _service_up_probe(self, binary: str) -> health.Probe:
         """Up in Cinder's view, with a heartbeat newer than our process."""

@@ -53,6 +53,13 @@ def node_socket(settings: DevboxSettings) -> Path:
     return settings.node_dir / "kubelet" / "plugins" / DRIVER / "csi.sock"
 
 
+def respawned(*argv: str) -> list[str]:
+    """argv run again a second after each exit (the service's process group is the loop's:
+    stopping the service stops both)."""
+    loop = 'while :; do "$@"; echo "$1 exited ($?): starting it again" >&2; sleep 1; done'
+    return ["sh", "-c", loop, "respawn", *argv]
+
+
 def _probe_socket(path: Path) -> health.Probe:
     return path.is_socket
 
@@ -73,11 +80,15 @@ def services(settings: DevboxSettings) -> list[Service]:
         )  # fmt: skip
 
     def sidecar(program: str, port: int, *extra: str) -> ProcessSpec:
+        # A sidecar exits when it loses the driver's socket (a restarted driver): as in a
+        # pod, it is started again.
         return ProcessSpec(
             program,
-            [str(bins / program), f"--kubeconfig={kubeconfig}", f"--csi-address={controller}",
-             "--leader-election", "--leader-election-namespace=kube-system", "--timeout=120s",
-             f"--http-endpoint={settings.host}:{port}", "--v=2", *extra],
+            respawned(
+                str(bins / program), f"--kubeconfig={kubeconfig}", f"--csi-address={controller}",
+                "--leader-election", "--leader-election-namespace=kube-system", "--timeout=120s",
+                f"--http-endpoint={settings.host}:{port}", "--v=2", *extra,
+            ),
         )  # fmt: skip
 
     def leading(port: int) -> health.Probe:

@@ -78,7 +78,7 @@ class OpenStackDevbox:
             secrets=self.secrets,
             markers=self.markers,
             ceph=self.ceph,
-            admin=self.admin,
+            admin=self.admin_credentials(),
             table=table,
         )
 
@@ -269,7 +269,7 @@ class OpenStackDevbox:
             self.secrets.neutron_service,
             self.secrets.stackube_service,
             self.settings.neutron_url,
-            "member-inherited",  # identities added since: run again on older devboxes
+            "member-inherited, service",  # added since: run again on older devboxes
         )
         self.markers.once("keystone-identities", inputs, self._bootstrap_identities)
 
@@ -300,6 +300,10 @@ class OpenStackDevbox:
         # The CSI controller makes a PVC's Cinder volume in its tenant's project (whose
         # quotas then apply), with a token scoped to that project.
         identity.grant_domain_role(conn, stackube_user, tenants, member_role, inherited=True)
+        # Cinder deletes the attachments Stackube makes for pods and nodes only at a
+        # service's request (the service token Stackube sends: openstack.cloud).
+        service_role = identity.ensure_role(conn, "service")
+        identity.grant_project_role(conn, stackube_user, service, service_role)
         identity.grant_project_role(conn, stackube_user, service, admin_role)
         # The admin token's catalog predates the network endpoint: reconnect.
         self._admin = None

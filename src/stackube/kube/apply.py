@@ -80,6 +80,8 @@ APPLY_KINDS: dict[tuple[str, str], tuple[str, str, bool]] = {
         "rolebindings",
         True,
     ),
+    ("storage.k8s.io/v1", "CSIDriver"): ("/apis/storage.k8s.io/v1", "csidrivers", False),
+    ("storage.k8s.io/v1", "StorageClass"): ("/apis/storage.k8s.io/v1", "storageclasses", False),
     ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"): (
         "/apis/admissionregistration.k8s.io/v1",
         "validatingadmissionpolicies",

@@ -9,6 +9,9 @@ from typing import Any
 
 import openstack
 import openstack.config
+from keystoneauth1 import service_token
+from keystoneauth1 import session as ksa_session
+from keystoneauth1.identity import v3
 from openstack.connection import Connection
 
 from stackube.config import ControllerConfig
@@ -18,6 +21,7 @@ __all__ = [
     "Credentials",
     "LazyConnection",
     "connect",
+    "connect_as_service",
     "connect_cloud",
     "service_credentials",
 ]
@@ -69,6 +73,35 @@ def connect(creds: Credentials, timeout: float = 30.0) -> Connection:
         interface="public",
         api_timeout=timeout,
         **scope,
+    )
+
+
+def connect_as_service(creds: Credentials, timeout: float = 30.0) -> Connection:
+    """Like `connect`, but every request also carries the user's token as a service token
+    (X-Service-Token, keystoneauth's ServiceTokenAuthWrapper), as Nova sends its own:
+    Cinder deletes an attachment made for an instance only at a service's request (a
+    user with the `service` role; OSSA-2023-003, Cinder bug 2004555)."""
+
+    def password() -> v3.Password:
+        scope: dict[str, Any] = (
+            {"project_id": creds.project_id}
+            if creds.project_id
+            else {"project_name": creds.project_name, "project_domain_name": creds.project_domain}
+        )
+        return v3.Password(
+            auth_url=creds.auth_url,
+            username=creds.username,
+            password=creds.password,
+            user_domain_name=creds.user_domain,
+            **scope,
+        )
+
+    auth = service_token.ServiceTokenAuthWrapper(user_auth=password(), service_auth=password())
+    return Connection(
+        session=ksa_session.Session(auth=auth, timeout=timeout),
+        region_name=creds.region,
+        interface="public",
+        identity_api_version="3",
     )
 
 

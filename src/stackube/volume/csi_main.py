@@ -94,7 +94,7 @@ def _admin(config: volume_config.VolumeConfig) -> AdminCinder:
         project_name=config.project_name, region=config.region,
         user_domain=config.user_domain, project_domain=config.project_domain,
     )  # fmt: skip
-    return AdminCinder(cloud.connect(creds, timeout=OPENSTACK_TIMEOUT))
+    return AdminCinder(cloud.connect_as_service(creds, timeout=OPENSTACK_TIMEOUT))
 
 
 def build_server(args: argparse.Namespace, config: volume_config.VolumeConfig) -> grpc.Server:
@@ -135,10 +135,7 @@ def registration_server(args: argparse.Namespace) -> grpc.Server:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("openstack", "keystoneauth", "urllib3", "kubernetes"):
+    for noisy in ("urllib3", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = volume_config.load(Path(args.cloud_config))
     servers = [build_server(args, config)]

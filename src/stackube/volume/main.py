@@ -96,7 +96,7 @@ def node_volumes(config: volume_config.VolumeConfig) -> NodeVolumes:
         project_domain=config.project_domain,
     )
     return NodeVolumes(
-        cinder=CinderAdapter(cloud.connect(creds, timeout=OPENSTACK_TIMEOUT)),
+        cinder=CinderAdapter(cloud.connect_as_service(creds, timeout=OPENSTACK_TIMEOUT)),
         namespaces=NamespaceProjects(config.kubeconfig),
         storage=HostStorage(),
         store=RecordStore(config.state_dir),

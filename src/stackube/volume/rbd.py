@@ -44,7 +44,8 @@ def rbd_target(connection_info: Mapping[str, Any]) -> RbdTarget:
         raise ConnectionInfoError(
             f"Cinder gives a {kind or 'missing'} connection: this driver attaches RBD volumes"
         )
-    data = connection_info.get("data") or {}
+    # The attachments API gives it flat; the older os-initialize_connection nests it.
+    data = connection_info.get("data") or connection_info
     pool, _, image = str(data.get("name") or "").partition("/")
     if not pool or not image:
         raise ConnectionInfoError(
