@@ -127,7 +127,14 @@ def attachments(os_admin: Connection, volume_id: str) -> list[Any]:
 
 
 def node_mounts_of(volume_id: str) -> list[str]:
-    return [line for line in Path("/proc/mounts").read_text().splitlines() if volume_id in line]
+    """The node's rbd-fuse mount and loop device of this volume (the pod's mount of the
+    loop device goes with the loop device)."""
+    mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if volume_id in line]
+    loops = subprocess.run(
+        ["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    return mounts + [line for line in loops if volume_id in line]
 
 
 def test_the_seeds_volume_pod_keeps_its_data(tenants: list[VolumeTenant]) -> None:
@@ -189,6 +196,48 @@ def test_another_tenants_volume_is_refused(
     eventually(lambda: owner.volume_status(volume_id) == "available", 120, "volume detached")
 
 
+def test_a_pod_cannot_name_another_pod_in_its_volume_options(
+    tenants: list[VolumeTenant], devbox: Devbox, tmp_path: Path
+) -> None:
+    """kubelet passes a pod's own flexVolume options after its own: a pod setting
+    kubernetes.io/pod.namespace to the volume owner's namespace is refused by admission,
+    and the driver (called as kubelet would, with the forged options) refuses it too."""
+    owner, intruder = tenants
+    volume_id = str(owner.openstack("volume", "create", "--size", "1", "forged")["id"])
+    forged = (
+        WEB_POD.format(name="forged", volume_id=volume_id)
+        .replace(
+            f"volumeID: {volume_id}",
+            f"{{volumeID: {volume_id}, kubernetes.io/pod.namespace: {owner.name},"
+            " kubernetes.io/pod.name: mine}",
+        )
+        .replace("options:\n        {", "options: {")
+    )
+    done = intruder.kubectl("-n", intruder.name, "apply", "-f", "-", stdin=forged)
+    assert done.returncode != 0
+    assert "may not name the kubernetes.io/ keys kubelet sets" in done.stderr
+
+    owners_pod = idle_pod(owner, "mine")
+    intruders_pod = idle_pod(intruder, "forged")
+    mount_dir = tmp_path / "pods" / intruders_pod / "volumes" / "cinder~flexvolume_driver" / "d"
+    options = {
+        "volumeID": volume_id,
+        "kubernetes.io/pod.namespace": owner.name,
+        "kubernetes.io/pod.name": "mine",
+        "kubernetes.io/pod.uid": owners_pod,
+    }
+    refused = driver(devbox, "mount", str(mount_dir), json.dumps(options))
+    assert refused["status"] == "Failure"
+    assert "may not name another namespace or pod" in refused["message"]
+    assert owner.volume_status(volume_id) == "available"
+    # Positive control: the owner's own pod, in its own directory, gets the volume.
+    own_dir = tmp_path / "pods" / owners_pod / "volumes" / "cinder~flexvolume_driver" / "d"
+    assert driver(devbox, "mount", str(own_dir), json.dumps(options))["status"] == "Success"
+    assert owner.volume_status(volume_id) == "in-use"
+    assert driver(devbox, "unmount", str(own_dir))["status"] == "Success"
+    assert owner.volume_status(volume_id) == "available"
+
+
 def test_other_flexvolume_drivers_stay_forbidden(tenants: list[VolumeTenant]) -> None:
     owner = tenants[0]
     manifest = WEB_POD.format(name="other-driver", volume_id="x").replace(
@@ -220,6 +269,16 @@ def driver(devbox: Devbox, *args: str, crash: str | None = None) -> dict[str, An
     return dict(json.loads(done.stdout))
 
 
+def idle_pod(user: VolumeTenant, name: str) -> str:
+    """A pod of this tenant (made if missing; it need not run): its UID."""
+    manifest = CLAIM_POD.replace("volumeMounts: [{{name: data, mountPath: /data}}]", "").replace(
+        "  volumes:\n  - name: data\n    persistentVolumeClaim: {{claimName: {claim}}}\n", ""
+    )
+    user.apply(manifest.format(name=name))
+    done = user.kubectl("-n", user.name, "get", "pod", name, "-o", "jsonpath={.metadata.uid}")
+    return done.stdout.strip()
+
+
 def records(devbox: Devbox) -> list[str]:
     return sorted(p.name for p in (devbox.settings.node_dir / "volumes" / "records").glob("*"))
 
@@ -236,7 +295,7 @@ def test_a_driver_killed_mid_mount_converges(
     owner = tenants[0]
     volume_id = str(owner.openstack("volume", "create", "--size", "1", f"crash-{step}")["id"])
     eventually(lambda: owner.volume_status(volume_id) == "available", 120, "volume available")
-    pod_uid = "5c1f3c3e-2f0e-4bb7-9d0e-" + secrets.token_hex(6)
+    pod_uid = idle_pod(owner, "crash")
     pod_dir = tmp_path / "pods" / pod_uid
     mount_dir = pod_dir / "volumes" / "cinder~flexvolume_driver" / "data"
     options = json.dumps(
@@ -364,6 +423,7 @@ def test_a_claim_over_the_tenants_cinder_quota_stays_pending_and_says_so(
 ) -> None:
     user = tenants[1]
     project = kubectl.json("get", "tenant", user.name)["status"]["projectID"]
+    before = os_admin.block_storage.get_quota_set(project).volumes
     os_admin.block_storage.update_quota_set(project, volumes=0)
     try:
         user.apply(PVC.format(name="over", extra=""))
@@ -376,7 +436,7 @@ def test_a_claim_over_the_tenants_cinder_quota_stays_pending_and_says_so(
         assert "ProvisioningFailed" in events
         assert claim_phase(user, "over") == "Pending"
     finally:
-        os_admin.block_storage.update_quota_set(project, volumes=10)
+        os_admin.block_storage.update_quota_set(project, volumes=before)
     # Positive control: with room in the quota, the same claim is provisioned.
     eventually(lambda: claim_phase(user, "over") == "Bound", 180, "the claim Bound once allowed")
     user.kubectl("-n", user.name, "delete", "pvc", "over", "--wait=true")

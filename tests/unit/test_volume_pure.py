@@ -11,12 +11,14 @@ import pytest
 from stackube.openstack.volume import Volume
 from stackube.volume import config, flexvolume, rbd
 from stackube.volume.install import driver_path, driver_script
-from stackube.volume.node import VolumeRefusedError, check_owner
+from stackube.volume.node import VolumeRefusedError, check_owner, check_pod
 
 pytestmark = pytest.mark.unit
 
 VOLUME = "daa7b4e6-1792-462d-ad47-78e900fed429"
 PROJECT = "0123456789abcdef0123456789abcdef"
+POD_UID = "5c1f3c3e-2f0e-4bb7-9d0e-1a2b3c4d5e6f"
+MOUNT_DIR = f"/var/lib/kubelet/pods/{POD_UID}/volumes/cinder~flexvolume_driver/data"
 KUBELET_OPTIONS = {
     "volumeID": VOLUME,
     "kubernetes.io/fsType": "ext4",
@@ -37,7 +39,7 @@ def test_init_declares_no_attach_step() -> None:
 
 
 def test_mount_arguments_as_kubelet_passes_them() -> None:
-    req = flexvolume.parse_mount(["/var/lib/kubelet/pods/x/volumes/v", json.dumps(KUBELET_OPTIONS)])
+    req = flexvolume.parse_mount([MOUNT_DIR, json.dumps(KUBELET_OPTIONS)])
     assert (req.volume_id, req.fs_type, req.read_only) == (VOLUME, "ext4", False)
     assert (req.pod_namespace, req.pod_name, req.pod_uid) == (
         "test",
@@ -45,25 +47,53 @@ def test_mount_arguments_as_kubelet_passes_them() -> None:
         KUBELET_OPTIONS["kubernetes.io/pod.uid"],
     )
     ro = flexvolume.parse_mount(
-        ["/m", json.dumps({**KUBELET_OPTIONS, "kubernetes.io/readwrite": "ro"})]
+        [MOUNT_DIR, json.dumps({**KUBELET_OPTIONS, "kubernetes.io/readwrite": "ro"})]
     )
     assert ro.read_only
+
+
+def test_the_pod_uid_comes_from_kubelets_directory_not_the_options() -> None:
+    forged = {**KUBELET_OPTIONS, "kubernetes.io/pod.uid": "00000000-0000-0000-0000-000000000000"}
+    assert flexvolume.parse_mount([MOUNT_DIR, json.dumps(forged)]).pod_uid == POD_UID
+    csi_target = f"/k/pods/{POD_UID}/volumes/kubernetes.io~csi/pvc-1/mount"
+    assert flexvolume.pod_uid_of(csi_target) == POD_UID
+    for path in ("/tmp/x", "/k/pods/not-a-uid/volumes/x/y", "/k/pods/volumes"):
+        with pytest.raises(flexvolume.FlexVolumeError):
+            flexvolume.pod_uid_of(path)
+
+
+class OnePod:
+    """The Kubernetes API as check_pod asks it: one pod, test/web."""
+
+    def project_of(self, namespace: str) -> str | None:
+        return PROJECT if namespace == "test" else None
+
+    def pod_uid(self, namespace: str, name: str) -> str | None:
+        return POD_UID if (namespace, name) == ("test", "web") else None
+
+
+def test_a_pod_naming_another_namespace_or_pod_is_refused() -> None:
+    check_pod(OnePod(), "test", "web", POD_UID)
+    for namespace, name in (("other", "web"), ("test", "db")):
+        with pytest.raises(VolumeRefusedError, match="may not name another namespace or pod"):
+            check_pod(OnePod(), namespace, name, POD_UID)
+    with pytest.raises(VolumeRefusedError):
+        check_pod(OnePod(), "test", "web", "00000000-0000-0000-0000-000000000000")
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["/m"], "2 arguments"),
-        (["/m", "{not json"], "not JSON"),
-        (["/m", "[]"], "JSON object"),
+        ([MOUNT_DIR], "2 arguments"),
+        ([MOUNT_DIR, "{not json"], "not JSON"),
+        ([MOUNT_DIR, "[]"], "JSON object"),
         (["relative", json.dumps(KUBELET_OPTIONS)], "absolute"),
-        (["/m", json.dumps({**KUBELET_OPTIONS, "volumeID": ""})], "volumeID is required"),
-        (["/m", json.dumps({**KUBELET_OPTIONS, "kubernetes.io/fsType": "ntfs"})], "ntfs"),
-        (["/m", json.dumps({**KUBELET_OPTIONS, "kubernetes.io/readwrite": "x"})], "rw or ro"),
-        (
-            ["/m", json.dumps({"volumeID": VOLUME})],
-            "kubernetes.io/pod.namespace",
-        ),
+        ([MOUNT_DIR, json.dumps({**KUBELET_OPTIONS, "volumeID": ""})], "volumeID is required"),
+        ([MOUNT_DIR, json.dumps({**KUBELET_OPTIONS, "volumeID": "../x"})], "not a Cinder volume"),
+        ([MOUNT_DIR, json.dumps({**KUBELET_OPTIONS, "kubernetes.io/fsType": "ntfs"})], "ntfs"),
+        ([MOUNT_DIR, json.dumps({**KUBELET_OPTIONS, "kubernetes.io/readwrite": "x"})], "rw or ro"),
+        ([MOUNT_DIR, json.dumps({"volumeID": VOLUME})], "kubernetes.io/pod.namespace"),
+        (["/m", json.dumps(KUBELET_OPTIONS)], "not a kubelet pod volume directory"),
     ],
 )
 def test_bad_mount_arguments_say_what_is_wrong(args: list[str], message: str) -> None:
@@ -214,3 +244,13 @@ def test_driver_script_runs_this_python_with_its_config() -> None:
     )
     assert driver_path(Path("/p")) == Path("/p/cinder~flexvolume_driver/flexvolume_driver")
     assert "STACKUBE_CINDER_CONF" not in driver_script("/py", None)
+
+
+@pytest.mark.parametrize("image", ["../../etc", "-oallow_other", "a/b", ".."])
+def test_an_rbd_name_never_becomes_a_path_or_an_option(image: str) -> None:
+    info = {"driver_volume_type": "rbd", "name": f"volumes/{image}", "hosts": ["h"], "ports": ["1"]}
+    with pytest.raises(rbd.ConnectionInfoError):
+        rbd.rbd_target(info)
+    forged = rbd.to_json(rbd.RbdTarget("volumes", image, ("h:1",), "cinder", True))
+    with pytest.raises(rbd.ConnectionInfoError):
+        rbd.from_json(forged)

@@ -104,13 +104,16 @@ def loop_detach(device: str) -> None:
 
 def filesystem_type(device: str) -> str | None:
     """The filesystem on `device` as blkid probes it (low-level, no cache), or None."""
-    proc = subprocess.run(
-        ["blkid", "-p", "-o", "value", "-s", "TYPE", device],
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            ["blkid", "-p", "-o", "value", "-s", "TYPE", device],
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BlockDeviceError(f"blkid {device} did not finish in {COMMAND_TIMEOUT:.0f}s") from exc
     if proc.returncode == BLKID_NOTHING_FOUND:
         return None
     if proc.returncode != 0:
@@ -129,11 +132,24 @@ def mount(device: str, target: Path, fs_type: str, read_only: bool) -> None:
     _run(["mount", "-t", fs_type, "-o", options, device, str(target)])
 
 
+def mount_options(path: str) -> set[str]:
+    """The per-mount options (ro/rw, ...) of what is mounted on `path`; empty if none."""
+    wanted = os.path.normpath(path)
+    options: set[str] = set()
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.partition(" - ")[0].split()
+        if len(fields) >= 6 and _unescape(fields[4]) == wanted:
+            options = set(fields[5].split(","))  # the last mount on the point wins
+    return options
+
+
 def bind_mount(source: str, target: str, read_only: bool) -> None:
-    """Bind `source` on `target` (made if missing), read-only if asked; idempotent."""
-    if mounted_source(target) is not None:
-        return
-    Path(target).mkdir(parents=True, exist_ok=True)
-    _run(["mount", "--bind", source, target])
-    if read_only:
+    """Bind `source` on `target` (made if missing), read-only if asked; idempotent, and a
+    bind left read-write by an interrupted call is made read-only when asked."""
+    if mounted_source(target) is None:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        _run(["mount", "--bind", source, target])
+    if read_only and "ro" not in mount_options(target):
         _run(["mount", "-o", "remount,bind,ro", target])
+        if "ro" not in mount_options(target):
+            raise BlockDeviceError(f"{target} is still writable after a read-only remount")

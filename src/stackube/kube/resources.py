@@ -123,6 +123,19 @@ def pod_labels(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, str] 
     return dict(pod.metadata.labels or {})
 
 
+@translating("read pod")
+def pod_uid(api: k8s.ApiClient, namespace: str, name: str) -> str | None:
+    """A pod's UID; None if there is no such pod."""
+    try:
+        pod = k8s.CoreV1Api(api).read_namespaced_pod(
+            name, namespace, _request_timeout=REQUEST_TIMEOUT
+        )
+    except ApiException as exc:
+        _absent_is_none(exc)
+        return None
+    return str(pod.metadata.uid)
+
+
 @translating("read Deployment")
 def deployment_replicas(api: k8s.ApiClient, namespace: str, name: str) -> tuple[int, int] | None:
     """(available replicas, desired replicas) of a Deployment; None if it is not there."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from openstack import exceptions as sdk
 from openstack.connection import Connection
 
 from stackube.openstack.errors import translating
@@ -75,10 +76,13 @@ def _block_storage(conn: Connection) -> Any:
 
 @translating("Cinder volume lookup")
 def get_volume(conn: Connection, volume_id: str) -> Volume | None:
-    """The volume, whatever its project (the caller must be a Cinder admin to see other
-    projects' volumes); None if there is none."""
-    raw = _block_storage(conn).find_volume(volume_id, ignore_missing=True, all_projects=True)
-    return None if raw is None else _volume(raw)
+    """The volume of this ID (never a name), whatever its project (the caller must be a
+    Cinder admin to see other projects' volumes); None if there is none."""
+    try:
+        raw = _block_storage(conn).get_volume(volume_id)
+    except sdk.NotFoundException:
+        return None
+    return _volume(raw)
 
 
 @translating("Cinder attachment lookup")

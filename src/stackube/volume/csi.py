@@ -22,20 +22,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 import grpc
 
 from stackube.errors import NotFoundError, PermanentError, StackubeError, TemporaryError
-from stackube.openstack.volume import Volume
+from stackube.openstack.volume import DELETABLE, Volume
 from stackube.volume import rbd
 from stackube.volume.csi_api import csi_pb2, csi_pb2_grpc
-from stackube.volume.flexvolume import DEFAULT_FS_TYPE, SUPPORTED_FS_TYPES, FlexVolumeError
+from stackube.volume.flexvolume import (
+    DEFAULT_FS_TYPE,
+    SUPPORTED_FS_TYPES,
+    VOLUME_ID,
+    FlexVolumeError,
+    pod_uid_of,
+)
 from stackube.volume.node import (
     Cinder,
     Namespaces,
@@ -43,6 +50,7 @@ from stackube.volume.node import (
     VolumeRefusedError,
     attach,
     check_owner,
+    check_pod,
     detach,
 )
 
@@ -161,6 +169,8 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     projects: ProjectVolumes
     namespaces: Namespaces
     sleep: Callable[[float], None] = time.sleep
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _locks_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ControllerGetCapabilities(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         rpc = csi_pb2.ControllerServiceCapability.RPC
@@ -199,20 +209,41 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                     f"namespace {namespace} is not a Tenant's: Cinder volumes are made in"
                     " Tenants' Keystone projects only",
                 )
-            volume = self.projects.find(project, request.name)
-            if volume is None:
-                pvc = f"{namespace}/{params.get(PVC_NAME, '?')}"
-                metadata = {"stackube.kubernetes.io/pvc": pvc}
-                description = f"Kubernetes PersistentVolumeClaim {pvc}"
-                volume = self.projects.create(project, request.name, gib, description, metadata)
-                log.info("CreateVolume %s: Cinder volume %s (%d GiB) in project %s for %s",
-                         request.name, volume.id, gib, project, pvc)  # fmt: skip
+            with self._creating(request.name):
+                volume = self._find_or_create(context, request, project, namespace, gib)
             volume = self._wait_available(context, volume)
         except StackubeError as exc:
             _translate(context, exc)
         return csi_pb2.CreateVolumeResponse(
             volume=csi_pb2.Volume(volume_id=volume.id, capacity_bytes=volume.size_gib * GIB)
         )
+
+    @contextlib.contextmanager
+    def _creating(self, name: str) -> Iterator[None]:
+        """One CreateVolume at a time per name (a provisioner's retry while the first call
+        still runs must find its volume, not make a second)."""
+        with self._locks_lock:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            yield
+
+    def _find_or_create(
+        self, context: grpc.ServicerContext, request: Any, project: str, namespace: str, gib: int
+    ) -> Volume:
+        params = dict(request.parameters)
+        volume = self.projects.find(project, request.name)
+        if volume is not None and volume.size_gib != gib:
+            _abort(context, grpc.StatusCode.ALREADY_EXISTS,
+                   f"Cinder volume {volume.id} named {request.name} has {volume.size_gib} GiB,"
+                   f" not {gib}")  # fmt: skip
+        if volume is None:
+            pvc = f"{namespace}/{params.get(PVC_NAME, '?')}"
+            metadata = {"stackube.kubernetes.io/pvc": pvc}
+            description = f"Kubernetes PersistentVolumeClaim {pvc}"
+            volume = self.projects.create(project, request.name, gib, description, metadata)
+            log.info("CreateVolume %s: Cinder volume %s (%d GiB) in project %s for %s",
+                     request.name, volume.id, gib, project, pvc)  # fmt: skip
+        return volume
 
     def _wait_available(self, context: grpc.ServicerContext, volume: Volume) -> Volume:
         deadline = time.monotonic() + CREATE_WAIT_SECONDS
@@ -236,9 +267,10 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         try:
             volume = self.cinder.get_volume(request.volume_id)
             if volume is not None:
-                if volume.status == "in-use":
+                if volume.status not in DELETABLE | {"deleting"}:
                     _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
-                           f"Cinder volume {volume.id} is still attached")  # fmt: skip
+                           f"Cinder volume {volume.id} is {volume.status}: it can be deleted"
+                           " once detached")  # fmt: skip
                 self.cinder.delete_volume(volume.id)
                 log.info("DeleteVolume: deleting Cinder volume %s", volume.id)
         except StackubeError as exc:
@@ -270,8 +302,13 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         try:
             if request.node_id:
                 gone = detach(self.cinder, request.volume_id, node_instance(request.node_id))
-                log.info("ControllerUnpublishVolume %s from node %s: %d attachment(s) deleted",
-                         request.volume_id, request.node_id, gone)  # fmt: skip
+            else:  # "from every node" (CSI spec)
+                attachments = self.cinder.attachments_of(request.volume_id)
+                for attachment in attachments:
+                    self.cinder.delete_attachment(attachment.id)
+                gone = len(attachments)
+            log.info("ControllerUnpublishVolume %s from node %s: %d attachment(s) deleted",
+                     request.volume_id, request.node_id or "(all)", gone)  # fmt: skip
         except StackubeError as exc:
             _translate(context, exc)
         return csi_pb2.ControllerUnpublishVolumeResponse()
@@ -308,9 +345,9 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         )
 
     def NodeStageVolume(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        if not request.volume_id or not request.staging_target_path:
+        if not VOLUME_ID.match(request.volume_id) or not request.staging_target_path:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                   "volume_id and staging_target_path are required")  # fmt: skip
+                   "a Cinder volume_id and staging_target_path are required")  # fmt: skip
         problem = capability_problem([request.volume_capability])
         if problem:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
@@ -334,6 +371,9 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         return csi_pb2.NodeStageVolumeResponse()
 
     def NodeUnstageVolume(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        if not VOLUME_ID.match(request.volume_id) or not request.staging_target_path:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                   "a Cinder volume_id and staging_target_path are required")  # fmt: skip
         try:
             done = self.volumes.unstage(request.volume_id, request.staging_target_path)
         except StackubeError as exc:
@@ -350,6 +390,12 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
                    f"no {POD_NAMESPACE}: the CSIDriver must set podInfoOnMount: true")  # fmt: skip
         try:
+            check_pod(
+                self.volumes.namespaces,
+                namespace,
+                request.volume_context.get(POD_NAME, ""),
+                pod_uid_of(request.target_path),
+            )
             check_owner(
                 request.volume_id,
                 self.volumes.cinder.get_volume(request.volume_id),

@@ -11,8 +11,10 @@ driver declares `"attach": false`, so kubelet calls only `init`, `mount <dir> <j
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from stackube.errors import StackubeError
@@ -32,6 +34,8 @@ OPTION_POD_UID = "kubernetes.io/pod.uid"
 OPTION_VOLUME_ID = "volumeID"
 SUPPORTED_FS_TYPES = ("ext4", "ext3", "xfs")
 DEFAULT_FS_TYPE = "ext4"
+# Cinder volume IDs and Kubernetes UIDs.
+VOLUME_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class FlexVolumeError(StackubeError):
@@ -84,11 +88,17 @@ def mount_request(mount_dir: str, options: Mapping[str, Any]) -> MountRequest:
     readwrite = str(options.get(OPTION_READWRITE) or "rw")
     if readwrite not in ("rw", "ro"):
         raise FlexVolumeError(f"{OPTION_READWRITE} must be rw or ro, not {readwrite!r}")
+    if not VOLUME_ID.match(volume_id):
+        raise FlexVolumeError(f"options.{OPTION_VOLUME_ID} {volume_id!r} is not a Cinder volume ID")
     namespace = str(options.get(OPTION_POD_NAMESPACE) or "")
-    pod_uid = str(options.get(OPTION_POD_UID) or "")
-    if not namespace or not pod_uid:
+    name = str(options.get(OPTION_POD_NAME) or "")
+    # The pod's own options come after kubelet's and may name any of these keys: the
+    # pod's UID is taken from kubelet's directory instead, and the caller checks that the
+    # named pod has it.
+    pod_uid = pod_uid_of(mount_dir)
+    if not namespace or not name:
         raise FlexVolumeError(
-            f"kubelet passed no {OPTION_POD_NAMESPACE} or {OPTION_POD_UID}: this driver"
+            f"kubelet passed no {OPTION_POD_NAMESPACE} or {OPTION_POD_NAME}: this driver"
             " is called by kubelet for a pod"
         )
     return MountRequest(
@@ -97,9 +107,27 @@ def mount_request(mount_dir: str, options: Mapping[str, Any]) -> MountRequest:
         fs_type=fs_type,
         read_only=readwrite == "ro",
         pod_namespace=namespace,
-        pod_name=str(options.get(OPTION_POD_NAME) or ""),
+        pod_name=name,
         pod_uid=pod_uid,
     )
+
+
+def pod_uid_of(volume_dir: str) -> str:
+    """The pod UID in kubelet's directory of a pod's volume, `<root>/pods/<uid>/volumes/...`
+    (FlexVolume's mount dir, CSI's target path).
+
+    Raises FlexVolumeError for any other path."""
+    parts = PurePosixPath(volume_dir).parts
+    found = [
+        parts[i + 1]
+        for i in range(len(parts) - 2)
+        if parts[i] == "pods" and parts[i + 2] == "volumes"
+    ]
+    if not found:
+        raise FlexVolumeError(f"{volume_dir} is not a kubelet pod volume directory")
+    if not VOLUME_ID.match(found[-1]):
+        raise FlexVolumeError(f"{volume_dir}: {found[-1]!r} is not a pod UID")
+    return found[-1]
 
 
 def parse_unmount(args: Sequence[str]) -> str:

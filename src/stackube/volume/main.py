@@ -70,6 +70,10 @@ class NamespaceProjects:
             return None
         return found.labels.get(LABEL_PROJECT_ID) or None
 
+    def pod_uid(self, namespace: str, name: str) -> str | None:
+        with kube_client.session(self.kubeconfig) as api:
+            return resources.pod_uid(api, namespace, name)
+
 
 class HostStorage:
     """NodeVolumes' view of the node (stackube.host.blockdev)."""

@@ -51,6 +51,20 @@ class Namespaces(Protocol):
         """The Keystone project ID of a Tenant's namespace; None for other namespaces."""
         ...
 
+    def pod_uid(self, namespace: str, name: str) -> str | None:
+        """The UID of this pod; None if there is none."""
+        ...
+
+
+def check_pod(namespaces: Namespaces, namespace: str, name: str, uid: str) -> None:
+    """The pod kubelet names is the pod whose directory the volume goes into: a pod's own
+    volume options can name any namespace and pod (they come after kubelet's)."""
+    if namespaces.pod_uid(namespace, name) != uid:
+        raise VolumeRefusedError(
+            f"pod {namespace}/{name} is not the pod {uid} this volume is for: a pod's volume"
+            " options may not name another namespace or pod"
+        )
+
 
 class Storage(Protocol):
     def mounted_source(self, path: str) -> str | None: ...
@@ -93,11 +107,7 @@ def attach(
     """The Cinder attachment of `volume_id` for the consumer `instance` (a UUID: a pod's,
     or a node's for CSI) on `node_name`: the existing one, else a new one. Not completed.
     Raises FlexVolumeError when the volume is attached to another consumer."""
-    mine = [
-        a
-        for a in cinder.attachments_of(volume_id)
-        if a.instance == instance and a.host in (None, node_name)
-    ]
+    mine = [a for a in cinder.attachments_of(volume_id) if a.instance == instance]
     if mine and mine[0].connection_info:
         return mine[0]
     for stale in mine:
@@ -105,7 +115,7 @@ def attach(
     others = cinder.attachments_of(volume_id)
     volume = cinder.get_volume(volume_id)
     if others and volume is not None and not volume.multiattach:
-        where = ", ".join(f"{a.instance} on {a.host or '?'}" for a in others)
+        where = ", ".join(f"instance {a.instance}" for a in others)
         raise FlexVolumeError(f"it is attached elsewhere ({where}); it can be used once detached")
     return cinder.create_attachment(
         volume_id, instance, connector(node_name), "ro" if read_only else "rw"
@@ -169,6 +179,7 @@ class NodeVolumes:
         now: the message says why) after undoing this call's steps."""
         self.collect_garbage()
         with self.store.lock(req.volume_id):
+            check_pod(self.namespaces, req.pod_namespace, req.pod_name, req.pod_uid)
             volume = check_owner(
                 req.volume_id,
                 self.cinder.get_volume(req.volume_id),
@@ -207,7 +218,7 @@ class NodeVolumes:
                     "volume %s: mount for %s failed, undoing: %s", volume.id, record.pod, exc
                 )
                 self._teardown(record)
-                raise FlexVolumeError(f"volume {volume.id}: {exc}") from exc
+                raise
             return "mounted"
 
     def _attachment(self, record: Record, read_only: bool) -> Attachment:
@@ -254,7 +265,8 @@ class NodeVolumes:
         self, volume_id: str, target: rbd.RbdTarget, staging_dir: str, fs_type: str, read_only: bool
     ) -> str:
         """Mount an attached volume (CSI NodeStageVolume) on `staging_dir`; idempotent.
-        Raises FlexVolumeError after undoing this call's steps."""
+        Raises the step's error after undoing this call's steps."""
+        self.collect_garbage()
         with self.store.lock(volume_id):
             record = self.store.load(volume_id)
             if record is not None and record.mount_dir != staging_dir:
@@ -274,7 +286,7 @@ class NodeVolumes:
             except StackubeError as exc:
                 log.warning("volume %s: staging failed, undoing: %s", volume_id, exc)
                 self._teardown(record)
-                raise FlexVolumeError(f"volume {volume_id}: {exc}") from exc
+                raise
             return "staged"
 
     def unstage(self, volume_id: str, staging_dir: str) -> str:

@@ -10,11 +10,15 @@ initialize_connection); the node adds its own cephx key from cinder.conf.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from stackube.errors import StackubeError
+
+# Pool and image names as Cinder's RBD driver makes them; never a path or an option.
+RBD_NAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")
 
 
 class ConnectionInfoError(StackubeError):
@@ -54,13 +58,24 @@ def rbd_target(connection_info: Mapping[str, Any]) -> RbdTarget:
     hosts, ports = list(data.get("hosts") or []), list(data.get("ports") or [])
     if not hosts or len(hosts) != len(ports):
         raise ConnectionInfoError("Cinder's RBD connection lists no Ceph monitors")
-    return RbdTarget(
-        pool=pool,
-        image=image,
-        monitors=tuple(_host_port(str(h), str(p)) for h, p in zip(hosts, ports, strict=True)),
-        user=str(data.get("auth_username") or "cinder"),
-        auth_enabled=bool(data.get("auth_enabled", True)),
+    return checked(
+        RbdTarget(
+            pool=pool,
+            image=image,
+            monitors=tuple(_host_port(str(h), str(p)) for h, p in zip(hosts, ports, strict=True)),
+            user=str(data.get("auth_username") or "cinder"),
+            auth_enabled=bool(data.get("auth_enabled", True)),
+        )
     )
+
+
+def checked(target: RbdTarget) -> RbdTarget:
+    """The target, if its pool, image and user are plain RBD names (they become a file
+    name and command arguments on the node)."""
+    for what, value in (("pool", target.pool), ("image", target.image), ("user", target.user)):
+        if not RBD_NAME.match(value) or value in (".", ".."):
+            raise ConnectionInfoError(f"RBD {what} {value!r} is not a plain name")
+    return target
 
 
 def client_conf(target: RbdTarget, keyring_path: str) -> str:
@@ -94,7 +109,7 @@ def from_json(text: str) -> RbdTarget:
     """Raises ConnectionInfoError when the text is not what to_json wrote."""
     try:
         data = json.loads(text)
-        return RbdTarget(
+        target = RbdTarget(
             pool=str(data["pool"]),
             image=str(data["image"]),
             monitors=tuple(str(m) for m in data["monitors"]),
@@ -103,3 +118,4 @@ def from_json(text: str) -> RbdTarget:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ConnectionInfoError(f"not an RBD connection: {text[:200]!r}") from exc
+    return checked(target)

@@ -12,14 +12,12 @@ import dataclasses
 import fcntl
 import json
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from stackube.errors import StackubeError
-
-VOLUME_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+from stackube.volume.flexvolume import VOLUME_ID
 
 
 class BusyError(StackubeError):
