@@ -204,15 +204,17 @@ def test_a_pod_cannot_name_another_pod_in_its_volume_options(
     and the driver (called as kubelet would, with the forged options) refuses it too."""
     owner, intruder = tenants
     volume_id = str(owner.openstack("volume", "create", "--size", "1", "forged")["id"])
-    forged = (
-        WEB_POD.format(name="forged", volume_id=volume_id)
-        .replace(
-            f"volumeID: {volume_id}",
-            f"{{volumeID: {volume_id}, kubernetes.io/pod.namespace: {owner.name},"
-            " kubernetes.io/pod.name: mine}",
-        )
-        .replace("options:\n        {", "options: {")
-    )
+    forged = json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "forged"},
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox",
+                            "volumeMounts": [{"name": "d", "mountPath": "/d"}]}],
+            "volumes": [{"name": "d", "flexVolume": {
+                "driver": "cinder/flexvolume_driver",
+                "options": {"volumeID": volume_id, "kubernetes.io/pod.namespace": owner.name,
+                            "kubernetes.io/pod.name": "mine"}}}],
+        },
+    })  # fmt: skip
     done = intruder.kubectl("-n", intruder.name, "apply", "-f", "-", stdin=forged)
     assert done.returncode != 0
     assert "may not name the kubernetes.io/ keys kubelet sets" in done.stderr
@@ -269,12 +271,22 @@ def driver(devbox: Devbox, *args: str, crash: str | None = None) -> dict[str, An
     return dict(json.loads(done.stdout))
 
 
+IDLE_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+"""
+
+
 def idle_pod(user: VolumeTenant, name: str) -> str:
     """A pod of this tenant (made if missing; it need not run): its UID."""
-    manifest = CLAIM_POD.replace("volumeMounts: [{{name: data, mountPath: /data}}]", "").replace(
-        "  volumes:\n  - name: data\n    persistentVolumeClaim: {{claimName: {claim}}}\n", ""
-    )
-    user.apply(manifest.format(name=name))
+    user.apply(IDLE_POD.format(name=name))
     done = user.kubectl("-n", user.name, "get", "pod", name, "-o", "jsonpath={.metadata.uid}")
     return done.stdout.strip()
 
