@@ -48,8 +48,21 @@ def test_stackube_service_account_is_not_a_cloud_admin_of_default(
     user = os_admin.identity.find_user("stackube")
     assert user is not None
     assignments = list(os_admin.identity.role_assignments(user_id=user.id))
-    scopes = {f"{kind}:{target['id']}" for a in assignments for kind, target in a.scope.items()}
+    # An inherited assignment's scope also says {"OS-INHERIT:inherited_to": "projects"}.
+    scopes = {
+        f"{kind}:{target['id']}"
+        for a in assignments
+        for kind, target in a.scope.items()
+        if isinstance(target, dict)
+    }
+    inherited = {
+        f"domain:{a.scope['domain']['id']}"
+        for a in assignments
+        if "OS-INHERIT:inherited_to" in a.scope and "domain" in a.scope
+    }
     admin_project = os_admin.identity.find_project("admin")
     assert f"project:{admin_project.id}" not in scopes
     stackube_domain = os_admin.identity.find_domain("stackube")
     assert f"domain:{stackube_domain.id}" in scopes
+    # Its role on every Tenant project (CSI CreateVolume) is inherited from that domain only.
+    assert inherited == {f"domain:{stackube_domain.id}"}
