@@ -17,7 +17,7 @@ from typing import Any
 from stackube.devbox import health
 from stackube.devbox import openstack_config as cfg
 from stackube.devbox.ceph import CINDER_CLIENT, VOLUMES_POOL, CephDevbox
-from stackube.devbox.commands import Markers, fingerprint, run
+from stackube.devbox.commands import Markers, fingerprint, package_version, run
 from stackube.devbox.fsutil import write_atomic
 from stackube.devbox.process import ProcessSpec, ProcessTable
 from stackube.devbox.service import Service
@@ -160,7 +160,7 @@ class CinderDevbox:
         self._files()
         self.markers.once(
             "cinder-db-sync",
-            fingerprint(self.secrets.mariadb_cinder, _package_version("cinder-common")),
+            fingerprint(self.secrets.mariadb_cinder, package_version("cinder-common")),
             lambda: run(["cinder-manage", "--config-file", str(self.paths.conf), "db", "sync"],
                         timeout=900),
         )  # fmt: skip
@@ -237,8 +237,3 @@ class CinderDevbox:
             self._daemon("cinder-scheduler"),
             self._daemon("cinder-volume"),
         ]
-
-
-def _package_version(package: str) -> str:
-    proc = run(["dpkg-query", "-W", "-f=${Version}", package], check=False)
-    return proc.stdout.strip()

@@ -36,6 +36,11 @@ def run(
     return proc
 
 
+def package_version(package: str) -> str:
+    """The installed version of a Debian package ("" if it is not installed)."""
+    return run(["dpkg-query", "-W", "-f=${Version}", package], check=False).stdout.strip()
+
+
 def fingerprint(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 

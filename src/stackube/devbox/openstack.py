@@ -22,7 +22,7 @@ from stackube.devbox import health, openvswitch, podaccess
 from stackube.devbox import openstack_config as cfg
 from stackube.devbox.ceph import CephDevbox
 from stackube.devbox.cinder import CinderDevbox
-from stackube.devbox.commands import Markers, StepError, fingerprint, run
+from stackube.devbox.commands import Markers, StepError, fingerprint, package_version, run
 from stackube.devbox.fsutil import write_atomic
 from stackube.devbox.process import ProcessSpec, ProcessTable
 from stackube.devbox.service import Service
@@ -226,7 +226,7 @@ class OpenStackDevbox:
         manage = ["keystone-manage", "--config-file", str(conf)]
         self.markers.once(
             "keystone-db-sync",
-            fingerprint(self.secrets.mariadb_keystone, _package_version("keystone")),
+            fingerprint(self.secrets.mariadb_keystone, package_version("keystone")),
             lambda: run([*manage, "db_sync"]),
         )
         for kind in ("fernet", "credential"):
@@ -325,7 +325,7 @@ class OpenStackDevbox:
         self._neutron_files()
         self.markers.once(
             "neutron-db-upgrade",
-            fingerprint(self.secrets.mariadb_neutron, _package_version("neutron-common")),
+            fingerprint(self.secrets.mariadb_neutron, package_version("neutron-common")),
             lambda: run(
                 [
                     "neutron-db-manage",
@@ -517,8 +517,3 @@ class OpenStackDevbox:
                 restored[key] = value
         snapshot.unlink()
         return restored
-
-
-def _package_version(package: str) -> str:
-    proc = run(["dpkg-query", "-W", "-f=${Version}", package], check=False)
-    return proc.stdout.strip()

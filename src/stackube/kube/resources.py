@@ -110,30 +110,28 @@ def delete_role_binding(api: k8s.ApiClient, namespace: str, name: str) -> bool:
     return True
 
 
-@translating("read pod")
-def pod_labels(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, str] | None:
-    """A pod's labels; None if there is no such pod."""
+def _read_pod(api: k8s.ApiClient, namespace: str, name: str) -> Any | None:
     try:
-        pod = k8s.CoreV1Api(api).read_namespaced_pod(
+        return k8s.CoreV1Api(api).read_namespaced_pod(
             name, namespace, _request_timeout=REQUEST_TIMEOUT
         )
     except ApiException as exc:
         _absent_is_none(exc)
         return None
-    return dict(pod.metadata.labels or {})
+
+
+@translating("read pod")
+def pod_labels(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, str] | None:
+    """A pod's labels; None if there is no such pod."""
+    pod = _read_pod(api, namespace, name)
+    return None if pod is None else dict(pod.metadata.labels or {})
 
 
 @translating("read pod")
 def pod_uid(api: k8s.ApiClient, namespace: str, name: str) -> str | None:
     """A pod's UID; None if there is no such pod."""
-    try:
-        pod = k8s.CoreV1Api(api).read_namespaced_pod(
-            name, namespace, _request_timeout=REQUEST_TIMEOUT
-        )
-    except ApiException as exc:
-        _absent_is_none(exc)
-        return None
-    return str(pod.metadata.uid)
+    pod = _read_pod(api, namespace, name)
+    return None if pod is None else str(pod.metadata.uid)
 
 
 @translating("read Deployment")

@@ -41,7 +41,6 @@ class Attachment:
     volume_id: str
     instance: str | None  # the consumer's UUID (a pod or a node here)
     status: str
-    host: str | None  # the connector's host (the node)
     connection_info: Mapping[str, Any]
 
 
@@ -57,13 +56,11 @@ def _volume(raw: Any) -> Volume:
 
 
 def _attachment(raw: Any) -> Attachment:
-    connector = raw.connector or {}
     return Attachment(
         id=str(raw.id),
         volume_id=str(raw.volume_id),
         instance=str(raw.instance) if raw.instance else None,
         status=str(raw.status or ""),
-        host=str(connector.get("host")) if connector.get("host") else None,
         connection_info=dict(raw.connection_info or {}),
     )
 
