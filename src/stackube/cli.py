@@ -20,6 +20,7 @@ from stackube.api.manifests import (
     controller_rbac,
     csi,
     proxy_rbac,
+    runtime_classes,
 )
 from stackube.auth.options import (
     add_kubeconfig_arguments,
@@ -180,6 +181,7 @@ def _manifests(args: argparse.Namespace) -> int:
             *proxy_rbac(),
             *cluster_dns(),
             *csi(),
+            *runtime_classes(),
         ]
         print(yaml.safe_dump_all(documents, sort_keys=False), end="")
         return 0
@@ -203,6 +205,10 @@ def _manifests(args: argparse.Namespace) -> int:
     )
     (root / "csi").mkdir(parents=True, exist_ok=True)
     (root / "csi" / "csi.yaml").write_text(yaml.safe_dump_all(csi(), sort_keys=False))
+    (root / "runtime").mkdir(parents=True, exist_ok=True)
+    (root / "runtime" / "runtime-classes.yaml").write_text(
+        yaml.safe_dump_all(runtime_classes(), sort_keys=False)
+    )
     return 0
 
 

@@ -15,7 +15,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from stackube.devbox import cleanup, csi, gobuild, openvswitch, packages, podaccess, volumes
+from stackube.devbox import (
+    cleanup,
+    csi,
+    gobuild,
+    gvisor,
+    openvswitch,
+    packages,
+    podaccess,
+    volumes,
+)
 from stackube.devbox.commands import StepError
 from stackube.devbox.kubernetes import (
     ApiserverOptions,
@@ -185,6 +194,10 @@ class Devbox:
         if csi.missing_sidecars(s):
             with self.progress.step("building the CSI sidecars (once)"):
                 csi.build_sidecars(s, builder)
+        if gvisor.missing(s):
+            with self.progress.step(f"building gVisor {s.gvisor_version} (once)"):
+                status = Path("/proc/self/status").read_text()
+                gvisor.build(s, builder, gvisor.has_capability(status, gvisor.CAP_SYS_RESOURCE))
         if gobuild.missing_programs(s.coredns_bin_dir, ["coredns"]):
             with self.progress.step(f"building CoreDNS {s.coredns_version} (once)"):
                 self._build_module(

@@ -197,12 +197,19 @@ class GoBuilder:
             raise BuildError(f"go {' '.join(argv)} failed in {cwd}:\n{tail}")
         return proc.stdout
 
-    def module_go_mod(self, module: str, version: str) -> str:
-        """The go.mod of `module@version`, fetched through the module proxy."""
+    def _download(self, module: str, version: str) -> dict[str, str]:
         self.work_root.mkdir(parents=True, exist_ok=True)
         out = self._run(["mod", "download", "-json", f"{module}@{version}"], self.work_root)
-        info = json.loads(out)
-        return Path(info["GoMod"]).read_text()
+        info: dict[str, str] = json.loads(out)
+        return info
+
+    def module_go_mod(self, module: str, version: str) -> str:
+        """The go.mod of `module@version`, fetched through the module proxy."""
+        return Path(self._download(module, version)["GoMod"]).read_text()
+
+    def module_dir(self, module: str, version: str) -> Path:
+        """Where the go command keeps `module@version`'s source (read-only)."""
+        return Path(self._download(module, version)["Dir"])
 
     def build(
         self,

@@ -12,6 +12,7 @@ least-privilege RBAC is what they run with.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from stackube.api.manifests import cluster_dns, cni_rbac, csi, proxy_rbac
-from stackube.devbox import health, images
+from stackube.api.manifests import cluster_dns, cni_rbac, csi, proxy_rbac, runtime_classes
+from stackube.devbox import gvisor, health, images
 from stackube.devbox.commands import StepError, run
 from stackube.devbox.fsutil import write_atomic
 from stackube.devbox.kubeconfig import render_kubeconfig
@@ -59,6 +60,19 @@ class NodePaths:
     @property
     def containerd_socket(self) -> Path:
         return self.containerd_dir / "containerd.sock"
+
+    @property
+    def runsc_config(self) -> Path:
+        return self.containerd_dir / "runsc.toml"
+
+    @property
+    def runtime_bin(self) -> Path:
+        """Shims containerd finds on its PATH (devbox.gvisor.shim_wrapper)."""
+        return self.root / "runtime" / "bin"
+
+    @property
+    def runsc_root(self) -> Path:
+        return self.containerd_dir / "runsc"
 
     @property
     def certs_d(self) -> Path:
@@ -100,7 +114,8 @@ class NodePaths:
 # ---- pure rendering -----------------------------------------------------------------------
 def containerd_config(settings: DevboxSettings, paths: NodePaths) -> str:
     """containerd 1.6 (config version 2) as ../shared/TESTBED.md found working: cgroupfs,
-    no negative oom_score_adj, our CNI directories, our registry as the mirror."""
+    no negative oom_score_adj, our CNI directories, our registry as the mirror; runc by
+    default and gVisor's runsc for pods of RuntimeClass gvisor (devbox.gvisor)."""
     return f"""version = 2
 root = "{paths.containerd_dir / "root"}"
 state = "{paths.containerd_dir / "state"}"
@@ -124,6 +139,7 @@ oom_score = 0
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
 
+{gvisor.containerd_runtime(paths.runsc_config)}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{paths.cni_bin}"
     conf_dir = "{paths.cni_conf}"
@@ -132,6 +148,16 @@ oom_score = 0
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "{paths.certs_d}"
 """
+
+
+def containerd_path(paths: NodePaths, environ_path: str | None = None) -> str:
+    """containerd's PATH: the node's shims first, then the devbox's own PATH."""
+    rest = (
+        os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        if environ_path is None
+        else environ_path
+    )
+    return f"{paths.runtime_bin}:{rest}"
 
 
 def mirror_hosts_toml(registry: str, settings: DevboxSettings) -> str:
@@ -383,7 +409,9 @@ class NodeDevbox:
                 0o600,
             )
         with session(self.settings.admin_kubeconfig) as api:
-            documents = [*cni_rbac(), *proxy_rbac(), *csi(), kubelet_api_binding()]
+            documents = [
+                *cni_rbac(), *proxy_rbac(), *csi(), *runtime_classes(), kubelet_api_binding()
+            ]  # fmt: skip
             apply.server_side_apply(api, documents, "stackube-devbox")
 
     def apply_system_addons(self) -> None:
@@ -414,6 +442,14 @@ class NodeDevbox:
     # -- containerd
     def _containerd_prepare(self) -> None:
         write_atomic(self.paths.containerd_config, containerd_config(self.settings, self.paths))
+        write_atomic(
+            self.paths.runsc_config, gvisor.shim_config(self.settings, self.paths.runsc_root)
+        )
+        write_atomic(
+            self.paths.runtime_bin / gvisor.SHIM,
+            gvisor.shim_wrapper(self.settings, sys.executable),
+            0o755,
+        )
         for registry in MIRRORED_REGISTRIES:
             write_atomic(
                 self.paths.certs_d / registry / "hosts.toml",
@@ -539,7 +575,9 @@ class NodeDevbox:
                 process=lambda: ProcessSpec(
                     "containerd",
                     ["containerd", "--config", str(paths.containerd_config)],
-                    inputs=(paths.containerd_config,),
+                    # containerd finds a runtime's shim (containerd-shim-runsc-v1) on PATH.
+                    env={"PATH": containerd_path(paths)},
+                    inputs=(paths.containerd_config, paths.runsc_config),
                 ),
                 probe=health.command_ok(self._ctr("version")),
                 start_timeout=30,

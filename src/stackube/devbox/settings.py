@@ -16,12 +16,17 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.6.16"
 COREDNS_VERSION = "v1.14.7"
+# gVisor publishes no semver tags to the module proxy; `@latest` resolved to this
+# pseudo-version (../shared/TESTBED.md), pinned here.
+GVISOR_VERSION = "v0.0.0-20260905035102-160fafc42237"
+GVISOR_PLATFORMS = ("systrap", "ptrace", "kvm")
 
 ENV_STATE_DIR = "STACKUBE_DEVBOX_DIR"
 ENV_CACHE_DIR = "STACKUBE_CACHE_DIR"
 ENV_KUBE_BIN_DIR = "STACKUBE_KUBE_BIN_DIR"
 ENV_ETCD_BIN_DIR = "STACKUBE_ETCD_BIN_DIR"
 ENV_NEUTRON_BACKEND = "STACKUBE_DEVBOX_NEUTRON"
+ENV_GVISOR_PLATFORM = "STACKUBE_DEVBOX_GVISOR_PLATFORM"
 NEUTRON_BACKENDS = ("linuxbridge", "openvswitch")
 
 DEFAULT_STATE_DIR = Path("/var/lib/stackube-devbox")
@@ -81,6 +86,10 @@ class DevboxSettings:
     kubernetes_version: str = KUBERNETES_VERSION
     etcd_version: str = ETCD_VERSION
     coredns_version: str = COREDNS_VERSION
+    gvisor_version: str = GVISOR_VERSION
+    # gVisor's platform (how the Sentry traps the sandbox's system calls): systrap works
+    # everywhere; kvm is fastest on bare metal but hangs in this nested VM (TESTBED.md).
+    gvisor_platform: str = "systrap"
     host: str = "127.0.0.1"
     ports: Ports = field(default_factory=Ports)
     service_cidr: str = "10.96.0.0/12"
@@ -124,12 +133,18 @@ class DevboxSettings:
             raise ValueError(
                 f"{ENV_NEUTRON_BACKEND}={backend!r}: use one of {', '.join(NEUTRON_BACKENDS)}"
             )
+        platform = env.get(ENV_GVISOR_PLATFORM) or "systrap"
+        if platform not in GVISOR_PLATFORMS:
+            raise ValueError(
+                f"{ENV_GVISOR_PLATFORM}={platform!r}: use one of {', '.join(GVISOR_PLATFORMS)}"
+            )
         return cls(
             state_dir=state,
             cache_dir=default_cache_dir(env),
             kube_bin_override=Path(kube_bin) if kube_bin else None,
             etcd_bin_override=Path(etcd_bin) if etcd_bin else None,
             neutron_backend=backend,
+            gvisor_platform=platform,
             node_name=socket.gethostname(),
         )
 
@@ -178,6 +193,10 @@ class DevboxSettings:
     def coredns_image(self) -> str:
         """Our CoreDNS build as the registry serves it (the name CoreDNS publishes)."""
         return f"coredns/coredns:{self.coredns_version.removeprefix('v')}"
+
+    @property
+    def gvisor_bin_dir(self) -> Path:
+        return self.cache_dir / "gvisor" / self.gvisor_version / "bin"
 
     @property
     def coredns_bin_dir(self) -> Path:

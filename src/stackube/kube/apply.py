@@ -82,6 +82,17 @@ APPLY_KINDS: dict[tuple[str, str], tuple[str, str, bool]] = {
     ),
     ("storage.k8s.io/v1", "CSIDriver"): ("/apis/storage.k8s.io/v1", "csidrivers", False),
     ("storage.k8s.io/v1", "StorageClass"): ("/apis/storage.k8s.io/v1", "storageclasses", False),
+    ("node.k8s.io/v1", "RuntimeClass"): ("/apis/node.k8s.io/v1", "runtimeclasses", False),
+    ("admissionregistration.k8s.io/v1", "MutatingAdmissionPolicy"): (
+        "/apis/admissionregistration.k8s.io/v1",
+        "mutatingadmissionpolicies",
+        False,
+    ),
+    ("admissionregistration.k8s.io/v1", "MutatingAdmissionPolicyBinding"): (
+        "/apis/admissionregistration.k8s.io/v1",
+        "mutatingadmissionpolicybindings",
+        False,
+    ),
     ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"): (
         "/apis/admissionregistration.k8s.io/v1",
         "validatingadmissionpolicies",

@@ -50,3 +50,8 @@ def csi() -> list[dict[str, Any]]:
     """The CSI driver's CSIDriver, default StorageClass `cinder`, and its controller
     side's ServiceAccount with the sidecars' RBAC."""
     return _documents("csi.yaml")
+
+
+def runtime_classes() -> list[dict[str, Any]]:
+    """The nodes' RuntimeClasses: gvisor (handler runsc) with its declared overhead."""
+    return _documents("runtime-classes.yaml")
