@@ -17,6 +17,7 @@ from stackube.api.types import (
     POD_SECURITY_LEVELS,
     RESERVED_NAMESPACE_PREFIXES,
     RESERVED_NAMESPACES,
+    RUNTIME_CLASS_POLICIES,
     TENANT_PLURAL,
     VERSION,
     State,
@@ -166,6 +167,22 @@ def tenant_crd() -> dict[str, Any]:
                 "namespace (stackube-default-deny): DenyIngress isolates every pod for "
                 "ingress, DenyAll for ingress and egress but DNS (port 53); the "
                 "tenant's own policies then allow what they name.",
+            },
+            "runtimeClassName": {
+                "type": "string",
+                "maxLength": 63,
+                "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                "description": "RuntimeClass of the tenant's pods (e.g. gvisor: each pod in "
+                "its own gVisor sandbox); unset: the node's default (runc). Pods already "
+                "running keep theirs.",
+            },
+            "runtimeClassPolicy": {
+                "type": "string",
+                "enum": list(RUNTIME_CLASS_POLICIES),
+                "default": "Enforce",
+                "description": "Enforce: the tenant's pods run only with runtimeClassName "
+                "(pods naming none get it, others are refused); Default: pods naming none "
+                "get it. Ignored without runtimeClassName.",
             },
         },
         "x-kubernetes-validations": [

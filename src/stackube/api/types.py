@@ -54,6 +54,13 @@ DEFAULT_POD_SECURITY = "baseline"
 # egress but DNS.
 DEFAULT_NETWORK_POLICIES = ("None", "DenyIngress", "DenyAll")
 PSA_PREFIX = "pod-security.kubernetes.io"
+# spec.runtimeClassName: the RuntimeClass of the tenant's pods (docs/runtimes.md), kept
+# on its namespace for the admission policies stackube-tenant-runtime: Enforce (a
+# "hard" tenant: pods run only there; the default) or Default (pods that name no
+# RuntimeClass get it, others may name another).
+RUNTIME_CLASS_POLICIES = ("Enforce", "Default")
+LABEL_RUNTIME_CLASS = f"{GROUP}/runtime-class"
+LABEL_RUNTIME_CLASS_POLICY = f"{GROUP}/runtime-class-policy"
 
 
 class State(enum.StrEnum):
@@ -86,6 +93,8 @@ class TenantSpec:
     tenant_id: str | None = None
     pod_security: str = DEFAULT_POD_SECURITY
     default_network_policy: str = "None"
+    runtime_class_name: str | None = None
+    runtime_class_policy: str = "Enforce"
 
     @property
     def adopts_project(self) -> bool:
@@ -158,7 +167,20 @@ def parse_tenant(body: Mapping[str, Any]) -> TenantSpec:
         raise SpecError(
             f"spec.defaultNetworkPolicy must be one of {', '.join(DEFAULT_NETWORK_POLICIES)}"
         )
-    return TenantSpec(name, username, password, ref, tenant_id, pod_security, default_policy)
+    runtime_class = _optional_str(spec, "runtimeClassName")
+    if runtime_class is not None and not (
+        len(runtime_class) <= 63 and DNS_LABEL.match(runtime_class)
+    ):
+        raise SpecError("spec.runtimeClassName must name a RuntimeClass (a DNS label, e.g. gvisor)")
+    runtime_policy = _optional_str(spec, "runtimeClassPolicy") or "Enforce"
+    if runtime_policy not in RUNTIME_CLASS_POLICIES:
+        raise SpecError(
+            f"spec.runtimeClassPolicy must be one of {', '.join(RUNTIME_CLASS_POLICIES)}"
+        )
+    return TenantSpec(
+        name, username, password, ref, tenant_id, pod_security, default_policy,
+        runtime_class, runtime_policy,
+    )  # fmt: skip
 
 
 def check_tenant_name(name: str) -> None:
@@ -180,6 +202,17 @@ def pod_security_labels(level: str) -> dict[str, str]:
         f"{PSA_PREFIX}/warn-version": "latest",
         f"{PSA_PREFIX}/audit": "restricted",
         f"{PSA_PREFIX}/audit-version": "latest",
+    }
+
+
+def runtime_class_labels(spec: TenantSpec) -> dict[str, str | None]:
+    """The tenant namespace's runtime labels (None: remove), read by the admission
+    policies stackube-tenant-runtime (api/manifests/admission-policies.yaml)."""
+    if spec.runtime_class_name is None:
+        return {LABEL_RUNTIME_CLASS: None, LABEL_RUNTIME_CLASS_POLICY: None}
+    return {
+        LABEL_RUNTIME_CLASS: spec.runtime_class_name,
+        LABEL_RUNTIME_CLASS_POLICY: spec.runtime_class_policy,
     }
 
 

@@ -19,6 +19,7 @@ from stackube.api.types import (
     TenantSpec,
     parse_tenant,
     pod_security_labels,
+    runtime_class_labels,
 )
 from stackube.config import ControllerConfig
 from stackube.controller import dns, rbac
@@ -210,9 +211,11 @@ class TenantReconciler:
             **naming.tenant_labels(spec.name, project.id),
             **pod_security_labels(spec.pod_security),
         }
+        runtime = runtime_class_labels(spec)
         current = kube.get_namespace(self.kube, spec.name)
         if current is None:
-            kube.create_namespace(self.kube, spec.name, labels)
+            set_runtime = {k: v for k, v in runtime.items() if v is not None}
+            kube.create_namespace(self.kube, spec.name, {**labels, **set_runtime})
             log.info("tenant %s: created namespace", spec.name)
             checkpoint("namespace")
             return
@@ -224,8 +227,9 @@ class TenantReconciler:
                 f"{LABEL_TENANT}={spec.name} and app.kubernetes.io/managed-by="
                 "stackube-controller missing)"
             )
-        if any(current.labels.get(k) != v for k, v in labels.items()):
-            kube.label_namespace(self.kube, spec.name, labels)
+        wanted: dict[str, str | None] = {**labels, **runtime}
+        if any(current.labels.get(k) != v for k, v in wanted.items()):
+            kube.label_namespace(self.kube, spec.name, wanted)
 
     def default_network(
         self, spec: TenantSpec, project: identity.Project

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -44,7 +45,8 @@ def create_namespace(api: k8s.ApiClient, name: str, labels: dict[str, str]) -> N
 
 
 @translating("label namespace")
-def label_namespace(api: k8s.ApiClient, name: str, labels: dict[str, str]) -> None:
+def label_namespace(api: k8s.ApiClient, name: str, labels: Mapping[str, str | None]) -> None:
+    """Set these labels on a namespace (a None value removes the label)."""
     k8s.CoreV1Api(api).patch_namespace(
         name, {"metadata": {"labels": labels}}, _request_timeout=REQUEST_TIMEOUT
     )

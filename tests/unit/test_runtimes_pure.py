@@ -1,0 +1,179 @@
+"""gVisor on a node, pure parts: the shim's configuration, containerd's runtime table,
+the build's OOM-score adjustment, the shim's start answer, and a Tenant's runtime."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stackube.api.crds import tenant_crd
+from stackube.api.manifests import admission_policies, runtime_classes
+from stackube.api.types import (
+    LABEL_RUNTIME_CLASS,
+    LABEL_RUNTIME_CLASS_POLICY,
+    SpecError,
+    parse_tenant,
+    runtime_class_labels,
+)
+from stackube.devbox import gobuild, gvisor, node
+from stackube.devbox.settings import DevboxSettings
+from stackube.runtime.shim import BootstrapError, bootstrap_address
+
+pytestmark = pytest.mark.unit
+
+SETTINGS = DevboxSettings(state_dir=Path("/state"), cache_dir=Path("/cache"), node_name="n1")
+PATHS = node.NodePaths(SETTINGS.node_dir)
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def tenant(**spec: str) -> dict[str, object]:
+    return {"metadata": {"name": "acme"}, "spec": {"username": "u", "password": "p", **spec}}
+
+
+def test_containerd_runs_runsc_through_gvisors_shim_with_its_config_file() -> None:
+    config = tomllib.loads(node.containerd_config(SETTINGS, PATHS))
+    runtimes = config["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+    assert runtimes["runsc"] == {
+        "runtime_type": "io.containerd.runsc.v1",
+        "options": {
+            "TypeUrl": "io.containerd.runsc.v1.options",
+            "ConfigPath": "/state/node/containerd/runsc.toml",
+        },
+    }
+    # runc stays the default: system pods and soft tenants keep it.
+    assert (
+        config["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["default_runtime_name"]
+        == "runc"
+    )
+    assert node.containerd_path(PATHS, "/usr/bin:/bin") == "/state/node/runtime/bin:/usr/bin:/bin"
+
+
+def test_the_shim_config_names_the_pinned_runsc_its_platform_and_per_sandbox_logs() -> None:
+    shim = tomllib.loads(gvisor.shim_config(SETTINGS, PATHS.runsc_root))
+    assert shim["binary_name"] == f"/cache/gvisor/{SETTINGS.gvisor_version}/bin/runsc"
+    assert shim["root"] == "/state/node/containerd/runsc"
+    assert shim["log_path"] == "/state/log/runsc/%ID%/shim.log"
+    assert shim["runsc_config"]["platform"] == "systrap"
+    kvm = DevboxSettings.from_env(
+        {"STACKUBE_DEVBOX_DIR": "/s", "STACKUBE_DEVBOX_GVISOR_PLATFORM": "kvm"}
+    )
+    assert tomllib.loads(gvisor.shim_config(kvm, Path("/r")))["runsc_config"]["platform"] == "kvm"
+    with pytest.raises(ValueError, match="STACKUBE_DEVBOX_GVISOR_PLATFORM='xen'"):
+        DevboxSettings.from_env({"STACKUBE_DEVBOX_GVISOR_PLATFORM": "xen"})
+
+
+def test_the_wrapper_runs_the_real_shim_behind_the_start_translation() -> None:
+    text = gvisor.shim_wrapper(SETTINGS, "/venv/bin/python3")
+    assert text.startswith("#!/bin/sh\n")
+    assert (
+        f"exec /venv/bin/python3 -m stackube.runtime.shim "
+        f'/cache/gvisor/{SETTINGS.gvisor_version}/bin/containerd-shim-runsc-v1 "$@"'
+    ) in text
+
+
+def test_capability_bits_are_read_from_the_bounding_set() -> None:
+    status = "Name:\tx\nCapEff:\t000001ffffffffff\nCapBnd:\t000001fffeffffff\n"
+    assert not gvisor.has_capability(status, gvisor.CAP_SYS_RESOURCE)  # bit 24 cleared
+    assert gvisor.has_capability(status, 23)
+    assert gvisor.has_capability("CapBnd:\t0000000001000000\n", gvisor.CAP_SYS_RESOURCE)
+    assert not gvisor.has_capability("Name:\tno caps line\n", 0)
+
+
+def test_the_shim_oom_adjustment_changes_exactly_upstreams_line_or_refuses() -> None:
+    source = "const (\n\toomScoreMax = -999\n)\nfunc f() { sys.SetOOMScore(pid, oomScoreMax) }\n"
+    adjusted = gvisor.shim_oom_overlay(source)
+    assert adjusted == source.replace("oomScoreMax = -999", "oomScoreMax = 0")
+    for changed in (source.replace("-999", "-998"), source + "\toomScoreMax = -999\n"):
+        with pytest.raises(gobuild.BuildError, match="expected one 'oomScoreMax = -999'"):
+            gvisor.shim_oom_overlay(changed)
+
+
+@pytest.mark.parametrize(
+    ("output", "address"),
+    [
+        (
+            '{"version":2,"address":"unix:///run/containerd/s/ab","protocol":"ttrpc"}\n',
+            "unix:///run/containerd/s/ab",
+        ),
+        ("unix:///run/containerd/s/cd\n", "unix:///run/containerd/s/cd"),
+        ('{"version":2,"address":"unix:///run/x"}', "unix:///run/x"),
+    ],
+)
+def test_the_start_answer_becomes_the_address_containerd_16_dials(
+    output: str, address: str
+) -> None:
+    assert bootstrap_address(output) == address
+
+
+@pytest.mark.parametrize(
+    ("output", "error"),
+    [
+        ('{"version":3,"address":"unix:///x","protocol":"ttrpc"}', "answered version 3"),
+        ('{"version":2,"address":"unix:///x","protocol":"grpc"}', "over 'grpc'"),
+        ('{"version":2}', "answered version 2"),
+        ("{not json", "unreadable JSON"),
+    ],
+)
+def test_a_start_answer_containerd_16_cannot_use_is_an_error(output: str, error: str) -> None:
+    with pytest.raises(BootstrapError, match=error):
+        bootstrap_address(output)
+
+
+def test_a_tenants_runtime_class_and_policy_become_namespace_labels() -> None:
+    hard = parse_tenant(tenant(runtimeClassName="gvisor"))
+    assert (hard.runtime_class_name, hard.runtime_class_policy) == ("gvisor", "Enforce")
+    assert runtime_class_labels(hard) == {
+        LABEL_RUNTIME_CLASS: "gvisor",
+        LABEL_RUNTIME_CLASS_POLICY: "Enforce",
+    }
+    preferred = parse_tenant(tenant(runtimeClassName="gvisor", runtimeClassPolicy="Default"))
+    assert runtime_class_labels(preferred)[LABEL_RUNTIME_CLASS_POLICY] == "Default"
+    # A soft tenant (or one whose runtime was removed) has neither label: None removes.
+    soft = parse_tenant(tenant(runtimeClassPolicy="Default"))
+    assert runtime_class_labels(soft) == {
+        LABEL_RUNTIME_CLASS: None,
+        LABEL_RUNTIME_CLASS_POLICY: None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ({"runtimeClassName": "G Visor"}, "spec.runtimeClassName must name a RuntimeClass"),
+        ({"runtimeClassName": "gvisor", "runtimeClassPolicy": "Always"}, "one of Enforce, Default"),
+    ],
+)
+def test_bad_runtime_fields_name_the_field(spec: dict[str, str], error: str) -> None:
+    with pytest.raises(SpecError, match=error):
+        parse_tenant(tenant(**spec))
+
+
+def test_the_crd_validates_the_runtime_fields_as_the_controller_does() -> None:
+    props = tenant_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    spec = props["spec"]["properties"]
+    assert spec["runtimeClassPolicy"]["enum"] == ["Enforce", "Default"]
+    assert spec["runtimeClassPolicy"]["default"] == "Enforce"
+    assert spec["runtimeClassName"]["pattern"] == "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def test_runtime_classes_and_the_runtime_policies_are_shipped() -> None:
+    classes = {c["metadata"]["name"]: c for c in runtime_classes()}
+    assert classes["gvisor"]["handler"] == gvisor.HANDLER
+    assert set(classes["gvisor"]["overhead"]["podFixed"]) == {"cpu", "memory"}
+    assert classes["runc"]["handler"] == "runc"
+    shipped = [
+        d
+        for d in yaml.safe_load_all((DEPLOY / "runtime" / "runtime-classes.yaml").read_text())
+        if d
+    ]
+    assert shipped == runtime_classes(), f"regenerate with `stackube manifests -o {DEPLOY}`"
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in admission_policies()}
+    assert ("MutatingAdmissionPolicy", "stackube-tenant-runtime") in kinds
+    assert ("ValidatingAdmissionPolicy", "stackube-tenant-runtime") in kinds
+    mutation = next(d for d in admission_policies() if d["kind"] == "MutatingAdmissionPolicy")
+    # Kubernetes' RuntimeClass admission must run again to add the class's overhead.
+    assert mutation["spec"]["reinvocationPolicy"] == "IfNeeded"
+    assert "runtime/runtime-classes.yaml" in (DEPLOY / "kustomization.yaml").read_text()
