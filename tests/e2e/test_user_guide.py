@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import platform
 from typing import Any
 
 import pytest
@@ -29,6 +30,9 @@ spec:
   username: "{name}"
   password: "password"
 """
+# A "hard" tenant (docs/runtimes.md): every pod in its own gVisor sandbox.
+HARD = '  runtimeClassName: "gvisor"\n'
+
 # Tenants' default Networks (tenant-cidr; the seed's user-cidr is the system network's).
 POD_CIDR = ipaddress.ip_network("10.245.0.0/16")
 # (busybox's nslookup exits 1 when any search-list name is NXDOMAIN, even with an answer:
@@ -60,10 +64,10 @@ def tenant_active(kubectl: Kubectl, name: str) -> bool:
     return bool((found.get("status") or {}).get("state") == "Active")
 
 
-def make_tenant(kubectl: Kubectl, name: str) -> dict[str, Any]:
-    """Create a Tenant and wait for Active, which includes its DNS server answering: the
-    guide's `nslookup` right after needs no retry."""
-    kubectl.run("create", "-f", "-", stdin=TENANT.format(name=name))
+def make_tenant(kubectl: Kubectl, name: str, spec: str = "") -> dict[str, Any]:
+    """Create a Tenant (`spec`: more lines of its spec) and wait for Active, which
+    includes its DNS server answering: the guide's `nslookup` right after needs no retry."""
+    kubectl.run("create", "-f", "-", stdin=TENANT.format(name=name) + spec)
     eventually(lambda: tenant_active(kubectl, name), 240, f"Tenant {name} Active")
     dns = [
         c
@@ -114,9 +118,13 @@ def delete_tenants(kubectl: Kubectl, os_admin: Connection, names: list[str]) -> 
         eventually(lambda n=name: not gone(kubectl, os_admin, n), 300, f"tenant {name} gone")
 
 
-def test_the_user_guide(devbox: Devbox, kubectl: Kubectl, os_admin: Connection) -> None:
+@pytest.mark.parametrize("runtime", ["runc", "gvisor"])
+def test_the_user_guide(
+    devbox: Devbox, kubectl: Kubectl, os_admin: Connection, runtime: str
+) -> None:
+    """The guide in a soft tenant (runc), then once more in a hard one (gVisor)."""
     try:
-        network = make_tenant(kubectl, "test")
+        network = make_tenant(kubectl, "test", HARD if runtime == "gvisor" else "")
         # $ kubectl get namespace test / kubectl -n test get network test -o yaml
         phase = kubectl.run("get", "namespace", "test", "-o", "jsonpath={.status.phase}")
         assert phase.stdout == "Active"
@@ -139,6 +147,15 @@ def test_the_user_guide(devbox: Devbox, kubectl: Kubectl, os_admin: Connection) 
         assert all(ipaddress.ip_address(p["status"]["podIP"]) in POD_CIDR for p in every)
         assert pods[0]["spec"]["nodeName"] == devbox.settings.node_name
         cluster_ip = kubectl.json("-n", "test", "get", "service", "nginx")["spec"]["clusterIP"]
+        # The runtime the pods got: the tenant's, unasked (docs/runtimes.md).
+        nginx = pods[0]["metadata"]["name"]
+        kernel = kubectl.run("-n", "test", "exec", nginx, "--", "uname", "-r").stdout
+        if runtime == "gvisor":
+            assert all(p["spec"].get("runtimeClassName") == "gvisor" for p in every), every
+            assert "gvisor" in kernel, kernel
+        else:
+            assert all("runtimeClassName" not in p["spec"] for p in every), every
+            assert kernel.strip() == platform.release(), kernel
 
         # $ kubectl -n test run -i -t busybox --image=busybox sh; nslookup nginx; wget -O- nginx
         out = busybox(kubectl, "test", "busybox", "nslookup nginx; wget -O- nginx")
