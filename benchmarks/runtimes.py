@@ -66,7 +66,7 @@ def requests_per_second(kubectl: Kubectl, namespace: str, url: str, seconds: int
         "done; echo $n"
     )
     done = kubectl.run(
-        "-n", namespace, "exec", "client", "--", "sh", "-c", script, timeout=seconds + 60
+        "-n", namespace, "exec", "bench-client", "--", "sh", "-c", script, timeout=seconds + 60
     )
     return int(done.stdout.split()[-1]) / seconds
 
@@ -102,11 +102,11 @@ def main() -> int:
             print(f"round {n + 1}/{args.rounds}: runc {starts['runc'][-1]:.2f} s, "
                   f"gvisor {starts['gvisor'][-1]:.2f} s", file=sys.stderr)  # fmt: skip
         rates: dict[str, float] = {}
-        k.run("-n", ns, "create", "-f", "-", stdin=pod("client", "runc", command=idle(3600)))
+        k.run("-n", ns, "create", "-f", "-", stdin=pod("bench-client", "runc", command=idle(3600)))
         for runtime in RUNTIMES:
             k.run("-n", ns, "create", "-f", "-", stdin=pod(f"web-{runtime}", runtime, "nginx"))
             k.run("-n", ns, "expose", "pod", f"web-{runtime}", "--port=80")
-        for name in ("client", "web-runc", "web-gvisor"):
+        for name in ("bench-client", "web-runc", "web-gvisor"):
             wait_for(lambda n=name: phase(k, ns, n) == "Running", 180, name, interval=0.2)
         for runtime in RUNTIMES:
             rates[runtime] = requests_per_second(k, ns, f"http://web-{runtime}/", args.seconds)
