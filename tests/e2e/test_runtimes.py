@@ -11,6 +11,10 @@ import contextlib
 import functools
 import json
 import platform
+import re
+import subprocess
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,7 @@ import pytest
 from openstack.connection import Connection
 
 from stackube.devbox.box import Devbox
+from stackube.devbox.node import NodePaths
 from tests.e2e.kubectl import Kubectl, eventually, idle, side_by_side
 from tests.e2e.test_network_policy import TenantUser
 from tests.e2e.test_user_guide import HARD, delete_tenants, make_tenant
@@ -167,3 +172,111 @@ def test_a_sandboxed_pod_has_logs_exec_and_its_limits_on_the_node(
         with contextlib.suppress(OSError):
             commands.add(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode())
     assert "runsc-sandbox" in commands, commands
+
+
+def web(name: str, readiness_port: int | str, **extra: Any) -> str:
+    """A one-replica Deployment of the guide's nginx with an httpGet readiness probe on
+    `readiness_port` and a tcpSocket liveness probe on its port, probed every 2 s."""
+    container: dict[str, Any] = {
+        "name": "web",
+        "image": "nginx",
+        "ports": [{"name": "http", "containerPort": 80}],
+        "readinessProbe": {"httpGet": {"path": "/", "port": readiness_port}, "periodSeconds": 2},
+        "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 2},
+        **extra,
+    }
+    labels = {"app": name}
+    return json.dumps(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"terminationGracePeriodSeconds": 1, "containers": [container]},
+                },
+            },
+        }
+    )
+
+
+def pod_of(kubectl: Kubectl, namespace: str, app: str) -> dict[str, Any] | None:
+    items = kubectl.json("-n", namespace, "get", "pods", "-l", f"app={app}")["items"]
+    return items[0] if len(items) == 1 and items[0]["status"].get("podIP") else None
+
+
+def pod_netns(devbox: Devbox, namespace: str, name: str) -> str:
+    """The pod's (kernel) network namespace, from the node's CNI journal."""
+    journal = NodePaths(devbox.settings.node_dir).cni_state / "attachments"
+    for entry in journal.glob("*.json"):
+        doc = json.loads(entry.read_text())
+        if (doc.get("namespace"), doc.get("pod")) == (namespace, name) and doc.get("netns"):
+            return str(doc["netns"])
+    raise AssertionError(f"{namespace}/{name} is not in the CNI journal {journal}")
+
+
+def test_a_sandboxed_pod_is_probed_and_port_forwarded_and_its_tenant_reaches_no_relay(
+    devbox: Devbox, kubectl: Kubectl, tenants: None, tmp_path: Path
+) -> None:
+    """The kubelet's httpGet and tcpSocket probes, and `kubectl port-forward` by the
+    tenant's own user, reach a gVisor pod (inside its sandbox, through runsc); the
+    node's listener in the pod's kernel netns is out of reach of the pod's processes."""
+    ns, user = HARD_TENANT, TenantUser(devbox, HARD_TENANT, tmp_path)
+    for name, port in (("probed", "http"), ("unready", 81)):
+        made = user.kubectl("-n", ns, "create", "-f", "-", stdin=web(name, port))
+        assert made.returncode == 0, made.stderr
+    ready = eventually(
+        lambda: (
+            (p := pod_of(kubectl, ns, "probed"))
+            and p["status"].get("containerStatuses", [{}])[0].get("ready")
+            and p
+        ),
+        120,
+        "the probed gVisor pod Ready",
+    )
+    assert ready["spec"]["runtimeClassName"] == "gvisor"
+    # Positive control: a readiness probe on a port nobody listens on fails, inside the
+    # sandbox too; the tcpSocket liveness probe keeps both alive (no restarts).
+    unready = eventually(lambda: pod_of(kubectl, ns, "unready"), 120, "the unready pod")
+    eventually(lambda: running(kubectl, ns, unready["metadata"]["name"]), 120, "unready Running")
+    time.sleep(20)
+    for app, want_ready in (("probed", True), ("unready", False)):
+        found = pod_of(kubectl, ns, app)
+        assert found is not None, app
+        status = found["status"]["containerStatuses"][0]
+        assert status["ready"] is want_ready and status["restartCount"] == 0, (app, status)
+
+    # kubectl port-forward, as the tenant's user.
+    name = ready["metadata"]["name"]
+    forward = subprocess.Popen(
+        ["kubectl", "-n", ns, "port-forward", f"pod/{name}", ":80"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=user.env,
+    )  # fmt: skip
+    try:
+        assert forward.stdout is not None
+        line = forward.stdout.readline()  # "Forwarding from 127.0.0.1:<port> -> 80"
+        match = re.search(r"127\.0\.0\.1:(\d+)", line)
+        assert match, line
+        with urllib.request.urlopen(f"http://127.0.0.1:{match[1]}/", timeout=10) as answer:
+            assert answer.status == 200 and b"nginx" in answer.read().lower()
+    finally:
+        forward.terminate()
+        forward.wait(10)
+
+    # The node's listener is in the pod's kernel netns (positive control: reachable
+    # there) but not from the pod's processes, whose loopback is the sandbox's own.
+    netns = pod_netns(devbox, ns, name)
+    node_side = subprocess.run(
+        ["nsenter", f"--net={netns}", "python3", "-c",
+         "import socket; socket.create_connection(('127.0.0.1', 65535), 5).close()"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert node_side.returncode == 0, node_side.stderr
+    inside = sh(
+        kubectl, ns, name,
+        "for p in 80 65535; do if timeout 5 nc 127.0.0.1 $p </dev/null; then echo open-$p; "
+        "else echo closed-$p; fi; done",
+    )  # fmt: skip
+    assert "open-80" in inside and "closed-65535" in inside, inside

@@ -3,6 +3,8 @@ the build's OOM-score adjustment, the shim's start answer, and a Tenant's runtim
 
 from __future__ import annotations
 
+import socket
+import threading
 import tomllib
 from pathlib import Path
 
@@ -18,8 +20,10 @@ from stackube.api.types import (
     parse_tenant,
     runtime_class_labels,
 )
+from stackube.cni import portforward, probe_relay
 from stackube.devbox import gobuild, gvisor, node
 from stackube.devbox.settings import DevboxSettings
+from stackube.host.runsc import Runsc
 from stackube.runtime.shim import BootstrapError, bootstrap_address
 
 pytestmark = pytest.mark.unit
@@ -177,3 +181,82 @@ def test_runtime_classes_and_the_runtime_policies_are_shipped() -> None:
     # Kubernetes' RuntimeClass admission must run again to add the class's overhead.
     assert mutation["spec"]["reinvocationPolicy"] == "IfNeeded"
     assert "runtime/runtime-classes.yaml" in (DEPLOY / "kustomization.yaml").read_text()
+
+
+# ---- probes and port-forward into gVisor pods (cni/portforward.py, host/runsc.py) -------
+
+
+def test_the_node_daemon_knows_runsc_as_containerds_shim_runs_it() -> None:
+    argv = node.cni_daemon_argv(SETTINGS, PATHS)
+    assert f"--runsc={SETTINGS.gvisor_bin_dir / 'runsc'}" in argv
+    # The shim's runsc.toml root, then containerd's namespace of the CRI's containers.
+    config = tomllib.loads(gvisor.shim_config(SETTINGS, PATHS.runsc_root))
+    assert f"--runsc-root={Path(config['root']) / 'k8s.io'}" in argv
+
+
+def test_a_gvisor_sandbox_is_known_by_runscs_state_file(tmp_path: Path) -> None:
+    runsc = Runsc("runsc", tmp_path)
+    sandbox, container = "a" * 64, "b" * 64
+    (tmp_path / f"{container}_sandbox:{sandbox}.state").touch()  # a container in it
+    assert not runsc.runs(sandbox)
+    (tmp_path / f"{sandbox}_sandbox:{sandbox}.state").touch()
+    assert runsc.runs(sandbox) and not runsc.runs(container)
+
+
+def test_port_forward_rules_send_loopback_tcp_to_the_listener_but_its_own_port() -> None:
+    text = portforward.render_rules(65535)
+    assert text.splitlines() == [
+        "*nat",
+        ":STKB-PORT-FORWARD - [0:0]",
+        "-F STKB-PORT-FORWARD",
+        "-A STKB-PORT-FORWARD -d 127.0.0.1/32 -p tcp -m tcp ! --dport 65535 "
+        "-j REDIRECT --to-ports 65535",
+        "COMMIT",
+    ]
+
+
+def _answering_upstream(half_close: bool) -> tuple[probe_relay.Upstream, socket.socket]:
+    """An upstream that answers once its request arrives, and ends the connection at
+    EOF if it cannot be half-closed (as gVisor's stream does)."""
+    ours, theirs = socket.socketpair()
+
+    def serve() -> None:
+        request = theirs.recv(100)
+        if not half_close:
+            theirs.sendall(b"answer to " + request)
+        else:
+            while theirs.recv(100):
+                pass
+            theirs.sendall(b"answer to " + request)
+        theirs.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return probe_relay.Upstream(lambda: ours, "test", half_close=half_close), theirs
+
+
+@pytest.mark.parametrize("half_close", [True, False])
+def test_a_relayed_client_that_half_closes_still_gets_its_answer(half_close: bool) -> None:
+    upstream, _ = _answering_upstream(half_close)
+    client, relayed = socket.socketpair()
+    worker = threading.Thread(target=probe_relay.relay, args=(relayed, upstream, "test"))
+    worker.start()
+    client.sendall(b"GET")
+    client.shutdown(socket.SHUT_WR)
+    client.settimeout(5)
+    received = b""
+    while data := client.recv(100):
+        received += data
+    worker.join(5)
+    assert received == b"answer to GET"
+    assert not worker.is_alive()
+
+
+def test_a_refused_upstream_ends_the_relay_at_once() -> None:
+    def refuse() -> socket.socket:
+        raise ConnectionRefusedError("nothing listens")
+
+    client, relayed = socket.socketpair()
+    probe_relay.relay(relayed, probe_relay.Upstream(refuse, "test"), "test")
+    relayed.close()
+    client.settimeout(1)
+    assert client.recv(10) == b""

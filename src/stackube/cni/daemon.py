@@ -39,6 +39,8 @@ from stackube.cni.hostports import (
 )
 from stackube.cni.netpol import LocalPod
 from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, pool_port_name
+from stackube.cni.portforward import SandboxForwards
+from stackube.cni.probe_relay import CONNECT_TIMEOUT, Upstream
 from stackube.cni.probes import chain_name, probe_ports, render_chain
 from stackube.cni.recovery import (
     HostPort,
@@ -66,6 +68,7 @@ from stackube.errors import NotFoundError, StackubeError, TemporaryError
 from stackube.faults import checkpoint
 from stackube.host import cri, iptables, netlink
 from stackube.host.portrelay import Backend, Frontend
+from stackube.host.runsc import Runsc
 from stackube.kube import pods as kube_pods
 from stackube.kube import resources as kube
 from stackube.kube.client import ApiClient
@@ -121,6 +124,7 @@ class CniDaemon:
         store: AttachmentStore,
         *,
         hostport_relay: Relays | None = None,
+        runsc: Runsc | None = None,
     ) -> None:
         self.settings = settings
         self.conn = conn
@@ -144,9 +148,9 @@ class CniDaemon:
         self.marker = node_marker(settings.node)
         self._reported: dict[str, str] = {}  # attachment key -> the trouble last reported
         # Probes: pod UID -> the ports its probes use (from the node's pod watch), and
-        # (pod address, port) -> the pod's netns for the relay; the relay's port.
+        # (pod address, port) -> the pod's (netns, sandbox id) for the relay; its port.
         self._probe_ports: dict[str, set[int]] = {}
-        self._probe_targets: dict[tuple[str, int], str] = {}
+        self._probe_targets: dict[tuple[str, int], tuple[str, str]] = {}
         self._probes_applied = ""
         self._refused: set[str] = set()  # pod addresses the node routes itself
         self._probe_kick = threading.Event()
@@ -163,6 +167,10 @@ class CniDaemon:
         # hostPorts of this node's system-network pods (None: not served, e.g. in tests
         # that run several daemons on one host).
         self.hostport_relay = hostport_relay
+        # gVisor pods (None: runc only): probes and port-forward reach them through runsc.
+        self.runsc = runsc
+        self.forwards = SandboxForwards(self.sandbox_upstream) if runsc is not None else None
+        self._forward_problems: set[str] = set()
         self._hostports_lock = threading.Lock()
         self._hostports_chain = input_chain(settings.node)
         self._hostports_applied = ""
@@ -873,10 +881,46 @@ class CniDaemon:
         if changed:
             self._probe_kick.set()
 
-    def resolve_probe(self, ip: str, port: int) -> str | None:
-        """The relay's lookup: the netns of the pod whose probe targets ip:port."""
+    def resolve_probe(self, ip: str, port: int) -> Upstream | None:
+        """The relay's lookup: how to reach the pod whose probe targets ip:port (inside
+        its netns, to its own address; inside its sandbox for a gVisor pod)."""
         with self._guard:
-            return self._probe_targets.get((ip, port))
+            target = self._probe_targets.get((ip, port))
+        if target is None:
+            return None
+        netns, sandbox_id = target
+        if self.runsc is not None and self.runsc.runs(sandbox_id):
+            return self.sandbox_upstream(sandbox_id, port)
+        return Upstream(
+            lambda: netlink.connect_in_namespace(netns, (ip, port), CONNECT_TIMEOUT),
+            f"{ip}:{port} in {netns}",
+        )
+
+    def sandbox_upstream(self, sandbox_id: str, port: int) -> Upstream:
+        """127.0.0.1:port inside the gVisor sandbox `sandbox_id` (host/runsc.py)."""
+        runsc = self.runsc
+        if runsc is None:
+            raise RuntimeError("sandbox_upstream without runsc")  # a bug: forwards need it
+        return Upstream(
+            lambda: runsc.connect(sandbox_id, port, CONNECT_TIMEOUT),
+            f"port {port} in gVisor sandbox {sandbox_id[:12]}",
+            half_close=False,
+        )
+
+    def sync_port_forwards(self) -> None:
+        """Port-forward listeners for exactly this node's live gVisor pods (portforward.py)."""
+        if self.forwards is None or self.runsc is None:
+            return
+        sandboxes = {
+            a.container_id: a.netns
+            for a in self.store.all()
+            if a.netns and a.phase in (Phase.PLUGGED, Phase.RECORDED)
+        }
+        wanted = {sid: netns for sid, netns in sandboxes.items() if self.runsc.runs(sid)}
+        problems = set(self.forwards.apply(wanted))
+        for problem in sorted(problems - self._forward_problems):
+            log.warning("%s (retried every %ss)", problem, self.settings.resync_seconds)
+        self._forward_problems = problems
 
     def sync_probes(self) -> None:
         """The relay's targets, the node's DNAT chain and its /32 routes, from the
@@ -885,7 +929,7 @@ class CniDaemon:
             ports = dict(self._probe_ports)
         # System pods are reached directly (the node link): only tenant pods are relayed.
         targets = {
-            (a.ip, port): a.netns
+            (a.ip, port): (a.netns, a.container_id)
             for a in self.store.all()
             if a.ip
             and a.netns
@@ -947,6 +991,10 @@ class CniDaemon:
             except Exception:  # a background thread logs and lives on
                 log.exception("probe rules sync failed")
                 self._probes_applied = ""
+            try:
+                self.sync_port_forwards()
+            except Exception:  # a background thread logs and lives on
+                log.exception("port-forward sync failed")
             self._probe_kick.wait(self.settings.resync_seconds)
 
     # ---- start-up --------------------------------------------------------------------------
@@ -1357,6 +1405,8 @@ class CniDaemon:
         self._kick.set()
         self._probe_kick.set()
         self._fillers.shutdown(wait=False, cancel_futures=True)
+        if self.forwards is not None:
+            self.forwards.close()
 
 
 def _reason(problem: str) -> str:

@@ -25,6 +25,7 @@ from stackube.config import parse_config, read_key_files
 from stackube.errors import StackubeError, TemporaryError
 from stackube.host import iptables
 from stackube.host.portrelay import PortRelay
+from stackube.host.runsc import Runsc
 from stackube.kube.client import api_client
 from stackube.kube.lease import LeaseLock
 from stackube.kube.watch import network_reflector, node_pod_reflector, policy_reflectors
@@ -152,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         driver,
         AttachmentStore(args.state_dir / "attachments"),
         hostport_relay=PortRelay("hostport") if args.hostports else None,
+        runsc=Runsc(args.runsc, args.runsc_root) if args.runsc else None,
     )
     log.info(
         "node %s (Neutron host %s), %s driver, pools of %d%s",

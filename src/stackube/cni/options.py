@@ -73,6 +73,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the probe relay's port on 127.0.0.1 (0: any free one)",
     )
     parser.add_argument(
+        "--runsc",
+        default="",
+        help="gVisor's runsc, as the node's containerd shim runs it: kubelet probes and "
+        "port-forward then reach gVisor pods inside their sandboxes; empty: runc only",
+    )
+    parser.add_argument(
+        "--runsc-root",
+        type=Path,
+        default=Path("/run/containerd/runsc/k8s.io"),
+        help="runsc's state directory for the CRI's containerd namespace (the shim's "
+        "runsc.toml root, then the namespace)",
+    )
+    parser.add_argument(
         "--node-link",
         default="stackube0",
         help="the host's link on the system network (the node's address there, through "

@@ -39,6 +39,7 @@ from stackube.kube.client import session
 
 # Registries whose names the images carry; containerd asks our registry instead.
 MIRRORED_REGISTRIES = ("docker.io", "registry.k8s.io")
+CRI_NAMESPACE = "k8s.io"  # containerd's namespace of the CRI's containers
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
 LOOPBACK_PLUGIN = Path("/usr/lib/cni/loopback")  # containernetworking-plugins
 REGISTRY_BIN = "docker-registry"
@@ -257,6 +258,8 @@ def cni_daemon_argv(settings: DevboxSettings, paths: NodePaths) -> list[str]:
         f"--cri-endpoint=unix://{paths.containerd_socket}",
         f"--cluster-dns={settings.cluster_dns_ip}",
         f"--cluster-domain={settings.cluster_domain}",
+        f"--runsc={settings.gvisor_bin_dir / gvisor.RUNSC}",
+        f"--runsc-root={paths.runsc_root / CRI_NAMESPACE}",
     ]  # fmt: skip
 
 
@@ -462,11 +465,14 @@ class NodeDevbox:
     def _containerd_stop(self, table: ProcessTable) -> None:
         """Containers outlive containerd (their shims are daemons): kill them first."""
         if table.pid("containerd") is not None:
-            listed = run(self._ctr("-n", "k8s.io", "tasks", "ls", "-q"), check=False)
+            listed = run(self._ctr("-n", CRI_NAMESPACE, "tasks", "ls", "-q"), check=False)
             for task in listed.stdout.split():
-                run(self._ctr("-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", task), check=False)
+                run(
+                    self._ctr("-n", CRI_NAMESPACE, "tasks", "kill", "-s", "SIGKILL", task),
+                    check=False,
+                )
             for task in listed.stdout.split():
-                run(self._ctr("-n", "k8s.io", "tasks", "delete", "-f", task), check=False)
+                run(self._ctr("-n", CRI_NAMESPACE, "tasks", "delete", "-f", task), check=False)
             table.stop("containerd")
 
     def mounts(self) -> list[str]:
