@@ -6,11 +6,13 @@ Run (root, devbox up):  python3 -m benchmarks.volumes [--rounds 10] [--megabytes
 - `start`: the seed's volume pod (a tenant's Cinder volume through the FlexVolume driver
   `cinder/flexvolume_driver`: attachment, rbd-fuse, loop, ext4 on first use, mount)
   created -> Running, the volume made beforehand by the tenant's user; baseline: the same
-  pod with an emptyDir instead. Each pod is deleted (and its volume detached) before the
-  next round.
+  pod with an emptyDir instead; and a PersistentVolumeClaim of the default StorageClass
+  (`cinder`, the CSI driver) applied with its pod -> the pod Running. Each pod (and
+  claim) is deleted (and its volume detached) before the next round.
 - `throughput`: in one pod holding both, busybox `dd` writes `--megabytes` MiB with
   fsync, then reads them back after the node's page cache is dropped, on the volume and
-  on the emptyDir (the node's own disk).
+  on the emptyDir (the node's own disk); in a runc pod, then in a gVisor pod (where the
+  sandbox's Gofer serves both mounts to its Sentry).
 Prints Markdown tables (seconds; MiB/s timed around `kubectl exec dd`).
 """
 
@@ -32,7 +34,7 @@ POD = """apiVersion: v1
 kind: Pod
 metadata: {{name: {name}, namespace: {namespace}}}
 spec:
-  terminationGracePeriodSeconds: 1
+  terminationGracePeriodSeconds: 1{runtime}
   containers:
   - name: c
     image: busybox
@@ -46,6 +48,7 @@ spec:
   - name: scratch
     emptyDir: {{}}
 """
+RUNTIMES = ("", "gvisor")  # runc (no RuntimeClass), gVisor
 FLEX = (
     'flexVolume: {{driver: "cinder/flexvolume_driver", fsType: ext4, '
     "options: {{volumeID: {volume_id}}}}}"
@@ -59,11 +62,35 @@ def running(kubectl: Kubectl, namespace: str, name: str) -> bool:
     return done.stdout == "Running"
 
 
-def start_pod(kubectl: Kubectl, namespace: str, name: str, volume: str) -> float:
+def start_pod(kubectl: Kubectl, namespace: str, name: str, volume: str, runtime: str = "") -> float:
     started = time.monotonic()
-    manifest = POD.format(name=name, namespace=namespace, volume=volume)
+    spec = f"\n  runtimeClassName: {runtime}" if runtime else ""
+    manifest = POD.format(name=name, namespace=namespace, volume=volume, runtime=spec)
     kubectl.run("apply", "-f", "-", stdin=manifest)
     wait_for(lambda: running(kubectl, namespace, name), 180, f"{name} Running", interval=0.2)
+    return time.monotonic() - started
+
+
+CLAIM = """apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 1Gi}}}}
+---
+"""
+
+
+def start_claim_pod(kubectl: Kubectl, namespace: str, name: str) -> float:
+    """A claim of the default StorageClass and a pod using it, applied together ->
+    the pod Running (CreateVolume in Cinder, attach, mkfs, mount)."""
+    started = time.monotonic()
+    volume = f"persistentVolumeClaim: {{claimName: {name}}}"
+    manifest = CLAIM.format(name=name, namespace=namespace) + POD.format(
+        name=name, namespace=namespace, volume=volume, runtime=""
+    )
+    kubectl.run("apply", "-f", "-", stdin=manifest)
+    wait_for(lambda: running(kubectl, namespace, name), 300, f"{name} Running", interval=0.2)
     return time.monotonic() - started
 
 
@@ -108,18 +135,25 @@ def main() -> int:
         )  # fmt: skip
         volume = user.block_storage.create_volume(size=1, name="bench")
         user.block_storage.wait_for_status(volume, "available", wait=120)
-        flex, empty = [], []
+        flex, empty, claimed = [], [], []
         mount = FLEX.format(volume_id=volume.id)
         for n in range(args.rounds):
             flex.append(start_pod(tenant.kubectl, tenant.name, f"flex-{n}", mount))
             delete_pod(tenant.kubectl, tenant.name, f"flex-{n}")
             empty.append(start_pod(tenant.kubectl, tenant.name, f"empty-{n}", "emptyDir: {}"))
             delete_pod(tenant.kubectl, tenant.name, f"empty-{n}")
-            print(f"round {n + 1}/{args.rounds}: {flex[-1]:.2f} s / {empty[-1]:.2f} s",
-                  file=sys.stderr)  # fmt: skip
-        start_pod(tenant.kubectl, tenant.name, "io", mount)
-        rates = throughput(tenant.kubectl, tenant.name, "io", args.megabytes)
-        delete_pod(tenant.kubectl, tenant.name, "io")
+            claimed.append(start_claim_pod(tenant.kubectl, tenant.name, f"claim-{n}"))
+            delete_pod(tenant.kubectl, tenant.name, f"claim-{n}")
+            tenant.kubectl.run("-n", tenant.name, "delete", "pvc", f"claim-{n}", "--wait=true")
+            print(f"round {n + 1}/{args.rounds}: {flex[-1]:.2f} s / {empty[-1]:.2f} s "
+                  f"/ {claimed[-1]:.2f} s", file=sys.stderr)  # fmt: skip
+        rates = {}
+        for runtime in RUNTIMES:
+            start_pod(tenant.kubectl, tenant.name, f"io-{runtime or 'runc'}", mount, runtime)
+            rates[runtime] = throughput(
+                tenant.kubectl, tenant.name, f"io-{runtime or 'runc'}", args.megabytes
+            )
+            delete_pod(tenant.kubectl, tenant.name, f"io-{runtime or 'runc'}")
         user.block_storage.wait_for_status(volume, "available", wait=120)
         user.block_storage.delete_volume(volume)
         problems = tenant.problems()
@@ -127,10 +161,15 @@ def main() -> int:
     print("|---|---|---|---|---|")
     print(row("pod with a Cinder volume (FlexVolume) created -> Running", flex))
     print(row("baseline: the same pod with an emptyDir", empty))
-    print(f"\n| dd, {args.megabytes} MiB, bs=1M | Cinder volume (rbd-fuse + loop) | node disk |")
+    print(row("claim (StorageClass cinder, CSI) + pod applied together -> Running", claimed))
+    print(f"\n| dd, {args.megabytes} MiB, bs=1M, MiB/s | Cinder volume (rbd-fuse + loop) "
+          "| node disk (emptyDir) |")  # fmt: skip
     print("|---|---|---|")
-    for op in ("write", "read"):
-        print(f"| {op} MiB/s | {rates[f'{op} /data']:.0f} | {rates[f'{op} /scratch']:.0f} |")
+    for runtime in RUNTIMES:
+        for op in ("write", "read"):
+            got = rates[runtime]
+            print(f"| {op}, {runtime or 'runc'} pod | {got[f'{op} /data']:.0f} "
+                  f"| {got[f'{op} /scratch']:.0f} |")  # fmt: skip
     print(f"\nthe tenant afterwards: {problems or 'answering'}")
     return 0 if not problems else 1
 

@@ -361,7 +361,7 @@ apiVersion: v1
 kind: Pod
 metadata: {{name: {name}}}
 spec:
-  terminationGracePeriodSeconds: 1
+  terminationGracePeriodSeconds: 1{runtime}
   containers:
   - name: c
     image: busybox
@@ -411,7 +411,7 @@ def test_a_claim_gets_a_cinder_volume_of_the_tenant_and_keeps_data(
         ("writer", f"echo {proof} > /data/proof && sync"),
         ("reader", "cat /data/proof"),
     ):
-        owner.apply(CLAIM_POD.format(name=pod, claim="data"))
+        owner.apply(CLAIM_POD.format(name=pod, claim="data", runtime=""))
         eventually(lambda p=pod: owner.phase(p) == "Running", 180, f"{pod} Running")
         assert owner.volume_status(volume_id) == "in-use"
         done = owner.kubectl("-n", owner.name, "exec", pod, "--", "sh", "-c", script)
@@ -430,6 +430,35 @@ def test_a_claim_gets_a_cinder_volume_of_the_tenant_and_keeps_data(
         "the Cinder volume deleted with its claim",
     )
     assert f"volume-{volume_id}" not in rbd_images(devbox)
+
+
+def test_a_claim_mounts_into_gvisor_pods_and_holds_what_they_write(
+    tenants: list[VolumeTenant],
+) -> None:
+    """The same Cinder volume in gVisor pods: the node mounts it as for runc, and the
+    sandbox's Gofer serves that mount to the Sentry (gVisor has no block devices). What a
+    gVisor pod writes is on the volume: a runc pod reads it, and a gVisor pod reads
+    what the runc pod added."""
+    owner = tenants[1]
+    owner.apply(PVC.format(name="sandboxed", extra=""))
+    eventually(lambda: claim_phase(owner, "sandboxed") == "Bound", 120, "the claim Bound")
+    proof, more = f"written-{secrets.token_hex(4)}", f"appended-{secrets.token_hex(4)}"
+    gvisor = "\n  runtimeClassName: gvisor"
+    for pod, runtime, script, want in (
+        ("gv-writer", gvisor, f"uname -r; echo {proof} > /data/proof && sync", "gvisor"),
+        ("runc-reader", "", f"cat /data/proof; echo {more} >> /data/proof && sync", proof),
+        ("gv-reader", gvisor, "uname -r; cat /data/proof", f"{proof}\n{more}"),
+    ):
+        owner.apply(CLAIM_POD.format(name=pod, claim="sandboxed", runtime=runtime))
+        eventually(lambda p=pod: owner.phase(p) == "Running", 180, f"{pod} Running")
+        done = owner.kubectl("-n", owner.name, "exec", pod, "--", "sh", "-c", script)
+        assert done.returncode == 0, done.stderr
+        assert want in done.stdout, (pod, done.stdout)
+        # The runtime each pod had: gVisor's kernel, or (runc) no uname asked.
+        assert ("gvisor" in done.stdout.splitlines()[0]) == bool(runtime), done.stdout
+        owner.delete_pod(pod)
+    deleted = owner.kubectl("-n", owner.name, "delete", "pvc", "sandboxed", "--wait=true")
+    assert deleted.returncode == 0, deleted.stderr
 
 
 def test_a_claim_over_the_tenants_cinder_quota_stays_pending_and_says_so(
@@ -478,7 +507,7 @@ def test_another_tenants_volume_behind_a_claim_is_refused_at_the_node(
         claim = PVC.format(name="stolen", extra=f"  storageClassName: ''\n  volumeName: {pv}")
         intruder.apply(claim)
         eventually(lambda: claim_phase(intruder, "stolen") == "Bound", 60, "the claim Bound")
-        intruder.apply(CLAIM_POD.format(name="thief", claim="stolen"))
+        intruder.apply(CLAIM_POD.format(name="thief", claim="stolen", runtime=""))
         message = "not a volume of this tenant's project"
         eventually(lambda: message in intruder.events_of("thief"), 180, "the node's refusal")
         assert intruder.phase("thief") == "Pending"
