@@ -12,7 +12,9 @@ Run (root, devbox up):  python3 -m benchmarks.volumes [--rounds 10] [--megabytes
 - `throughput`: in one pod holding both, busybox `dd` writes `--megabytes` MiB with
   fsync, then reads them back after the node's page cache is dropped, on the volume and
   on the emptyDir (the node's own disk); in a runc pod, then in a gVisor pod (where the
-  sandbox's Gofer serves both mounts to its Sentry).
+  sandbox's Gofer serves both mounts to its Sentry, which keeps its own page cache: the
+  node's drop_caches does not reach it); then the volume's file read again in a new pod
+  of each runtime (cold: no sandbox cache).
 Prints Markdown tables (seconds; MiB/s timed around `kubectl exec dd`).
 """
 
@@ -154,6 +156,15 @@ def main() -> int:
                 tenant.kubectl, tenant.name, f"io-{runtime or 'runc'}", args.megabytes
             )
             delete_pod(tenant.kubectl, tenant.name, f"io-{runtime or 'runc'}")
+            # The volume's file again in a new pod: no page cache of the old sandbox.
+            cold = f"cold-{runtime or 'runc'}"
+            Path("/proc/sys/vm/drop_caches").write_text("3\n")
+            start_pod(tenant.kubectl, tenant.name, cold, mount, runtime)
+            rates[runtime]["read /data, new pod"] = dd(
+                tenant.kubectl, tenant.name, cold, "dd if=/data/f of=/dev/null bs=1M",
+                args.megabytes,
+            )  # fmt: skip
+            delete_pod(tenant.kubectl, tenant.name, cold)
         user.block_storage.wait_for_status(volume, "available", wait=120)
         user.block_storage.delete_volume(volume)
         problems = tenant.problems()
@@ -170,6 +181,8 @@ def main() -> int:
             got = rates[runtime]
             print(f"| {op}, {runtime or 'runc'} pod | {got[f'{op} /data']:.0f} "
                   f"| {got[f'{op} /scratch']:.0f} |")  # fmt: skip
+        print(f"| read in a new pod, {runtime or 'runc'} | "
+              f"{rates[runtime]['read /data, new pod']:.0f} | - |")  # fmt: skip
     print(f"\nthe tenant afterwards: {problems or 'answering'}")
     return 0 if not problems else 1
 

@@ -12,6 +12,7 @@ import functools
 import json
 import platform
 import re
+import select
 import subprocess
 import time
 import urllib.request
@@ -238,7 +239,8 @@ def test_a_sandboxed_pod_is_probed_and_port_forwarded_and_its_tenant_reaches_no_
     )
     assert ready["spec"]["runtimeClassName"] == "gvisor"
     # Positive control: a readiness probe on a port nobody listens on fails, inside the
-    # sandbox too; the tcpSocket liveness probe keeps both alive (no restarts).
+    # sandbox too. (The tcpSocket liveness probe passes through the relay either way:
+    # docs/cni.md, known gap; no restarts shows the httpGet failure is not a crash.)
     unready = eventually(lambda: pod_of(kubectl, ns, "unready"), 120, "the unready pod")
     eventually(lambda: running(kubectl, ns, unready["metadata"]["name"]), 120, "unready Running")
     time.sleep(20)
@@ -256,7 +258,9 @@ def test_a_sandboxed_pod_is_probed_and_port_forwarded_and_its_tenant_reaches_no_
     )  # fmt: skip
     try:
         assert forward.stdout is not None
-        line = forward.stdout.readline()  # "Forwarding from 127.0.0.1:<port> -> 80"
+        # "Forwarding from 127.0.0.1:<port> -> 80", within 30 s
+        ready_to_read, _, _ = select.select([forward.stdout], [], [], 30)
+        line = forward.stdout.readline() if ready_to_read else "(nothing in 30 s)"
         match = re.search(r"127\.0\.0\.1:(\d+)", line)
         assert match, line
         with urllib.request.urlopen(f"http://127.0.0.1:{match[1]}/", timeout=10) as answer:

@@ -3,8 +3,10 @@ the build's OOM-score adjustment, the shim's start answer, and a Tenant's runtim
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -215,28 +217,32 @@ def test_port_forward_rules_send_loopback_tcp_to_the_listener_but_its_own_port()
     ]
 
 
-def _answering_upstream(half_close: bool) -> tuple[probe_relay.Upstream, socket.socket]:
-    """An upstream that answers once its request arrives, and ends the connection at
-    EOF if it cannot be half-closed (as gVisor's stream does)."""
+def _answering_upstream(half_close: bool) -> probe_relay.Upstream:
+    """An upstream that answers its request 0.2 s later. One that can be half-closed
+    answers after the client's EOF; one that cannot (gVisor's stream) ends the
+    connection without an answer when EOF arrives first."""
     ours, theirs = socket.socketpair()
 
     def serve() -> None:
         request = theirs.recv(100)
-        if not half_close:
-            theirs.sendall(b"answer to " + request)
-        else:
+        if half_close:
             while theirs.recv(100):
                 pass
-            theirs.sendall(b"answer to " + request)
+        else:
+            readable, _, _ = select.select([theirs], [], [], 0.2)
+            if readable and not theirs.recv(100):
+                theirs.close()  # EOF: gVisor's stream ends here
+                return
+        theirs.sendall(b"answer to " + request)
         theirs.close()
 
     threading.Thread(target=serve, daemon=True).start()
-    return probe_relay.Upstream(lambda: ours, "test", half_close=half_close), theirs
+    return probe_relay.Upstream(lambda: ours, "test", half_close=half_close)
 
 
 @pytest.mark.parametrize("half_close", [True, False])
 def test_a_relayed_client_that_half_closes_still_gets_its_answer(half_close: bool) -> None:
-    upstream, _ = _answering_upstream(half_close)
+    upstream = _answering_upstream(half_close)
     client, relayed = socket.socketpair()
     worker = threading.Thread(target=probe_relay.relay, args=(relayed, upstream, "test"))
     worker.start()
@@ -251,12 +257,46 @@ def test_a_relayed_client_that_half_closes_still_gets_its_answer(half_close: boo
     assert not worker.is_alive()
 
 
-def test_a_refused_upstream_ends_the_relay_at_once() -> None:
+def test_a_relayed_connection_lives_while_either_direction_moves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The idle limit counts bytes either way: a long answer to a silent client is not
+    cut (the client's own direction idles longer than the limit)."""
+    monkeypatch.setattr(probe_relay, "POLL", 0.05)
+    ours, theirs = socket.socketpair()
+
+    def stream() -> None:
+        for _ in range(8):  # 0.8 s of answer, a chunk every 0.1 s
+            theirs.sendall(b"x")
+            time.sleep(0.1)
+        theirs.close()
+
+    threading.Thread(target=stream, daemon=True).start()
+    upstream = probe_relay.Upstream(lambda: ours, "test", idle_timeout=0.3)
+    client, relayed = socket.socketpair()
+    worker = threading.Thread(target=probe_relay.relay, args=(relayed, upstream, "test"))
+    worker.start()
+    client.settimeout(5)
+    received = b""
+    while data := client.recv(100):
+        received += data
+    assert received == b"x" * 8
+    client.close()
+    worker.join(5)
+    assert not worker.is_alive()
+
+
+def test_a_refused_upstream_resets_the_client() -> None:
     def refuse() -> socket.socket:
         raise ConnectionRefusedError("nothing listens")
 
-    client, relayed = socket.socketpair()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=5)
+        relayed, _ = listener.accept()
+    started = time.monotonic()
     probe_relay.relay(relayed, probe_relay.Upstream(refuse, "test"), "test")
+    assert time.monotonic() - started < 1 and relayed.fileno() != -1  # the caller closes it
     relayed.close()
-    client.settimeout(1)
-    assert client.recv(10) == b""
+    with pytest.raises(ConnectionResetError):
+        client.recv(10)
+    client.close()

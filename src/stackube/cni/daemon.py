@@ -1405,8 +1405,8 @@ class CniDaemon:
         self._kick.set()
         self._probe_kick.set()
         self._fillers.shutdown(wait=False, cancel_futures=True)
-        if self.forwards is not None:
-            self.forwards.close()
+        if self.forwards is not None:  # not waited for: a signal handler calls this
+            threading.Thread(target=self.forwards.close, name="port-forward-close").start()
 
 
 def _reason(problem: str) -> str:

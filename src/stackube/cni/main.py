@@ -115,6 +115,21 @@ def _keep_node(lease: LeaseLock, stop: threading.Event) -> None:
             return
 
 
+def _runsc(binary: str, root: Path) -> Runsc | None:
+    """gVisor's runsc for probes and port-forward into gVisor pods, if it is there."""
+    if not binary:
+        return None
+    if not os.access(binary, os.X_OK) or not Path(binary).is_file():
+        log.warning(
+            "--runsc %s is not an executable file: gVisor pods (if any) get no probes or "
+            "port-forward from this node",
+            binary,
+        )
+        return None
+    log.info("gVisor pods: probes and port-forward through %s (state in %s)", binary, root)
+    return Runsc(binary, root)
+
+
 def run(args: argparse.Namespace) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     config = parse_config(read_key_files(args.config_dir), read_key_files(args.secret_dir))
@@ -153,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         driver,
         AttachmentStore(args.state_dir / "attachments"),
         hostport_relay=PortRelay("hostport") if args.hostports else None,
-        runsc=Runsc(args.runsc, args.runsc_root) if args.runsc else None,
+        runsc=_runsc(args.runsc, args.runsc_root),
     )
     log.info(
         "node %s (Neutron host %s), %s driver, pools of %d%s",

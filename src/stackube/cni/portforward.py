@@ -26,8 +26,9 @@ import socket
 import socketserver
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
-from stackube.cni.probe_relay import SO_ORIGINAL_DST, Upstream, relay
+from stackube.cni.probe_relay import SO_ORIGINAL_DST, LoggingServer, Upstream, relay
 from stackube.cni.probes import original_destination
 from stackube.errors import StackubeError
 from stackube.host import iptables, netlink
@@ -36,6 +37,9 @@ log = logging.getLogger("stackube.cni.portforward")
 
 CHAIN = "STKB-PORT-FORWARD"
 LISTEN_PORT = 65535  # in each gVisor pod's kernel netns; connecting to it directly works too
+# A forwarded connection may idle as long as the kubelet's streaming connections may
+# (--streaming-connection-idle-timeout, 4 h by default).
+IDLE_TIMEOUT = 4 * 3600.0  # seconds
 
 # (sandbox id, port) -> how to reach that port inside the sandbox
 UpstreamFor = Callable[[str, int], Upstream]
@@ -65,13 +69,12 @@ class _Handler(socketserver.BaseRequestHandler):
             port = int(client.getsockname()[1])
         what = f"port-forward {self.server.sandbox_id[:12]}:{port}"
         log.debug("%s: connection", what)
-        relay(client, self.server.upstream_for(self.server.sandbox_id, port), what)
+        upstream = self.server.upstream_for(self.server.sandbox_id, port)
+        relay(client, replace(upstream, idle_timeout=IDLE_TIMEOUT), what)
 
 
-class _Forwarder(socketserver.ThreadingTCPServer):
+class _Forwarder(LoggingServer):
     """One pod's listener, on a socket made inside its netns."""
-
-    daemon_threads = True
 
     def __init__(self, listener: socket.socket, sandbox_id: str, upstream_for: UpstreamFor):
         super().__init__(listener.getsockname(), _Handler, bind_and_activate=False)
@@ -132,7 +135,13 @@ class SandboxForwards:
         log.info("port-forward into gVisor pod %s served (in %s)", sandbox_id[:12], netns)
 
     def _stop(self, sandbox_id: str) -> None:
+        """Ends the listener without waiting (serve_forever notices within its 0.5 s
+        poll; the socket, and with it the netns, is closed right after)."""
         _, server = self._servers.pop(sandbox_id)
-        server.shutdown()  # returns once serve_forever has (within its 0.5 s poll)
-        server.server_close()
-        log.info("port-forward into gVisor pod %s closed", sandbox_id[:12])
+
+        def close() -> None:
+            server.shutdown()
+            server.server_close()
+            log.info("port-forward into gVisor pod %s closed", sandbox_id[:12])
+
+        threading.Thread(target=close, name=f"port-forward-close-{sandbox_id[:12]}").start()

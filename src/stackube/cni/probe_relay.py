@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import socketserver
+import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +26,8 @@ log = logging.getLogger("stackube.cni.probes")
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
 CONNECT_TIMEOUT = 5.0  # seconds; a probe's own timeout is 1 s by default
-IDLE_TIMEOUT = 60.0  # seconds without a byte either way ends a relayed connection
+IDLE_TIMEOUT = 60.0  # seconds without a byte either way end a relayed probe connection
+POLL = 1.0  # seconds between looks at the other direction's activity
 CHUNK = 65536
 # After the client's EOF, how long the answer may still take where the upstream cannot
 # be half-closed (gVisor's stream ends the connection on EOF).
@@ -34,21 +38,52 @@ ANSWER_GRACE = 2.0  # seconds
 class Upstream:
     """How to reach one pod port: `connect()` makes the connection (raises OSError);
     `half_close` says whether the client's EOF may be passed on as one (False for a
-    gVisor sandbox's stream, which ends the whole connection on EOF)."""
+    gVisor sandbox's stream, which ends the whole connection on EOF); `idle_timeout`
+    (seconds without a byte either way) ends the relayed connection."""
 
     connect: Callable[[], socket.socket]
     description: str
     half_close: bool = True
+    idle_timeout: float = IDLE_TIMEOUT
 
 
 # (pod address, port) -> how to reach it, or None when it is not a probe target
 Resolve = Callable[[str, int], Upstream | None]
 
 
-def _pump(source: socket.socket, sink: socket.socket, half_close: bool = True) -> None:
-    """Copy until EOF or an error, then half-close the sink (if `half_close`)."""
+class _Activity:
+    """When a byte last moved, either way (both directions' pumps share one)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+    def idle_for(self) -> float:
+        return time.monotonic() - self.last
+
+
+def _pump(
+    source: socket.socket,
+    sink: socket.socket,
+    activity: _Activity,
+    idle_timeout: float,
+    half_close: bool = True,
+) -> None:
+    """Copy until EOF, an error, or `idle_timeout` without a byte either way; then
+    half-close the sink (if `half_close`)."""
     with contextlib.suppress(OSError):
-        while data := source.recv(CHUNK):
+        while True:
+            readable, _, _ = select.select([source], [], [], POLL)
+            if not readable:
+                if activity.idle_for() >= idle_timeout:
+                    break
+                continue
+            data = source.recv(CHUNK)
+            if not data:
+                break
+            activity.touch()
             sink.sendall(data)
     if half_close:
         with contextlib.suppress(OSError):
@@ -57,20 +92,37 @@ def _pump(source: socket.socket, sink: socket.socket, half_close: bool = True) -
 
 def relay(client: socket.socket, upstream: Upstream, what: str) -> None:
     """Connect `upstream` and copy bytes between it and `client` until both directions
-    end (or IDLE_TIMEOUT passes without a byte). A failed connect closes nothing but
-    returns: the caller closes `client`, which the peer sees as a failed connection."""
+    end (or `upstream.idle_timeout` passes without a byte either way). When the connect
+    fails, `client` is set to be reset when the caller closes it: the peer sees a
+    refused connection, not an empty answer."""
     try:
         sink = upstream.connect()
     except OSError as exc:
         log.debug("%s: %s: %s", what, upstream.description, exc)
+        with contextlib.suppress(OSError):
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         return
+    activity = _Activity()
     with sink:
-        client.settimeout(IDLE_TIMEOUT)
-        sink.settimeout(IDLE_TIMEOUT)
-        back = threading.Thread(target=_pump, args=(sink, client), daemon=True)
+        # Blocking sends wait at most this long for a peer that does not read.
+        client.settimeout(upstream.idle_timeout)
+        sink.settimeout(upstream.idle_timeout)
+        back = threading.Thread(
+            target=_pump, args=(sink, client, activity, upstream.idle_timeout), daemon=True
+        )
         back.start()
-        _pump(client, sink, upstream.half_close)
-        back.join(IDLE_TIMEOUT if upstream.half_close else ANSWER_GRACE)
+        _pump(client, sink, activity, upstream.idle_timeout, upstream.half_close)
+        back.join(None if upstream.half_close else ANSWER_GRACE)
+
+
+class LoggingServer(socketserver.ThreadingTCPServer):
+    """A threading TCP server whose handlers' unexpected errors go to the log (the
+    standard one prints them to stderr)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        log.exception("%s: a connection's handler failed", type(self).__name__)
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -91,8 +143,7 @@ class _Handler(socketserver.BaseRequestHandler):
         relay(client, upstream, f"probe relay {ip}:{port}")
 
 
-class ProbeRelay(socketserver.ThreadingTCPServer):
-    daemon_threads = True
+class ProbeRelay(LoggingServer):
     allow_reuse_address = True
 
     def __init__(self, resolve: Resolve, port: int = 0) -> None:

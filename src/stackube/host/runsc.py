@@ -58,7 +58,12 @@ class Runsc:
                 ]
                 try:
                     done = subprocess.run(
-                        argv, capture_output=True, text=True, timeout=timeout, check=False
+                        argv,
+                        capture_output=True,
+                        text=True,
+                        errors="replace",
+                        timeout=timeout,
+                        check=False,
                     )
                 except subprocess.TimeoutExpired as exc:
                     raise TimeoutError(f"runsc port-forward {port} took over {timeout}s") from exc
