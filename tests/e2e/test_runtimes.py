@@ -239,8 +239,8 @@ def test_a_sandboxed_pod_is_probed_and_port_forwarded_and_its_tenant_reaches_no_
     )
     assert ready["spec"]["runtimeClassName"] == "gvisor"
     # Positive control: a readiness probe on a port nobody listens on fails, inside the
-    # sandbox too. (The tcpSocket liveness probe passes through the relay either way:
-    # docs/cni.md, known gap; no restarts shows the httpGet failure is not a crash.)
+    # sandbox too; the tcpSocket liveness probe on the served port keeps both alive (no
+    # restarts; its failing case is the next test's).
     unready = eventually(lambda: pod_of(kubectl, ns, "unready"), 120, "the unready pod")
     eventually(lambda: running(kubectl, ns, unready["metadata"]["name"]), 120, "unready Running")
     time.sleep(20)
@@ -284,3 +284,43 @@ def test_a_sandboxed_pod_is_probed_and_port_forwarded_and_its_tenant_reaches_no_
         "else echo closed-$p; fi; done",
     )  # fmt: skip
     assert "open-80" in inside and "closed-65535" in inside, inside
+
+
+@pytest.mark.parametrize("namespace", [HARD_TENANT, SOFT_TENANT])
+def test_a_tcp_socket_probe_through_the_relay_fails_when_nothing_listens(
+    kubectl: Kubectl, tenants: None, namespace: str
+) -> None:
+    """The kubelet's tcpSocket probe only connects: the relay must not answer it when
+    the pod does not listen (gVisor pods in the hard tenant, runc in the soft one)."""
+    dead = {"tcpSocket": {"port": 81}, "periodSeconds": 2, "failureThreshold": 1}
+    alive = {"tcpSocket": {"port": "http"}, "periodSeconds": 2}
+    kubectl.run(
+        "-n", namespace, "create", "-f", "-", stdin=web("tcp-dead", "http", livenessProbe=dead)
+    )
+    kubectl.run(
+        "-n", namespace, "create", "-f", "-", stdin=web("tcp-open", "http", readinessProbe=alive)
+    )
+    # Positive control: a tcpSocket probe on the served port passes.
+    eventually(
+        lambda: (
+            (p := pod_of(kubectl, namespace, "tcp-open"))
+            and p["status"].get("containerStatuses", [{}])[0].get("ready")
+        ),
+        120,
+        "the pod with an open tcpSocket readiness port Ready",
+    )
+    restarted = eventually(
+        lambda: (
+            (p := pod_of(kubectl, namespace, "tcp-dead"))
+            and p["status"].get("containerStatuses", [{}])[0].get("restartCount", 0) > 0
+            and p
+        ),
+        120,
+        "the pod whose tcpSocket liveness port is closed restarted",
+    )
+    events = kubectl.run(
+        "-n", namespace, "get", "events", "--field-selector",
+        f"involvedObject.name={restarted['metadata']['name']},reason=Unhealthy",
+        "-o", "jsonpath={.items[*].message}",
+    ).stdout  # fmt: skip
+    assert "Liveness probe failed" in events, events

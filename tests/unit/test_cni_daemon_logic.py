@@ -1,6 +1,7 @@
 """The CNI daemon's pure decisions: which network, pool bookkeeping, recovery, CHECK."""
 
 import json
+import socket
 from dataclasses import asdict
 from typing import Any
 
@@ -21,6 +22,8 @@ from stackube.cni.hostports import (
 )
 from stackube.cni.install import conflist
 from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, refill_count
+from stackube.cni.probe_gate import CLOSED_EVERY, OPEN_EVERY, PortGate
+from stackube.cni.probe_relay import Upstream
 from stackube.cni.probes import chain_name, original_destination, probe_ports, render_chain
 from stackube.cni.recovery import (
     HostPort,
@@ -465,10 +468,49 @@ def test_probe_ports_are_the_tcp_ports_the_kubelet_connects_to() -> None:
         }
     }
     assert probe_ports(pod) == {8080, 8081, 9090, 7000}
+    # the ports whose probes only connect (the relay must not answer those itself)
+    assert probe_ports(pod, ("tcpSocket",)) == {8081, 7000}
+    elsewhere = {
+        "spec": {"containers": [{"livenessProbe": {"tcpSocket": {"port": 1, "host": "h"}}}]}
+    }
+    assert probe_ports(elsewhere) == set()
     # a named port the container does not declare names nothing (the kubelet fails it)
     unnamed = {"spec": {"containers": [{"livenessProbe": {"tcpSocket": {"port": "nope"}}}]}}
     assert probe_ports(unnamed) == set()
     assert probe_ports({"spec": {"containers": [{"name": "x"}]}}) == set()
+
+
+def test_the_gate_opens_a_tcp_socket_target_only_while_the_pod_listens() -> None:
+    listening: set[str] = set()
+    checked: list[str] = []
+
+    def check(upstream: Upstream) -> bool:
+        checked.append(upstream.description)
+        return upstream.description in listening
+
+    def target(name: str) -> Upstream:
+        return Upstream(socket.socket, name)
+
+    gate = PortGate(check)
+    a, b = ("10.0.0.5", 8081), ("10.0.0.6", 7000)
+    gate.set_targets({a: target("a"), b: target("b")})
+    assert gate.open_targets() == set()  # closed until checked
+    listening.add("a")
+    assert gate.check_due(now=100.0) is True
+    assert gate.open_targets() == {a}
+    # Closed ones are looked at again after CLOSED_EVERY, open ones after OPEN_EVERY.
+    checked.clear()
+    assert gate.check_due(now=100.0 + CLOSED_EVERY) is False
+    assert checked == ["b"]
+    listening.discard("a")
+    assert gate.check_due(now=100.0 + OPEN_EVERY - 0.1) is False  # a is not due yet
+    assert gate.check_due(now=100.0 + OPEN_EVERY) is True
+    assert gate.open_targets() == set()
+    # A target that is no longer wanted is forgotten.
+    listening.add("a")
+    gate.check_due(now=200.0)
+    gate.set_targets({b: target("b")})
+    assert gate.open_targets() == set()
 
 
 def test_the_probe_chain_redirects_exactly_the_targets() -> None:

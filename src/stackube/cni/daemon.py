@@ -40,6 +40,7 @@ from stackube.cni.hostports import (
 from stackube.cni.netpol import LocalPod
 from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, pool_port_name
 from stackube.cni.portforward import SandboxForwards
+from stackube.cni.probe_gate import PortGate
 from stackube.cni.probe_relay import CONNECT_TIMEOUT, Upstream
 from stackube.cni.probes import chain_name, probe_ports, render_chain
 from stackube.cni.recovery import (
@@ -150,10 +151,13 @@ class CniDaemon:
         # Probes: pod UID -> the ports its probes use (from the node's pod watch), and
         # (pod address, port) -> the pod's (netns, sandbox id) for the relay; its port.
         self._probe_ports: dict[str, set[int]] = {}
+        self._tcp_socket_ports: dict[str, set[int]] = {}  # pod UID -> its tcpSocket ones
         self._probe_targets: dict[tuple[str, int], tuple[str, str]] = {}
         self._probes_applied = ""
         self._refused: set[str] = set()  # pod addresses the node routes itself
         self._probe_kick = threading.Event()
+        # tcpSocket-probed targets are redirected only while open in their pods.
+        self.gate = PortGate(on_change=self._probe_kick.set)
         self._probe_chain = chain_name(settings.node)
         # Taking an address for a pod (pool or new port) and journaling it, as one step:
         # two ADDs at once never end up with one address (probes name pods by it).
@@ -872,12 +876,15 @@ class CniDaemon:
         """Fed by the watch of this node's pods: which ports their probes use."""
         uid = str(((new or old) or {}).get("metadata", {}).get("uid", ""))
         ports = probe_ports(new) if new is not None else set()
+        tcp = probe_ports(new, ("tcpSocket",)) if new is not None else set()
         with self._guard:
-            changed = self._probe_ports.get(uid, set()) != ports
-            if ports:
-                self._probe_ports[uid] = ports
-            else:
-                self._probe_ports.pop(uid, None)
+            had = (self._probe_ports.get(uid, set()), self._tcp_socket_ports.get(uid, set()))
+            changed = had != (ports, tcp)
+            for known, now in ((self._probe_ports, ports), (self._tcp_socket_ports, tcp)):
+                if now:
+                    known[uid] = now
+                else:
+                    known.pop(uid, None)
         if changed:
             self._probe_kick.set()
 
@@ -888,7 +895,10 @@ class CniDaemon:
             target = self._probe_targets.get((ip, port))
         if target is None:
             return None
-        netns, sandbox_id = target
+        return self._pod_upstream(ip, port, *target)
+
+    def _pod_upstream(self, ip: str, port: int, netns: str, sandbox_id: str) -> Upstream:
+        """ip:port from inside the pod's netns; inside the sandbox for a gVisor pod."""
         if self.runsc is not None and self.runsc.runs(sandbox_id):
             return self.sandbox_upstream(sandbox_id, port)
         return Upstream(
@@ -926,17 +936,22 @@ class CniDaemon:
         """The relay's targets, the node's DNAT chain and its /32 routes, from the
         journal (addresses, netns) and the pod watch (probe ports)."""
         with self._guard:
-            ports = dict(self._probe_ports)
+            ports, tcp_ports = dict(self._probe_ports), dict(self._tcp_socket_ports)
         # System pods are reached directly (the node link): only tenant pods are relayed.
-        targets = {
-            (a.ip, port): (a.netns, a.container_id)
+        relayed = [
+            a
             for a in self.store.all()
             if a.ip
             and a.netns
             and a.phase in (Phase.PLUGGED, Phase.RECORDED)
             and a.network_id != self.system_network_id
+        ]
+        targets = {
+            (a.ip, port): (a.netns, a.container_id)
+            for a in relayed
             for port in ports.get(a.pod_uid, ())
         }
+        gated = {(a.ip, port) for a in relayed for port in tcp_ports.get(a.pod_uid, ())}
         had = self._probe_routes()
         # An address the node routes itself (a tenant range overlapping the node's own
         # networks) is not relayed: the node's traffic there must not reach a pod.
@@ -951,7 +966,12 @@ class CniDaemon:
         targets = {key: netns for key, netns in targets.items() if key[0] not in refused}
         with self._guard:
             self._probe_targets = targets
-        text = render_chain(targets, self.relay_port, self._probe_chain)
+        self.gate.set_targets(
+            {key: self._pod_upstream(*key, *targets[key]) for key in gated if key in targets}
+        )
+        closed = gated - self.gate.open_targets()
+        redirected = {key: value for key, value in targets.items() if key not in closed}
+        text = render_chain(redirected, self.relay_port, self._probe_chain)
         if text != self._probes_applied:
             wanted = {ip for ip, _ in targets}
             # Recorded before they change, so a crash in between leaks none of them.
@@ -962,8 +982,10 @@ class CniDaemon:
             iptables.ensure_jump("", "nat", "OUTPUT", self._probe_chain)
             self._probes_applied = text
             log.info(
-                "probes: %d targets relayed (%d routes added, %d removed)",
-                len(targets),
+                "probes: %d targets relayed, %d closed tcpSocket ones not (%d routes added, "
+                "%d removed)",
+                len(redirected),
+                len(closed & set(targets)),
                 len(wanted - had - skipped),
                 len(had - wanted),
             )
@@ -1395,6 +1417,9 @@ class CniDaemon:
             threading.Thread(target=self.maintain_pools, name="pools", daemon=True),
             threading.Thread(target=self.repair_loop, name="repair", daemon=True),
             threading.Thread(target=self.probe_loop, name="probes", daemon=True),
+            threading.Thread(
+                target=self.gate.run, args=(self.stopping,), name="probe-gate", daemon=True
+            ),
         ]
         for thread in threads:
             thread.start()

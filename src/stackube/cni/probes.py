@@ -27,6 +27,7 @@ from typing import Any
 
 CHAIN_PREFIX = "STKB-PROBES-"
 PROBE_KINDS = ("livenessProbe", "readinessProbe", "startupProbe")
+PROBE_HANDLERS = ("httpGet", "tcpSocket", "grpc")
 
 
 def _port_number(value: Any, named: Mapping[str, int]) -> int | None:
@@ -39,11 +40,12 @@ def _port_number(value: Any, named: Mapping[str, int]) -> int | None:
     return None
 
 
-def probe_ports(pod: Mapping[str, Any]) -> set[int]:
+def probe_ports(pod: Mapping[str, Any], kinds: tuple[str, ...] = PROBE_HANDLERS) -> set[int]:
     """TCP ports the kubelet will connect to on the pod's address for its httpGet,
-    tcpSocket and grpc probes (named ports resolved against the container's ports, as
-    the kubelet does; an httpGet with its own `host` probes that host, not the pod).
-    Exec probes run inside the container and need nothing."""
+    tcpSocket and grpc probes, or those of the handlers in `kinds` only (named ports
+    resolved against the container's ports, as the kubelet does; an httpGet with its
+    own `host` probes that host, not the pod; so does a tcpSocket with one). Exec probes
+    run inside the container and need nothing."""
     spec = pod.get("spec") or {}
     found: set[int] = set()
     containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
@@ -55,9 +57,9 @@ def probe_ports(pod: Mapping[str, Any]) -> set[int]:
         }
         for kind in PROBE_KINDS:
             probe = container.get(kind) or {}
-            http = probe.get("httpGet") or {}
-            for handler in (http, probe.get("tcpSocket") or {}, probe.get("grpc") or {}):
-                if not handler or (handler is http and http.get("host")):
+            for handler_kind in kinds:
+                handler = probe.get(handler_kind) or {}
+                if not handler or (handler_kind != "grpc" and handler.get("host")):
                     continue
                 port = _port_number(handler.get("port"), named)
                 if port is not None:
