@@ -7,6 +7,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,6 +50,8 @@ def _devbox(args: argparse.Namespace) -> int:
                 _forget_tokens(box)
         elif args.action == "conformance":
             return _conformance(box, args)
+        elif args.action == "image":
+            return _image(box, args)
         elif args.action == "env":
             for key, value in box.env().items():
                 print(f"export {key}={shlex.quote(value)}")
@@ -95,6 +98,25 @@ def _conformance(box: Devbox, args: argparse.Namespace) -> int:
     for name in result.failed:
         print(f"  FAILED {name}")
     return 0 if result.failures == 0 and result.tests > 0 else 1
+
+
+def _image(box: Devbox, args: argparse.Namespace) -> int:
+    from stackube.devbox import images, stackube_image  # noqa: PLC0415
+
+    started = time.monotonic()
+    with box.progress.step("Stackube's image: Debian 12 + our wheel"):
+        image = stackube_image.build(box.settings, box.progress.say)
+    pulled, unpacked = stackube_image.size(image)
+    if args.push:
+        with box.progress.step("push it to the devbox registry"):
+            images.push(image, box.settings.registry_url)
+    print(stackube_image.reference(box.settings, image))
+    print(
+        f"{len(image.layers)} layers, {pulled / 2**20:.1f} MiB to pull, "
+        f"{unpacked / 2**20:.1f} MiB unpacked, built in {time.monotonic() - started:.0f} s",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _print_status(box: Devbox) -> int:
@@ -244,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--purge", action="store_true", help="also delete the state directory")
     actions.add_parser("status", help="table of services, memory and health")
     actions.add_parser("env", help="print the exports (KUBECONFIG, OS_CLOUD, ...)")
+    image = actions.add_parser(
+        "image", help="build Stackube's image (Debian 12 + our wheel); print its reference"
+    )
+    image.add_argument(
+        "--push", action="store_true", help="push it to the devbox registry (devbox up)"
+    )
     suite = actions.add_parser(
         "conformance",
         help="build e2e.test and its images, run the upstream conformance tests (sig-network)",

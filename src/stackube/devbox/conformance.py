@@ -11,7 +11,6 @@ built is cached under the cache directory; a second run only pushes what is miss
 from __future__ import annotations
 
 import datetime
-import os
 import re
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stackube.devbox import gobuild, images, packages
+from stackube.devbox import gobuild, images, rootfs
 from stackube.devbox.commands import StepError, run
 from stackube.devbox.node import NodeDevbox
 from stackube.devbox.pki import CertSpec, PkiStore
@@ -47,7 +46,6 @@ ROOTFS_PACKAGES = (
     "procps",
     "ca-certificates",
 )
-ROOTFS_SUITE = "bookworm"
 # The sig-network conformance tests (47 in v1.37.2). A skip needs a reason written down
 # here; none of the 47 needs a second node, so none is skipped.
 FOCUS = r"\[sig-network\].*\[Conformance\]"
@@ -55,8 +53,6 @@ SKIPS: tuple[tuple[str, str], ...] = ()
 # Failing today for a feature another issue brings; `--skip-known-failures` (the CI
 # run) leaves them out so that CI tells regressions apart. docs/conformance.md.
 KNOWN_FAILURES: tuple[tuple[str, str], ...] = ()
-# Fixed epoch for the root file system (the same packages give the same layer digest).
-SOURCE_DATE_EPOCH = "1735689600"
 
 
 @dataclass(frozen=True)
@@ -95,44 +91,15 @@ def build_programs(settings: DevboxSettings, say: Callable[[str], None]) -> Path
 
 
 def debian_rootfs(settings: DevboxSettings, say: Callable[[str], None]) -> Path:
-    """A Debian 12 root file system with ROOTFS_PACKAGES (a tar, cached), made with
-    mmdebstrap from the machine's apt sources; the user and group agnhost's image has."""
-    out = e2e_dir(settings) / f"rootfs-{ROOTFS_SUITE}.tar"
-    if out.exists():
-        return out
-    missing = packages.missing_packages(("mmdebstrap",))
-    if missing:
-        packages.install(missing)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.tar")
-    say(f"  mmdebstrap {ROOTFS_SUITE} with {', '.join(ROOTFS_PACKAGES)}")
+    """A Debian 12 root file system with ROOTFS_PACKAGES (a tar, cached); the user and
+    group agnhost's image has."""
     hooks = [
         'chroot "$1" groupadd -g 50000 group-defined-in-image',
         'chroot "$1" useradd -u 1000 -g 50000 -M user-defined-in-image',
         'rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*',
     ]
-    argv = [
-        "mmdebstrap",
-        "--variant=minbase",
-        "--mode=root",
-        f"--include={','.join(ROOTFS_PACKAGES)}",
-        *(f"--customize-hook={hook}" for hook in hooks),
-        ROOTFS_SUITE,
-        str(tmp),
-    ]
-    proc = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH},
-        timeout=1800,
-    )
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
-        raise StepError(f"mmdebstrap failed:\n{tail}")
-    tmp.replace(out)
-    return out
+    out = e2e_dir(settings) / f"rootfs-{rootfs.SUITE}.tar"
+    return rootfs.debian_rootfs(out, ROOTFS_PACKAGES, hooks, say)
 
 
 def listed_images(e2e_test: Path) -> list[str]:
