@@ -22,6 +22,7 @@ from stackube.api.manifests import (
     csi,
     proxy_rbac,
     runtime_classes,
+    seed_layout,
 )
 from stackube.auth.options import (
     add_kubeconfig_arguments,
@@ -231,6 +232,11 @@ def _manifests(args: argparse.Namespace) -> int:
     (root / "runtime" / "runtime-classes.yaml").write_text(
         yaml.safe_dump_all(runtime_classes(), sort_keys=False)
     )
+    kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
+    layout = seed_layout(kustomization["resources"], lambda path: (root / path).read_text())
+    for name, text in layout.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
     return 0
 
 

@@ -4,7 +4,17 @@ import pytest
 import yaml
 
 from stackube.api import crds
-from stackube.api.manifests import admission_policies, cni_rbac, controller_rbac, csi, proxy_rbac
+from stackube.api.manifests import (
+    SEED_CONFIG,
+    SEED_PROXY,
+    SEED_REST,
+    admission_policies,
+    cni_rbac,
+    controller_rbac,
+    csi,
+    proxy_rbac,
+    seed_layout,
+)
 from stackube.api.types import State
 
 pytestmark = pytest.mark.unit
@@ -41,3 +51,27 @@ def test_crds_carry_the_protected_group_approval_and_status_subresource() -> Non
 def test_scopes_match_the_seed() -> None:
     assert crds.tenant_crd()["spec"]["scope"] == "Cluster"
     assert crds.network_crd()["spec"]["scope"] == "Namespaced"
+
+
+def test_the_seeds_three_files_are_made_from_the_kustomization_and_hold_all_of_it() -> None:
+    regenerate = f"regenerate with `stackube manifests -o {DEPLOY}`"
+    resources = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
+    layout = seed_layout(resources, lambda path: (DEPLOY / path).read_text())
+    assert set(layout) == {SEED_CONFIG, SEED_PROXY, SEED_REST}
+    for name, text in layout.items():
+        assert (DEPLOY / name).read_text() == text, regenerate
+
+    def names(text: str) -> list[tuple[str, str, str]]:
+        docs = [d for d in yaml.safe_load_all(text) if d]
+        return sorted(
+            (d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]) for d in docs
+        )
+
+    every = names("\n---\n".join((DEPLOY / r).read_text() for r in resources))
+    assert names("\n---\n".join(layout.values())) == every
+    # The seed's split: its configuration, stackube-proxy, and the rest.
+    assert {kind for kind, _, _ in names(layout[SEED_CONFIG])} == {"ConfigMap", "Secret"}
+    assert ("DaemonSet", "kube-system", "stackube-proxy") in names(layout[SEED_PROXY])
+    rest = names(layout[SEED_REST])
+    assert ("DaemonSet", "kube-system", "stackube-proxy") not in rest
+    assert ("CustomResourceDefinition", "", "tenants.stackube.kubernetes.io") in rest

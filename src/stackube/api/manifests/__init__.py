@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -55,3 +56,32 @@ def csi() -> list[dict[str, Any]]:
 def runtime_classes() -> list[dict[str, Any]]:
     """The nodes' RuntimeClasses: gvisor (handler runsc) with its declared overhead."""
     return _documents("runtime-classes.yaml")
+
+
+# The seed's operator guide (stackube-docs: "Deploy Stackube") creates three files;
+# they are made from deploy/'s kustomization, never edited by hand.
+SEED_CONFIG = "stackube-configmap.yaml"
+SEED_PROXY = "deployment/stackube-proxy.yaml"
+SEED_REST = "deployment/stackube.yaml"
+_SEED_HEADER = (
+    "# Generated from deploy/kustomization.yaml's resources by `stackube manifests -o deploy`:\n"
+    "# edit those files, not this one. The seed's name for it: docs/deploy.md.\n"
+)
+
+
+def seed_layout(resources_in_order: list[str], read: Callable[[str], str]) -> dict[str, str]:
+    """The seed's three files from the kustomization's `resources` (paths relative to
+    deploy/, in order) and `read(path) -> text`: the configuration (ConfigMap and Secret,
+    `controller/config.yaml`), stackube-proxy (`proxy/...`), and everything else. Raises
+    ValueError if the kustomization has no configuration or no proxy."""
+    config = [r for r in resources_in_order if r == "controller/config.yaml"]
+    proxy = [r for r in resources_in_order if r.startswith("proxy/")]
+    rest = [r for r in resources_in_order if r not in config and r not in proxy]
+    if not config or not proxy:
+        raise ValueError("the kustomization lacks controller/config.yaml or proxy/ resources")
+
+    def joined(paths: list[str]) -> str:
+        parts = [f"# --- {path}\n{read(path).strip()}\n" for path in paths]
+        return _SEED_HEADER + "---\n".join(parts)
+
+    return {SEED_CONFIG: joined(config), SEED_PROXY: joined(proxy), SEED_REST: joined(rest)}
