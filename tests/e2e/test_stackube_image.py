@@ -8,14 +8,19 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from stackube.devbox import images, stackube_image
 from stackube.devbox.box import Devbox
+from stackube.devbox.deploy import write_overlay
 from tests.e2e.kubectl import Kubectl, eventually
 
 pytestmark = pytest.mark.e2e
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 COMPONENTS = ("controller", "auth-webhook", "cni-daemon", "cni-install", "proxy", "csi",
               "flexvolume-install")  # fmt: skip
@@ -23,9 +28,9 @@ TOOLS = ("iptables", "iptables-restore", "ip", "conntrack", "arping", "ovs-vsctl
          "rbd-fuse", "mkfs.ext4", "blkid", "losetup", "mount", "nsenter")  # fmt: skip
 
 
-def test_the_image_has_every_entry_point_and_tool_runs_as_its_user_and_holds_no_secret(
-    devbox: Devbox, kubectl: Kubectl
-) -> None:
+@pytest.fixture(scope="module")
+def built(devbox: Devbox) -> tuple[images.BuiltImage, str]:
+    """The image of this checkout, pushed: (image, its reference by digest)."""
     started = time.monotonic()
     image = stackube_image.build(devbox.settings, lambda _line: None)
     built_in = time.monotonic() - started
@@ -34,7 +39,13 @@ def test_the_image_has_every_entry_point_and_tool_runs_as_its_user_and_holds_no_
     pulled, unpacked = stackube_image.size(image)
     print(f"{reference}: {pulled / 2**20:.1f} MiB to pull, {unpacked / 2**20:.1f} MiB "
           f"unpacked, built in {built_in:.0f} s")  # fmt: skip
+    return image, reference
 
+
+def test_the_image_has_every_entry_point_and_tool_runs_as_its_user_and_holds_no_secret(
+    devbox: Devbox, kubectl: Kubectl, built: tuple[images.BuiltImage, str]
+) -> None:
+    image, reference = built
     # No credential of the devbox's is in any file of the image (the components read
     # theirs from Secrets), and no private key at all.
     secrets = json.loads((devbox.settings.state_dir / "secrets.json").read_text())
@@ -94,3 +105,38 @@ def test_the_image_has_every_entry_point_and_tool_runs_as_its_user_and_holds_no_
         if want not in lines
     ]
     assert missing == [], lines
+
+
+def test_deploy_with_the_devbox_overlay_is_accepted_by_the_api_server(
+    devbox: Devbox, kubectl: Kubectl, built: tuple[images.BuiltImage, str]
+) -> None:
+    """deploy/ through the devbox's overlay (the image by digest, the devbox's own
+    configuration), validated strictly by the API server (dry run: nothing is changed)."""
+    _, reference = built
+    overlay = write_overlay(devbox.settings, DEPLOY, reference)
+    rendered = kubectl.run("kustomize", str(overlay)).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "DaemonSet")]
+    containers = [
+        container
+        for d in workloads
+        for kind in ("initContainers", "containers")
+        for container in d["spec"]["template"]["spec"].get(kind, [])
+    ]
+    ours = [c["image"] for c in containers if "stackube" in c["image"]]
+    assert ours and set(ours) == {reference}, ours
+    config = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "stackube-config"
+    )
+    assert config["data"]["auth-url"] == devbox.settings.keystone_url
+    applied = kubectl.run(
+        "apply", "--dry-run=server", "--validate=strict", "-f", "-", stdin=rendered, check=False
+    )
+    assert applied.returncode == 0, applied.stderr
+    # Positive control: the same check refuses a field no API has.
+    workloads[0]["spec"]["template"]["spec"]["containers"][0]["notAField"] = True
+    refused = kubectl.run(
+        "apply", "--dry-run=server", "--validate=strict", "-f", "-",
+        stdin=yaml.safe_dump(workloads[0]), check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "notAField" in refused.stderr, refused
