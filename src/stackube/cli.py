@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from stackube.api import helm_chart
 from stackube.api.crds import all_crds
 from stackube.api.manifests import (
     admission_policies,
@@ -234,7 +236,10 @@ def _manifests(args: argparse.Namespace) -> int:
     )
     kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
     layout = seed_layout(kustomization["resources"], lambda path: (root / path).read_text())
-    for name, text in layout.items():
+    resources = [(path, (root / path).read_text()) for path in kustomization["resources"]]
+    chart = helm_chart.chart_files(resources)
+    shutil.rmtree(root / helm_chart.CHART_DIR, ignore_errors=True)  # no stale templates
+    for name, text in {**layout, **chart}.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     return 0

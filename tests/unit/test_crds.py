@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stackube.api import crds
+from stackube.api import crds, helm_chart
 from stackube.api.manifests import (
     SEED_CONFIG,
     SEED_PROXY,
@@ -75,3 +75,29 @@ def test_the_seeds_three_files_are_made_from_the_kustomization_and_hold_all_of_i
     rest = names(layout[SEED_REST])
     assert ("DaemonSet", "kube-system", "stackube-proxy") not in rest
     assert ("CustomResourceDefinition", "", "tenants.stackube.kubernetes.io") in rest
+
+
+def test_the_helm_chart_is_made_from_the_kustomization_and_templates_what_operators_set() -> None:
+    regenerate = f"regenerate with `stackube manifests -o {DEPLOY}`"
+    resources = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
+    files = helm_chart.chart_files([(path, (DEPLOY / path).read_text()) for path in resources])
+    for name, text in files.items():
+        assert (DEPLOY / name).read_text() == text, regenerate
+    on_disk = {str(p.relative_to(DEPLOY)) for p in (DEPLOY / "helm").rglob("*") if p.is_file()}
+    assert on_disk == set(files), regenerate
+    values = helm_chart.values_of(files)
+    config = [
+        d for d in yaml.safe_load_all((DEPLOY / "controller" / "config.yaml").read_text()) if d
+    ]
+    assert values["config"] == config[0]["data"]  # every seed key, with deploy/'s example
+    assert values["replicas"]["stackube-controller"] == 2
+    assert values["image"] == {"repository": "localhost/stackube", "tag": "", "digest": ""}
+    templates = "".join(text for name, text in files.items() if "/templates/" in name)
+    assert "localhost/stackube" not in templates and "__HELM_" not in templates
+    assert templates.count('include "stackube.image"') == sum(
+        (DEPLOY / path).read_text().count("image: localhost/stackube") for path in resources
+    )
+    assert {name for name in files if "/crds/" in name} == {
+        "helm/stackube/crds/crds-tenants.stackube.kubernetes.io.yaml",
+        "helm/stackube/crds/crds-networks.stackube.kubernetes.io.yaml",
+    }
