@@ -69,9 +69,13 @@ def test_the_chart_lints_and_renders_the_kustomizations_objects(
     assert image == "localhost/stackube@sha256:" + "0" * 64
 
 
-def test_an_install_with_the_devboxs_values_is_accepted_by_the_api_server(
-    devbox: Devbox, helm_binary: str, tmp_path: Path
+def test_the_chart_with_the_devboxs_values_is_accepted_by_the_api_server(
+    devbox: Devbox, kubectl: Kubectl, helm_binary: str, tmp_path: Path
 ) -> None:
+    """Rendered with the devbox's configuration and credentials, every object passes the
+    API server's strict validation (dry run). (`helm install` itself refuses objects it
+    does not own, and this devbox made Stackube's objects already: a real install needs
+    the devbox that deploys with the chart, issue 15's next step.)"""
     stackube = devbox.settings.state_dir / "stackube"
     values = {
         "config": {p.name: p.read_text().strip() for p in sorted((stackube / "config").iterdir())},
@@ -82,10 +86,14 @@ def test_an_install_with_the_devboxs_values_is_accepted_by_the_api_server(
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
     values_file.chmod(0o600)
-    installed = run_helm(
-        devbox, helm_binary, "install", "stackube-dry-run", str(CHART), "--namespace=kube-system",
-        f"--values={values_file}", "--dry-run=server",
+    rendered = run_helm(
+        devbox, helm_binary, "template", "stackube", str(CHART), "--namespace=kube-system",
+        f"--values={values_file}", "--include-crds",
     )  # fmt: skip
-    assert installed.returncode == 0, installed.stderr
-    manifest = installed.stdout
-    assert f"auth-url: {devbox.settings.keystone_url}" in manifest
+    assert rendered.returncode == 0, rendered.stderr
+    assert f"auth-url: {devbox.settings.keystone_url}" in rendered.stdout
+    applied = kubectl.run(
+        "apply", "--dry-run=server", "--validate=strict", "-f", "-", stdin=rendered.stdout,
+        check=False,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
