@@ -12,7 +12,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from stackube.devbox import (
@@ -26,6 +26,7 @@ from stackube.devbox import (
     volumes,
 )
 from stackube.devbox.commands import StepError
+from stackube.devbox.components import COMPONENTS, HOST_SERVICES, PodComponents
 from stackube.devbox.kubernetes import (
     ApiserverOptions,
     ensure_pki_and_kubeconfigs,
@@ -100,8 +101,21 @@ class Devbox:
     def kubernetes_services(self) -> list[Service]:
         return kubernetes_services(self.settings, self.apiserver)
 
+    @property
+    def pods_mode(self) -> bool:
+        """Stackube's components run as Pods (the default), not host processes."""
+        return self.settings.components == "pods"
+
     def stackube_services(self) -> list[Service]:
+        if self.pods_mode:
+            return []
         return StackubeDevbox(self.settings, self.openstack).services()
+
+    def host_component_services(self) -> list[Service]:
+        """Stackube's components as host processes, whatever the mode (to stop them)."""
+        host = replace(self.settings, components="host")
+        node = [s for s in NodeDevbox(host).services() if s.name in HOST_SERVICES]
+        return StackubeDevbox(host, self.openstack).services() + node
 
     def node_services(self) -> list[Service]:
         return NodeDevbox(self.settings).services()
@@ -142,15 +156,34 @@ class Devbox:
         self.openstack.write_client_files()
         with self.progress.step("the FlexVolume driver and cinder.conf"):
             volumes.install(s, self.openstack.secrets, self.openstack.ceph.cinder_keyring())
-        # Stackube needs both halves: its CRDs in the apiserver, Keystone and Neutron.
-        self._start_track(self.stackube_services())
-        # A node: registry with our images, containerd, kubestack, stackube-proxy, kubelet.
-        self._start_track(self.node_services())
+        if self.pods_mode:
+            self._up_components_as_pods()
+        else:
+            # Stackube needs both halves: its CRDs in the apiserver, Keystone and Neutron.
+            self._start_track(self.stackube_services())
+            # A node: registry with our images, containerd, kubestack, stackube-proxy, kubelet.
+            self._start_track(self.node_services())
         # The CSI driver: its controller side and the node plugin kubelet registers.
         self._start_track(csi.services(s))
         with self.progress.step("cluster DNS and the kubernetes Service's endpoint"):
             NodeDevbox(self.settings).apply_system_addons()
         self.progress.say("devbox is up; `stackube devbox env` prints the exports")
+
+    def _up_components_as_pods(self) -> None:
+        """The node (registry, containerd, kubelet), then Stackube from deploy/ as an
+        operator deploys it; the node is Ready once the CNI DaemonSet's pod runs."""
+        for service in self.host_component_services():
+            if self.table.pid(service.name) is not None:
+                with self.progress.step(f"stopping the host process {service.name}"):
+                    stop_service(service, self.table)
+        with self.progress.step("Stackube's configuration, CRDs and RBAC"):
+            StackubeDevbox(self.settings, self.openstack).prepare()
+        self._start_track(self.node_services())
+        with self.progress.step("Stackube's components as Pods (kubectl apply -k)"):
+            image = PodComponents(self.settings, self.progress.say).deploy()
+        self.progress.say(f"  {image}")
+        with self.progress.step(f"node {self.settings.node_name} Ready"):
+            NodeDevbox(self.settings).wait_node_ready()
 
     def _check_backend(self) -> None:
         """A devbox keeps the Neutron backend it was made with (its database has that
@@ -218,12 +251,16 @@ class Devbox:
         builder.build(f"{program}-{version}", plan, bin_dir)
 
     # ---- down ---------------------------------------------------------------------------
+    def _services_to_stop(self) -> list[Service]:
+        if not self.settings.secrets_file.exists():
+            return self.kubernetes_services()
+        services = self.all_services()
+        if self.pods_mode:  # host processes left from the host mode, if any
+            services += self.host_component_services()
+        return services
+
     def down(self, purge: bool = False) -> cleanup.CleanupReport:
-        if self.settings.secrets_file.exists():
-            services = self.all_services()
-        else:
-            services = self.kubernetes_services()
-        for service in reversed(services):
+        for service in reversed(self._services_to_stop()):
             if self.table.pid(service.name) is not None:
                 with self.progress.step(f"stopping {service.name}"):
                     stop_service(service, self.table)
@@ -268,6 +305,9 @@ class Devbox:
             healthy = pid is not None and service.probe()
             rss = group_rss_bytes(pid) if pid is not None else 0
             rows.append(ServiceStatus(service.name, pid, healthy, rss))
+        if self.pods_mode:
+            pods = PodComponents(self.settings, self.progress.say)
+            rows += [ServiceStatus(c.service, None, pods.ready(c)) for c in COMPONENTS]
         return rows
 
     def env(self) -> dict[str, str]:

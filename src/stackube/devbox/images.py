@@ -174,6 +174,12 @@ def _request(
         raise RegistryError(f"{method} {url}: {exc.code} {exc.read()[:300]!r}") from exc
 
 
+def has_manifest(registry: str, repository: str, digest: str) -> bool:
+    """Whether the registry (http://host:port) serves `repository@digest`."""
+    url = f"{registry}/v2/{repository}/manifests/{digest}"
+    return _request("HEAD", url, headers={"Accept": MANIFEST_TYPE})[0] == 200
+
+
 def push(image: BuiltImage, registry: str) -> bool:
     """Upload blobs the registry lacks, then the manifest under the tag. `registry` is
     http://host:port. Returns False if the tag already named this exact manifest."""

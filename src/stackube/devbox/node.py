@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -549,19 +549,54 @@ class NodeDevbox:
         write_atomic(self.paths.kubelet_config, text)
 
     def wait_node_ready(self) -> None:
+        self._wait_node(registered_only=False)
+
+    def wait_node_registered(self) -> None:
+        """The kubelet's Node exists (Ready needs a CNI configuration: in the Pods mode the
+        CNI DaemonSet's pod installs it after this)."""
+        self._wait_node(registered_only=True)
+
+    def _wait_node(self, registered_only: bool) -> None:
         deadline = time.monotonic() + NODE_READY_TIMEOUT
         reason = "not registered"
         with session(self.settings.admin_kubeconfig) as api:
             while time.monotonic() < deadline:
                 ready, reason = kube.node_readiness(api, self.settings.node_name)
-                if ready:
+                if ready or (registered_only and reason != "not registered"):
                     return
                 time.sleep(1)
         raise StepError(
             f"node {self.settings.node_name} not Ready in {NODE_READY_TIMEOUT:.0f}s: {reason}"
         )
 
+    def _kubelet_prepare_for_pods(self) -> None:
+        # What the CNI daemon's prepare does in the host mode, but the plugin and its
+        # configuration: the CNI DaemonSet's init container installs those.
+        self.prepare_identities()
+        loopback = self.paths.cni_bin / "loopback"
+        if not loopback.exists():
+            loopback.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(LOOPBACK_PLUGIN, loopback)
+        self._kubelet_prepare()
+
     def services(self) -> list[Service]:
+        """The node's host processes. In the Pods mode (`settings.components`) the CNI
+        daemon and stackube-proxy are not among them: the devbox deploys them as
+        DaemonSets once the kubelet runs (devbox.components)."""
+        services = self._services()
+        if self.settings.components != "pods":
+            return services
+        kept = [s for s in services if s.name not in ("stackube-cni-daemon", "stackube-proxy")]
+        return [
+            replace(
+                s, prepare=self._kubelet_prepare_for_pods, after_start=self.wait_node_registered
+            )
+            if s.name == "kubelet"
+            else s
+            for s in kept
+        ]
+
+    def _services(self) -> list[Service]:
         s, paths = self.settings, self.paths
         return [
             Service(

@@ -28,6 +28,10 @@ ENV_ETCD_BIN_DIR = "STACKUBE_ETCD_BIN_DIR"
 ENV_NEUTRON_BACKEND = "STACKUBE_DEVBOX_NEUTRON"
 ENV_GVISOR_PLATFORM = "STACKUBE_DEVBOX_GVISOR_PLATFORM"
 NEUTRON_BACKENDS = ("linuxbridge", "openvswitch")
+ENV_COMPONENTS = "STACKUBE_DEVBOX_COMPONENTS"
+# How Stackube's own components run: as Pods from deploy/ (an operator's way, the
+# default), or as host processes (kept for the Open vSwitch tier; decision 0018).
+COMPONENT_MODES = ("pods", "host")
 
 DEFAULT_STATE_DIR = Path("/var/lib/stackube-devbox")
 
@@ -90,6 +94,7 @@ class DevboxSettings:
     # gVisor's platform (how the Sentry traps the sandbox's system calls): systrap works
     # everywhere; kvm is fastest on bare metal but hangs in this nested VM (TESTBED.md).
     gvisor_platform: str = "systrap"
+    components: str = "pods"
     host: str = "127.0.0.1"
     ports: Ports = field(default_factory=Ports)
     service_cidr: str = "10.96.0.0/12"
@@ -138,8 +143,14 @@ class DevboxSettings:
             raise ValueError(
                 f"{ENV_GVISOR_PLATFORM}={platform!r}: use one of {', '.join(GVISOR_PLATFORMS)}"
             )
+        components = env.get(ENV_COMPONENTS) or "pods"
+        if components not in COMPONENT_MODES:
+            raise ValueError(
+                f"{ENV_COMPONENTS}={components!r}: use one of {', '.join(COMPONENT_MODES)}"
+            )
         return cls(
             state_dir=state,
+            components=components,
             cache_dir=default_cache_dir(env),
             kube_bin_override=Path(kube_bin) if kube_bin else None,
             etcd_bin_override=Path(etcd_bin) if etcd_bin else None,
