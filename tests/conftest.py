@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from stackube.devbox.box import Devbox
+from stackube.devbox.commands import StepError
 from stackube.devbox.settings import DevboxSettings
 
 TIERS = ("unit", "integration", "e2e")
@@ -131,10 +132,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         and call.when == "call"
         and not item.get_closest_marker("unit")
     ):
-        log_dir = DevboxSettings.from_env().log_dir
+        box = Devbox(DevboxSettings.from_env())
         for name in STACKUBE_LOGS:
-            path = log_dir / f"{name}.log"
-            if path.exists():
-                tail = path.read_text(errors="replace").splitlines()[-60:]
-                report.sections.append((f"{name}.log (last 60 lines)", "\n".join(tail)))
+            try:
+                tail = box.service_log(name).splitlines()[-60:]
+            except StepError as exc:
+                tail = [f"(no log: {exc})"]
+            report.sections.append((f"{name} log (last 60 lines)", "\n".join(tail)))
     return report

@@ -9,6 +9,7 @@ import pytest
 from openstack.connection import Connection
 
 from stackube.devbox.box import Devbox
+from stackube.devbox.components import COMPONENTS, PodComponents
 from stackube.openstack.cloud import connect_cloud
 from tests.e2e.kubectl import Kubectl
 
@@ -18,6 +19,8 @@ def kubectl(devbox: Devbox) -> Iterator[Kubectl]:
     tool = Kubectl(devbox.settings.admin_kubeconfig)
     # The integration tier cordons the node for its own netns pods; here pods are real.
     subprocess.run(tool.argv("uncordon", devbox.settings.node_name), check=False)
+    if devbox.pods_mode:  # a Deployment resumed while the node was cordoned starts now
+        PodComponents(devbox.settings).wait_ready(COMPONENTS)
     yield tool
 
 

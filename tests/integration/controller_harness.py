@@ -23,7 +23,6 @@ from kubernetes import client as k8s
 from stackube.api.crds import all_crds
 from stackube.api.manifests import controller_rbac
 from stackube.devbox.box import Devbox
-from stackube.devbox.service import ensure_running
 from stackube.devbox.stackube import controller_config_values
 from stackube.kube import apply
 
@@ -41,14 +40,11 @@ def devbox_controller_paused(devbox: Devbox) -> Iterator[None]:
 def devbox_services_paused(devbox: Devbox, *names: str) -> Iterator[None]:
     """Stop some of the devbox's services while tests run their own instances, and start
     those again afterwards (only those: others may be paused by another fixture)."""
-    for name in names:
-        devbox.table.stop(name)
+    devbox.pause(*names)
     try:
         yield
     finally:
-        for service in devbox.all_services():
-            if service.name in names:
-                ensure_running(service, devbox.table)
+        devbox.resume(*names)
 
 
 @contextmanager

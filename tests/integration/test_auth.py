@@ -337,10 +337,10 @@ def test_no_token_or_password_in_any_log(
 ) -> None:
     user, other = tenants
     token, _ = issue_token(user.credentials())
-    logs = "".join(
-        devbox.table.log_file(name).read_text(errors="replace")
-        for name in ("stackube-auth", "stackube-controller", "kube-apiserver")
-    )
+    names = ("stackube-auth", "stackube-controller", "kube-apiserver")
+    read = {name: devbox.service_log(name) for name in names}
+    assert all(text.strip() for text in read.values()), "a log was empty: nothing was checked"
+    logs = "".join(read.values())
     cached = [
         json.loads(p.read_text())["token"]
         for p in (user.cache_home / "stackube" / "tokens").glob("*.json")

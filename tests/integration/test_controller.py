@@ -462,7 +462,7 @@ def test_outage_shows_pending_then_recovers(
     finally:
         devbox.up()
         # `up` also restarted the devbox's own controller, paused for this module.
-        devbox.table.stop("stackube-controller")
+        devbox.pause("stackube-controller")
     wait_active(kube, controller, "outage", timeout=120)
 
 

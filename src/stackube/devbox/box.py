@@ -26,7 +26,13 @@ from stackube.devbox import (
     volumes,
 )
 from stackube.devbox.commands import StepError
-from stackube.devbox.components import COMPONENTS, HOST_SERVICES, PodComponents
+from stackube.devbox.components import (
+    COMPONENTS,
+    HOST_SERVICES,
+    Component,
+    PodComponents,
+    component,
+)
 from stackube.devbox.kubernetes import (
     ApiserverOptions,
     ensure_pki_and_kubeconfigs,
@@ -184,6 +190,40 @@ class Devbox:
         self.progress.say(f"  {image}")
         with self.progress.step(f"node {self.settings.node_name} Ready"):
             NodeDevbox(self.settings).wait_node_ready()
+
+    # ---- pausing services (tests that run their own instance) ---------------------------
+    def _pod_component(self, name: str) -> Component | None:
+        return component(name) if self.pods_mode and name in HOST_SERVICES else None
+
+    def pause(self, *names: str) -> None:
+        """Stop these services: host processes, or Stackube's workloads in the Pods mode
+        (no pod of theirs left on the node)."""
+        pods = PodComponents(self.settings, self.progress.say)
+        for name in names:
+            item = self._pod_component(name)
+            if item is not None:
+                pods.pause(item)
+            else:
+                self.table.stop(name)
+
+    def resume(self, *names: str) -> None:
+        """Start paused services again (only these: others may be paused elsewhere)."""
+        for service in self.all_services():
+            if service.name in names:
+                ensure_running(service, self.table)
+        pods = PodComponents(self.settings, self.progress.say)
+        for name in names:
+            item = self._pod_component(name)
+            if item is not None:
+                pods.resume(item)
+
+    def service_log(self, name: str) -> str:
+        """What a service logged: its log file, or its pods' logs in the Pods mode."""
+        item = self._pod_component(name)
+        if item is not None:
+            return PodComponents(self.settings, self.progress.say).logs(item)
+        path = self.table.log_file(name)
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def _check_backend(self) -> None:
         """A devbox keeps the Neutron backend it was made with (its database has that

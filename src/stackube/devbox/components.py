@@ -376,7 +376,15 @@ class PodComponents:
         else:
             patch = {"spec": {"template": {"spec": {"nodeSelector": {PAUSED_LABEL: None}}}}}
         self.kubectl("-n", NAMESPACE, "patch", item.ref, "--type=merge", "-p", json.dumps(patch))
+        if item.kind == "deployment" and self._node_cordoned():
+            # Its pod waits for the uncordon (DaemonSets' pods tolerate a cordon).
+            self.say(f"  {item.ref}: resumed; its pod starts when the node is uncordoned")
+            return
         self.wait_ready([item])
+
+    def _node_cordoned(self) -> bool:
+        node = json.loads(self.kubectl("get", "node", self.settings.node_name, "-o", "json"))
+        return bool(node.get("spec", {}).get("unschedulable"))
 
     def _wait_no_pods(self, item: Component, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -390,8 +398,8 @@ class PodComponents:
                 raise StepError(f"{item.ref}: pods still there after {timeout:.0f}s: {names}")
             time.sleep(1)
 
-    def logs(self, item: Component, lines: int = 60) -> str:
-        """The last `lines` of each of the workload's pods (all containers)."""
+    def logs(self, item: Component, lines: int = -1) -> str:
+        """The last `lines` (-1: all) of each of the workload's pods (all containers)."""
         return self.kubectl(
             "-n", NAMESPACE, "logs", "-l", item.selector, "--all-containers", "--prefix",
             f"--tail={lines}", check=False,
