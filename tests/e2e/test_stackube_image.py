@@ -8,19 +8,17 @@ from __future__ import annotations
 import json
 import re
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
 from stackube.devbox import images, stackube_image
 from stackube.devbox.box import Devbox
-from stackube.devbox.deploy import write_overlay
+from stackube.devbox.components import PodComponents
 from tests.e2e.kubectl import Kubectl, eventually
 
 pytestmark = pytest.mark.e2e
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 COMPONENTS = ("controller", "auth-webhook", "cni-daemon", "cni-install", "proxy", "csi",
               "flexvolume-install")  # fmt: skip
@@ -111,9 +109,10 @@ def test_deploy_with_the_devbox_overlay_is_accepted_by_the_api_server(
     devbox: Devbox, kubectl: Kubectl, built: tuple[images.BuiltImage, str]
 ) -> None:
     """deploy/ through the devbox's overlay (the image by digest, the devbox's own
-    configuration), validated strictly by the API server (dry run: nothing is changed)."""
+    configuration and node paths), validated strictly by the API server (dry run:
+    nothing is changed)."""
     _, reference = built
-    overlay = write_overlay(devbox.settings, DEPLOY, reference)
+    overlay = PodComponents(devbox.settings).write_overlay(reference)
     rendered = kubectl.run("kustomize", str(overlay)).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     workloads = [d for d in docs if d["kind"] in ("Deployment", "DaemonSet")]

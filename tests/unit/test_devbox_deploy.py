@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from stackube.devbox.components import devbox_patches
 from stackube.devbox.deploy import overlay_kustomization
+from stackube.devbox.node import NodePaths
+from stackube.devbox.settings import DevboxSettings
 
 pytestmark = pytest.mark.unit
 
@@ -43,3 +48,33 @@ def test_the_overlay_pins_the_image_and_replaces_the_example_configuration() -> 
 def test_what_the_overlay_cannot_carry_is_refused(image: str, config: dict[str, str]) -> None:
     with pytest.raises(ValueError, match=r"digest|literal"):
         overlay_kustomization("../deploy", image, config, {})
+
+
+def test_the_devbox_patches_mount_each_node_path_where_the_daemon_looks_for_it() -> None:
+    settings = DevboxSettings(state_dir=Path("/srv/box"), cache_dir=Path("/srv/cache"))
+    paths = NodePaths(settings.node_dir)
+    cni, proxy, controller, auth = devbox_patches(settings, paths)
+    spec = cni["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"] if "name" in v}
+    assert spec["volumes"][0] == {"$patch": "replace"}  # the base's node paths are gone
+    (daemon,) = spec["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in daemon["volumeMounts"] if "name" in m}
+    # Every node path is mounted at its own path: what the daemon is told is the host's.
+    for name, volume in volumes.items():
+        if "hostPath" in volume:
+            assert mounts[name] == volume["hostPath"]["path"], name
+    args = dict(a.split("=", 1) for a in daemon["args"] if "=" in a)
+    assert args["--socket"] == str(paths.cni_socket)
+    assert args["--state-dir"].startswith(mounts["node-cni"] + "/")
+    assert args["--cri-endpoint"] == f"unix://{mounts['cri']}"
+    assert args["--runsc"].startswith(mounts["runsc-bin"] + "/")
+    (install,) = spec["initContainers"]
+    assert f"--socket={paths.cni_socket}" in install["args"]  # the conflist names it
+    assert str(paths.cni_bin / "kubestack") in daemon["livenessProbe"]["exec"]["command"][-1]
+    assert (
+        f"--nodeport-addresses={settings.external_host_address}/32"
+        in (proxy["spec"]["template"]["spec"]["containers"][0]["args"])
+    )
+    assert controller["spec"] == {"replicas": 1} and auth["spec"]["replicas"] == 1
+    webhook = auth["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--audiences={settings.service_account_issuer}" in webhook
