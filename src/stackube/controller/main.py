@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 
 import kopf
 
@@ -67,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
     done = threading.Event()
     lock = None
     if args.leader_elect:
-        identity = f"{socket.gethostname()}-{os.getpid()}"
+        # Unique per process: on the host network every replica's hostname is its
+        # node's, and a container's pid is often 1 (as client-go: name + random).
+        name = os.environ.get("POD_NAME") or socket.gethostname()
+        identity = f"{name}_{uuid.uuid4().hex[:12]}"
         lock = LeaseLock(kube, args.lease_namespace, args.lease_name, identity)
         log.info("waiting to become leader (lease %s/%s)", args.lease_namespace, args.lease_name)
         while not lock.try_acquire_or_renew():
