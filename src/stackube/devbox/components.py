@@ -319,13 +319,18 @@ class PodComponents:
         """Build (if needed), push, apply, and wait until every component is ready.
         Returns the image reference. Raises StepError with kubectl's message."""
         image = self.image()
+        self.apply(image)
+        return image
+
+    def apply(self, image: str) -> None:
+        """`kubectl apply -k` of the overlay with `image`, then every component rolled
+        out and ready (a changed image is a rolling update of each)."""
         overlay = self.write_overlay(image)
         self.kubectl(
             "apply", "--server-side", "--field-manager=stackube-devbox", "--force-conflicts",
             "-k", str(overlay),
         )  # fmt: skip
         self.wait_ready(COMPONENTS)
-        return image
 
     def wait_ready(self, components: Sequence[Component], timeout: float = ROLLOUT_TIMEOUT) -> None:
         for item in components:

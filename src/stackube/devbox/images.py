@@ -180,6 +180,48 @@ def has_manifest(registry: str, repository: str, digest: str) -> bool:
     return _request("HEAD", url, headers={"Accept": MANIFEST_TYPE})[0] == 200
 
 
+def _push_blob(registry: str, base: str, blob: bytes) -> None:
+    digest = sha256(blob)
+    if _request("HEAD", f"{base}/blobs/{digest}")[0] == 200:
+        return
+    _, started = _request("POST", f"{base}/blobs/uploads/")
+    location = started["Location"]
+    if location.startswith("/"):
+        location = registry + location
+    separator = "&" if "?" in location else "?"
+    _request(
+        "PUT",
+        f"{location}{separator}digest={digest}",
+        data=blob,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+
+
+def _get(url: str, accept: str = "*/*") -> bytes:
+    request = urllib.request.Request(url, headers={"Accept": accept})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            return bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        raise RegistryError(f"GET {url}: {exc.code}") from exc
+
+
+def relabel(registry: str, repository: str, digest: str, labels: Mapping[str, str]) -> str:
+    """Push a copy of `repository@digest` whose image configuration has `labels` too
+    (same layers: a new image to roll out, made in a second). Returns its digest."""
+    base = f"{registry}/v2/{repository}"
+    manifest = json.loads(_get(f"{base}/manifests/{digest}", MANIFEST_TYPE))
+    config = json.loads(_get(f"{base}/blobs/{manifest['config']['digest']}"))
+    config.setdefault("config", {}).setdefault("Labels", {}).update(labels)
+    blob = _canonical(config)
+    _push_blob(registry, base, blob)
+    manifest["config"] = {**manifest["config"], "digest": sha256(blob), "size": len(blob)}
+    body = _canonical(manifest)
+    tag = "relabelled-" + sha256(body).removeprefix("sha256:")[:12]
+    _request("PUT", f"{base}/manifests/{tag}", data=body, headers={"Content-Type": MANIFEST_TYPE})
+    return sha256(body)
+
+
 def push(image: BuiltImage, registry: str) -> bool:
     """Upload blobs the registry lacks, then the manifest under the tag. `registry` is
     http://host:port. Returns False if the tag already named this exact manifest."""
@@ -190,20 +232,7 @@ def push(image: BuiltImage, registry: str) -> bool:
     if status == 200 and headers.get("Docker-Content-Digest") == image.digest:
         return False
     for blob in (*image.layers, image.config):
-        digest = sha256(blob)
-        if _request("HEAD", f"{base}/blobs/{digest}")[0] == 200:
-            continue
-        _, started = _request("POST", f"{base}/blobs/uploads/")
-        location = started["Location"]
-        if location.startswith("/"):
-            location = registry + location
-        separator = "&" if "?" in location else "?"
-        _request(
-            "PUT",
-            f"{location}{separator}digest={digest}",
-            data=blob,
-            headers={"Content-Type": "application/octet-stream"},
-        )
+        _push_blob(registry, base, blob)
     _request(
         "PUT",
         f"{base}/manifests/{image.spec.tag}",
