@@ -13,6 +13,7 @@ from stackube.api.types import (
     DEFAULT_NETWORK_POLICIES,
     DEFAULT_POD_SECURITY,
     GROUP,
+    KEEP_ON_UNINSTALL,
     NETWORK_PLURAL,
     POD_SECURITY_LEVELS,
     RESERVED_NAMESPACE_PREFIXES,
@@ -96,7 +97,12 @@ def _crd(
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{GROUP}", "annotations": APPROVAL},
+        # Uninstalling Stackube keeps the CRDs, hence every Tenant and Network (docs/deploy.md).
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "annotations": APPROVAL,
+            "labels": {KEEP_ON_UNINSTALL: "true"},
+        },
         "spec": {
             "group": GROUP,
             "scope": scope,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 GROUP = "stackube.kubernetes.io"
+# Objects with this label survive an uninstall: `kubectl delete -k deploy/ -l "<it>!=true"`.
+KEEP_ON_UNINSTALL = f"{GROUP}/keep-on-uninstall"
 VERSION = "v1"
 API_VERSION = f"{GROUP}/{VERSION}"
 TENANT_PLURAL = "tenants"
