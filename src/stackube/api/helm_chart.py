@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from stackube import __version__
+from stackube.api.types import KEEP_ON_UNINSTALL
 
 PLACEHOLDER_IMAGE = "localhost/stackube"
 CONFIG_MAP, SECRET = "stackube-config", "stackube-credentials"
@@ -45,6 +46,9 @@ def _is_ours(image: str) -> bool:
 def _template(doc: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """`doc` with the values' places marked by sentinels (their defaults into `values`)."""
     kind, name = doc["kind"], doc["metadata"]["name"]
+    if (doc["metadata"].get("labels") or {}).get(KEEP_ON_UNINSTALL) == "true":
+        # What `kubectl delete -k` keeps, `helm uninstall` keeps too.
+        doc["metadata"].setdefault("annotations", {})["helm.sh/resource-policy"] = "keep"
     if kind == "ConfigMap" and name == CONFIG_MAP:
         values["config"] = dict(doc.get("data") or {})
         doc["data"] = "__HELM_CONFIG___"

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from stackube.api.manifests import SEED_CONFIG, SEED_PROXY, SEED_REST
+from stackube.api.types import KEEP_ON_UNINSTALL
 from stackube.devbox import gvisor, images, stackube_image
 from stackube.devbox.commands import StepError
 from stackube.devbox.deploy import NAMESPACE, write_overlay
@@ -32,6 +34,9 @@ from stackube.devbox.settings import DevboxSettings
 
 KUBECTL_TIMEOUT = 300.0  # seconds any one kubectl call may take
 ROLLOUT_TIMEOUT = 240.0  # seconds a workload may take to be ready after an apply
+HELM_PLUGIN = "stackube-devbox"  # the post-renderer plugin's name
+HELM_RENDERED = "helm-rendered.yaml"  # what the chart rendered, in the overlay
+UNINSTALL_SELECTOR = f"{KEEP_ON_UNINSTALL}!=true"
 PAUSED_LABEL = "stackube.kubernetes.io/devbox-paused"
 PAUSED_REPLICAS = "stackube.kubernetes.io/devbox-replicas"
 
@@ -280,7 +285,13 @@ class PodComponents:
         return images.has_manifest(self.settings.registry_url, repository, digest)
 
     # ---- deploy -------------------------------------------------------------------------
-    def write_overlay(self, image: str) -> Path:
+    def write_overlay(self, image: str, base: str = "deploy") -> Path:
+        """`<state>/deploy`: `base` with this devbox's image, configuration and node
+        paths. `base`: "deploy" (deploy/), "seed" (copies of the seed's three files made
+        from it), or "helm" (HELM_RENDERED in the overlay: what the post-renderer got).
+        Raises ValueError for another base."""
+        if base not in ("deploy", "seed", "helm"):
+            raise ValueError(f"{base}: not deploy, seed or helm")
         overlay = write_overlay(self.settings, deploy_dir(), image)
         tls = overlay / "tls"
         tls.mkdir(mode=0o700, exist_ok=True)
@@ -305,6 +316,16 @@ class PodComponents:
                 "options": {"disableNameSuffixHash": True},
             }
         )
+        if base == "helm":
+            doc["resources"] = [HELM_RENDERED]
+            (overlay / HELM_RENDERED).touch(mode=0o600)
+        if base == "seed":  # as an operator who downloaded them: copies beside the overlay
+            doc["resources"] = []
+            for name in (SEED_CONFIG, SEED_PROXY, SEED_REST):
+                copy = overlay / "seed" / name
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(deploy_dir() / name, copy)
+                doc["resources"].append(f"seed/{name}")
         doc["patches"] = [
             {"patch": yaml.safe_dump(patch, sort_keys=False)}
             for patch in devbox_patches(self.settings, self.paths)
@@ -331,6 +352,41 @@ class PodComponents:
             "-k", str(overlay),
         )  # fmt: skip
         self.wait_ready(COMPONENTS)
+
+    def helm_post_renderer(self, image: str, directory: Path) -> Path:
+        """A Helm 4 post-renderer plugin (`postrenderer/v1`, subprocess) in `directory`
+        that passes what the chart renders through the devbox's overlay (node paths,
+        one replica, the webhook's TLS); `helm plugin install <it>`, then
+        `helm install --post-renderer stackube-devbox`. Returns the plugin's directory."""
+        overlay = self.write_overlay(image, base="helm")
+        plugin = directory / HELM_PLUGIN
+        plugin.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "apiVersion": "v1",
+            "type": "postrenderer/v1",
+            "name": HELM_PLUGIN,
+            "version": "0.1.0",
+            "runtime": "subprocess",
+            "runtimeConfig": {"platformCommand": [{"command": "${HELM_PLUGIN_DIR}/render"}]},
+        }
+        (plugin / "plugin.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+        script = (
+            "#!/bin/sh\nset -e\n"
+            f"cat > {overlay / HELM_RENDERED}\n"
+            f"exec kubectl kustomize {overlay}\n"
+        )
+        (plugin / "render").write_text(script)
+        (plugin / "render").chmod(0o755)
+        return plugin
+
+    def uninstall(self) -> None:
+        """`kubectl delete -k` of the overlay, but what is labelled to stay (the CRDs,
+        hence Tenants and Networks, and stackube-dns): docs/deploy.md "Uninstalling"."""
+        self.kubectl(
+            "delete", "-k", str(self.settings.state_dir / "deploy"), "-l", UNINSTALL_SELECTOR,
+            "--ignore-not-found", "--wait", f"--timeout={ROLLOUT_TIMEOUT:.0f}s",
+            timeout=ROLLOUT_TIMEOUT + 60,
+        )  # fmt: skip
 
     def wait_ready(self, components: Sequence[Component], timeout: float = ROLLOUT_TIMEOUT) -> None:
         for item in components:
