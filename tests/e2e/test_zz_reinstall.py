@@ -83,8 +83,8 @@ def helm_install(devbox: Devbox, components: PodComponents, image: str, tmp_path
     values_file.chmod(0o600)
     # --take-ownership: stackube-dns stayed from the install before (not Helm's).
     run_helm(
-        devbox, tmp_path, "install", "stackube", str(CHART), "--namespace", NAMESPACE, "--take-ownership",
-        f"--values={values_file}", f"--post-renderer={HELM_PLUGIN}",
+        devbox, tmp_path, "install", "stackube", str(CHART), "--namespace", NAMESPACE,
+        "--take-ownership", f"--values={values_file}", f"--post-renderer={HELM_PLUGIN}",
     )  # fmt: skip
 
 
