@@ -165,6 +165,10 @@ class Devbox:
         if self.pods_mode:
             self._up_components_as_pods()
         else:
+            pods = PodComponents(self.settings, self.progress.say)
+            if pods.deployed():  # this devbox ran them as Pods before: those go first
+                with self.progress.step("removing Stackube's Pods (the host mode runs them)"):
+                    pods.uninstall()
             # Stackube needs both halves: its CRDs in the apiserver, Keystone and Neutron.
             self._start_track(self.stackube_services())
             # A node: registry with our images, containerd, kubestack, stackube-proxy, kubelet.

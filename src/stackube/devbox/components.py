@@ -379,6 +379,15 @@ class PodComponents:
         (plugin / "render").chmod(0o755)
         return plugin
 
+    def deployed(self) -> bool:
+        """Whether this devbox's overlay was applied (its CNI DaemonSet exists)."""
+        if not (self.settings.state_dir / "deploy" / "kustomization.yaml").exists():
+            return False
+        found = self.kubectl(
+            "-n", NAMESPACE, "get", COMPONENTS[0].ref, "--ignore-not-found", "-o", "name"
+        )  # fmt: skip
+        return bool(found.strip())
+
     def uninstall(self) -> None:
         """`kubectl delete -k` of the overlay, but what is labelled to stay (the CRDs,
         hence Tenants and Networks, and stackube-dns): docs/deploy.md "Uninstalling"."""
