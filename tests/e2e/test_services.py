@@ -231,7 +231,7 @@ def test_a_new_image_rolls_to_every_component_and_a_service_keeps_answering(
 ) -> None:
     """Upgrading Stackube as an operator does (issue 15): a new image in the overlay,
     `kubectl apply -k`, every component rolls to it, while a tenant's client asks a
-    ClusterIP every 100 ms, and the controller never has two leaders."""
+    ClusterIP every 100 ms, and the controller's Lease passes from the old pod to the new."""
     if not devbox.pods_mode:
         pytest.skip("Stackube runs as host processes here (STACKUBE_DEVBOX_COMPONENTS=host)")
     tenant = next(iter(tenants))
@@ -280,7 +280,9 @@ def test_a_new_image_rolls_to_every_component_and_a_service_keeps_answering(
         assert len(during) >= rolled / 2, "the client was not asking throughout"
         # A failed request costs at most its 1 s timeout + 0.1 s: at most ~2 s of loss.
         assert failed <= 2, during
-        # One leader at a time: the old one, then (perhaps after a release) the new one.
+        # The old leader, then the new one, each once (with one replica and maxSurge 0
+        # a second pod cannot even start before the first is gone: this shows the
+        # handover, which the Lease alone could not show doubled).
         named = [h for h in holders if h]
         assert len(named) <= 2 and len(set(named)) == len(named), holders
     finally:

@@ -78,3 +78,4 @@ def test_the_devbox_patches_mount_each_node_path_where_the_daemon_looks_for_it()
     assert controller["spec"] == {"replicas": 1} and auth["spec"]["replicas"] == 1
     webhook = auth["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"--audiences={settings.service_account_issuer}" in webhook
+    assert "--bind-address=127.0.0.1" in webhook  # where the apiserver's webhook config points

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import shutil
 import subprocess
 import time
@@ -34,6 +35,8 @@ from stackube.devbox.settings import DevboxSettings
 
 KUBECTL_TIMEOUT = 300.0  # seconds any one kubectl call may take
 ROLLOUT_TIMEOUT = 240.0  # seconds a workload may take to be ready after an apply
+# Any image will do to name the objects to delete.
+PLACEHOLDER_REFERENCE = "localhost/stackube@sha256:" + "0" * 64
 HELM_PLUGIN = "stackube-devbox"  # the post-renderer plugin's name
 HELM_RENDERED = "helm-rendered.yaml"  # what the chart rendered, in the overlay
 UNINSTALL_SELECTOR = f"{KEEP_ON_UNINSTALL}!=true"
@@ -200,6 +203,8 @@ def auth_patch(settings: DevboxSettings) -> dict[str, Any]:
     doc = replicas_patch("stackube-auth", 1)
     doc["spec"]["template"] = {
         "spec": {
+            # Its one node carries no control-plane label (a kubelet may not set one).
+            "nodeSelector": {"node-role.kubernetes.io/control-plane": None},
             "containers": [
                 {
                     "name": "webhook",
@@ -210,12 +215,13 @@ def auth_patch(settings: DevboxSettings) -> dict[str, Any]:
                         "--tls-cert=/etc/stackube/tls/tls.crt",
                         "--tls-key=/etc/stackube/tls/tls.key",
                         "--client-ca=/etc/stackube/tls/client-ca.crt",
+                        "--bind-address=127.0.0.1",
                         "--port=8443",
                         "--cache-ttl=20",
                         f"--audiences={settings.service_account_issuer}",
                     ],
                 }
-            ]
+            ],
         }
     }
     return doc
@@ -245,10 +251,13 @@ class PodComponents:
         dependency versions (a change in any means a new image)."""
         root = stackube_image.project_root()
         digest = hashlib.sha256()
-        revision = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True, text=True, check=False, timeout=30,
-        ).stdout.strip()  # fmt: skip
+        try:
+            revision = subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "HEAD"],
+                capture_output=True, text=True, check=False, timeout=30,
+            ).stdout.strip()  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            revision = ""  # no git: the sources alone
         digest.update(revision.encode())
         digest.update(stackube_image.constraints().encode())
         sources = [root / "pyproject.toml", *sorted((root / "src").rglob("*"))]
@@ -261,21 +270,35 @@ class PodComponents:
     def image(self) -> str:
         """Stackube's image in the devbox registry, by digest: built and pushed unless
         the last build from the same sources is there already."""
-        record = self.settings.cache_dir / "stackube-image" / "last-build.json"
         key = self._image_key()
-        try:
-            last = json.loads(record.read_text())
-        except (OSError, ValueError):
-            last = {}
+        last = self._last_build()
         if last.get("key") == key and self._registry_has(str(last.get("reference", ""))):
             return str(last["reference"])
         self.say("  building Stackube's image (about a minute; docs/image.md)")
         built = stackube_image.build(self.settings, self.say)
-        images.push(built, self.settings.registry_url)
+        try:
+            images.push(built, self.settings.registry_url)
+        except (images.RegistryError, OSError) as exc:
+            raise StepError(f"pushing Stackube's image: {exc}") from exc
         reference = stackube_image.reference(self.settings, built)
+        record = self._record()
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps({"key": key, "reference": reference}) + "\n")
         return reference
+
+    def _record(self) -> Path:
+        return self.settings.cache_dir / "stackube-image" / "last-build.json"
+
+    def _last_build(self) -> dict[str, Any]:
+        try:
+            last = json.loads(self._record().read_text())
+        except (OSError, ValueError):
+            return {}
+        return last if isinstance(last, dict) else {}
+
+    def _last_reference(self) -> str | None:
+        reference = self._last_build().get("reference")
+        return str(reference) if reference else None
 
     def _registry_has(self, reference: str) -> bool:
         name, sep, digest = reference.partition("@")
@@ -351,7 +374,32 @@ class PodComponents:
             "apply", "--server-side", "--field-manager=stackube-devbox", "--force-conflicts",
             "-k", str(overlay),
         )  # fmt: skip
-        self.wait_ready(COMPONENTS)
+        # As `up` restarts a paused host process: a paused component runs again (the
+        # apply gave a Deployment its replicas back; a DaemonSet keeps the pause's selector).
+        for item in COMPONENTS:
+            self._clear_pause(item)
+        self.wait_ready(self._schedulable(COMPONENTS))
+
+    def _clear_pause(self, item: Component) -> None:
+        doc = json.loads(self.kubectl("-n", NAMESPACE, "get", item.ref, "-o", "json"))
+        selector = doc["spec"]["template"]["spec"].get("nodeSelector") or {}
+        if PAUSED_REPLICAS in (doc["metadata"].get("annotations") or {}):
+            patch: dict[str, Any] = {"metadata": {"annotations": {PAUSED_REPLICAS: None}}}
+        elif PAUSED_LABEL in selector:
+            patch = {"spec": {"template": {"spec": {"nodeSelector": {PAUSED_LABEL: None}}}}}
+        else:
+            return
+        self.kubectl("-n", NAMESPACE, "patch", item.ref, "--type=merge", "-p", json.dumps(patch))
+
+    def _schedulable(self, components: Sequence[Component]) -> list[Component]:
+        """All of them, but Deployments while the node is cordoned (their pods start at
+        the uncordon; DaemonSets' pods tolerate a cordon)."""
+        if not self._node_cordoned():
+            return list(components)
+        waiting = [c.ref for c in components if c.kind == "deployment"]
+        if waiting:
+            self.say(f"  node cordoned: {', '.join(waiting)} start when it is uncordoned")
+        return [c for c in components if c.kind != "deployment"]
 
     def helm_post_renderer(self, image: str, directory: Path) -> Path:
         """A Helm 4 post-renderer plugin (`postrenderer/v1`, subprocess) in `directory`
@@ -372,8 +420,8 @@ class PodComponents:
         (plugin / "plugin.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
         script = (
             "#!/bin/sh\nset -e\n"
-            f"cat > {overlay / HELM_RENDERED}\n"
-            f"exec kubectl kustomize {overlay}\n"
+            f"cat > {shlex.quote(str(overlay / HELM_RENDERED))}\n"
+            f"exec kubectl kustomize {shlex.quote(str(overlay))}\n"
         )
         (plugin / "render").write_text(script)
         (plugin / "render").chmod(0o755)
@@ -391,11 +439,15 @@ class PodComponents:
     def uninstall(self) -> None:
         """`kubectl delete -k` of the overlay, but what is labelled to stay (the CRDs,
         hence Tenants and Networks, and stackube-dns): docs/deploy.md "Uninstalling"."""
+        # The overlay again from this checkout (a test may have left another base).
+        overlay = self.write_overlay(self._last_reference() or PLACEHOLDER_REFERENCE)
         self.kubectl(
-            "delete", "-k", str(self.settings.state_dir / "deploy"), "-l", UNINSTALL_SELECTOR,
-            "--ignore-not-found", "--wait", f"--timeout={ROLLOUT_TIMEOUT:.0f}s",
+            "delete", "-k", str(overlay), "-l", UNINSTALL_SELECTOR, "--ignore-not-found",
+            "--cascade=foreground", "--wait", f"--timeout={ROLLOUT_TIMEOUT:.0f}s",
             timeout=ROLLOUT_TIMEOUT + 60,
         )  # fmt: skip
+        for item in COMPONENTS:  # their pods too (a host process may take over the socket)
+            self._wait_no_pods(item)
 
     def wait_ready(self, components: Sequence[Component], timeout: float = ROLLOUT_TIMEOUT) -> None:
         for item in components:
@@ -422,11 +474,12 @@ class PodComponents:
         """No pod of the workload runs on the node afterwards (a Deployment scaled to
         zero, its replicas kept in an annotation; a DaemonSet selecting no node)."""
         if item.kind == "deployment":
-            replicas = json.loads(self.kubectl("-n", NAMESPACE, "get", item.ref, "-o", "json"))[
-                "spec"
-            ].get("replicas", 1)
+            doc = json.loads(self.kubectl("-n", NAMESPACE, "get", item.ref, "-o", "json"))
+            annotations = doc["metadata"].get("annotations") or {}
+            # Paused twice: the replicas from before the first pause.
+            replicas = annotations.get(PAUSED_REPLICAS) or str(doc["spec"].get("replicas") or 1)
             patch = {
-                "metadata": {"annotations": {PAUSED_REPLICAS: str(replicas)}},
+                "metadata": {"annotations": {PAUSED_REPLICAS: replicas}},
                 "spec": {"replicas": 0},
             }
         else:
@@ -446,11 +499,7 @@ class PodComponents:
         else:
             patch = {"spec": {"template": {"spec": {"nodeSelector": {PAUSED_LABEL: None}}}}}
         self.kubectl("-n", NAMESPACE, "patch", item.ref, "--type=merge", "-p", json.dumps(patch))
-        if item.kind == "deployment" and self._node_cordoned():
-            # Its pod waits for the uncordon (DaemonSets' pods tolerate a cordon).
-            self.say(f"  {item.ref}: resumed; its pod starts when the node is uncordoned")
-            return
-        self.wait_ready([item])
+        self.wait_ready(self._schedulable([item]))
 
     def _node_cordoned(self) -> bool:
         node = json.loads(self.kubectl("get", "node", self.settings.node_name, "-o", "json"))

@@ -566,7 +566,8 @@ class NodeDevbox:
                     return
                 time.sleep(1)
         raise StepError(
-            f"node {self.settings.node_name} not Ready in {NODE_READY_TIMEOUT:.0f}s: {reason}"
+            f"node {self.settings.node_name} not {'registered' if registered_only else 'Ready'}"
+            f" in {NODE_READY_TIMEOUT:.0f}s: {reason}"
         )
 
     def _kubelet_prepare_for_pods(self) -> None:
