@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         # Unique per process: on the host network every replica's hostname is its
         # node's, and a container's pid is often 1 (as client-go: name + random).
         name = os.environ.get("POD_NAME") or socket.gethostname()
-        identity = f"{name}_{uuid.uuid4().hex[:12]}"
+        identity = f"{name}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         lock = LeaseLock(kube, args.lease_namespace, args.lease_name, identity)
         log.info("waiting to become leader (lease %s/%s)", args.lease_namespace, args.lease_name)
         while not lock.try_acquire_or_renew():
