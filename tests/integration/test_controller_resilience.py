@@ -141,9 +141,12 @@ def test_leader_election_keeps_one_active_and_fails_over(
         first.wait()
         # The lease runs out (15 s) and the second takes over and serves.
         wait_until(
-            lambda: lease.read_namespaced_lease(
-                "stackube-controller", "kube-system"
-            ).spec.holder_identity.find(f"_{second.pid}_") > 0,
+            lambda: (
+                f"_{second.pid}_"
+                in lease.read_namespaced_lease(
+                    "stackube-controller", "kube-system"
+                ).spec.holder_identity
+            ),
             40,
             "the second controller to take the lease",
             harness.logs,
