@@ -1,14 +1,23 @@
-"""Uninstalling and installing Stackube as an operator does (issue 15), last in the e2e
-tier because it takes Stackube away for a while: `kubectl delete -k` and `helm
-uninstall` leave only what is labelled to stay (the CRDs, hence Tenants and Networks,
-and stackube-dns); the seed's three files and `helm install` each install a Stackube
-that serves a tenant. The devbox's own deployment is put back afterwards (`up`)."""
+"""Upgrading, uninstalling and installing Stackube as an operator does (issue 15). Late
+in the integration tier (after the probe soak, before the live tenant's check and the
+devbox's down/up), because it rolls and removes Stackube's components:
+
+- a new image applied through the overlay rolls every component while the live
+  tenant's client asks its nginx Service every 100 ms;
+- `kubectl delete -k` and `helm uninstall` leave only what is labelled to stay (the
+  CRDs, hence Tenants and Networks, and stackube-dns); the seed's three files and
+  `helm install` each install a Stackube that serves a tenant; the devbox's own
+  deployment is put back afterwards (`up`), and the live tenant must come through all
+  of it (test_zx_live_tenant)."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +26,133 @@ import yaml
 from openstack.connection import Connection
 
 from stackube.api.types import KEEP_ON_UNINSTALL
-from stackube.devbox import helm
+from stackube.devbox import helm, images
 from stackube.devbox.box import Devbox
 from stackube.devbox.components import COMPONENTS, HELM_PLUGIN, NAMESPACE, PodComponents
 from tests.e2e.kubectl import Kubectl, eventually
 from tests.e2e.test_user_guide import delete_tenants, make_tenant, running_pods
+from tests.live_tenant import LiveTenant
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.integration
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "stackube"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def devbox_node_cordoned(devbox: Devbox) -> Iterator[None]:
+    """Not cordoned here (this module's tenants run real pods): the node as it is, and
+    Stackube's components ready (a Deployment resumed under a cordon starts now)."""
+    if not devbox.pods_mode:
+        pytest.skip("Stackube runs as host processes here (STACKUBE_DEVBOX_COMPONENTS=host)")
+    PodComponents(devbox.settings).wait_ready(COMPONENTS)
+    yield
+
+
+@pytest.fixture(scope="module")
+def kubectl(devbox: Devbox) -> Kubectl:
+    return Kubectl(devbox.settings.admin_kubeconfig)
+
+
+INTERVAL = 0.1  # seconds between the client's requests
+# One request per line: "ok" or "fail", each given at most a second (`timeout`: the
+# devbox busybox's `wget -T` crashes), `{count}` of them.
+ASKER = (
+    "i=0; while [ $i -lt {count} ]; do i=$((i+1)); "
+    "if timeout 1 wget -q -O /dev/null http://{ip}/; then echo ok; else echo fail; fi; "
+    "sleep {interval}; done"
+)
+
+
+class LeaseWatch:
+    """Every holder the controller's Lease names, polled every 100 ms in a thread."""
+
+    def __init__(self, kubectl: Kubectl) -> None:
+        self.kubectl = kubectl
+        self.holders: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            lease = self.kubectl.run(
+                "-n", NAMESPACE, "get", "lease", "stackube-controller",
+                "-o", "jsonpath={.spec.holderIdentity}", check=False,
+            ).stdout.strip()  # fmt: skip
+            if not self.holders or self.holders[-1] != lease:
+                self.holders.append(lease)
+            time.sleep(0.1)
+
+    def finish(self) -> list[str]:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        return self.holders
+
+
+def images_of(kubectl: Kubectl, selector: str) -> set[str]:
+    pods = kubectl.json("-n", NAMESPACE, "get", "pods", "-l", selector)["items"]
+    return {c["image"] for p in pods for c in p["spec"]["containers"]}
+
+
+def test_a_new_image_rolls_to_every_component_and_a_service_keeps_answering(
+    devbox: Devbox, kubectl: Kubectl, live_tenant: LiveTenant
+) -> None:
+    """A new image in the overlay, `kubectl apply -k`: every component rolls to it,
+    while the live tenant's client asks its nginx Service every 100 ms, and the
+    controller's Lease passes from the old pod to the new."""
+    components = PodComponents(devbox.settings)
+    original = components.image()
+    name, _, digest = original.partition("@")
+    repository = name.split("/", 1)[1]
+    variant = f"{name}@" + images.relabel(
+        devbox.settings.registry_url, repository, digest, {"stackube.test/rollout": "1"}
+    )
+    assert variant != original
+    ip = kubectl.json("-n", live_tenant.name, "get", "service", "nginx")["spec"]["clusterIP"]
+    asked: list[str] = []
+
+    def ask() -> None:  # ~60 s of requests from the tenant's own client pod
+        done = kubectl.run(
+            "-n", live_tenant.name, "exec", "client", "--", "sh", "-c",
+            ASKER.format(ip=ip, interval=INTERVAL, count=500), check=False, timeout=300,
+        )  # fmt: skip
+        asked.extend(done.stdout.split())
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    time.sleep(3)  # the client is asking
+    watch = LeaseWatch(kubectl)
+    started = time.monotonic()
+    try:
+        components.apply(variant)
+        rolled = time.monotonic() - started
+    finally:
+        holders = watch.finish()
+        asker.join(timeout=300)
+    try:
+        for item in COMPONENTS:
+            assert images_of(kubectl, item.selector) == {variant}, item.ref
+        failed = asked.count("fail")
+        worst, run = 0, 0
+        for answer in asked:
+            run = run + 1 if answer == "fail" else 0
+            worst = max(worst, run)
+        print(
+            f"rollout of {len(COMPONENTS)} components in {rolled:.1f} s: {failed} of "
+            f"{len(asked)} requests failed (longest run {worst}); lease holders {holders}"
+        )
+        assert len(asked) >= 400, "the client was not asking throughout"
+        # A failed request costs at most its 1 s timeout + 0.1 s: at most ~2 s of loss.
+        assert failed <= 2, asked
+        # The old leader, then the new one, each once (with one replica and maxSurge 0
+        # a second pod cannot even start before the first is gone: this shows the
+        # handover, which the Lease alone could not show doubled).
+        named = [h for h in holders if h]
+        assert len(named) == 2 and len(set(named)) == 2, holders
+    finally:
+        components.apply(original)
+    assert images_of(kubectl, COMPONENTS[0].selector) == {original}
+
 
 Ref = tuple[str, str, str]  # (kind.group, namespace, name)
 
@@ -94,9 +221,6 @@ def test_uninstall_keeps_only_what_it_should_and_seed_files_or_helm_install_stac
     """delete -k -> only the kept objects; the seed's files -> a new tenant works;
     delete -k -> the tenant stays; helm install -> its pods start in the kept tenant,
     which is then deleted cleanly; helm uninstall -> only the kept objects again."""
-    if not devbox.pods_mode:
-        pytest.skip("Stackube runs as host processes here (STACKUBE_DEVBOX_COMPONENTS=host)")
-    assert kubectl.json("get", "tenants")["items"] == [], "another module left a Tenant"
     components = PodComponents(devbox.settings)
     image = components.image()
     name = f"seed-{secrets.token_hex(3)}"
