@@ -177,4 +177,3 @@ def test_a_tenant_cannot_claim_external_ips(
     )  # fmt: skip
     assert hijack.returncode != 0, hijack
     assert "externalIPs is not allowed in tenant namespaces" in hijack.stderr, hijack.stderr
-

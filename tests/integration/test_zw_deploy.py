@@ -235,9 +235,12 @@ def test_uninstall_keeps_only_what_it_should_and_seed_files_or_helm_install_stac
         assert not [p for p in pods if p["metadata"]["name"].startswith("stackube-")]
 
     try:
+        # The CRDs (Tenants, Networks) and what the tenants' DNS servers need.
         assert {r[2] for r in kept} == {
-            "tenants.stackube.kubernetes.io", "networks.stackube.kubernetes.io", "stackube-dns"
+            "tenants.stackube.kubernetes.io", "networks.stackube.kubernetes.io", "stackube-dns",
+            "tenant-dns", "stackube:tenant-dns",
         }  # fmt: skip
+        assert len(kept) == 6, kept  # the ClusterRole and its binding
         assert all(exists(kubectl, r) for r in objects)  # control: the check sees them
         components.uninstall()
         uninstalled()

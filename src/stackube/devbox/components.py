@@ -237,6 +237,21 @@ def devbox_patches(settings: DevboxSettings, paths: NodePaths) -> list[dict[str,
     ]
 
 
+def pod_network_workloads(rendered: str) -> list[str]:
+    """`kind/name` of the rendered Deployments and DaemonSets in kube-system whose pods
+    are on the pod network (not the host's), but those kept on uninstall."""
+    found = []
+    for doc in yaml.safe_load_all(rendered):
+        if not doc or doc.get("kind") not in ("Deployment", "DaemonSet"):
+            continue
+        meta = doc["metadata"]
+        kept = (meta.get("labels") or {}).get(KEEP_ON_UNINSTALL) == "true"
+        host = doc["spec"]["template"]["spec"].get("hostNetwork", False)
+        if meta.get("namespace") == NAMESPACE and not host and not kept:
+            found.append(f"{doc['kind'].lower()}/{meta['name']}")
+    return found
+
+
 class PodComponents:
     """Deploys, waits for, pauses and resumes Stackube's components on the devbox."""
 
@@ -441,6 +456,14 @@ class PodComponents:
         hence Tenants and Networks, and stackube-dns): docs/deploy.md "Uninstalling"."""
         # The overlay again from this checkout (a test may have left another base).
         overlay = self.write_overlay(self._last_reference() or PLACEHOLDER_REFERENCE)
+        # Workloads on the pod network first, while the CNI daemon can still take their
+        # pods down (without it their sandboxes' DEL fails and they stay Terminating).
+        first = pod_network_workloads(self.kubectl("kustomize", str(overlay)))
+        if first:
+            self.kubectl(
+                "-n", NAMESPACE, "delete", *first, "--ignore-not-found", "--cascade=foreground",
+                "--wait", f"--timeout={ROLLOUT_TIMEOUT:.0f}s", timeout=ROLLOUT_TIMEOUT + 60,
+            )  # fmt: skip
         self.kubectl(
             "delete", "-k", str(overlay), "-l", UNINSTALL_SELECTOR, "--ignore-not-found",
             "--cascade=foreground", "--wait", f"--timeout={ROLLOUT_TIMEOUT:.0f}s",
