@@ -175,11 +175,12 @@ def exists(kubectl: Kubectl, ref: Ref) -> bool:
 
 
 def helm_env(home: Path) -> dict[str, str]:
-    """Helm's own directories in `home` (plugins, configuration, cache)."""
+    """Helm's own directories in `home` (data with plugins, configuration, cache)."""
     return {
         **os.environ,
+        # (not HELM_PLUGINS: helm 4.3 installs into $HELM_DATA_HOME/plugins whatever it says)
         **{f"HELM_{what}": str(home / what.lower()) for what in
-           ("PLUGINS", "CONFIG_HOME", "DATA_HOME", "CACHE_HOME")},
+           ("CONFIG_HOME", "DATA_HOME", "CACHE_HOME")},
     }  # fmt: skip
 
 
