@@ -209,10 +209,12 @@ def helm_install(devbox: Devbox, components: PodComponents, image: str, tmp_path
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
     values_file.chmod(0o600)
-    # --take-ownership: stackube-dns stayed from the install before (not Helm's).
+    # --take-ownership and --force-conflicts: what the install before kept is not Helm's
+    # (its fields have other managers: Helm 4 applies server-side).
     run_helm(
         devbox, tmp_path, "install", "stackube", str(CHART), "--namespace", NAMESPACE,
-        "--take-ownership", f"--values={values_file}", f"--post-renderer={HELM_PLUGIN}",
+        "--take-ownership", "--force-conflicts", f"--values={values_file}",
+        f"--post-renderer={HELM_PLUGIN}",
     )  # fmt: skip
 
 
