@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stackube.devbox.components import devbox_patches
-from stackube.devbox.deploy import overlay_kustomization
+from stackube.devbox.deploy import devbox_patches, overlay_kustomization
 from stackube.devbox.node import NodePaths
 from stackube.devbox.settings import DevboxSettings
 

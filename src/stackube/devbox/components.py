@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -24,13 +23,10 @@ from typing import Any
 
 import yaml
 
-from stackube.api.manifests import SEED_CONFIG, SEED_PROXY, SEED_REST
 from stackube.api.types import KEEP_ON_UNINSTALL
-from stackube.devbox import gvisor, images, stackube_image
+from stackube.devbox import images, stackube_image
 from stackube.devbox.commands import StepError
-from stackube.devbox.deploy import NAMESPACE, write_overlay
-from stackube.devbox.node import CRI_NAMESPACE, NodePaths
-from stackube.devbox.pki import PkiStore
+from stackube.devbox.deploy import HELM_RENDERED, NAMESPACE, pod_network_workloads, write_overlay
 from stackube.devbox.settings import DevboxSettings
 
 KUBECTL_TIMEOUT = 300.0  # seconds any one kubectl call may take
@@ -38,7 +34,6 @@ ROLLOUT_TIMEOUT = 240.0  # seconds a workload may take to be ready after an appl
 # Any image will do to name the objects to delete.
 PLACEHOLDER_REFERENCE = "localhost/stackube@sha256:" + "0" * 64
 HELM_PLUGIN = "stackube-devbox"  # the post-renderer plugin's name
-HELM_RENDERED = "helm-rendered.yaml"  # what the chart rendered, in the overlay
 UNINSTALL_SELECTOR = f"{KEEP_ON_UNINSTALL}!=true"
 PAUSED_LABEL = "stackube.kubernetes.io/devbox-paused"
 PAUSED_REPLICAS = "stackube.kubernetes.io/devbox-replicas"
@@ -75,181 +70,19 @@ def component(service: str) -> Component:
     return {c.service: c for c in COMPONENTS}[service]
 
 
-def _replace(*items: dict[str, Any]) -> list[dict[str, Any]]:
-    """A strategic-merge list that replaces the base's list entirely."""
-    return [{"$patch": "replace"}, *items]
-
-
-def cni_patch(settings: DevboxSettings, paths: NodePaths) -> dict[str, Any]:
-    """stackube-cni with this devbox's node paths, each mounted at its own path."""
-    node_cni = paths.cni_socket.parent  # bin/, net.d/, state/ and the socket
-    runsc_bin = settings.gvisor_bin_dir
-    probe = json.dumps({"cniVersion": "1.0.0", "socket": str(paths.cni_socket)})
-    mounts: list[dict[str, Any]] = [
-        {"name": "config", "mountPath": "/etc/stackube/config", "readOnly": True},
-        {"name": "secret", "mountPath": "/etc/stackube/secret", "readOnly": True},
-        {"name": "node-cni", "mountPath": str(node_cni)},
-        {"name": "netns", "mountPath": "/run/netns", "mountPropagation": "HostToContainer"},
-        {"name": "cri", "mountPath": str(paths.containerd_socket)},
-        {"name": "runsc-bin", "mountPath": str(runsc_bin), "readOnly": True},
-        {"name": "runsc-state", "mountPath": str(paths.runsc_root)},
-    ]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": "stackube-cni", "namespace": NAMESPACE},
-        "spec": {
-            "template": {
-                "spec": {
-                    "initContainers": [
-                        {
-                            "name": "install-cni",
-                            "args": [
-                                "cni-install",
-                                f"--bin-dir={paths.cni_bin}",
-                                f"--conf-dir={paths.cni_conf}",
-                                f"--socket={paths.cni_socket}",
-                            ],
-                            "volumeMounts": _replace(
-                                {"name": "node-cni", "mountPath": str(node_cni)}
-                            ),
-                        }
-                    ],
-                    "containers": [
-                        {
-                            "name": "daemon",
-                            "args": [
-                                "cni-daemon",
-                                "--config-dir=/etc/stackube/config",
-                                "--secret-dir=/etc/stackube/secret",
-                                f"--socket={paths.cni_socket}",
-                                f"--state-dir={paths.cni_state}",
-                                f"--cri-endpoint=unix://{paths.containerd_socket}",
-                                f"--cluster-dns={settings.cluster_dns_ip}",
-                                f"--cluster-domain={settings.cluster_domain}",
-                                f"--runsc={runsc_bin / gvisor.RUNSC}",
-                                f"--runsc-root={paths.runsc_root / CRI_NAMESPACE}",
-                            ],
-                            "livenessProbe": {
-                                "exec": {
-                                    "command": [
-                                        "sh",
-                                        "-c",
-                                        f"echo '{probe}' | CNI_COMMAND=STATUS"
-                                        f" {paths.cni_bin / 'kubestack'}",
-                                    ]
-                                }
-                            },
-                            "volumeMounts": _replace(*mounts),
-                        }
-                    ],
-                    "volumes": _replace(
-                        {"name": "config", "configMap": {"name": "stackube-config"}},
-                        {"name": "secret", "secret": {"secretName": "stackube-credentials"}},
-                        _host("node-cni", node_cni, "DirectoryOrCreate"),
-                        _host("netns", Path("/run/netns"), "DirectoryOrCreate"),
-                        _host("cri", paths.containerd_socket, "Socket"),
-                        _host("runsc-bin", runsc_bin, "Directory"),
-                        _host("runsc-state", paths.runsc_root, "DirectoryOrCreate"),
-                    ),
-                }
-            }
-        },
-    }
-
-
-def _host(name: str, path: Path, kind: str) -> dict[str, Any]:
-    return {"name": name, "hostPath": {"path": str(path), "type": kind}}
-
-
-def proxy_patch(settings: DevboxSettings) -> dict[str, Any]:
-    """stackube-proxy with this devbox's ranges, serving NodePorts on the node's
-    InternalIP only (never the machine's uplink)."""
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": "stackube-proxy", "namespace": NAMESPACE},
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "proxy",
-                            "args": [
-                                "proxy",
-                                f"--cluster-dns={settings.cluster_dns_ip}",
-                                f"--service-cidr={settings.service_cidr}",
-                                f"--nodeport-addresses={settings.external_host_address}/32",
-                            ],
-                        }
-                    ]
-                }
-            }
-        },
-    }
-
-
-def replicas_patch(name: str, replicas: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"replicas": replicas},
-    }
-
-
-def auth_patch(settings: DevboxSettings) -> dict[str, Any]:
-    """stackube-auth for this devbox's API audience (its service-account issuer)."""
-    doc = replicas_patch("stackube-auth", 1)
-    doc["spec"]["template"] = {
-        "spec": {
-            # Its one node carries no control-plane label (a kubelet may not set one).
-            "nodeSelector": {"node-role.kubernetes.io/control-plane": None},
-            "containers": [
-                {
-                    "name": "webhook",
-                    "args": [
-                        "auth-webhook",
-                        "--config-dir=/etc/stackube/config",
-                        "--secret-dir=/etc/stackube/secret",
-                        "--tls-cert=/etc/stackube/tls/tls.crt",
-                        "--tls-key=/etc/stackube/tls/tls.key",
-                        "--client-ca=/etc/stackube/tls/client-ca.crt",
-                        "--bind-address=127.0.0.1",
-                        "--port=8443",
-                        "--cache-ttl=20",
-                        f"--audiences={settings.service_account_issuer}",
-                    ],
-                }
-            ],
-        }
-    }
-    return doc
-
-
-def devbox_patches(settings: DevboxSettings, paths: NodePaths) -> list[dict[str, Any]]:
-    """The overlay's strategic-merge patches (pure: no I/O)."""
-    return [
-        cni_patch(settings, paths),
-        proxy_patch(settings),
-        replicas_patch("stackube-controller", 1),
-        auth_patch(settings),
-    ]
-
-
-def pod_network_workloads(rendered: str) -> list[str]:
-    """`kind/name` of the rendered Deployments and DaemonSets in kube-system whose pods
-    are on the pod network (not the host's), but those kept on uninstall."""
-    found = []
-    for doc in yaml.safe_load_all(rendered):
-        if not doc or doc.get("kind") not in ("Deployment", "DaemonSet"):
-            continue
-        meta = doc["metadata"]
-        kept = (meta.get("labels") or {}).get(KEEP_ON_UNINSTALL) == "true"
-        host = doc["spec"]["template"]["spec"].get("hostNetwork", False)
-        if meta.get("namespace") == NAMESPACE and not host and not kept:
-            found.append(f"{doc['kind'].lower()}/{meta['name']}")
-    return found
+def unpause_patch(doc: dict[str, Any], restore_replicas: bool) -> dict[str, Any] | None:
+    """The merge patch that undoes PodComponents.pause on the workload `doc` (None: not
+    paused): a Deployment's annotation dropped (and, `restore_replicas`, its replicas
+    back), a DaemonSet's node selector dropped."""
+    annotations = doc["metadata"].get("annotations") or {}
+    if PAUSED_REPLICAS in annotations:
+        patch: dict[str, Any] = {"metadata": {"annotations": {PAUSED_REPLICAS: None}}}
+        if restore_replicas:
+            patch["spec"] = {"replicas": int(annotations[PAUSED_REPLICAS])}
+        return patch
+    if PAUSED_LABEL in (doc["spec"]["template"]["spec"].get("nodeSelector") or {}):
+        return {"spec": {"template": {"spec": {"nodeSelector": {PAUSED_LABEL: None}}}}}
+    return None
 
 
 class PodComponents:
@@ -258,7 +91,6 @@ class PodComponents:
     def __init__(self, settings: DevboxSettings, say: Callable[[str], None] = print) -> None:
         self.settings = settings
         self.say = say
-        self.paths = NodePaths(settings.node_dir)
 
     # ---- the image ----------------------------------------------------------------------
     def _image_key(self) -> str:
@@ -266,14 +98,7 @@ class PodComponents:
         dependency versions (a change in any means a new image)."""
         root = stackube_image.project_root()
         digest = hashlib.sha256()
-        try:
-            revision = subprocess.run(
-                ["git", "-C", str(root), "rev-parse", "HEAD"],
-                capture_output=True, text=True, check=False, timeout=30,
-            ).stdout.strip()  # fmt: skip
-        except (OSError, subprocess.TimeoutExpired):
-            revision = ""  # no git: the sources alone
-        digest.update(revision.encode())
+        digest.update(stackube_image.revision().encode())  # the image's label
         digest.update(stackube_image.constraints().encode())
         sources = [root / "pyproject.toml", *sorted((root / "src").rglob("*"))]
         for path in sources:
@@ -324,55 +149,8 @@ class PodComponents:
 
     # ---- deploy -------------------------------------------------------------------------
     def write_overlay(self, image: str, base: str = "deploy") -> Path:
-        """`<state>/deploy`: `base` with this devbox's image, configuration and node
-        paths. `base`: "deploy" (deploy/), "seed" (copies of the seed's three files made
-        from it), or "helm" (HELM_RENDERED in the overlay: what the post-renderer got).
-        Raises ValueError for another base."""
-        if base not in ("deploy", "seed", "helm"):
-            raise ValueError(f"{base}: not deploy, seed or helm")
-        overlay = write_overlay(self.settings, deploy_dir(), image)
-        tls = overlay / "tls"
-        tls.mkdir(mode=0o700, exist_ok=True)
-        store = PkiStore(self.settings.pki_dir)
-        serving = store.paths("stackube-auth")
-        for source, name in (
-            (serving.cert, "tls.crt"),
-            (serving.key, "tls.key"),
-            (store.ca_paths.cert, "client-ca.crt"),
-        ):
-            shutil.copyfile(source, tls / name)
-            (tls / name).chmod(0o600)
-        path = overlay / "kustomization.yaml"
-        doc = yaml.safe_load(path.read_text())
-        doc["secretGenerator"].append(
-            {
-                "name": "stackube-auth-tls",
-                "namespace": NAMESPACE,
-                "behavior": "replace",
-                "type": "kubernetes.io/tls",
-                "files": [f"tls/{name}" for name in ("tls.crt", "tls.key", "client-ca.crt")],
-                "options": {"disableNameSuffixHash": True},
-            }
-        )
-        if base == "helm":
-            doc["resources"] = [HELM_RENDERED]
-            (overlay / HELM_RENDERED).touch(mode=0o600)
-        if base == "seed":  # as an operator who downloaded them: copies beside the overlay
-            doc["resources"] = []
-            for name in (SEED_CONFIG, SEED_PROXY, SEED_REST):
-                copy = overlay / "seed" / name
-                copy.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(deploy_dir() / name, copy)
-                doc["resources"].append(f"seed/{name}")
-        doc["patches"] = [
-            {"patch": yaml.safe_dump(patch, sort_keys=False)}
-            for patch in devbox_patches(self.settings, self.paths)
-        ]
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-        tmp.chmod(0o600)
-        tmp.replace(path)
-        return overlay
+        """`<state>/deploy` from this checkout's deploy/ (deploy.write_overlay)."""
+        return write_overlay(self.settings, deploy_dir(), image, base)
 
     def deploy(self) -> str:
         """Build (if needed), push, apply, and wait until every component is ready.
@@ -396,15 +174,9 @@ class PodComponents:
         self.wait_ready(self._schedulable(COMPONENTS))
 
     def _clear_pause(self, item: Component) -> None:
-        doc = json.loads(self.kubectl("-n", NAMESPACE, "get", item.ref, "-o", "json"))
-        selector = doc["spec"]["template"]["spec"].get("nodeSelector") or {}
-        if PAUSED_REPLICAS in (doc["metadata"].get("annotations") or {}):
-            patch: dict[str, Any] = {"metadata": {"annotations": {PAUSED_REPLICAS: None}}}
-        elif PAUSED_LABEL in selector:
-            patch = {"spec": {"template": {"spec": {"nodeSelector": {PAUSED_LABEL: None}}}}}
-        else:
-            return
-        self.kubectl("-n", NAMESPACE, "patch", item.ref, "--type=merge", "-p", json.dumps(patch))
+        patch = unpause_patch(self._object(item), restore_replicas=False)
+        if patch is not None:
+            self._patch(item, patch)
 
     def _schedulable(self, components: Sequence[Component]) -> list[Component]:
         """All of them, but Deployments while the node is cordoned (their pods start at
@@ -482,7 +254,7 @@ class PodComponents:
     def ready(self, item: Component) -> bool:
         """Every wanted pod of the workload is ready (for `devbox status`)."""
         try:
-            doc = json.loads(self.kubectl("-n", NAMESPACE, "get", item.ref, "-o", "json"))
+            doc = self._object(item)
         except StepError:
             return False
         status = doc.get("status", {})
@@ -497,7 +269,7 @@ class PodComponents:
         """No pod of the workload runs on the node afterwards (a Deployment scaled to
         zero, its replicas kept in an annotation; a DaemonSet selecting no node)."""
         if item.kind == "deployment":
-            doc = json.loads(self.kubectl("-n", NAMESPACE, "get", item.ref, "-o", "json"))
+            doc = self._object(item)
             annotations = doc["metadata"].get("annotations") or {}
             # Paused twice: the replicas from before the first pause.
             replicas = annotations.get(PAUSED_REPLICAS) or str(doc["spec"].get("replicas") or 1)
@@ -507,22 +279,23 @@ class PodComponents:
             }
         else:
             patch = {"spec": {"template": {"spec": {"nodeSelector": {PAUSED_LABEL: "true"}}}}}
-        self.kubectl("-n", NAMESPACE, "patch", item.ref, "--type=merge", "-p", json.dumps(patch))
+        self._patch(item, patch)
         self._wait_no_pods(item)
 
     def resume(self, item: Component) -> None:
-        if item.kind == "deployment":
-            doc = json.loads(self.kubectl("-n", NAMESPACE, "get", item.ref, "-o", "json"))
-            annotations = doc["metadata"].get("annotations") or {}
-            replicas = int(annotations.get(PAUSED_REPLICAS, doc["spec"].get("replicas") or 1))
-            patch: dict[str, Any] = {
-                "metadata": {"annotations": {PAUSED_REPLICAS: None}},
-                "spec": {"replicas": replicas},
-            }
-        else:
-            patch = {"spec": {"template": {"spec": {"nodeSelector": {PAUSED_LABEL: None}}}}}
-        self.kubectl("-n", NAMESPACE, "patch", item.ref, "--type=merge", "-p", json.dumps(patch))
+        patch = unpause_patch(self._object(item), restore_replicas=True)
+        if patch is not None:
+            self._patch(item, patch)
         self.wait_ready(self._schedulable([item]))
+
+    def _object(self, item: Component) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(
+            self.kubectl("-n", NAMESPACE, "get", item.ref, "-o", "json")
+        )
+        return doc
+
+    def _patch(self, item: Component, patch: dict[str, Any]) -> None:
+        self.kubectl("-n", NAMESPACE, "patch", item.ref, "--type=merge", "-p", json.dumps(patch))
 
     def _node_cordoned(self) -> bool:
         node = json.loads(self.kubectl("get", "node", self.settings.node_name, "-o", "json"))

@@ -1,12 +1,14 @@
 """The devbox's kustomize overlay of deploy/: Stackube's image pinned by digest, and the
 `stackube-config` ConfigMap and `stackube-credentials` Secret made from the devbox's own
 configuration (the files the host-process components read), as an operator's overlay
-would. `kubectl apply -k <overlay>` then deploys what deploy/ describes, with this
-devbox's values (issue 15; docs/deploy.md).
+would, and patches for what this devbox's node differs in (its paths under the state
+and cache directories, one node). `kubectl apply -k <overlay>` then deploys what
+deploy/ describes, with this devbox's values (decision 0018; docs/deploy.md).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +16,12 @@ from typing import Any
 
 import yaml
 
+from stackube.api.manifests import SEED_CONFIG, SEED_PROXY, SEED_REST
+from stackube.api.types import KEEP_ON_UNINSTALL
+from stackube.devbox import gvisor
+from stackube.devbox.fsutil import write_atomic
+from stackube.devbox.node import CRI_NAMESPACE, NodePaths
+from stackube.devbox.pki import PkiStore
 from stackube.devbox.settings import DevboxSettings
 
 # What deploy/'s workloads name; the overlay replaces it with the built image's digest.
@@ -69,8 +77,205 @@ def _key_files(directory: Path) -> dict[str, str]:
     return {path.name: path.read_text().strip() for path in sorted(directory.iterdir())}
 
 
-def write_overlay(settings: DevboxSettings, deploy_dir: Path, image: str) -> Path:
-    """The overlay directory (`<state>/deploy`, mode 0700: it holds the password)."""
+# ---- the devbox's patches (pure) ------------------------------------------------------
+def _replace(*items: dict[str, Any]) -> list[dict[str, Any]]:
+    """A strategic-merge list that replaces the base's list entirely."""
+    return [{"$patch": "replace"}, *items]
+
+
+def cni_patch(settings: DevboxSettings, paths: NodePaths) -> dict[str, Any]:
+    """stackube-cni with this devbox's node paths, each mounted at its own path."""
+    node_cni = paths.cni_socket.parent  # bin/, net.d/, state/ and the socket
+    runsc_bin = settings.gvisor_bin_dir
+    probe = json.dumps({"cniVersion": "1.0.0", "socket": str(paths.cni_socket)})
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": "/etc/stackube/config", "readOnly": True},
+        {"name": "secret", "mountPath": "/etc/stackube/secret", "readOnly": True},
+        {"name": "node-cni", "mountPath": str(node_cni)},
+        {"name": "netns", "mountPath": "/run/netns", "mountPropagation": "HostToContainer"},
+        {"name": "cri", "mountPath": str(paths.containerd_socket)},
+        {"name": "runsc-bin", "mountPath": str(runsc_bin), "readOnly": True},
+        {"name": "runsc-state", "mountPath": str(paths.runsc_root)},
+    ]
+    return _workload_patch(
+        "DaemonSet",
+        "stackube-cni",
+        {
+            "template": {
+                "spec": {
+                    "initContainers": [
+                        {
+                            "name": "install-cni",
+                            "args": [
+                                "cni-install",
+                                f"--bin-dir={paths.cni_bin}",
+                                f"--conf-dir={paths.cni_conf}",
+                                f"--socket={paths.cni_socket}",
+                            ],
+                            "volumeMounts": _replace(
+                                {"name": "node-cni", "mountPath": str(node_cni)}
+                            ),
+                        }
+                    ],
+                    "containers": [
+                        {
+                            "name": "daemon",
+                            "args": [
+                                "cni-daemon",
+                                "--config-dir=/etc/stackube/config",
+                                "--secret-dir=/etc/stackube/secret",
+                                f"--socket={paths.cni_socket}",
+                                f"--state-dir={paths.cni_state}",
+                                f"--cri-endpoint=unix://{paths.containerd_socket}",
+                                f"--cluster-dns={settings.cluster_dns_ip}",
+                                f"--cluster-domain={settings.cluster_domain}",
+                                f"--runsc={runsc_bin / gvisor.RUNSC}",
+                                f"--runsc-root={paths.runsc_root / CRI_NAMESPACE}",
+                            ],
+                            "livenessProbe": {
+                                "exec": {
+                                    "command": [
+                                        "sh",
+                                        "-c",
+                                        f"echo '{probe}' | CNI_COMMAND=STATUS"
+                                        f" {paths.cni_bin / 'kubestack'}",
+                                    ]
+                                }
+                            },
+                            "volumeMounts": _replace(*mounts),
+                        }
+                    ],
+                    "volumes": _replace(
+                        {"name": "config", "configMap": {"name": "stackube-config"}},
+                        {"name": "secret", "secret": {"secretName": "stackube-credentials"}},
+                        _host("node-cni", node_cni, "DirectoryOrCreate"),
+                        _host("netns", Path("/run/netns"), "DirectoryOrCreate"),
+                        _host("cri", paths.containerd_socket, "Socket"),
+                        _host("runsc-bin", runsc_bin, "Directory"),
+                        _host("runsc-state", paths.runsc_root, "DirectoryOrCreate"),
+                    ),
+                }
+            }
+        },
+    )
+
+
+def _workload_patch(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A strategic-merge patch of the kube-system `kind` (DaemonSet or Deployment) `name`."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": spec,
+    }
+
+
+def _host(name: str, path: Path, kind: str) -> dict[str, Any]:
+    return {"name": name, "hostPath": {"path": str(path), "type": kind}}
+
+
+def proxy_patch(settings: DevboxSettings) -> dict[str, Any]:
+    """stackube-proxy with this devbox's ranges, serving NodePorts on the node's
+    InternalIP only (never the machine's uplink)."""
+    proxy = {
+        "name": "proxy",
+        "args": [
+            "proxy",
+            f"--cluster-dns={settings.cluster_dns_ip}",
+            f"--service-cidr={settings.service_cidr}",
+            f"--nodeport-addresses={settings.external_host_address}/32",
+        ],
+    }
+    return _workload_patch(
+        "DaemonSet", "stackube-proxy", {"template": {"spec": {"containers": [proxy]}}}
+    )
+
+
+def replicas_patch(name: str, replicas: int) -> dict[str, Any]:
+    return _workload_patch("Deployment", name, {"replicas": replicas})
+
+
+def auth_patch(settings: DevboxSettings) -> dict[str, Any]:
+    """stackube-auth for this devbox's API audience (its service-account issuer)."""
+    doc = replicas_patch("stackube-auth", 1)
+    doc["spec"]["template"] = {
+        "spec": {
+            # Its one node carries no control-plane label (a kubelet may not set one).
+            "nodeSelector": {"node-role.kubernetes.io/control-plane": None},
+            "containers": [
+                {
+                    "name": "webhook",
+                    "args": [
+                        "auth-webhook",
+                        "--config-dir=/etc/stackube/config",
+                        "--secret-dir=/etc/stackube/secret",
+                        "--tls-cert=/etc/stackube/tls/tls.crt",
+                        "--tls-key=/etc/stackube/tls/tls.key",
+                        "--client-ca=/etc/stackube/tls/client-ca.crt",
+                        "--bind-address=127.0.0.1",
+                        "--port=8443",
+                        "--cache-ttl=20",
+                        f"--audiences={settings.service_account_issuer}",
+                    ],
+                }
+            ],
+        }
+    }
+    return doc
+
+
+def devbox_patches(settings: DevboxSettings, paths: NodePaths) -> list[dict[str, Any]]:
+    """The overlay's strategic-merge patches (pure: no I/O)."""
+    return [
+        cni_patch(settings, paths),
+        proxy_patch(settings),
+        replicas_patch("stackube-controller", 1),
+        auth_patch(settings),
+    ]
+
+
+def pod_network_workloads(rendered: str) -> list[str]:
+    """`kind/name` of the rendered Deployments and DaemonSets in kube-system whose pods
+    are on the pod network (not the host's), but those kept on uninstall."""
+    found = []
+    for doc in yaml.safe_load_all(rendered):
+        if not doc or doc.get("kind") not in ("Deployment", "DaemonSet"):
+            continue
+        meta = doc["metadata"]
+        kept = (meta.get("labels") or {}).get(KEEP_ON_UNINSTALL) == "true"
+        host = doc["spec"]["template"]["spec"].get("hostNetwork", False)
+        if meta.get("namespace") == NAMESPACE and not host and not kept:
+            found.append(f"{doc['kind'].lower()}/{meta['name']}")
+    return found
+
+
+AUTH_TLS_FILES = ("tls.crt", "tls.key", "client-ca.crt")
+OVERLAY_BASES = ("deploy", "seed", "helm")
+HELM_RENDERED = "helm-rendered.yaml"  # what the chart rendered, in the overlay
+
+
+def auth_tls_generator() -> dict[str, Any]:
+    """The webhook's TLS Secret from the overlay's `tls/` files (replacing the example)."""
+    return {
+        "name": "stackube-auth-tls",
+        "namespace": NAMESPACE,
+        "behavior": "replace",
+        "type": "kubernetes.io/tls",
+        "files": [f"tls/{name}" for name in AUTH_TLS_FILES],
+        "options": {"disableNameSuffixHash": True},
+    }
+
+
+def write_overlay(
+    settings: DevboxSettings, deploy_dir: Path, image: str, base: str = "deploy"
+) -> Path:
+    """The overlay directory (`<state>/deploy`, mode 0700: it holds the password and the
+    webhook's key): `base` with this devbox's image, configuration, webhook TLS and node
+    paths. `base`: "deploy" (deploy/), "seed" (copies of the seed's three files made
+    from it), or "helm" (HELM_RENDERED in the overlay: what a post-renderer got).
+    Raises ValueError for another base."""
+    if base not in OVERLAY_BASES:
+        raise ValueError(f"{base}: not one of {', '.join(OVERLAY_BASES)}")
     overlay = settings.state_dir / "deploy"
     overlay.mkdir(mode=0o700, exist_ok=True)
     overlay.chmod(0o700)
@@ -81,9 +286,21 @@ def write_overlay(settings: DevboxSettings, deploy_dir: Path, image: str) -> Pat
         _key_files(stackube / "config"),
         _key_files(stackube / "secret"),
     )
-    path = overlay / "kustomization.yaml"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    store = PkiStore(settings.pki_dir)
+    serving = store.paths("stackube-auth")
+    for source, name in zip(
+        (serving.cert, serving.key, store.ca_paths.cert), AUTH_TLS_FILES, strict=True
+    ):
+        write_atomic(overlay / "tls" / name, source.read_bytes(), 0o600)
+    doc["secretGenerator"].append(auth_tls_generator())
+    if base == "helm":
+        doc["resources"] = [HELM_RENDERED]
+        (overlay / HELM_RENDERED).touch(mode=0o600)
+    if base == "seed":  # as an operator who downloaded them: copies beside the overlay
+        doc["resources"] = [f"seed/{name}" for name in (SEED_CONFIG, SEED_PROXY, SEED_REST)]
+        for name in (SEED_CONFIG, SEED_PROXY, SEED_REST):
+            write_atomic(overlay / "seed" / name, (deploy_dir / name).read_bytes(), 0o600)
+    patches = devbox_patches(settings, NodePaths(settings.node_dir))
+    doc["patches"] = [{"patch": yaml.safe_dump(patch, sort_keys=False)} for patch in patches]
+    write_atomic(overlay / "kustomization.yaml", yaml.safe_dump(doc, sort_keys=False), 0o600)
     return overlay

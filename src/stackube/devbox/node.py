@@ -504,10 +504,15 @@ class NodeDevbox:
                 f"--socket={self.paths.cni_socket}",
             ]
         )  # fmt: skip
+        self._install_loopback()
+
+    def _install_loopback(self) -> None:
+        """The reference `loopback` plugin containerd needs, beside kubestack."""
         if not LOOPBACK_PLUGIN.exists():
             raise StepError(f"{LOOPBACK_PLUGIN} is missing (containernetworking-plugins)")
         loopback = self.paths.cni_bin / "loopback"
         if not loopback.exists():
+            loopback.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(LOOPBACK_PLUGIN, loopback)
 
     def _cni_daemon_prepare(self) -> None:
@@ -574,10 +579,7 @@ class NodeDevbox:
         # What the CNI daemon's prepare does in the host mode, but the plugin and its
         # configuration: the CNI DaemonSet's init container installs those.
         self.prepare_identities()
-        loopback = self.paths.cni_bin / "loopback"
-        if not loopback.exists():
-            loopback.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(LOOPBACK_PLUGIN, loopback)
+        self._install_loopback()
         self._kubelet_prepare()
 
     def services(self) -> list[Service]:

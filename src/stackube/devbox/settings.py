@@ -36,6 +36,14 @@ COMPONENT_MODES = ("pods", "host")
 DEFAULT_STATE_DIR = Path("/var/lib/stackube-devbox")
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """$name, one of `choices` (unset or empty: the first). Raises ValueError otherwise."""
+    value = env.get(name) or choices[0]
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: use one of {', '.join(choices)}")
+    return value
+
+
 def default_cache_dir(env: Mapping[str, str]) -> Path:
     """The user's cache directory for Stackube (XDG rules)."""
     if env.get(ENV_CACHE_DIR):
@@ -133,21 +141,9 @@ class DevboxSettings:
         state = Path(env[ENV_STATE_DIR]) if env.get(ENV_STATE_DIR) else DEFAULT_STATE_DIR
         kube_bin = env.get(ENV_KUBE_BIN_DIR)
         etcd_bin = env.get(ENV_ETCD_BIN_DIR)
-        backend = env.get(ENV_NEUTRON_BACKEND) or "linuxbridge"
-        if backend not in NEUTRON_BACKENDS:
-            raise ValueError(
-                f"{ENV_NEUTRON_BACKEND}={backend!r}: use one of {', '.join(NEUTRON_BACKENDS)}"
-            )
-        platform = env.get(ENV_GVISOR_PLATFORM) or "systrap"
-        if platform not in GVISOR_PLATFORMS:
-            raise ValueError(
-                f"{ENV_GVISOR_PLATFORM}={platform!r}: use one of {', '.join(GVISOR_PLATFORMS)}"
-            )
-        components = env.get(ENV_COMPONENTS) or "pods"
-        if components not in COMPONENT_MODES:
-            raise ValueError(
-                f"{ENV_COMPONENTS}={components!r}: use one of {', '.join(COMPONENT_MODES)}"
-            )
+        backend = _choice(env, ENV_NEUTRON_BACKEND, NEUTRON_BACKENDS)
+        platform = _choice(env, ENV_GVISOR_PLATFORM, GVISOR_PLATFORMS)
+        components = _choice(env, ENV_COMPONENTS, COMPONENT_MODES)
         return cls(
             state_dir=state,
             components=components,

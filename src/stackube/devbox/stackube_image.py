@@ -179,6 +179,17 @@ def image_spec(
     )
 
 
+def revision() -> str:
+    """This checkout's commit ("" without git): the image's revision label."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(project_root()), "rev-parse", "HEAD"],
+            capture_output=True, text=True, check=False, timeout=30,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
 def build(settings: DevboxSettings, say: Callable[[str], None]) -> images.BuiltImage:
     """Builds the image (not pushed). Raises StepError when mmdebstrap or pip fails."""
     layer = rootfs_tar(settings, say).read_bytes()
@@ -191,11 +202,8 @@ def build(settings: DevboxSettings, say: Callable[[str], None]) -> images.BuiltI
         files = python_files(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    revision = subprocess.run(
-        ["git", "-C", str(project_root()), "rev-parse", "HEAD"],
-        capture_output=True, text=True, check=False, timeout=30,
-    ).stdout.strip()  # fmt: skip
-    labels = {"org.opencontainers.image.revision": revision} if revision else {}
+    commit = revision()
+    labels = {"org.opencontainers.image.revision": commit} if commit else {}
     say("  layers")
     return images.build(image_spec(layer, files, __version__, labels))
 
