@@ -68,7 +68,12 @@ def test_the_ci_run_skips_the_listed_known_failures_and_nothing_else(
 def test_e2e_images_stand_in_under_their_registry_k8s_io_names() -> None:
     devbox = [
         images.ImageSpec(
-            "library/nginx", "latest", (images.File("bin/busybox", b"bb"),), cmd=("httpd",)
+            "library/nginx",
+            "latest",
+            (),
+            base_layers=(b"NGINX",),
+            cmd=("nginx",),
+            stop_signal="SIGQUIT",
         ),
         images.ImageSpec("library/busybox", "latest", (), cmd=("sh",)),
         images.ImageSpec("pause", "3.10", (), entrypoint=("sleep", "1")),
@@ -92,7 +97,8 @@ def test_e2e_images_stand_in_under_their_registry_k8s_io_names() -> None:
     agnhost = by_name["e2e-test-images/agnhost:2.66.1"]
     assert agnhost.base_layers == (b"ROOTFS",) and agnhost.entrypoint == ("/agnhost",)
     assert {f.path for f in agnhost.files} >= {"agnhost", "localhost.crt", "localhost.key"}
-    assert by_name["e2e-test-images/nginx:1.27.0-2"].cmd == ("httpd",)
+    nginx = by_name["e2e-test-images/nginx:1.27.0-2"]
+    assert (nginx.base_layers, nginx.cmd, nginx.stop_signal) == ((b"NGINX",), ("nginx",), "SIGQUIT")
     assert by_name["pause:3.10.2"].entrypoint == ("sleep", "1")
     assert conformance.image_repository("registry.k8s.io/pause:3.10.2") == (
         "registry.k8s.io",

@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from stackube.devbox import images
+from stackube.devbox import images, nginx_image
 
 pytestmark = pytest.mark.unit
 
@@ -77,15 +77,9 @@ def test_devbox_images_carry_the_names_the_guide_uses() -> None:
     names = {f"{s.repository}:{s.tag}" for s in specs}
     assert names == {
         "library/busybox:latest",
-        "library/nginx:latest",
         f"pause:{images.PAUSE_TAG}",
         "coredns/coredns:1.14.7",
     }
-    nginx = next(s for s in specs if s.repository == "library/nginx")
-    page = next(f for f in nginx.files if f.path.endswith("index.html"))
-    assert b"Welcome to nginx!" in page.data
-    assert nginx.cmd[:2] == ("sh", "-c") and "httpd -f -v -p 80 " in nginx.cmd[2]
-    assert "trap 'exit 0' TERM QUIT INT;" in nginx.cmd[2]  # stops at once, as nginx does
     busybox = next(s for s in specs if s.repository == "library/busybox")
     links = {f.path: f.link_to for f in busybox.files if f.link_to}
     assert links == {"bin/sh": "/bin/busybox", "usr/bin/wget": "/bin/busybox"}
@@ -96,3 +90,20 @@ def test_devbox_images_carry_the_names_the_guide_uses() -> None:
 def test_push_refuses_anything_but_a_plain_http_registry() -> None:
     with pytest.raises(images.RegistryError, match="plain-HTTP"):
         images.push(images.build(SPEC), "file:///etc")
+
+
+def test_nginx_is_debians_set_up_as_the_official_image() -> None:
+    spec = nginx_image.image_spec(b"ROOTFS")
+    assert (spec.repository, spec.tag) == ("library/nginx", "latest")
+    config = json.loads(images.build(spec).config)["config"]
+    assert config["Cmd"] == ["nginx", "-g", "daemon off;"]
+    assert config["StopSignal"] == "SIGQUIT" and config["ExposedPorts"] == {"80/tcp": {}}
+    assert "User" not in config  # the master binds :80 as root, workers are www-data
+    assert nginx_image.PACKAGES[0] == "nginx-light"
+    hooks = "\n".join(nginx_image.HOOKS)
+    assert "ln -sf /dev/stdout" in hooks and "ln -sf /dev/stderr" in hooks
+    assert "root /usr/share/nginx/html;" in hooks
+
+
+def test_an_image_without_a_stop_signal_leaves_the_runtime_default() -> None:
+    assert "StopSignal" not in json.loads(images.build(SPEC).config)["config"]

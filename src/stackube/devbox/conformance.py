@@ -10,6 +10,7 @@ built is cached under the cache directory; a second run only pushes what is miss
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 import shutil
@@ -128,7 +129,7 @@ def e2e_images(
 ) -> list[images.ImageSpec]:
     """The images of `references` (registry.k8s.io only) this devbox can stand in for:
     agnhost and glibc-dns-testing on the Debian root file system, nginx, busybox and pause
-    as the devbox's own (busybox httpd, busybox, a sleeping busybox)."""
+    as the devbox's own (Debian's nginx, busybox, a sleeping busybox)."""
     by_repository = {spec.repository: spec for spec in devbox}
     cert, key = porter_cert
     wanted = []
@@ -162,16 +163,7 @@ def e2e_images(
             )
         elif base in ("nginx", "busybox") or repository == "pause":
             source = by_repository["pause" if repository == "pause" else f"library/{base}"]
-            wanted.append(
-                images.ImageSpec(
-                    repository,
-                    tag,
-                    source.files,
-                    entrypoint=source.entrypoint,
-                    cmd=source.cmd,
-                    exposed_ports=source.exposed_ports,
-                )
-            )
+            wanted.append(dataclasses.replace(source, repository=repository, tag=tag))
     return wanted
 
 

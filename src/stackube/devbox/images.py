@@ -50,6 +50,7 @@ class ImageSpec:
     env: tuple[str, ...] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
     user: str = ""
     exposed_ports: tuple[str, ...] = ()  # e.g. "80/tcp"
+    stop_signal: str = ""  # e.g. "SIGQUIT"; the runtime's default (SIGTERM) if empty
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -125,6 +126,8 @@ def build(spec: ImageSpec) -> BuiltImage:
         runtime["User"] = spec.user
     if spec.exposed_ports:
         runtime["ExposedPorts"] = {port: {} for port in spec.exposed_ports}
+    if spec.stop_signal:
+        runtime["StopSignal"] = spec.stop_signal
     if spec.labels:
         runtime["Labels"] = dict(spec.labels)
     config = _canonical(
@@ -222,14 +225,19 @@ def relabel(registry: str, repository: str, digest: str, labels: Mapping[str, st
     return sha256(body)
 
 
+def tag_digest(registry: str, repository: str, tag: str) -> str | None:
+    """The digest of the manifest `repository:tag` names in the registry
+    (http://host:port), or None when it has no such tag."""
+    url = f"{registry}/v2/{repository}/manifests/{tag}"
+    status, headers = _request("HEAD", url, headers={"Accept": MANIFEST_TYPE})
+    return headers.get("Docker-Content-Digest") if status == 200 else None
+
+
 def push(image: BuiltImage, registry: str) -> bool:
     """Upload blobs the registry lacks, then the manifest under the tag. `registry` is
     http://host:port. Returns False if the tag already named this exact manifest."""
     base = f"{registry}/v2/{image.spec.repository}"
-    status, headers = _request(
-        "HEAD", f"{base}/manifests/{image.spec.tag}", headers={"Accept": MANIFEST_TYPE}
-    )
-    if status == 200 and headers.get("Docker-Content-Digest") == image.digest:
+    if tag_digest(registry, image.spec.repository, image.spec.tag) == image.digest:
         return False
     for blob in (*image.layers, image.config):
         _push_blob(registry, base, blob)
@@ -243,17 +251,6 @@ def push(image: BuiltImage, registry: str) -> bool:
 
 
 # ---- the devbox's images ------------------------------------------------------------------
-WELCOME_PAGE = b"""<!DOCTYPE html>
-<html>
-<head>
-<title>Welcome to nginx!</title>
-</head>
-<body>
-<h1>Welcome to nginx!</h1>
-<p>Served by busybox httpd in the Stackube devbox's stand-in for the nginx image.</p>
-</body>
-</html>
-"""
 PAUSE_TAG = "3.10"
 
 
@@ -274,21 +271,12 @@ def devbox_images(
     busybox: bytes, applets: Sequence[str], coredns: bytes, coredns_image: str
 ) -> list[ImageSpec]:
     """The names the user guide and the cluster use, as the registry mirror serves them:
-    docker.io/library/{busybox,nginx}, docker.io/coredns/coredns, registry.k8s.io/pause."""
+    docker.io/library/busybox, docker.io/coredns/coredns, registry.k8s.io/pause (nginx,
+    a Debian root file system, is nginx_image's)."""
     base = busybox_files(busybox, applets)
     coredns_repository, coredns_tag = coredns_image.rsplit(":", 1)
-    html = "usr/share/nginx/html"
     return [
         ImageSpec("library/busybox", "latest", base, cmd=("sh",)),
-        ImageSpec(
-            "library/nginx",
-            "latest",
-            (*base, File(f"{html}/index.html", WELCOME_PAGE)),
-            # As PID 1, httpd would ignore SIGTERM (no handler) and every delete would
-            # wait out the grace period; nginx itself stops at once.
-            cmd=("sh", "-c", f"trap 'exit 0' TERM QUIT INT; httpd -f -v -p 80 -h /{html} & wait"),
-            exposed_ports=("80/tcp",),
-        ),
         # The sandbox only has to hold the namespaces; containerd kills it with SIGKILL.
         ImageSpec("pause", PAUSE_TAG, base, entrypoint=("sleep", "2147483647")),
         ImageSpec(

@@ -12,6 +12,7 @@ least-privilege RBAC is what they run with.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ from typing import Any
 import yaml
 
 from stackube.api.manifests import cluster_dns, cni_rbac, csi, proxy_rbac, runtime_classes
-from stackube.devbox import gvisor, health, images
+from stackube.devbox import gvisor, health, images, nginx_image
 from stackube.devbox.commands import StepError, run
 from stackube.devbox.fsutil import write_atomic
 from stackube.devbox.kubeconfig import render_kubeconfig
@@ -36,6 +37,8 @@ from stackube.devbox.settings import DevboxSettings
 from stackube.kube import apply
 from stackube.kube import resources as kube
 from stackube.kube.client import session
+
+log = logging.getLogger(__name__)
 
 # Registries whose names the images carry; containerd asks our registry instead.
 MIRRORED_REGISTRIES = ("docker.io", "registry.k8s.io")
@@ -427,20 +430,27 @@ class NodeDevbox:
         text = yaml.safe_dump(registry_config(self.settings, self.paths), sort_keys=False)
         write_atomic(self.paths.registry_config, text)
 
-    def image_specs(self) -> list[images.ImageSpec]:
-        """The devbox's images: busybox, nginx (busybox httpd), pause and CoreDNS."""
+    def image_specs(self, *, nginx: bool = True) -> list[images.ImageSpec]:
+        """The devbox's images: busybox, pause, CoreDNS and (unless told not to: its
+        root file system is ~100 MB to read) nginx."""
         coredns = self.settings.coredns_bin_dir / "coredns"
         if not BUSYBOX.exists():
             raise StepError(f"{BUSYBOX} is missing (Debian package busybox-static)")
         applets = run([str(BUSYBOX), "--list-full"]).stdout.split()
-        return images.devbox_images(
+        specs = images.devbox_images(
             BUSYBOX.read_bytes(), applets, coredns.read_bytes(), self.settings.coredns_image
         )
+        if nginx:
+            tar = nginx_image.rootfs_tar(self.settings.cache_dir, log.info)
+            specs.append(nginx_image.image_spec(tar.read_bytes()))
+        return specs
 
     def push_images(self) -> None:
-        """Build the images and push what the registry lacks (cheap when nothing changed)."""
-        for spec in self.image_specs():
+        """Build the images and push what the registry lacks (cheap when nothing changed:
+        nginx is built once per recipe)."""
+        for spec in self.image_specs(nginx=False):
             images.push(images.build(spec), self.settings.registry_url)
+        nginx_image.push(self.settings.cache_dir, self.settings.registry_url, log.info)
 
     # -- containerd
     def _containerd_prepare(self) -> None:

@@ -16,7 +16,6 @@ DaemonSets run privileged as root: they program the node's network and mounts).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -42,19 +41,14 @@ PACKAGES = (
     "openvswitch-switch",  # ovs-vsctl (the node's own ovsdb, mounted)
     "rbd-fuse",
     "e2fsprogs",  # ext4, the volumes' default (xfsprogs would add ICU's 36 MB)
-    "usr-is-merged",  # what init-system-helpers wants (usrmerge, its other choice, is purged)
+    rootfs.USRMERGE_PACKAGE,
 )
 HOOKS = (
     f'chroot "$1" groupadd --system --gid {USER_ID} stackube',
     f'chroot "$1" useradd --system --uid {USER_ID} --gid {USER_ID} --no-create-home '
     "--home-dir /nonexistent --shell /usr/sbin/nologin stackube",
-    # apt picks usrmerge (and Perl) for init-system-helpers although usr-is-merged is there
-    'chroot "$1" dpkg --purge usrmerge libfile-find-rule-perl libnumber-compare-perl '
-    "libtext-glob-perl perl libperl5.36 perl-modules-5.36",
-    # What no component reads: package lists and caches, manuals, docs but copyrights.
-    'rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/usr/share/man/* '
-    '"$1"/usr/share/info/* "$1"/usr/share/locale/*',
-    'find "$1"/usr/share/doc -type f ! -name copyright -delete',
+    rootfs.PURGE_USRMERGE,
+    *rootfs.SLIM_HOOKS,
 )
 LIB = "opt/stackube/lib"
 PIP_TIMEOUT = 900  # seconds: a cold pip cache downloads every dependency
@@ -62,9 +56,8 @@ PIP_TIMEOUT = 900  # seconds: a cold pip cache downloads every dependency
 
 def rootfs_tar(settings: DevboxSettings, say: Callable[[str], None]) -> Path:
     """The image's Debian layer (cached under a name that changes with its recipe)."""
-    recipe = hashlib.sha256("\n".join((*PACKAGES, *HOOKS)).encode()).hexdigest()[:12]
-    out = settings.cache_dir / "stackube-image" / f"rootfs-{rootfs.SUITE}-{recipe}.tar"
-    return rootfs.debian_rootfs(out, PACKAGES, HOOKS, say)
+    directory = settings.cache_dir / "stackube-image"
+    return rootfs.recipe_rootfs(directory, "rootfs", PACKAGES, HOOKS, say)
 
 
 def project_root() -> Path:
