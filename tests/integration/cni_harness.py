@@ -83,7 +83,12 @@ class CniNode:
 
     # ---- the daemon ----------------------------------------------------------------------
     def start(
-        self, *, pool_size: int = 0, pool_eager: bool = False, crash_after: str | None = None
+        self,
+        *,
+        pool_size: int = 0,
+        pool_eager: bool = False,
+        crash_after: str | None = None,
+        network_wait: float = 2.0,  # seconds; short: most tests ADD where Networks are Active
     ) -> subprocess.Popen[bytes]:
         self.runs += 1
         env = {"PATH": BASE_PATH}
@@ -109,6 +114,7 @@ class CniNode:
             "--resync-seconds=1",
             "--node-link=",  # the devbox's daemon owns the node link
             "--port-active-timeout=45",
+            f"--network-wait-seconds={network_wait}",
         ]
         with self.log.open("wb") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)

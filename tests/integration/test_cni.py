@@ -262,6 +262,35 @@ def fresh_daemon(node: CniNode) -> Iterator[CniNode]:
     node.start()
 
 
+def test_a_pod_made_with_its_tenant_waits_for_the_network_instead_of_failing(
+    fresh_daemon: CniNode, kube: k8s.ApiClient, os_admin: Connection, sandboxes: Sandboxes
+) -> None:
+    """An ADD for a Tenant created a moment ago (no namespace, no Active Network yet)
+    waits for the Network and succeeds, instead of failing "try again later" and leaving
+    the kubelet to back off before the next sandbox (the tenant's DNS server is such a
+    pod). The module's daemon, which waits 2 s, is the control: it refuses."""
+    node = fresh_daemon
+    node.start(network_wait=2)
+    name = f"cni-early-{secrets.token_hex(2)}"
+    create_tenant(kube, name)
+    try:
+        refused = node.invoke("ADD", PodIdentity.new(name), sandboxes.new())
+        assert refused.code != 0 and refused.output["code"] == spec.TRY_AGAIN_LATER, refused
+        assert network_id_of(kube, name) is None, "the Network was Active too soon to tell"
+        node.stop()
+        node.start(network_wait=90)
+        pod, netns = PodIdentity.new(name), sandboxes.new()
+        started = time.monotonic()
+        added = node.invoke("ADD", pod, netns)
+        assert added.code == 0, (added.output, node.logs()[-3000:])
+        assert network_id_of(kube, name) is not None
+        assert reaches(netns, "10.245.0.1")
+        print(f"ADD waited for the Network and finished in {time.monotonic() - started:.1f} s")
+        assert node.invoke("DEL", pod, netns).code == 0
+    finally:
+        delete_tenant(kube, name)
+
+
 def stray_links(os_admin: Connection) -> list[str]:
     """Parked pod ends (ours alone) whose Neutron port does not exist."""
     ids = [p.id for p in os_admin.network.ports(device_owner=POD_PORT_DEVICE_OWNER)]

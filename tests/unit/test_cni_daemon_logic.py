@@ -2,12 +2,13 @@
 
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 import pytest
 
-from stackube.cni import spec
+from stackube.cni import spec, tenancy
 from stackube.cni.attachments import Attachment, Phase
 from stackube.cni.attachments import _decode as decode_attachment
 from stackube.cni.drivers import linux_bridge_name, ovs_external_ids, parked_ifname
@@ -588,3 +589,42 @@ def test_the_loopback_jump_must_come_before_the_kubelets_firewall() -> None:
     assert not jump_position_ok([other, firewall, ours], ours, "KUBE-FIREWALL")
     assert not jump_position_ok([other, firewall], ours, "KUBE-FIREWALL")
     assert jump_position_ok([ours], ours, "KUBE-FIREWALL")
+
+
+def raising(error: Exception) -> Callable[[], str]:
+    def resolve() -> str:
+        raise error
+
+    return resolve
+
+
+def test_an_add_waits_for_its_network_and_gives_up_after_its_patience() -> None:
+    now = [0.0]
+    waits: list[float] = []
+    answers = iter([spec.CniError(spec.TRY_AGAIN_LATER, "not Active yet")] * 2 + ["net"])
+
+    def resolve() -> str:
+        answer = next(answers)
+        if isinstance(answer, spec.CniError):
+            raise answer
+        return answer
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    assert tenancy.resolve_patiently(resolve, wait, 10, lambda: now[0]) == "net"
+    assert waits == [tenancy.NETWORK_RECHECK_SECONDS] * 2
+    # Past its patience the last error stands; the last wait is cut to what is left.
+    waits.clear()
+    now[0] = 0.0
+    never = spec.CniError(spec.TRY_AGAIN_LATER, "not Active yet")
+    with pytest.raises(spec.CniError, match="not Active yet"):
+        tenancy.resolve_patiently(raising(never), wait, 2.5, lambda: now[0])
+    assert waits == [1.0, 1.0, 0.5]
+    # Anything but "try again later" is not waited for.
+    waits.clear()
+    refused = spec.CniError(spec.NO_TENANT_NETWORK, "has no Network")
+    with pytest.raises(spec.CniError, match="has no Network"):
+        tenancy.resolve_patiently(raising(refused), wait, 10, lambda: now[0])
+    assert waits == []

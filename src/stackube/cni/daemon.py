@@ -55,6 +55,7 @@ from stackube.cni.recovery import (
 )
 from stackube.cni.result import PodAddressing, dns_search, host_ifname, port_name, render
 from stackube.cni.tenancy import (
+    NETWORK_PATIENCE_SECONDS,
     ExpectedInterface,
     NetworkRef,
     TenantNetwork,
@@ -63,6 +64,7 @@ from stackube.cni.tenancy import (
     cidr_address,
     dns_pod_tenant,
     live_network_refs,
+    resolve_patiently,
     system_network_for,
 )
 from stackube.errors import NotFoundError, StackubeError, TemporaryError
@@ -108,6 +110,7 @@ class DaemonSettings:
     cri_endpoint: str = cri.DEFAULT_ENDPOINT
     repair_seconds: float = 5.0
     node_link: str = ""  # the host's link on the system network ("": none)
+    network_wait_seconds: float = NETWORK_PATIENCE_SECONDS  # an ADD's wait for its Network
 
     @property
     def host(self) -> str:
@@ -143,6 +146,7 @@ class CniDaemon:
         self._kick = threading.Event()
         self.stopping = threading.Event()
         self._network_objects = ObjectIndex()
+        self._network_changed = threading.Condition()  # ADDs waiting for their Network
         # The Networks watch's "listed everything" event (until then: ask the API).
         self.networks_watched = threading.Event()
         self.ready = threading.Event()
@@ -263,7 +267,13 @@ class CniDaemon:
         """Fed by a watch of Networks: ADDs and pool upkeep read this, not the API."""
         with self._guard:
             self._network_objects.apply(old, new)
+        with self._network_changed:
+            self._network_changed.notify_all()
         self._kick.set()
+
+    def _wait_network_change(self, seconds: float) -> None:
+        with self._network_changed:
+            self._network_changed.wait(seconds)
 
     def _cached_networks(self, namespace: str | None = None) -> list[dict[str, Any]]:
         with self._guard:
@@ -315,7 +325,12 @@ class CniDaemon:
             raise spec.CniError(spec.INVALID_ENVIRONMENT, "CNI_ARGS must name the pod")
         mappings = parse_port_mappings(request.config)
         with self._sandbox(request.container_id, request.ifname):
-            network = self.tenant_network(self.network_namespace(pod.namespace, pod.name))
+            namespace = self.network_namespace(pod.namespace, pod.name)
+            network = resolve_patiently(
+                lambda: self.tenant_network(namespace),
+                self._wait_network_change,
+                self.settings.network_wait_seconds,
+            )
             if mappings:
                 self._check_hostports(network, mappings)
             attachment = self.store.get(request.container_id, request.ifname)

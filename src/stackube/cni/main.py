@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         cluster_domain=args.cluster_domain,
         port_active_timeout=args.port_active_timeout,
         resync_seconds=args.resync_seconds,
+        network_wait_seconds=args.network_wait_seconds,
     )
     kube_api = api_client(args.kubeconfig)
     lease = LeaseLock(

@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 
+from stackube.cni.tenancy import NETWORK_PATIENCE_SECONDS
 from stackube.host import cri
 
 DEFAULT_STATE_DIR = Path("/var/lib/stackube/cni")
@@ -66,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster-domain", default="cluster.local")
     parser.add_argument("--port-active-timeout", type=float, default=60.0)
     parser.add_argument("--resync-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--network-wait-seconds",
+        type=float,
+        default=NETWORK_PATIENCE_SECONDS,
+        help="how long an ADD waits for its namespace's Network to become Active",
+    )
     parser.add_argument(
         "--probe-relay-port",
         type=int,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from stackube.api.types import (
     LABEL_TENANT,
@@ -19,6 +20,14 @@ from stackube.api.types import (
 )
 from stackube.cni import spec
 from stackube.host.netlink import PodInterface
+
+T = TypeVar("T")
+# How long an ADD waits for its namespace's Network to become usable (a pod created with
+# its Tenant, e.g. the tenant's DNS server): failing at once would make the kubelet back
+# off ~10-20 s before the next sandbox. Well inside the kubelet's 2 min runtime timeout
+# and kubestack's 120 s.
+NETWORK_PATIENCE_SECONDS = 45.0
+NETWORK_RECHECK_SECONDS = 1.0  # at most this long between looks, whatever the watch says
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,27 @@ def choose_network(namespace: str, items: Sequence[Mapping[str, Any]]) -> Networ
             f"Network {namespace}/{ref.name} is not Active yet (state {state or 'unset'})",
         )
     return ref
+
+
+def resolve_patiently(
+    resolve: Callable[[], T],
+    wait_for_change: Callable[[float], object],
+    patience: float = NETWORK_PATIENCE_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """`resolve()`; while it raises CniError TRY_AGAIN_LATER (a Network not Active yet, a
+    namespace not made yet), again after `wait_for_change(seconds)` returns (a Network
+    changed, or NETWORK_RECHECK_SECONDS passed), for up to `patience` seconds. Any other
+    error, and the last one after `patience`, is raised as it is."""
+    deadline = clock() + patience
+    while True:
+        try:
+            return resolve()
+        except spec.CniError as exc:
+            remaining = deadline - clock()
+            if exc.code != spec.TRY_AGAIN_LATER or remaining <= 0:
+                raise
+            wait_for_change(min(remaining, NETWORK_RECHECK_SECONDS))
 
 
 def system_network_for(
