@@ -45,6 +45,7 @@ MIRRORED_REGISTRIES = ("docker.io", "registry.k8s.io")
 CRI_NAMESPACE = "k8s.io"  # containerd's namespace of the CRI's containers
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
 LOOPBACK_PLUGIN = Path("/usr/lib/cni/loopback")  # containernetworking-plugins
+NETNS_DIR = Path("/run/netns")  # iproute2's named network namespaces (CNI_NETNS)
 REGISTRY_BIN = "docker-registry"
 NODE_READY_TIMEOUT = 90.0
 
@@ -391,6 +392,20 @@ def system_addons(settings: DevboxSettings) -> list[dict[str, Any]]:
 
 
 # ---- the node -----------------------------------------------------------------------------
+def shared_netns_dir() -> None:
+    """Make NETNS_DIR a shared mount, as `ip netns add` does the first time: the CNI
+    daemon's and proxy's Pods mount it with HostToContainer propagation, which the
+    runtime refuses for a directory that is not a shared or slave mount ("path
+    /run/netns is mounted on / but it is not a shared or slave mount": on a fresh
+    machine, until a Neutron agent made its first namespace). Left in place, as
+    iproute2 leaves it."""
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    if run(["mount", "--make-shared", str(NETNS_DIR)], check=False).returncode == 0:
+        return
+    run(["mount", "--bind", str(NETNS_DIR), str(NETNS_DIR)])
+    run(["mount", "--make-shared", str(NETNS_DIR)])
+
+
 class NodeDevbox:
     def __init__(self, settings: DevboxSettings) -> None:
         self.settings = settings
@@ -454,6 +469,7 @@ class NodeDevbox:
 
     # -- containerd
     def _containerd_prepare(self) -> None:
+        shared_netns_dir()
         write_atomic(self.paths.containerd_config, containerd_config(self.settings, self.paths))
         write_atomic(
             self.paths.runsc_config, gvisor.shim_config(self.settings, self.paths.runsc_root)
