@@ -61,8 +61,11 @@ def running(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any] | Non
     return found if found["status"].get("phase") == "Running" else None
 
 
-def sh(kubectl: Kubectl, namespace: str, name: str, script: str) -> str:
-    done = kubectl.run("-n", namespace, "exec", name, "--", "sh", "-c", script, check=False)
+def sh(kubectl: Kubectl, namespace: str, name: str, script: str, container: str = "") -> str:
+    where = ["-c", container] if container else []
+    done = kubectl.run(
+        "-n", namespace, "exec", name, *where, "--", "sh", "-c", script, check=False
+    )  # fmt: skip
     return done.stdout + done.stderr
 
 
@@ -175,9 +178,13 @@ def test_a_sandboxed_pod_has_logs_exec_and_its_limits_on_the_node(
     assert "runsc-sandbox" in commands, commands
 
 
-def web(name: str, readiness_port: int | str, **extra: Any) -> str:
+TOOLS = {"name": "tools", "image": "busybox", "command": ["sleep", "3600"]}
+
+
+def web(name: str, readiness_port: int | str, *, tools: bool = False, **extra: Any) -> str:
     """A one-replica Deployment of the guide's nginx with an httpGet readiness probe on
-    `readiness_port` and a tcpSocket liveness probe on its port, probed every 2 s."""
+    `readiness_port` and a tcpSocket liveness probe on its port, probed every 2 s (and,
+    with `tools`, a busybox container "tools" beside it: nginx's image has no nc)."""
     container: dict[str, Any] = {
         "name": "web",
         "image": "nginx",
@@ -196,11 +203,20 @@ def web(name: str, readiness_port: int | str, **extra: Any) -> str:
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {"labels": labels},
-                    "spec": {"terminationGracePeriodSeconds": 1, "containers": [container]},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [container, *([TOOLS] if tools else [])],
+                    },
                 },
             },
         }
     )
+
+
+def web_status(pod: dict[str, Any]) -> dict[str, Any]:
+    """The web container's status (the kubelet lists them by name: "tools" first)."""
+    found = [c for c in pod["status"].get("containerStatuses") or [] if c["name"] == "web"]
+    return found[0] if found else {}
 
 
 def pod_of(kubectl: Kubectl, namespace: str, app: str) -> dict[str, Any] | None:
@@ -226,14 +242,10 @@ def test_a_sandboxed_pod_is_probed_and_port_forwarded_and_its_tenant_reaches_no_
     node's listener in the pod's kernel netns is out of reach of the pod's processes."""
     ns, user = HARD_TENANT, TenantUser(devbox, HARD_TENANT, tmp_path)
     for name, port in (("probed", "http"), ("unready", 81)):
-        made = user.kubectl("-n", ns, "create", "-f", "-", stdin=web(name, port))
+        made = user.kubectl("-n", ns, "create", "-f", "-", stdin=web(name, port, tools=True))
         assert made.returncode == 0, made.stderr
     ready = eventually(
-        lambda: (
-            (p := pod_of(kubectl, ns, "probed"))
-            and p["status"].get("containerStatuses", [{}])[0].get("ready")
-            and p
-        ),
+        lambda: (p := pod_of(kubectl, ns, "probed")) and web_status(p).get("ready") and p,
         120,
         "the probed gVisor pod Ready",
     )
@@ -247,7 +259,7 @@ def test_a_sandboxed_pod_is_probed_and_port_forwarded_and_its_tenant_reaches_no_
     for app, want_ready in (("probed", True), ("unready", False)):
         found = pod_of(kubectl, ns, app)
         assert found is not None, app
-        status = found["status"]["containerStatuses"][0]
+        status = web_status(found)
         assert status["ready"] is want_ready and status["restartCount"] == 0, (app, status)
 
     # kubectl port-forward, as the tenant's user.
@@ -282,6 +294,7 @@ def test_a_sandboxed_pod_is_probed_and_port_forwarded_and_its_tenant_reaches_no_
         kubectl, ns, name,
         "for p in 80 65535; do if timeout 5 nc 127.0.0.1 $p </dev/null; then echo open-$p; "
         "else echo closed-$p; fi; done",
+        "tools",
     )  # fmt: skip
     assert "open-80" in inside and "closed-65535" in inside, inside
 
@@ -302,17 +315,14 @@ def test_a_tcp_socket_probe_through_the_relay_fails_when_nothing_listens(
     )
     # Positive control: a tcpSocket probe on the served port passes.
     eventually(
-        lambda: (
-            (p := pod_of(kubectl, namespace, "tcp-open"))
-            and p["status"].get("containerStatuses", [{}])[0].get("ready")
-        ),
+        lambda: (p := pod_of(kubectl, namespace, "tcp-open")) and web_status(p).get("ready"),
         120,
         "the pod with an open tcpSocket readiness port Ready",
     )
     restarted = eventually(
         lambda: (
             (p := pod_of(kubectl, namespace, "tcp-dead"))
-            and p["status"].get("containerStatuses", [{}])[0].get("restartCount", 0) > 0
+            and web_status(p).get("restartCount", 0) > 0
             and p
         ),
         120,
