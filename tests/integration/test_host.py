@@ -90,3 +90,40 @@ def test_a_service_that_dies_at_start_fails_with_its_log_tail(tmp_path: Path) ->
     assert failed.value.service == "broken"
     assert failed.value.reason == "exited during start-up"
     assert "cannot bind 127.0.0.1:1" in failed.value.log_tail
+
+
+def test_the_netns_directory_is_made_a_shared_mount_before_any_namespace_is(
+    tmp_path: Path,
+) -> None:
+    """In a mount namespace of its own (nothing leaks to the host), a plain directory
+    becomes a shared bind mount, and a second call keeps it so; the devbox's own
+    /run/netns is shared (a netns mounted before the directory became a mount would be
+    hidden under it, and its pod stuck Terminating: "unlinkat ...: device or resource
+    busy")."""
+    directory = tmp_path / "netns"
+    script = (
+        "import sys; from pathlib import Path; import stackube.devbox.node as n; "
+        "n.NETNS_DIR = Path(sys.argv[1]); n.shared_netns_dir(); n.shared_netns_dir()"
+    )
+    shell = (
+        f"findmnt {directory} >/dev/null && echo mounted-before; "
+        f'"{sys.executable}" -c "{script}" {directory} && '
+        f"findmnt -rn -o PROPAGATION {directory}"
+    )
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", shell],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["shared"], done.stdout  # one mount, not before
+    assert propagation(directory) == [], "the test's mount leaked to the host"
+    assert propagation(Path("/run/netns"))[:1] == ["shared"]
+
+
+def propagation(path: Path) -> list[str]:
+    """findmnt's PROPAGATION of each mount at `path` ([]: not a mount point)."""
+    done = subprocess.run(
+        ["findmnt", "-rn", "-o", "PROPAGATION", str(path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return done.stdout.split()
