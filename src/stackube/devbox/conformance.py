@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stackube.devbox import gobuild, images, rootfs
+from stackube.devbox import gobuild, images, nginx_image, rootfs
 from stackube.devbox.commands import StepError, run
 from stackube.devbox.node import NodeDevbox
 from stackube.devbox.pki import CertSpec, PkiStore
@@ -262,14 +262,16 @@ def porter_certificate(settings: DevboxSettings) -> tuple[bytes, bytes]:
     return paths.cert.read_bytes(), paths.key.read_bytes()
 
 
-def push_e2e_images(settings: DevboxSettings, bin_dir: Path, rootfs: Path) -> list[str]:
+def push_e2e_images(
+    settings: DevboxSettings, bin_dir: Path, rootfs: Path, say: Callable[[str], None]
+) -> list[str]:
     """Build and push the e2e images this devbox stands in for; returns their references."""
-    node = NodeDevbox(settings)
+    nginx = nginx_image.image_spec(nginx_image.rootfs_tar(settings.cache_dir, say).read_bytes())
     specs = e2e_images(
         listed_images(bin_dir / "e2e.test"),
         rootfs.read_bytes(),
         (bin_dir / "agnhost").read_bytes(),
-        node.image_specs(),
+        [*NodeDevbox(settings).image_specs(), nginx],
         porter_certificate(settings),
     )
     for spec in specs:
@@ -292,7 +294,7 @@ def run_suite(
     the junit report and e2e.test's log go to `report_dir`."""
     bin_dir = build_programs(settings, say)
     rootfs = debian_rootfs(settings, say)
-    pushed = push_e2e_images(settings, bin_dir, rootfs)
+    pushed = push_e2e_images(settings, bin_dir, rootfs, say)
     say(f"  images: {', '.join(pushed)}")
     report_dir = report_dir or settings.state_dir / "conformance" / timestamp()
     report_dir.mkdir(parents=True, exist_ok=True)

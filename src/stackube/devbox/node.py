@@ -445,25 +445,21 @@ class NodeDevbox:
         text = yaml.safe_dump(registry_config(self.settings, self.paths), sort_keys=False)
         write_atomic(self.paths.registry_config, text)
 
-    def image_specs(self, *, nginx: bool = True) -> list[images.ImageSpec]:
-        """The devbox's images: busybox, pause, CoreDNS and (unless told not to: its
-        root file system is ~100 MB to read) nginx."""
+    def image_specs(self) -> list[images.ImageSpec]:
+        """The devbox's images made of files on this machine: busybox, pause and CoreDNS
+        (nginx, a Debian root file system, is nginx_image's)."""
         coredns = self.settings.coredns_bin_dir / "coredns"
         if not BUSYBOX.exists():
             raise StepError(f"{BUSYBOX} is missing (Debian package busybox-static)")
         applets = run([str(BUSYBOX), "--list-full"]).stdout.split()
-        specs = images.devbox_images(
+        return images.devbox_images(
             BUSYBOX.read_bytes(), applets, coredns.read_bytes(), self.settings.coredns_image
         )
-        if nginx:
-            tar = nginx_image.rootfs_tar(self.settings.cache_dir, log.info)
-            specs.append(nginx_image.image_spec(tar.read_bytes()))
-        return specs
 
     def push_images(self) -> None:
         """Build the images and push what the registry lacks (cheap when nothing changed:
         nginx is built once per recipe)."""
-        for spec in self.image_specs(nginx=False):
+        for spec in self.image_specs():
             images.push(images.build(spec), self.settings.registry_url)
         nginx_image.push(self.settings.cache_dir, self.settings.registry_url, log.info)
 
