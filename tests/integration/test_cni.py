@@ -263,12 +263,12 @@ def fresh_daemon(node: CniNode) -> Iterator[CniNode]:
 
 
 def test_a_pod_made_with_its_tenant_waits_for_the_network_instead_of_failing(
-    fresh_daemon: CniNode, kube: k8s.ApiClient, os_admin: Connection, sandboxes: Sandboxes
+    fresh_daemon: CniNode, kube: k8s.ApiClient, sandboxes: Sandboxes
 ) -> None:
     """An ADD for a Tenant created a moment ago (no namespace, no Active Network yet)
     waits for the Network and succeeds, instead of failing "try again later" and leaving
     the kubelet to back off before the next sandbox (the tenant's DNS server is such a
-    pod). The module's daemon, which waits 2 s, is the control: it refuses."""
+    pod). The control: a daemon that waits only 2 s refuses."""
     node = fresh_daemon
     node.start(network_wait=2)
     name = f"cni-early-{secrets.token_hex(2)}"
