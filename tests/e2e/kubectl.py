@@ -35,6 +35,15 @@ class Kubectl:
     def json(self, *args: str) -> dict[str, Any]:
         return dict(json.loads(self.run(*args, "-o", "json").stdout))
 
+    def events(self, namespace: str, name: str) -> str:
+        """The events of the object `name` in `namespace`, one "reason: message" a line
+        (for assertion messages: what the kubelet saw)."""
+        template = "jsonpath={range .items[*]}{.reason}: {.message}{'\\n'}{end}"
+        return self.run(
+            "-n", namespace, "get", "events", "--field-selector",
+            f"involvedObject.name={name}", "-o", template, check=False,
+        ).stdout  # fmt: skip
+
 
 def eventually(probe: Callable[[], T | None], timeout: float, what: str) -> T:
     deadline = time.monotonic() + timeout

@@ -260,7 +260,9 @@ def test_a_sandboxed_pod_is_probed_and_port_forwarded_and_its_tenant_reaches_no_
         found = pod_of(kubectl, ns, app)
         assert found is not None, app
         status = web_status(found)
-        assert status["ready"] is want_ready and status["restartCount"] == 0, (app, status)
+        assert status["ready"] is want_ready and status["restartCount"] == 0, (
+            app, status, kubectl.events(ns, found["metadata"]["name"])
+        )  # fmt: skip
 
     # kubectl port-forward, as the tenant's user.
     name = ready["metadata"]["name"]

@@ -358,7 +358,7 @@ def test_restart_keeps_pods_and_adopts_the_pool(
     assert added.code == 0
     assert "(from the pool)" in node.log.read_text()
     wait_for(lambda: len(_ready_pool(os_admin, network_id)) == 2, 90, "the pool refilled")
-    wait_for(lambda: node.log.read_text().count(ready) >= 3, 30, "the refill to be ready")
+    wait_for(lambda: node.log.read_text().count(ready) >= 3, 90, "the refill to be ready")
     pool_before = set(_ready_pool(os_admin, network_id))
 
     node.stop()

@@ -52,7 +52,9 @@ def stable_for(tenants: list[LiveTenant]) -> float:
         assert deployment["status"].get("availableReplicas") == 2, deployment["status"]
         ages.append(since(deployment["status"]["conditions"], "Available"))
         pods = web_pods(tenant)
-        assert [restarts(p) for p in pods] == [0, 0], [p["status"] for p in pods]
+        assert [restarts(p) for p in pods] == [0, 0], [
+            (p["status"], tenant.kubectl.events(tenant.name, p["metadata"]["name"])) for p in pods
+        ]
         ages += [since(p["status"]["conditions"], "Ready") for p in pods]
     return min(ages)
 

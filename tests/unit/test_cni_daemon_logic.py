@@ -2,6 +2,7 @@
 
 import json
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -512,6 +513,47 @@ def test_the_gate_opens_a_tcp_socket_target_only_while_the_pod_listens() -> None
     gate.check_due(now=200.0)
     gate.set_targets({b: target("b")})
     assert gate.open_targets() == set()
+
+
+def test_a_gate_check_without_an_answer_keeps_the_state_and_a_slow_one_holds_no_other() -> None:
+    answers: dict[str, bool | None] = {"a": True, "b": None}
+    release = threading.Event()
+    kicked = threading.Event()
+
+    def check(upstream: Upstream) -> bool | None:
+        if upstream.description == "slow":
+            release.wait(10)  # a runsc that takes its time
+        return answers.get(upstream.description, True)
+
+    gate = PortGate(check, on_change=kicked.set)
+    a, b = ("10.0.0.5", 80), ("10.0.0.6", 80)
+    gate.set_targets({a: Upstream(socket.socket, "a"), b: Upstream(socket.socket, "b")})
+    assert gate.check_due(now=100.0) is True
+    assert gate.open_targets() == {a}
+    # No answer (None) says nothing: b stays closed, a stays open, and b is due again at
+    # once (it was not counted as checked).
+    answers["a"] = None
+    assert gate.check_due(now=100.0 + OPEN_EVERY) is False
+    assert gate.open_targets() == {a}
+    answers["b"] = True
+    assert gate.check_due(now=100.0 + OPEN_EVERY) is True
+    assert gate.open_targets() == {a, b}
+    # In the daemon's loop a new target is checked at once, beside a slow one.
+    stopping = threading.Event()
+    worker = threading.Thread(target=gate.run, args=(stopping,))
+    worker.start()
+    try:
+        c = ("10.0.0.7", 80)
+        gate.set_targets({c: Upstream(socket.socket, "slow")})
+        d = ("10.0.0.8", 80)
+        gate.set_targets({c: Upstream(socket.socket, "slow"), d: Upstream(socket.socket, "d")})
+        assert kicked.wait(5)
+        assert gate.open_targets() == {d}  # d's check did not wait for c's
+    finally:
+        release.set()
+        stopping.set()
+        worker.join(10)
+    assert gate.open_targets() == {c, d}
 
 
 def test_the_probe_chain_redirects_exactly_the_targets() -> None:

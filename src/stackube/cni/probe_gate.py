@@ -11,7 +11,11 @@ through `lo`), so the probe fails as it would against the pod.
 Closed targets are checked every CLOSED_EVERY seconds (a starting server is seen within
 about a second, well inside a liveness probe's failureThreshold x periodSeconds), open
 ones every OPEN_EVERY seconds (a server that stopped listening fails its next probes
-after at most that long). A change of state kicks the daemon's rule sync.
+after at most that long); a new target at once. Checks run side by side (up to
+CHECKS_AT_ONCE; a gVisor pod's check is a runsc process, seconds on a busy node), so a
+slow one holds back no other target. A check that gets no answer in time (TimeoutError)
+says nothing about the port: the target keeps its state and is checked again. A change
+of state kicks the daemon's rule sync.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 from stackube.cni.probe_relay import Upstream
 
@@ -27,14 +32,21 @@ log = logging.getLogger("stackube.cni.probes")
 
 CLOSED_EVERY = 1.0  # seconds
 OPEN_EVERY = 5.0  # seconds
+CHECKS_AT_ONCE = 8
 
 Target = tuple[str, int]  # (pod address, port)
+# True: open; False: closed; None: no answer in time (the state stays as it was)
+Check = Callable[[Upstream], bool | None]
 
 
-def is_open(upstream: Upstream) -> bool:
-    """Whether `upstream` accepts a connection now (closed again at once)."""
+def is_open(upstream: Upstream) -> bool | None:
+    """Whether `upstream` accepts a connection now (closed again at once): True, False
+    when refused or unreachable, None when the connect timed out (`Upstream.connect`'s
+    TimeoutError: a busy node or a slow runsc, not an answer from the pod)."""
     try:
         upstream.connect().close()
+    except TimeoutError:
+        return None
     except OSError:
         return False
     return True
@@ -44,9 +56,7 @@ class PortGate:
     """The open/closed state of the tcpSocket-probed targets (thread-safe)."""
 
     def __init__(
-        self,
-        check: Callable[[Upstream], bool] = is_open,
-        on_change: Callable[[], None] = lambda: None,
+        self, check: Check = is_open, on_change: Callable[[], None] = lambda: None
     ) -> None:
         self._check = check
         self._on_change = on_change
@@ -54,51 +64,84 @@ class PortGate:
         self._targets: dict[Target, Upstream] = {}
         self._open: set[Target] = set()
         self._checked: dict[Target, float] = {}  # target -> monotonic time of its last check
+        self._in_flight: set[Target] = set()
+        self._new = threading.Event()  # set_targets added a target: check it now
 
     def set_targets(self, targets: Mapping[Target, Upstream]) -> None:
-        """The targets to watch from now on (new ones start closed until checked)."""
+        """The targets to watch from now on (new ones start closed, checked at once)."""
         with self._lock:
+            added = set(targets) - set(self._targets)
             self._targets = dict(targets)
             self._open &= set(targets)
             self._checked = {t: at for t, at in self._checked.items() if t in targets}
+        if added:
+            self._new.set()
 
     def open_targets(self) -> set[Target]:
         with self._lock:
             return set(self._open)
 
-    def check_due(self, now: float | None = None) -> bool:
-        """Checks every target whose turn it is; returns whether any changed state."""
-        now = time.monotonic() if now is None else now
+    def _take_due(self, now: float) -> dict[Target, Upstream]:
+        """The targets whose turn it is and that no check is looking at (marked in flight)."""
         with self._lock:
             due = {
                 target: upstream
                 for target, upstream in self._targets.items()
-                if now - self._checked.get(target, float("-inf"))
+                if target not in self._in_flight
+                and now - self._checked.get(target, float("-inf"))
                 >= (OPEN_EVERY if target in self._open else CLOSED_EVERY)
             }
-        changed = False
-        for target, upstream in due.items():  # outside the lock: a check may take 5 s
+            self._in_flight |= set(due)
+        return due
+
+    def _check_one(self, target: Target, upstream: Upstream, now: float) -> bool:
+        """Checks one target (in flight); returns whether it changed state."""
+        try:
             found = self._check(upstream)
+        finally:
             with self._lock:
-                if target not in self._targets:
-                    continue  # the pod went meanwhile
-                self._checked[target] = now
-                if found != (target in self._open):
-                    changed = True
-                    (self._open.add if found else self._open.discard)(target)
-                    log.info(
-                        "probes: %s:%d is %s in its pod: tcpSocket probes %s",
-                        *target,
-                        "open" if found else "closed",
-                        "relayed" if found else "not relayed (they fail)",
-                    )
+                self._in_flight.discard(target)
+        with self._lock:
+            if target not in self._targets or found is None:
+                return False  # the pod went meanwhile, or no answer: checked again soon
+            self._checked[target] = now
+            if found == (target in self._open):
+                return False
+            (self._open.add if found else self._open.discard)(target)
+        log.info(
+            "probes: %s:%d is %s in its pod: tcpSocket probes %s",
+            *target,
+            "open" if found else "closed",
+            "relayed" if found else "not relayed (they fail)",
+        )
+        return True
+
+    def check_due(self, now: float | None = None) -> bool:
+        """Checks every target whose turn it is, one after another; returns whether any
+        changed state (the daemon's loop, `run`, checks them side by side)."""
+        now = time.monotonic() if now is None else now
+        changed = False
+        for target, upstream in self._take_due(now).items():
+            changed |= self._check_one(target, upstream, now)
         return changed
 
+    def _check_and_kick(self, target: Target, upstream: Upstream, now: float) -> None:
+        try:
+            if self._check_one(target, upstream, now):
+                self._on_change()
+        except Exception:  # a worker logs and the gate lives on
+            log.exception("probe port check of %s:%d failed", *target)
+
     def run(self, stopping: threading.Event) -> None:
-        """Checks until `stopping`; kicks `on_change` when a target changed state."""
-        while not stopping.wait(CLOSED_EVERY / 2):
-            try:
-                if self.check_due():
-                    self._on_change()
-            except Exception:  # a background thread logs and lives on
-                log.exception("probe port checks failed")
+        """Checks until `stopping`, side by side; kicks `on_change` when a target changed
+        state."""
+        with ThreadPoolExecutor(CHECKS_AT_ONCE, thread_name_prefix="probe-check") as pool:
+            while not stopping.is_set():
+                try:
+                    now = time.monotonic()
+                    for target, upstream in self._take_due(now).items():
+                        pool.submit(self._check_and_kick, target, upstream, now)
+                except Exception:  # a background thread logs and lives on
+                    log.exception("probe port checks failed")
+                self._new.wait(CLOSED_EVERY / 2)
+                self._new.clear()
