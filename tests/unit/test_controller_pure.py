@@ -11,7 +11,12 @@ from stackube.api.conditions import set_condition
 from stackube.api.types import parse_network
 from stackube.controller import rbac, system
 from stackube.controller.network import NetworkReconciler
-from stackube.controller.operator import retry_delay
+from stackube.controller.operator import (
+    FAST_RECHECKS,
+    MAX_RECHECK_SECONDS,
+    recheck_delay,
+    retry_delay,
+)
 from stackube.errors import NotFoundError, PermanentError, TemporaryError
 from stackube.openstack.errors import translate
 
@@ -210,6 +215,13 @@ def test_openstack_errors_are_classified(exc: Exception, kind: type[Exception]) 
 def test_backoff_doubles_to_a_minute_unless_a_delay_is_asked_for() -> None:
     assert [retry_delay(r, None) for r in range(9)] == [0.5, 1, 2, 4, 8, 16, 32, 60, 60]
     assert retry_delay(8, 1.0) == 1.0
+
+
+def test_a_dns_recheck_stays_prompt_then_slows_down() -> None:
+    delays = [recheck_delay(2.0, r) for r in range(FAST_RECHECKS + 8)]
+    assert delays[: FAST_RECHECKS + 1] == [2.0] * (FAST_RECHECKS + 1)
+    assert delays[FAST_RECHECKS + 1] == 3.0 and delays[FAST_RECHECKS + 2] == 4.5
+    assert delays[-1] == MAX_RECHECK_SECONDS and max(delays) == MAX_RECHECK_SECONDS
 
 
 def test_a_namespace_is_a_tenants_only_with_both_labels_the_controller_sets() -> None:

@@ -77,6 +77,7 @@ class Outcome:
 DNS_CONDITION = "DNSReady"
 DNS_RECHECK_SECONDS = 2.0
 MAX_RECHECK_SECONDS = 30.0
+FAST_RECHECKS = 10  # passes (a Tenant pass: ~10 API calls, ~0.5 s)
 
 
 def _now() -> str:
@@ -175,6 +176,15 @@ def retry_delay(retry: int, hinted: float | None) -> float:
     return min(0.5 * 2.0 ** min(retry, 7), MAX_BACKOFF_SECONDS)
 
 
+def recheck_delay(recheck_seconds: float, retry: int) -> float:
+    """Seconds before pass `retry` (0, 1, ...) looks again at something that is on its
+    way (a tenant's DNS server starting, ~10-20 s): every `recheck_seconds` for the
+    first FAST_RECHECKS looks, so Active follows readiness closely, then slowing down by
+    half each time to every MAX_RECHECK_SECONDS for something that takes long."""
+    slower = 1.5 ** min(max(0, retry - FAST_RECHECKS), 10)
+    return min(recheck_seconds * slower, MAX_RECHECK_SECONDS)
+
+
 def run_pass(
     kind: str,
     body: kopf.Body,
@@ -227,10 +237,8 @@ def _run_pass(
     if ready and old_state != State.ACTIVE.value:
         kopf.info(body, reason="Active", message=message)
     if outcome.recheck_seconds is not None:
-        # kopf keeps the patch of a handler that asks to be retried; looking again
-        # slows down to every 30 s for something that takes long.
-        delay = min(outcome.recheck_seconds * 1.5 ** min(retry, 10), MAX_RECHECK_SECONDS)
-        raise kopf.TemporaryError(message, delay=delay)
+        # kopf keeps the patch of a handler that asks to be retried.
+        raise kopf.TemporaryError(message, delay=recheck_delay(outcome.recheck_seconds, retry))
 
 
 async def resync(
