@@ -9,6 +9,7 @@ calls for different sandboxes run in parallel.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import queue
@@ -144,6 +145,9 @@ class CniDaemon:
             max(1, settings.pool_concurrency), thread_name_prefix="pool-fill"
         )
         self._kick = threading.Event()
+        # Namespaces with ADDs in progress: their Network's pool waits (an ADD's own port
+        # goes first: the Neutron agent wires ports one after another).
+        self._adding: collections.Counter[str] = collections.Counter()
         self.stopping = threading.Event()
         self._network_objects = ObjectIndex()
         self._network_changed = threading.Condition()  # ADDs waiting for their Network
@@ -326,96 +330,119 @@ class CniDaemon:
         mappings = parse_port_mappings(request.config)
         with self._sandbox(request.container_id, request.ifname):
             namespace = self.network_namespace(pod.namespace, pod.name)
-            network = resolve_patiently(
-                lambda: self.tenant_network(namespace),
-                self._wait_network_change,
-                self.settings.network_wait_seconds,
-            )
-            if mappings:
-                self._check_hostports(network, mappings)
-            attachment = self.store.get(request.container_id, request.ifname)
-            ready: ReadyPort | None = None
-            if attachment is not None and attachment.network_id != network.network_id:
-                log.info(
-                    "%s: was on network %s; starting over", attachment.key, attachment.network_id
-                )
-                self._release(attachment, request.netns)
-                attachment = None
-            if attachment is None:
-                # A fresh sandbox: one journal write, with the pool's port if it has one.
-                self.pools.track(network.network_id)
-                self._kick.set()
-                with self._claims:
-                    ready = self._take_pooled(network.network_id)
-                    attachment = Attachment(
-                        request.container_id,
-                        request.ifname,
-                        request.netns,
-                        pod.namespace,
-                        pod.name,
-                        pod.uid,
-                        network.network_id,
-                        port_id=ready.id if ready else "",
-                        phase=Phase.CLAIMED if ready else Phase.NEW,
-                        mac=ready.mac if ready else "",
-                        ip=ready.ip if ready else "",
-                        port_mappings=mappings,
-                    )
-                    self.store.put(attachment)
-            if ready is not None:
-                checkpoint("cni-claimed")
-                port, unnamed = ready, True
-            else:
-                attachment, port, unnamed = self._port_for(attachment, network)
-            address = cidr_address(port.ip, network.cidr)
-            netlink.move_into_namespace(
-                parked_ifname(port.id),
-                request.netns,
-                ifname=request.ifname,
-                mtu=network.mtu,
-                address=address,
-                gateway=network.gateway,
-            )
-            checkpoint("cni-moved")
-            done = Phase.PLUGGED if unnamed or attachment.phase == Phase.PLUGGED else Phase.RECORDED
-            if (
-                attachment.phase != Phase.RECORDED
-                or not attachment.ip
-                or attachment.port_mappings != mappings
-            ):
-                attachment = attachment.advanced(
-                    done if attachment.phase != Phase.RECORDED else Phase.RECORDED,
-                    netns=request.netns,
-                    mac=port.mac,
-                    ip=port.ip,
+            with self._adding_in(namespace):
+                return self._add(request, pod, namespace, mappings)
+
+    @contextmanager
+    def _adding_in(self, namespace: str) -> Iterator[None]:
+        """An ADD for a pod of `namespace`'s Network is in progress (its pool waits);
+        at its end the pools are looked at again."""
+        with self._guard:
+            self._adding[namespace] += 1
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._adding[namespace] -= 1
+                if self._adding[namespace] <= 0:
+                    del self._adding[namespace]
+            self._kick.set()
+
+    def _add(
+        self,
+        request: spec.Request,
+        pod: spec.PodRef,
+        namespace: str,
+        mappings: tuple[PortMapping, ...],
+    ) -> dict[str, Any]:
+        network = resolve_patiently(
+            lambda: self.tenant_network(namespace),
+            self._wait_network_change,
+            self.settings.network_wait_seconds,
+        )
+        if mappings:
+            self._check_hostports(network, mappings)
+        attachment = self.store.get(request.container_id, request.ifname)
+        ready: ReadyPort | None = None
+        if attachment is not None and attachment.network_id != network.network_id:
+            log.info("%s: was on network %s; starting over", attachment.key, attachment.network_id)
+            self._release(attachment, request.netns)
+            attachment = None
+        if attachment is None:
+            # A fresh sandbox: one journal write, with the pool's port if it has one.
+            self.pools.track(network.network_id)
+            self._kick.set()
+            with self._claims:
+                ready = self._take_pooled(network.network_id)
+                attachment = Attachment(
+                    request.container_id,
+                    request.ifname,
+                    request.netns,
+                    pod.namespace,
+                    pod.name,
+                    pod.uid,
+                    network.network_id,
+                    port_id=ready.id if ready else "",
+                    phase=Phase.CLAIMED if ready else Phase.NEW,
+                    mac=ready.mac if ready else "",
+                    ip=ready.ip if ready else "",
                     port_mappings=mappings,
                 )
                 self.store.put(attachment)
-            if mappings:
-                self._open_hostports(attachment)
-            if attachment.phase == Phase.PLUGGED:
-                self._renames.put((attachment.container_id, attachment.ifname))
-            self._probe_kick.set()
-            log.info(
-                "ADD %s/%s: port %s %s on %s%s",
-                pod.namespace,
-                pod.name,
-                port.id,
-                address,
-                network.network_id,
-                " (from the pool)" if unnamed else "",
-            )
-            addressing = PodAddressing(
-                port_id=port.id,
+        if ready is not None:
+            checkpoint("cni-claimed")
+            port, unnamed = ready, True
+        else:
+            attachment, port, unnamed = self._port_for(attachment, network)
+        address = cidr_address(port.ip, network.cidr)
+        netlink.move_into_namespace(
+            parked_ifname(port.id),
+            request.netns,
+            ifname=request.ifname,
+            mtu=network.mtu,
+            address=address,
+            gateway=network.gateway,
+        )
+        checkpoint("cni-moved")
+        done = Phase.PLUGGED if unnamed or attachment.phase == Phase.PLUGGED else Phase.RECORDED
+        if (
+            attachment.phase != Phase.RECORDED
+            or not attachment.ip
+            or attachment.port_mappings != mappings
+        ):
+            attachment = attachment.advanced(
+                done if attachment.phase != Phase.RECORDED else Phase.RECORDED,
+                netns=request.netns,
                 mac=port.mac,
                 ip=port.ip,
-                cidr=network.cidr,
-                gateway=network.gateway,
-                mtu=network.mtu,
-                dns_servers=self.settings.cluster_dns,
-                dns_search=dns_search(pod.namespace, self.settings.cluster_domain),
+                port_mappings=mappings,
             )
-            return render(addressing, request.ifname, request.netns, request.cni_version)
+            self.store.put(attachment)
+        if mappings:
+            self._open_hostports(attachment)
+        if attachment.phase == Phase.PLUGGED:
+            self._renames.put((attachment.container_id, attachment.ifname))
+        self._probe_kick.set()
+        log.info(
+            "ADD %s/%s: port %s %s on %s%s",
+            pod.namespace,
+            pod.name,
+            port.id,
+            address,
+            network.network_id,
+            " (from the pool)" if unnamed else "",
+        )
+        addressing = PodAddressing(
+            port_id=port.id,
+            mac=port.mac,
+            ip=port.ip,
+            cidr=network.cidr,
+            gateway=network.gateway,
+            mtu=network.mtu,
+            dns_servers=self.settings.cluster_dns,
+            dns_search=dns_search(pod.namespace, self.settings.cluster_domain),
+        )
+        return render(addressing, request.ifname, request.netns, request.cni_version)
 
     def _port_for(
         self, attachment: Attachment, network: TenantNetwork
@@ -828,10 +855,12 @@ class CniDaemon:
         if self.settings.pool_eager:
             for network_id in refs:
                 self.pools.track(network_id)
+        with self._guard:
+            adding = set(self._adding)
         for network_id in self.pools.networks():
             ref = refs.get(network_id)
-            if ref is None:
-                continue
+            if ref is None or ref.namespace in adding:
+                continue  # gone, or its pods' own ports go first (the ADD kicks us after)
             try:
                 network = self._resolve(ref)
             except spec.CniError as exc:

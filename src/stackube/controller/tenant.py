@@ -359,14 +359,15 @@ class TenantReconciler:
             checkpoint("networks-deleted")
             if not namespace.terminating:
                 kube.delete_namespace(self.kube, name)
+                # Its DNS server (elsewhere) goes meanwhile; looked at again below.
+                self._delete_dns(name)
             waiting = f" and {len(networks)} Network(s)" if networks else ""
             raise TemporaryError(
                 f"waiting for namespace {name}{waiting} to be removed", retry_after=0.5
             )
         checkpoint("namespace-deleted")
         # Not in the tenant's namespace, so not emptied with it.
-        if apply.delete_objects(self.kube, dns.dns_references(name)):
-            log.info("tenant %s: deleted its DNS server", name)
+        self._delete_dns(name)
         domain = self._domain()
         project_id = spec_body.get("tenantID") or status.get("projectID")
         if not project_id:
@@ -394,6 +395,10 @@ class TenantReconciler:
             identity.delete_project(self.conn, project_id)
             log.info("tenant %s: deleted Keystone project %s", name, project_id)
         checkpoint("project-deleted")
+
+    def _delete_dns(self, name: str) -> None:
+        if apply.delete_objects(self.kube, dns.dns_references(name)):
+            log.info("tenant %s: deleted its DNS server", name)
 
     def _delete_volumes(self, name: str, project_id: str) -> None:
         """The project's Cinder volumes (the tenant's disks die with it, as its networks
