@@ -43,6 +43,7 @@ from stackube.cni.tenancy import (
     choose_network,
     dns_pod_tenant,
     live_network_refs,
+    present_network_ids,
     system_network_for,
 )
 from stackube.host.cri import netns_from_info
@@ -100,6 +101,9 @@ def test_pools_are_kept_only_for_active_networks_not_being_deleted() -> None:
         network("d", "d", net=""),
     ]
     assert set(live_network_refs(items)) == {"n1"}
+    # A pool of a Network being deleted (n3) or gone is left to its finalizer in Neutron;
+    # one of a Network that is only not Active (n2) the node deletes itself.
+    assert present_network_ids(items) == {"n1", "n2"}
 
 
 # ---- pools ---------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ from stackube.cni.tenancy import (
     cidr_address,
     dns_pod_tenant,
     live_network_refs,
+    present_network_ids,
     resolve_patiently,
     system_network_for,
 )
@@ -840,15 +841,21 @@ class CniDaemon:
             self._kick.clear()
 
     def _maintain_once(self) -> None:
-        refs = live_network_refs(self._networks_now())
+        items = self._networks_now()
+        refs, present = live_network_refs(items), present_network_ids(items)
         for network_id in self.pools.networks():
             if network_id not in refs:
                 dropped = self.pools.drop(network_id)
                 self._networks.pop(network_id, None)
+                # A deleted Network's finalizer deletes its ports in Neutron (two deletes
+                # of one port slow that teardown down): only their host ends go here.
                 for port in dropped:
-                    self._discard(port.id)
+                    self._discard(port.id, in_neutron=network_id in present)
                 log.info(
-                    "network %s is gone: dropped its pool (%d ports)", network_id, len(dropped)
+                    "network %s is %s: dropped its pool (%d ports)",
+                    network_id,
+                    "not Active" if network_id in present else "gone",
+                    len(dropped),
                 )
         if self.settings.pool_size <= 0:
             return
@@ -884,10 +891,12 @@ class CniDaemon:
         if port is not None and (ready is None or not kept):
             self._discard(port.id)
 
-    def _discard(self, port_id: str) -> None:
+    def _discard(self, port_id: str, *, in_neutron: bool = True) -> None:
+        """Unplug the port's host end and (`in_neutron`) delete the port."""
         try:
             self.driver.unplug(port_id)
-            neutron.delete_port(self.conn(), port_id)
+            if in_neutron:
+                neutron.delete_port(self.conn(), port_id)
         except (StackubeError, OSError) as exc:
             log.warning("could not delete port %s (recovery will): %s", port_id, exc)
 

@@ -174,6 +174,15 @@ def live_network_refs(items: Iterable[Mapping[str, Any]]) -> dict[str, NetworkRe
     }
 
 
+def present_network_ids(items: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Neutron network ids of the Networks that exist and are not being deleted (Active
+    or not): a pool port of any other network is removed from Neutron by the Network's
+    finalizer (the controller deletes every pod port on it), not by the node."""
+    return {
+        ref.network_id for item in items if not is_deleting(item) and (ref := _ref(item)).network_id
+    }
+
+
 @dataclass(frozen=True)
 class ExpectedInterface:
     ifname: str
