@@ -371,8 +371,7 @@ class CniDaemon:
             attachment = None
         if attachment is None:
             # A fresh sandbox: one journal write, with the pool's port if it has one.
-            self.pools.track(network.network_id)
-            self._kick.set()
+            self._track_pool(network.network_id, pod.namespace)
             with self._claims:
                 ready = self._take_pooled(network.network_id)
                 attachment = Attachment(
@@ -471,8 +470,7 @@ class CniDaemon:
             attachment = attachment.advanced(Phase.NEW, port_id="", mac="", ip="")
             self.store.put(attachment)
 
-        self.pools.track(network.network_id)
-        self._kick.set()
+        self._track_pool(network.network_id, attachment.namespace)
         with self._claims:
             pooled = self._take_pooled(network.network_id)
             if pooled is not None:
@@ -876,9 +874,21 @@ class CniDaemon:
             for _ in range(self.pools.want(network_id)):
                 self._fillers.submit(self._fill_one, network)
 
+    def _track_pool(self, network_id: str, pod_namespace: str) -> None:
+        """A pod of `pod_namespace` joins the network here: keep a pool of ready ports for
+        the network's next pods on this node. Not for a tenant's DNS server (one per
+        tenant, wherever it runs: its node may never see the tenant's own pods)."""
+        if pod_namespace != DNS_NAMESPACE:
+            self.pools.track(network_id)
+            self._kick.set()
+
     def _fill_one(self, network: TenantNetwork) -> None:
         port: neutron.Port | None = None
         ready: ReadyPort | None = None
+        if network.network_id not in live_network_refs(self._networks_now()):
+            # Deleted (or not Active) while this fill waited for its turn: none made.
+            self.pools.filled(None, network.network_id)
+            return
         try:
             port = self._create_port(network, pool_port_name(self.settings.node), POOL_DEVICE_ID)
             self._plug(port)
