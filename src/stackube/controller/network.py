@@ -47,7 +47,6 @@ NETWORK_STEPS = ("neutron-network", "neutron-subnet", "neutron-router", "router-
 NETWORK_DELETE_STEPS = ("ports-deleted", "interface-removed", "router-deleted", "subnet-deleted")
 # Ports Neutron itself manages on a network and removes with it (or that we remove).
 _NEUTRON_OWNED = ("network:router_interface", "network:dhcp")
-PARALLEL_DELETES = 6  # Neutron calls in flight while a Network is deleted
 
 
 @dataclass(frozen=True)
@@ -295,39 +294,6 @@ class NetworkReconciler:
             router = neutron.get_router(self.conn, router.id) or router  # its new address
         return router
 
-    def _delete_pod_ports(self, pool: ThreadPoolExecutor, net_id: str) -> None:
-        """Delete our pods' and nodes' ports on the network (side by side in `pool`);
-        ports we did not make block it (TemporaryError, retried)."""
-        ours, foreign = [], []
-        for port in neutron.ports_on(self.conn, net_id):
-            if port.device_owner.startswith((POD_PORT_DEVICE_OWNER, NODE_PORT_DEVICE_OWNER)):
-                ours.append(port.id)
-            elif not port.device_owner.startswith(_NEUTRON_OWNED):
-                foreign.append(f"{port.id} ({port.device_owner or 'no owner'})")
-        deletes = [
-            pool.submit(contextvars.copy_context().run, neutron.delete_port, self.conn, port_id)
-            for port_id in ours
-        ]
-        for done in deletes:
-            done.result()
-        if foreign:
-            raise TemporaryError(
-                f"Neutron network {net_id} still has ports Stackube did not make: "
-                + ", ".join(foreign),
-                retry_after=10,
-            )
-
-    def _delete_routers(self, router_ids: set[str]) -> None:
-        """Each router's interfaces, then the router (its gateway goes with it)."""
-        for router_id in router_ids:
-            if neutron.get_router(self.conn, router_id) is None:
-                continue
-            for subnet_id in neutron.router_interface_subnets(self.conn, router_id):
-                neutron.remove_router_interface(self.conn, router_id, subnet_id)
-            checkpoint("interface-removed")
-            neutron.delete_router(self.conn, router_id)
-            checkpoint("router-deleted")
-
     def _finalize(self, body: Mapping[str, Any]) -> None:
         """Remove what we made in Neutron: pod ports, router interface, router, subnet,
         network. Ports we did not make block it (reported, retried). Adopted networks
@@ -347,18 +313,28 @@ class NetworkReconciler:
             net_ids |= {n.id for n in neutron.find_networks(self.conn, neutron_names, project)}
             router_ids |= {r.id for r in neutron.find_routers(self.conn, neutron_names, project)}
 
-        # The router's teardown (its interface, then itself: the slowest calls) and the
-        # ports' deletion do not depend on each other: side by side, so that a deleted
-        # namespace's Network is usually gone before the namespace controller's first
-        # look (5 s after the deletion; a finalizer still there costs it 8 s more).
-        with ThreadPoolExecutor(max_workers=PARALLEL_DELETES, thread_name_prefix="neutron") as pool:
-            routers = pool.submit(contextvars.copy_context().run, self._delete_routers, router_ids)
-            try:
-                for net_id in net_ids:
-                    self._delete_pod_ports(pool, net_id)
-                checkpoint("ports-deleted")
-            finally:
-                routers.result()
+        for net_id in net_ids:
+            foreign = []
+            for port in neutron.ports_on(self.conn, net_id):
+                if port.device_owner.startswith((POD_PORT_DEVICE_OWNER, NODE_PORT_DEVICE_OWNER)):
+                    neutron.delete_port(self.conn, port.id)
+                elif not port.device_owner.startswith(_NEUTRON_OWNED):
+                    foreign.append(f"{port.id} ({port.device_owner or 'no owner'})")
+            if foreign:
+                raise TemporaryError(
+                    f"Neutron network {net_id} still has ports Stackube did not make: "
+                    + ", ".join(foreign),
+                    retry_after=10,
+                )
+        checkpoint("ports-deleted")
+        for router_id in router_ids:
+            if neutron.get_router(self.conn, router_id) is None:
+                continue
+            for subnet_id in neutron.router_interface_subnets(self.conn, router_id):
+                neutron.remove_router_interface(self.conn, router_id, subnet_id)
+            checkpoint("interface-removed")
+            neutron.delete_router(self.conn, router_id)
+            checkpoint("router-deleted")
         for net_id in net_ids:
             for subnet in neutron.subnets_of(self.conn, net_id):
                 neutron.delete_subnet(self.conn, subnet.id)
