@@ -24,9 +24,15 @@ from stackube.cni.hostports import (
 )
 from stackube.cni.install import conflist
 from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, refill_count
-from stackube.cni.probe_gate import CLOSED_EVERY, OPEN_EVERY, PortGate
+from stackube.cni.probe_gate import CLOSED_EVERY, LENIENT_CLOSE_SECONDS, OPEN_EVERY, PortGate
 from stackube.cni.probe_relay import Upstream
-from stackube.cni.probes import chain_name, original_destination, probe_ports, render_chain
+from stackube.cni.probes import (
+    chain_name,
+    liveness_only_tcp_ports,
+    original_destination,
+    probe_ports,
+    render_chain,
+)
 from stackube.cni.recovery import (
     HostPort,
     SandboxInterface,
@@ -476,6 +482,12 @@ def test_probe_ports_are_the_tcp_ports_the_kubelet_connects_to() -> None:
     assert probe_ports(pod) == {8080, 8081, 9090, 7000}
     # the ports whose probes only connect (the relay must not answer those itself)
     assert probe_ports(pod, ("tcpSocket",)) == {8081, 7000}
+    # 8081: only a liveness probe connects there (7000 is a readiness probe's)
+    assert liveness_only_tcp_ports(pod) == {8081}
+    shared = {"spec": {"containers": [{
+        "livenessProbe": {"tcpSocket": {"port": 80}}, "readinessProbe": {"httpGet": {"port": 80}}
+    }]}}  # fmt: skip
+    assert liveness_only_tcp_ports(shared) == set()
     elsewhere = {
         "spec": {"containers": [{"livenessProbe": {"tcpSocket": {"port": 1, "host": "h"}}}]}
     }
@@ -558,6 +570,31 @@ def test_a_gate_check_without_an_answer_keeps_the_state_and_a_slow_one_holds_no_
         stopping.set()
         worker.join(10)
     assert gate.open_targets() == {c, d}
+
+
+def test_a_liveness_only_target_starts_open_and_closes_only_when_closed_for_a_while() -> None:
+    listening: set[str] = set()
+    gate = PortGate(lambda upstream: upstream.description in listening)
+    live, ready = ("10.0.0.5", 80), ("10.0.0.6", 80)
+    gate.set_targets(
+        {live: Upstream(socket.socket, "live"), ready: Upstream(socket.socket, "ready")},
+        lenient={live},
+    )
+    # Control: the readiness target is closed until seen open; the liveness one is open.
+    assert gate.open_targets() == {live}
+    # Seen closed (a container still starting): it stays open, looked at every second ...
+    assert gate.check_due(now=100.0) is False
+    assert gate.open_targets() == {live}
+    assert gate.check_due(now=100.0 + CLOSED_EVERY) is False
+    # ... and closes once closed for LENIENT_CLOSE_SECONDS on end.
+    assert gate.check_due(now=100.0 + LENIENT_CLOSE_SECONDS) is True
+    assert gate.open_targets() == set()
+    # Open again at the next look; a closed spell starts afresh after that.
+    listening.add("live")
+    assert gate.check_due(now=200.0) is True
+    listening.discard("live")
+    assert gate.check_due(now=200.0 + OPEN_EVERY) is False
+    assert gate.open_targets() == {live}
 
 
 def test_the_probe_chain_redirects_exactly_the_targets() -> None:

@@ -43,7 +43,7 @@ from stackube.cni.pool import POOL_DEVICE_ID, PortPools, ReadyPort, pool_port_na
 from stackube.cni.portforward import SandboxForwards
 from stackube.cni.probe_gate import PortGate
 from stackube.cni.probe_relay import CONNECT_TIMEOUT, Upstream
-from stackube.cni.probes import chain_name, probe_ports, render_chain
+from stackube.cni.probes import chain_name, liveness_only_tcp_ports, probe_ports, render_chain
 from stackube.cni.recovery import (
     HostPort,
     Repair,
@@ -161,6 +161,7 @@ class CniDaemon:
         # (pod address, port) -> the pod's (netns, sandbox id) for the relay; its port.
         self._probe_ports: dict[str, set[int]] = {}
         self._tcp_socket_ports: dict[str, set[int]] = {}  # pod UID -> its tcpSocket ones
+        self._lenient_ports: dict[str, set[int]] = {}  # ... those only liveness probes use
         self._probe_targets: dict[tuple[str, int], tuple[str, str]] = {}
         self._probes_applied = ""
         self._refused: set[str] = set()  # pod addresses the node routes itself
@@ -940,10 +941,12 @@ class CniDaemon:
         uid = str(((new or old) or {}).get("metadata", {}).get("uid", ""))
         ports = probe_ports(new) if new is not None else set()
         tcp = probe_ports(new, ("tcpSocket",)) if new is not None else set()
+        lenient = liveness_only_tcp_ports(new) if new is not None else set()
         with self._guard:
-            had = (self._probe_ports.get(uid, set()), self._tcp_socket_ports.get(uid, set()))
-            changed = had != (ports, tcp)
-            for known, now in ((self._probe_ports, ports), (self._tcp_socket_ports, tcp)):
+            known_maps = (self._probe_ports, self._tcp_socket_ports, self._lenient_ports)
+            had = tuple(known.get(uid, set()) for known in known_maps)
+            changed = had != (ports, tcp, lenient)
+            for known, now in zip(known_maps, (ports, tcp, lenient), strict=True):
                 if now:
                     known[uid] = now
                 else:
@@ -1000,6 +1003,7 @@ class CniDaemon:
         journal (addresses, netns) and the pod watch (probe ports)."""
         with self._guard:
             ports, tcp_ports = dict(self._probe_ports), dict(self._tcp_socket_ports)
+            lenient_ports = dict(self._lenient_ports)
         # System pods are reached directly (the node link): only tenant pods are relayed.
         relayed = [
             a
@@ -1030,7 +1034,8 @@ class CniDaemon:
         with self._guard:
             self._probe_targets = targets
         self.gate.set_targets(
-            {key: self._pod_upstream(*key, *targets[key]) for key in gated if key in targets}
+            {key: self._pod_upstream(*key, *targets[key]) for key in gated if key in targets},
+            {(a.ip, port) for a in relayed for port in lenient_ports.get(a.pod_uid, ())},
         )
         closed = gated - self.gate.open_targets()
         redirected = {key: value for key, value in targets.items() if key not in closed}

@@ -16,6 +16,12 @@ CHECKS_AT_ONCE; a gVisor pod's check is a runsc process, seconds on a busy node)
 slow one holds back no other target. A check that gets no answer in time (TimeoutError)
 says nothing about the port: the target keeps its state and is checked again. A change
 of state kicks the daemon's rule sync.
+
+Lenient targets (ports only liveness probes use) start open and close only once seen
+closed for LENIENT_CLOSE_SECONDS on end: there a wrong "closed" restarts a container (a
+starting gVisor pod's checks wait for runsc, which waits while the sandbox starts its
+other containers: seconds; a kubelet's liveness probe fails 3 x 2 s), while a wrong
+"open" only delays a restart by those seconds, as an initialDelaySeconds would.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from stackube.cni.probe_relay import Upstream
@@ -33,6 +39,7 @@ log = logging.getLogger("stackube.cni.probes")
 CLOSED_EVERY = 1.0  # seconds
 OPEN_EVERY = 5.0  # seconds
 CHECKS_AT_ONCE = 8
+LENIENT_CLOSE_SECONDS = 10.0
 
 Target = tuple[str, int]  # (pod address, port)
 # True: open; False: closed; None: no answer in time (the state stays as it was)
@@ -66,14 +73,23 @@ class PortGate:
         self._checked: dict[Target, float] = {}  # target -> monotonic time of its last check
         self._in_flight: set[Target] = set()
         self._new = threading.Event()  # set_targets added a target: check it now
+        self._lenient: set[Target] = set()
+        self._closed_since: dict[Target, float] = {}  # lenient ones seen closed, since when
 
-    def set_targets(self, targets: Mapping[Target, Upstream]) -> None:
-        """The targets to watch from now on (new ones start closed, checked at once)."""
+    def set_targets(
+        self, targets: Mapping[Target, Upstream], lenient: Collection[Target] = ()
+    ) -> None:
+        """The targets to watch from now on (new ones start closed, lenient ones open;
+        all checked at once)."""
         with self._lock:
             added = set(targets) - set(self._targets)
             self._targets = dict(targets)
-            self._open &= set(targets)
+            self._lenient = set(lenient) & set(targets)
+            self._open = (self._open & set(targets)) | (added & self._lenient)
             self._checked = {t: at for t, at in self._checked.items() if t in targets}
+            self._closed_since = {
+                t: at for t, at in self._closed_since.items() if t in self._lenient
+            }
         if added:
             self._new.set()
 
@@ -89,7 +105,11 @@ class PortGate:
                 for target, upstream in self._targets.items()
                 if target not in self._in_flight
                 and now - self._checked.get(target, float("-inf"))
-                >= (OPEN_EVERY if target in self._open else CLOSED_EVERY)
+                >= (
+                    OPEN_EVERY
+                    if target in self._open and target not in self._closed_since
+                    else CLOSED_EVERY
+                )
             }
             self._in_flight |= set(due)
         return due
@@ -105,6 +125,10 @@ class PortGate:
             if target not in self._targets or found is None:
                 return False  # the pod went meanwhile, or no answer: checked again soon
             self._checked[target] = now
+            if found or target not in self._lenient:
+                self._closed_since.pop(target, None)
+            elif now - self._closed_since.setdefault(target, now) < LENIENT_CLOSE_SECONDS:
+                return False  # a lenient target stays open until closed for that long
             if found == (target in self._open):
                 return False
             (self._open.add if found else self._open.discard)(target)

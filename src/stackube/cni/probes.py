@@ -40,12 +40,16 @@ def _port_number(value: Any, named: Mapping[str, int]) -> int | None:
     return None
 
 
-def probe_ports(pod: Mapping[str, Any], kinds: tuple[str, ...] = PROBE_HANDLERS) -> set[int]:
+def probe_ports(
+    pod: Mapping[str, Any],
+    kinds: tuple[str, ...] = PROBE_HANDLERS,
+    probes: tuple[str, ...] = PROBE_KINDS,
+) -> set[int]:
     """TCP ports the kubelet will connect to on the pod's address for its httpGet,
-    tcpSocket and grpc probes, or those of the handlers in `kinds` only (named ports
-    resolved against the container's ports, as the kubelet does; an httpGet with its
-    own `host` probes that host, not the pod; so does a tcpSocket with one). Exec probes
-    run inside the container and need nothing."""
+    tcpSocket and grpc probes, or those of the handlers in `kinds` only, of the probes in
+    `probes` only (named ports resolved against the container's ports, as the kubelet
+    does; an httpGet with its own `host` probes that host, not the pod; so does a
+    tcpSocket with one). Exec probes run inside the container and need nothing."""
     spec = pod.get("spec") or {}
     found: set[int] = set()
     containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
@@ -55,7 +59,7 @@ def probe_ports(pod: Mapping[str, Any], kinds: tuple[str, ...] = PROBE_HANDLERS)
             for p in container.get("ports") or []
             if p.get("name") and p.get("containerPort")
         }
-        for kind in PROBE_KINDS:
+        for kind in probes:
             probe = container.get(kind) or {}
             for handler_kind in kinds:
                 handler = probe.get(handler_kind) or {}
@@ -65,6 +69,13 @@ def probe_ports(pod: Mapping[str, Any], kinds: tuple[str, ...] = PROBE_HANDLERS)
                 if port is not None:
                     found.add(port)
     return found
+
+
+def liveness_only_tcp_ports(pod: Mapping[str, Any]) -> set[int]:
+    """tcpSocket liveness probe ports that no readiness or startup probe uses: a wrong
+    "closed" there restarts a container, a wrong "open" only delays a restart."""
+    liveness = probe_ports(pod, ("tcpSocket",), ("livenessProbe",))
+    return liveness - probe_ports(pod, probes=("readinessProbe", "startupProbe"))
 
 
 def chain_name(node: str) -> str:
