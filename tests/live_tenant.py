@@ -209,9 +209,13 @@ def probed_web(namespace: str) -> str:
                                             "httpGet": {"path": "/", "port": "http"},
                                             "periodSeconds": 2,
                                         },
+                                        # The kubelet's defaults (3 x 10 s): they
+                                        # outlast the CNI daemon's restarts that other
+                                        # tests make (~10-15 s with a wiped journal;
+                                        # decision 0018), 3 x 5 s did not always.
                                         "livenessProbe": {
                                             "tcpSocket": {"port": 80},
-                                            "periodSeconds": 5,
+                                            "periodSeconds": 10,
                                             "failureThreshold": 3,
                                         },
                                     }
