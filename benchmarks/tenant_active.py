@@ -115,7 +115,8 @@ def measure_baseline(devbox: Devbox, admin: Connection, rounds: int) -> dict[str
         neutron.add_router_interface(admin, router.id, subnet.id)
         creates.append(time.perf_counter() - start)
         start = time.perf_counter()
-        neutron.remove_router_interface(admin, router.id, subnet.id)
+        for port_id in neutron.router_interface_ports(admin, router.id):
+            neutron.remove_router_interface_port(admin, router.id, port_id)
         neutron.delete_router(admin, router.id)
         neutron.delete_subnet(admin, subnet.id)
         neutron.delete_network(admin, net.id)

@@ -15,11 +15,13 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from openstack.connection import Connection
+from openstack.exceptions import ConflictException
 
 from stackube.api.naming import neutron_name
 from stackube.api.types import GROUP, VERSION
 from stackube.devbox.box import Devbox
 from stackube.openstack import cloud
+from stackube.openstack import network as neutron
 from tests.integration.controller_harness import (
     REPO,
     Controller,
@@ -407,8 +409,18 @@ def test_a_neutron_network_deleted_by_hand_comes_back(
     network = read(kube, "networks", "drift", "drift")
     assert network
     old = network["status"]
-    os_admin.network.remove_interface_from_router(old["routerID"], subnet=old["subnetID"])
-    os_admin.network.delete_network(old["networkID"])
+    # By hand, as an operator would: the interface, then the network (again if the
+    # controller's resync put the interface back in between: it repairs drift).
+    for attempt in range(5):
+        for port_id in neutron.router_interface_ports(os_admin, old["routerID"]):
+            os_admin.network.remove_interface_from_router(old["routerID"], port=port_id)
+        try:
+            os_admin.network.delete_network(old["networkID"])
+            break
+        except ConflictException:
+            if attempt == 4:
+                raise
+            time.sleep(1)
 
     def recreated() -> bool:
         current = (read(kube, "networks", "drift", "drift") or {}).get("status", {})

@@ -231,11 +231,18 @@ def test_uninstall_keeps_only_what_it_should_and_seed_files_or_helm_install_stac
     kept = {r for r, doc in objects.items() if doc["metadata"].get("labels", {}).get(
         KEEP_ON_UNINSTALL) == "true"}  # fmt: skip
 
+    def stackube_pods() -> list[str]:
+        pods = kubectl.json("-n", NAMESPACE, "get", "pods")["items"]
+        return [
+            p["metadata"]["name"] for p in pods if p["metadata"]["name"].startswith("stackube-")
+        ]
+
     def uninstalled() -> None:
         left = {r for r in objects if exists(kubectl, r)}
         assert left == kept, sorted(left - kept)
-        pods = kubectl.json("-n", NAMESPACE, "get", "pods")["items"]
-        assert not [p for p in pods if p["metadata"]["name"].startswith("stackube-")]
+        # The workloads are gone; their pods end with their grace period (`helm
+        # uninstall --wait` waits for the objects it deleted, not for their pods).
+        eventually(lambda: not stackube_pods(), 120, "Stackube's pods gone")
 
     try:
         # The CRDs (Tenants, Networks) and what the tenants' DNS servers need.

@@ -330,8 +330,8 @@ class NetworkReconciler:
         for router_id in router_ids:
             if neutron.get_router(self.conn, router_id) is None:
                 continue
-            for subnet_id in neutron.router_interface_subnets(self.conn, router_id):
-                neutron.remove_router_interface(self.conn, router_id, subnet_id)
+            for port_id in neutron.router_interface_ports(self.conn, router_id):
+                neutron.remove_router_interface_port(self.conn, router_id, port_id)
             checkpoint("interface-removed")
             neutron.delete_router(self.conn, router_id)
             checkpoint("router-deleted")

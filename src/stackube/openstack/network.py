@@ -243,17 +243,28 @@ def router_interface_subnets(conn: Connection, router_id: str) -> set[str]:
     return subnets
 
 
-@translating("Neutron router interface add")
-def add_router_interface(conn: Connection, router_id: str, subnet_id: str) -> None:
-    conn.network.add_interface_to_router(router_id, subnet=subnet_id)
+@translating("Neutron router interfaces")
+def router_interface_ports(conn: Connection, router_id: str) -> list[str]:
+    """Ids of the router's interface ports, with or without an address (a port left
+    without one by a removal that raced an add still holds the router)."""
+    return [
+        p.id
+        for p in conn.network.ports(device_id=router_id)
+        if p.device_owner == "network:router_interface"
+    ]
 
 
 @translating("Neutron router interface remove")
-def remove_router_interface(conn: Connection, router_id: str, subnet_id: str) -> None:
+def remove_router_interface_port(conn: Connection, router_id: str, port_id: str) -> None:
     try:
-        conn.network.remove_interface_from_router(router_id, subnet=subnet_id)
+        conn.network.remove_interface_from_router(router_id, port=port_id)
     except sdk.NotFoundException:
         return
+
+
+@translating("Neutron router interface add")
+def add_router_interface(conn: Connection, router_id: str, subnet_id: str) -> None:
+    conn.network.add_interface_to_router(router_id, subnet=subnet_id)
 
 
 @translating("Neutron router delete")
