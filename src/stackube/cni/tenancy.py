@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -162,15 +162,22 @@ def dns_pod_tenant(namespace: str, pod: str, labels: Mapping[str, str] | None) -
     return tenant
 
 
+def _standing_refs(
+    items: Iterable[Mapping[str, Any]],
+) -> Iterator[tuple[Mapping[str, Any], NetworkRef]]:
+    """Networks not being deleted that name a Neutron network, with their refs."""
+    for item in items:
+        if not is_deleting(item) and (ref := _ref(item)).network_id:
+            yield item, ref
+
+
 def live_network_refs(items: Iterable[Mapping[str, Any]]) -> dict[str, NetworkRef]:
     """Networks that are Active and not being deleted (the ones worth keeping a pool
     for), by Neutron network id."""
     return {
         ref.network_id: ref
-        for item in items
-        if not is_deleting(item)
-        and (item.get("status") or {}).get("state") == State.ACTIVE
-        and (ref := _ref(item)).network_id
+        for item, ref in _standing_refs(items)
+        if (item.get("status") or {}).get("state") == State.ACTIVE
     }
 
 
@@ -178,9 +185,7 @@ def present_network_ids(items: Iterable[Mapping[str, Any]]) -> set[str]:
     """Neutron network ids of the Networks that exist and are not being deleted (Active
     or not): a pool port of any other network is removed from Neutron by the Network's
     finalizer (the controller deletes every pod port on it), not by the node."""
-    return {
-        ref.network_id for item in items if not is_deleting(item) and (ref := _ref(item)).network_id
-    }
+    return {ref.network_id for _, ref in _standing_refs(items)}
 
 
 @dataclass(frozen=True)

@@ -234,24 +234,24 @@ def set_router_gateway(conn: Connection, router_id: str, external_network_id: st
     conn.network.update_router(router_id, external_gateway_info={"network_id": external_network_id})
 
 
+def _interface_ports(conn: Connection, router_id: str) -> list[Any]:
+    return [
+        p
+        for p in conn.network.ports(device_id=router_id)
+        if p.device_owner == "network:router_interface"
+    ]
+
+
 @translating("Neutron router interfaces")
 def router_interface_subnets(conn: Connection, router_id: str) -> set[str]:
-    subnets: set[str] = set()
-    for port in conn.network.ports(device_id=router_id):
-        if port.device_owner == "network:router_interface":
-            subnets.update(ip["subnet_id"] for ip in port.fixed_ips)
-    return subnets
+    return {ip["subnet_id"] for p in _interface_ports(conn, router_id) for ip in p.fixed_ips}
 
 
 @translating("Neutron router interfaces")
 def router_interface_ports(conn: Connection, router_id: str) -> list[str]:
     """Ids of the router's interface ports, with or without an address (a port left
     without one by a removal that raced an add still holds the router)."""
-    return [
-        p.id
-        for p in conn.network.ports(device_id=router_id)
-        if p.device_owner == "network:router_interface"
-    ]
+    return [p.id for p in _interface_ports(conn, router_id)]
 
 
 @translating("Neutron router interface remove")
