@@ -52,7 +52,7 @@ def test_what_the_overlay_cannot_carry_is_refused(image: str, config: dict[str, 
 def test_the_devbox_patches_mount_each_node_path_where_the_daemon_looks_for_it() -> None:
     settings = DevboxSettings(state_dir=Path("/srv/box"), cache_dir=Path("/srv/cache"))
     paths = NodePaths(settings.node_dir)
-    cni, proxy, controller, auth = devbox_patches(settings, paths)
+    cni, proxy, controller, auth, csi_controller, csi_node = devbox_patches(settings, paths)
     spec = cni["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in spec["volumes"] if "name" in v}
     assert spec["volumes"][0] == {"$patch": "replace"}  # the base's node paths are gone
@@ -78,3 +78,22 @@ def test_the_devbox_patches_mount_each_node_path_where_the_daemon_looks_for_it()
     webhook = auth["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"--audiences={settings.service_account_issuer}" in webhook
     assert "--bind-address=127.0.0.1" in webhook  # where the apiserver's webhook config points
+    # The CSI node plugin: kubelet's root, where this devbox's kubelet has it, both ways.
+    node_spec = csi_node["spec"]["template"]["spec"]
+    (plugin,) = node_spec["containers"]
+    (kubelet_mount,) = plugin["volumeMounts"]
+    (kubelet_volume,) = node_spec["volumes"]
+    assert (
+        kubelet_mount["mountPath"] == kubelet_volume["hostPath"]["path"] == str(paths.kubelet_dir)
+    )
+    assert kubelet_mount["mountPropagation"] == "Bidirectional"
+    node_args = dict(a.split("=", 1) for a in plugin["args"] if "=" in a)
+    for flag in ("--endpoint", "--state-dir", "--registration-dir"):
+        assert node_args[flag].removeprefix("unix://").startswith(f"{paths.kubelet_dir}/"), flag
+    assert csi_controller["spec"]["replicas"] == 1
+    sidecars = {c["name"]: c for c in csi_controller["spec"]["template"]["spec"]["containers"]}
+    assert (
+        f"--http-endpoint=127.0.0.1:{settings.ports.csi_provisioner}"
+        in sidecars["csi-provisioner"]["args"]
+    )
+    assert "--extra-create-metadata" in sidecars["csi-provisioner"]["args"]

@@ -121,7 +121,11 @@ class Devbox:
         """Stackube's components as host processes, whatever the mode (to stop them)."""
         host = replace(self.settings, components="host")
         node = [s for s in NodeDevbox(host).services() if s.name in HOST_SERVICES]
-        return StackubeDevbox(host, self.openstack).services() + node
+        return StackubeDevbox(host, self.openstack).services() + node + csi.services(host)
+
+    def csi_services(self) -> list[Service]:
+        """The CSI driver as host processes (in the Pods mode, deploy/csi/ runs it)."""
+        return [] if self.pods_mode else csi.services(self.settings)
 
     def node_services(self) -> list[Service]:
         return NodeDevbox(self.settings).services()
@@ -132,7 +136,7 @@ class Devbox:
             + self.openstack.services()
             + self.stackube_services()
             + self.node_services()
-            + csi.services(self.settings)
+            + self.csi_services()
         )
 
     # ---- up -----------------------------------------------------------------------------
@@ -173,8 +177,8 @@ class Devbox:
             self._start_track(self.stackube_services())
             # A node: registry with our images, containerd, kubestack, stackube-proxy, kubelet.
             self._start_track(self.node_services())
-        # The CSI driver: its controller side and the node plugin kubelet registers.
-        self._start_track(csi.services(s))
+            # The CSI driver: its controller side and the node plugin kubelet registers.
+            self._start_track(self.csi_services())
         with self.progress.step("cluster DNS and the kubernetes Service's endpoint"):
             NodeDevbox(self.settings).apply_system_addons()
         self.progress.say("devbox is up; `stackube devbox env` prints the exports")

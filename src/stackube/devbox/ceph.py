@@ -258,6 +258,11 @@ class CephDevbox:
     def cinder_keyring(self) -> Path:
         return self.paths.keyring(CINDER_CLIENT)
 
+    def cinder_key(self) -> str:
+        """The bare cephx key of client.cinder (the `keyring` of stackube-credentials).
+        Raises StepError when its keyring has none."""
+        return keyring_key(self.cinder_keyring().read_text())
+
     # ---- the services --------------------------------------------------------------------
     def _daemon(self, program: str, ident: str) -> ProcessSpec:
         return ProcessSpec(
@@ -291,3 +296,12 @@ class CephDevbox:
                 after_start=self._osd_after_start,
             ),
         ]
+
+
+def keyring_key(text: str) -> str:
+    """The `key = ...` of a one-entity Ceph keyring (pure). Raises StepError without one."""
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and name.strip() == "key" and value.strip():
+            return value.strip()
+    raise StepError("the Ceph keyring holds no key")

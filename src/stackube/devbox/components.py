@@ -41,11 +41,13 @@ PAUSED_REPLICAS = "stackube.kubernetes.io/devbox-replicas"
 
 @dataclass(frozen=True)
 class Component:
-    """One of Stackube's workloads, and the host-process service it replaces."""
+    """One of Stackube's workloads, and the host-process service it replaces (and the
+    others it replaces too: the CSI sidecars)."""
 
     service: str
     kind: str  # "deployment" or "daemonset"
     name: str
+    also: tuple[str, ...] = ()
 
     @property
     def ref(self) -> str:
@@ -61,13 +63,18 @@ COMPONENTS = (
     Component("stackube-proxy", "daemonset", "stackube-proxy"),
     Component("stackube-controller", "deployment", "stackube-controller"),
     Component("stackube-auth", "deployment", "stackube-auth"),
-)
-HOST_SERVICES = frozenset(component.service for component in COMPONENTS)
+    Component(
+        "stackube-csi-controller", "deployment", "stackube-csi-controller",
+        also=("csi-provisioner", "csi-attacher"),
+    ),
+    Component("stackube-csi-node", "daemonset", "stackube-csi-node"),
+)  # fmt: skip
+HOST_SERVICES = frozenset(name for c in COMPONENTS for name in (c.service, *c.also))
 
 
 def component(service: str) -> Component:
     """Raises KeyError for a service that is not one of Stackube's components."""
-    return {c.service: c for c in COMPONENTS}[service]
+    return {name: c for c in COMPONENTS for name in (c.service, *c.also)}[service]
 
 
 def unpause_patch(doc: dict[str, Any], restore_replicas: bool) -> dict[str, Any] | None:
@@ -245,11 +252,22 @@ class PodComponents:
             self._wait_no_pods(item)
 
     def wait_ready(self, components: Sequence[Component], timeout: float = ROLLOUT_TIMEOUT) -> None:
+        """Each rolled out, then each wanted pod ready: `rollout status` alone passes a
+        one-replica Deployment with maxUnavailable 1 whose pod crash-loops. Raises
+        StepError naming the workload (with its pods' last log lines)."""
         for item in components:
             self.kubectl(
                 "-n", NAMESPACE, "rollout", "status", item.ref, f"--timeout={timeout:.0f}s",
                 timeout=timeout + 30,
             )  # fmt: skip
+            deadline = time.monotonic() + timeout
+            while not self.ready(item):
+                if time.monotonic() > deadline:
+                    raise StepError(
+                        f"{item.ref}: pods not ready after {timeout:.0f}s;"
+                        f" their logs end:\n{self.logs(item, lines=5)}"
+                    )
+                time.sleep(1)
 
     def ready(self, item: Component) -> bool:
         """Every wanted pod of the workload is ready (for `devbox status`)."""

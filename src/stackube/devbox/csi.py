@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from stackube.devbox import gobuild, health
+from stackube.devbox import gobuild, health, images
 from stackube.devbox.process import ProcessSpec
 from stackube.devbox.service import Service
 from stackube.devbox.settings import DevboxSettings
@@ -25,6 +25,30 @@ SIDECARS = (
      f"{PROVISIONER_MODULE}/cmd/csi-provisioner"),
     (ATTACHER_MODULE, ATTACHER_VERSION, "csi-attacher", f"{ATTACHER_MODULE}/cmd/csi-attacher"),
 )  # fmt: skip
+
+
+# Upstream's image names (what deploy/csi/workloads.yaml names); the devbox registry, the
+# node's mirror of registry.k8s.io, serves them built from the binaries above.
+SIDECAR_IMAGES = {
+    "csi-provisioner": f"registry.k8s.io/sig-storage/csi-provisioner:{PROVISIONER_VERSION}",
+    "csi-attacher": f"registry.k8s.io/sig-storage/csi-attacher:{ATTACHER_VERSION}",
+}
+
+
+def sidecar_image_specs(settings: DevboxSettings) -> list[images.ImageSpec]:
+    """Each sidecar as upstream ships it (its static binary at /, the entrypoint; upstream
+    builds on distroless/static), named as in the registry mirror."""
+    specs = []
+    for program, name in SIDECAR_IMAGES.items():
+        repository, tag = name.removeprefix("registry.k8s.io/").rsplit(":", 1)
+        binary = (sidecar_bin_dir(settings) / program).read_bytes()
+        specs.append(
+            images.ImageSpec(
+                repository, tag, (images.File(program, binary, mode=0o755),),
+                entrypoint=(f"/{program}",),
+            )
+        )  # fmt: skip
+    return specs
 
 
 def sidecar_bin_dir(settings: DevboxSettings) -> Path:

@@ -19,6 +19,7 @@ import yaml
 from stackube.api.manifests import SEED_CONFIG, SEED_PROXY, SEED_REST
 from stackube.api.types import KEEP_ON_UNINSTALL
 from stackube.devbox import gvisor
+from stackube.devbox.csi import DRIVER
 from stackube.devbox.fsutil import write_atomic
 from stackube.devbox.node import CRI_NAMESPACE, NodePaths
 from stackube.devbox.pki import PkiStore
@@ -224,6 +225,74 @@ def auth_patch(settings: DevboxSettings) -> dict[str, Any]:
     return doc
 
 
+def csi_node_patch(paths: NodePaths) -> dict[str, Any]:
+    """stackube-csi-node with this devbox's kubelet root (kubelet keeps it a shared
+    mount), mounted at its own path."""
+    kubelet = paths.kubelet_dir
+    plugin = kubelet / "plugins" / DRIVER
+    plugin_container = {
+        "name": "csi-plugin",
+        "args": [
+            "csi",
+            "--mode=node",
+            f"--endpoint=unix://{plugin / 'csi.sock'}",
+            f"--state-dir={plugin / 'state'}",
+            f"--registration-dir={kubelet / 'plugins_registry'}",
+            "--config-dir=/etc/stackube/config",
+            "--secret-dir=/etc/stackube/secret",
+            "--host-cgroups=/host/sys/fs/cgroup",
+        ],
+        "livenessProbe": {"exec": {"command": ["test", "-S", str(plugin / "csi.sock")]}},
+        "volumeMounts": [
+            {"name": "kubelet-dir", "mountPath": str(kubelet), "mountPropagation": "Bidirectional"}
+        ],
+    }
+    return _workload_patch(
+        "DaemonSet",
+        "stackube-csi-node",
+        {
+            "template": {
+                "spec": {
+                    "containers": [plugin_container],
+                    "volumes": [_host("kubelet-dir", kubelet, "Directory")],
+                }
+            }
+        },
+    )
+
+
+def csi_controller_patch(settings: DevboxSettings) -> dict[str, Any]:
+    """stackube-csi-controller: one replica, the sidecars' health on this devbox's ports."""
+    doc = replicas_patch("stackube-csi-controller", 1)
+    containers = []
+    for name, port in (
+        ("csi-provisioner", settings.ports.csi_provisioner),
+        ("csi-attacher", settings.ports.csi_attacher),
+    ):
+        containers.append(
+            {
+                "name": name,
+                # Only the endpoint differs: the rest as in deploy/ (a list replaces).
+                "args": [*_CSI_SIDECAR_ARGS[name], f"--http-endpoint=127.0.0.1:{port}", "--v=2"],
+                "ports": _replace({"name": name.removeprefix("csi-"), "containerPort": port}),
+            }
+        )
+    doc["spec"]["template"] = {"spec": {"containers": containers}}
+    return doc
+
+
+_CSI_SIDECAR_COMMON = (
+    "--csi-address=/csi/csi.sock",
+    "--leader-election",
+    "--leader-election-namespace=kube-system",
+    "--timeout=120s",
+)
+_CSI_SIDECAR_ARGS = {
+    "csi-provisioner": [*_CSI_SIDECAR_COMMON, "--extra-create-metadata"],
+    "csi-attacher": list(_CSI_SIDECAR_COMMON),
+}
+
+
 def devbox_patches(settings: DevboxSettings, paths: NodePaths) -> list[dict[str, Any]]:
     """The overlay's strategic-merge patches (pure: no I/O)."""
     return [
@@ -231,6 +300,8 @@ def devbox_patches(settings: DevboxSettings, paths: NodePaths) -> list[dict[str,
         proxy_patch(settings),
         replicas_patch("stackube-controller", 1),
         auth_patch(settings),
+        csi_controller_patch(settings),
+        csi_node_patch(paths),
     ]
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from stackube.api.manifests import cluster_dns, cni_rbac, csi, proxy_rbac, runtime_classes
+from stackube.devbox import csi as csi_devbox
 from stackube.devbox import gvisor, health, images, nginx_image
 from stackube.devbox.commands import StepError, run
 from stackube.devbox.fsutil import write_atomic
@@ -34,6 +35,7 @@ from stackube.devbox.pki import CertSpec, PkiStore
 from stackube.devbox.process import ProcessSpec, ProcessTable
 from stackube.devbox.service import Service
 from stackube.devbox.settings import DevboxSettings
+from stackube.host import cri
 from stackube.kube import apply
 from stackube.kube import resources as kube
 from stackube.kube.client import session
@@ -461,6 +463,10 @@ class NodeDevbox:
         nginx is built once per recipe)."""
         for spec in self.image_specs():
             images.push(images.build(spec), self.settings.registry_url)
+        # The CSI sidecars' versions are pinned: a tag there is the build of that version.
+        for spec in csi_devbox.sidecar_image_specs(self.settings):
+            if images.tag_digest(self.settings.registry_url, spec.repository, spec.tag) is None:
+                images.push(images.build(spec), self.settings.registry_url)
         nginx_image.push(self.settings.cache_dir, self.settings.registry_url, log.info)
 
     # -- containerd
@@ -645,7 +651,9 @@ class NodeDevbox:
                     env={"PATH": containerd_path(paths)},
                     inputs=(paths.containerd_config, paths.runsc_config),
                 ),
-                probe=health.command_ok(self._ctr("version")),
+                # Its CRI plugin ready, not only its API: kubelet exits on "server is
+                # not initialized yet".
+                probe=lambda: cri.runtime_ready(f"unix://{paths.containerd_socket}", timeout=2),
                 start_timeout=30,
                 prepare=self._containerd_prepare,
                 stop=self._containerd_stop,

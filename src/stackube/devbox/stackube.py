@@ -161,6 +161,8 @@ class StackubeDevbox:
         write_atomic(
             self.root / "secret" / "password", self.openstack.secrets.stackube_service, 0o600
         )
+        # The CSI driver's pods attach RBD images as client.cinder (docs/volumes.md).
+        write_atomic(self.root / "secret" / "keyring", self.openstack.ceph.cinder_key(), 0o600)
         with session(self.settings.admin_kubeconfig) as api:
             apply.apply_crds(api, all_crds())
             apply.server_side_apply(api, controller_rbac(), "stackube-devbox")

@@ -69,6 +69,24 @@ def rbd_fuse_mount(directory: Path, conf: Path, client: str, pool: str, image: s
     _run(["rbd-fuse", "-c", str(conf), "--id", client, "-p", pool, "-r", image, str(directory)])
 
 
+def fuse_server_pids(directory: Path, proc: Path = Path("/proc")) -> list[int]:
+    """The rbd-fuse processes serving `directory` (their last argument), from /proc."""
+    wanted = str(directory)
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if Path(argv[0].decode(errors="replace")).name == "rbd-fuse" and (
+            argv[-1].decode(errors="replace") == wanted
+        ):
+            found.append(int(entry.name))
+    return found
+
+
 def unmount(path: str) -> None:
     """Unmount `path` if something is mounted there (a FUSE mount's server then exits)."""
     if mounted_source(path) is not None:

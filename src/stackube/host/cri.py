@@ -86,3 +86,21 @@ def ready_sandboxes(endpoint: str = DEFAULT_ENDPOINT, timeout: float = TIMEOUT) 
             return found
     except grpc.RpcError as exc:
         raise TemporaryError(f"container runtime at {endpoint}: {exc}") from exc
+
+
+def runtime_ready(endpoint: str = DEFAULT_ENDPOINT, timeout: float = TIMEOUT) -> bool:
+    """Whether the runtime answers CRI's Status with RuntimeReady true (containerd answers
+    `ctr version` before its CRI plugin is initialized; kubelet then refuses to start:
+    "server is not initialized yet"). False when it cannot be asked."""
+    import grpc  # noqa: PLC0415
+
+    from stackube.host.cri_api import api_pb2, api_pb2_grpc  # noqa: PLC0415
+
+    try:
+        with grpc.insecure_channel(endpoint_target(endpoint)) as channel:
+            status = api_pb2_grpc.RuntimeServiceStub(channel).Status(
+                api_pb2.StatusRequest(), timeout=timeout
+            )
+    except grpc.RpcError:
+        return False
+    return any(c.type == "RuntimeReady" and c.status for c in status.status.conditions)

@@ -29,9 +29,11 @@ from __future__ import annotations
 import configparser
 import socket
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stackube.config import ConfigError, parse_config
 from stackube.errors import StackubeError
 
 DEFAULT_PATH = Path("/etc/kubernetes/cinder.conf")
@@ -55,7 +57,7 @@ class VolumeConfig:
     project_domain: str = "Default"
     ca_file: str | None = None
     keyring: str = field(default="", repr=False)
-    kubeconfig: Path = DEFAULT_KUBECONFIG
+    kubeconfig: Path | None = DEFAULT_KUBECONFIG  # None: the pod's service account
     node_name: str = ""
     state_dir: Path = DEFAULT_STATE_DIR
 
@@ -94,6 +96,33 @@ def parse(text: str, hostname: str | None = None) -> VolumeConfig:
         kubeconfig=Path(own.get("kubeconfig") or DEFAULT_KUBECONFIG),
         node_name=(own.get("node-name") or hostname or socket.gethostname()).strip(),
         state_dir=Path(own.get("state-dir") or DEFAULT_STATE_DIR),
+    )
+
+
+def from_seed(
+    data: Mapping[str, str], secret: Mapping[str, str], node_name: str, state_dir: Path
+) -> VolumeConfig:
+    """The configuration of a driver in a pod: the seed's `stackube-config` keys and the
+    `stackube-credentials` Secret (`password`, `keyring`) every component reads
+    (stackube.config.parse_config validates them), the node's name (a node plugin's),
+    the node's state directory; Kubernetes through the pod's service account. Raises VolumeConfigError
+    naming the key."""
+    try:
+        seed = parse_config(data, secret)
+    except ConfigError as exc:
+        raise VolumeConfigError(str(exc)) from exc
+    return VolumeConfig(
+        auth_url=seed.auth_url,
+        username=seed.username,
+        password=seed.password,
+        project_name=seed.tenant_name,
+        region=seed.region,
+        user_domain=seed.user_domain_name,
+        project_domain=seed.project_domain_name,
+        keyring=seed.keyring or "",
+        kubeconfig=None,
+        node_name=node_name.strip(),
+        state_dir=state_dir,
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from stackube.config import ConfigError, read_key_files
 from stackube.host import blockdev
 from stackube.openstack import cloud
 from stackube.openstack import volume as cinder_api
@@ -114,7 +115,9 @@ def build_server(args: argparse.Namespace, config: volume_config.VolumeConfig) -
     else:
         csi_pb2_grpc.add_NodeServicer_to_server(
             NodeServicer(
-                volumes=node_volumes(config),
+                volumes=node_volumes(
+                    config, Path(args.host_cgroups) if args.host_cgroups else None
+                ),
                 node_id=config.node_name,
                 bind_mount=blockdev.bind_mount,
                 unmount=blockdev.unmount,
@@ -134,10 +137,26 @@ def registration_server(args: argparse.Namespace) -> grpc.Server:
     return server
 
 
+def _config(args: argparse.Namespace) -> volume_config.VolumeConfig:
+    """From the mounted ConfigMap and Secret (a pod), else from cinder.conf (a host)."""
+    if args.config_dir is None:
+        return volume_config.load(Path(args.cloud_config))
+    try:
+        data = read_key_files(Path(args.config_dir))
+        secret = read_key_files(Path(args.secret_dir) if args.secret_dir else None)
+    except ConfigError as exc:
+        raise volume_config.VolumeConfigError(str(exc)) from exc
+    if args.mode == "node" and not args.node_name.strip():
+        raise volume_config.VolumeConfigError(
+            "the node's name is required (--node-name or $NODE_NAME)"
+        )
+    return volume_config.from_seed(data, secret, args.node_name, Path(args.state_dir))
+
+
 def run(args: argparse.Namespace) -> int:
     for noisy in ("urllib3", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    config = volume_config.load(Path(args.cloud_config))
+    config = _config(args)
     servers = [build_server(args, config)]
     if args.mode == "node":
         servers.append(registration_server(args))

@@ -16,7 +16,7 @@ from typing import Any
 
 from stackube.api.types import LABEL_PROJECT_ID, is_tenant_namespace
 from stackube.errors import StackubeError
-from stackube.host import blockdev
+from stackube.host import blockdev, cgroups
 from stackube.kube import client as kube_client
 from stackube.kube import resources
 from stackube.openstack import cloud
@@ -60,7 +60,7 @@ class NamespaceProjects:
     """A namespace's Keystone project: the label the controller puts on a Tenant's
     namespace (tenants cannot edit namespaces)."""
 
-    def __init__(self, kubeconfig: Path) -> None:
+    def __init__(self, kubeconfig: Path | None) -> None:
         self.kubeconfig = kubeconfig
 
     def project_of(self, namespace: str) -> str | None:
@@ -76,10 +76,30 @@ class NamespaceProjects:
 
 
 class HostStorage:
-    """NodeVolumes' view of the node (stackube.host.blockdev)."""
+    """NodeVolumes' view of the node (stackube.host.blockdev). `host_cgroups`: the node's
+    cgroup file system, when the driver runs in a pod: each rbd-fuse server moves to its
+    root cgroups (stackube.host.cgroups), so that a restart of the pod keeps the mounts."""
+
+    def __init__(self, host_cgroups: Path | None = None) -> None:
+        self.host_cgroups = host_cgroups
+
+    def rbd_fuse_mount(
+        self, directory: Path, conf: Path, client: str, pool: str, image: str
+    ) -> None:
+        blockdev.rbd_fuse_mount(directory, conf, client, pool, image)
+        if self.host_cgroups is None:
+            return
+        for pid in blockdev.fuse_server_pids(directory):
+            problems = cgroups.move_to_root(pid, self.host_cgroups)
+            if problems:
+                log.warning(
+                    "rbd-fuse %d (%s) stays in this container's cgroups, so a restart of this"
+                    " pod breaks its mount: %s", pid, directory, "; ".join(problems),
+                )  # fmt: skip
+            else:
+                log.info("rbd-fuse %d (%s) moved to the node's root cgroups", pid, directory)
 
     mounted_source = staticmethod(blockdev.mounted_source)
-    rbd_fuse_mount = staticmethod(blockdev.rbd_fuse_mount)
     unmount = staticmethod(blockdev.unmount)
     loop_device_of = staticmethod(blockdev.loop_device_of)
     loop_attach = staticmethod(blockdev.loop_attach)
@@ -89,7 +109,9 @@ class HostStorage:
     mount = staticmethod(blockdev.mount)
 
 
-def node_volumes(config: volume_config.VolumeConfig) -> NodeVolumes:
+def node_volumes(
+    config: volume_config.VolumeConfig, host_cgroups: Path | None = None
+) -> NodeVolumes:
     creds = cloud.Credentials(
         auth_url=config.auth_url,
         username=config.username,
@@ -102,7 +124,7 @@ def node_volumes(config: volume_config.VolumeConfig) -> NodeVolumes:
     return NodeVolumes(
         cinder=CinderAdapter(cloud.connect_as_service(creds, timeout=OPENSTACK_TIMEOUT)),
         namespaces=NamespaceProjects(config.kubeconfig),
-        storage=HostStorage(),
+        storage=HostStorage(host_cgroups),
         store=RecordStore(config.state_dir),
         node_name=config.node_name,
         keyring=volume_config.keyring_text(config),
