@@ -432,6 +432,83 @@ def test_a_claim_gets_a_cinder_volume_of_the_tenant_and_keeps_data(
     assert f"volume-{volume_id}" not in rbd_images(devbox)
 
 
+def fuse_servers_of(volume_id: str) -> dict[int, str]:
+    """{pid: its cgroups} of the rbd-fuse processes serving this volume on the node."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if (
+                proc.name.isdigit()
+                and argv[0].endswith(b"rbd-fuse")
+                and any(volume_id.encode() in a for a in argv)
+            ):
+                found[int(proc.name)] = (proc / "cgroup").read_text()
+        except OSError:
+            continue
+    return found
+
+
+def test_a_claims_mount_outlives_a_restart_of_the_node_plugin(
+    tenants: list[VolumeTenant], devbox: Devbox, kubectl: Kubectl, os_admin: Connection
+) -> None:
+    """The node plugin's pod replaced (a crash, a rollout) while a pod uses a claim: the
+    rbd-fuse server under that pod's volume left the plugin's cgroups when it started, so
+    the pod reads and writes its volume on, and the new plugin unstages it afterwards."""
+    if not devbox.pods_mode:
+        pytest.skip("the CSI node plugin is a host process here (STACKUBE_DEVBOX_COMPONENTS)")
+    owner = tenants[0]
+    owner.apply(PVC.format(name="kept", extra=""))
+    eventually(lambda: claim_phase(owner, "kept") == "Bound", 120, "the claim Bound")
+    volume_id = kubectl.run(
+        "get", "pv", owner.kubectl(
+            "-n", owner.name, "get", "pvc", "kept", "-o", "jsonpath={.spec.volumeName}"
+        ).stdout, "-o", "jsonpath={.spec.csi.volumeHandle}",
+    ).stdout  # fmt: skip
+    owner.apply(CLAIM_POD.format(name="holder", claim="kept", runtime=""))
+    eventually(lambda: owner.phase("holder") == "Running", 180, "holder Running")
+    proof, more = f"before-{secrets.token_hex(4)}", f"after-{secrets.token_hex(4)}"
+    done = owner.kubectl("-n", owner.name, "exec", "holder", "--", "sh", "-c",
+                         f"echo {proof} > /data/proof && sync")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    servers = fuse_servers_of(volume_id)
+    assert len(servers) == 1, servers
+    ((pid, cgroups_before),) = servers.items()
+    assert "kubepods" not in cgroups_before, cgroups_before  # the node's, not the pod's
+
+    selector = "app.kubernetes.io/name=stackube-csi-node"
+    before = kubectl.run("-n", "kube-system", "get", "pods", "-l", selector, "-o", "name").stdout
+    assert kubectl.run(
+        "-n", "kube-system", "delete", "pods", "-l", selector, "--wait=true", "--timeout=120s"
+    ).returncode == 0  # fmt: skip
+    done = kubectl.run(
+        "-n", "kube-system", "rollout", "status", "daemonset/stackube-csi-node", "--timeout=120s"
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    after = kubectl.run("-n", "kube-system", "get", "pods", "-l", selector, "-o", "name").stdout
+    assert after.strip() and after != before  # a new plugin pod
+
+    assert list(fuse_servers_of(volume_id)) == [pid]  # the same server, alive
+    script = f"cat /data/proof && echo {more} >> /data/proof && sync && cat /data/proof"
+    done = owner.kubectl("-n", owner.name, "exec", "holder", "--", "sh", "-c", script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [proof, proof, more]
+
+    # The new plugin undoes what the old one did.
+    owner.delete_pod("holder")
+    eventually(lambda: not node_mounts_of(volume_id), 120, "the volume unstaged on the node")
+    assert not fuse_servers_of(volume_id)
+    assert owner.kubectl("-n", owner.name, "delete", "pvc", "kept", "--wait=true").returncode == 0
+    eventually(
+        lambda: (
+            os_admin.block_storage.find_volume(volume_id, ignore_missing=True, all_projects=True)
+            is None
+        ),
+        180,
+        "the Cinder volume deleted with its claim",
+    )
+
+
 def test_a_claim_mounts_into_gvisor_pods_and_holds_what_they_write(
     tenants: list[VolumeTenant],
 ) -> None:

@@ -49,7 +49,7 @@ def cluster_dns(image: str | None = None) -> list[dict[str, Any]]:
 
 def csi() -> list[dict[str, Any]]:
     """The CSI driver's CSIDriver, default StorageClass `cinder`, and its controller
-    side's ServiceAccount with the sidecars' RBAC, the node plugin's (namespaces: get)."""
+    side's ServiceAccount with the sidecars' RBAC, the node plugin's (namespaces and pods: get)."""
     return _documents("csi.yaml")
 
 
