@@ -89,9 +89,12 @@ class LeaseWatch:
         return self.holders
 
 
-def images_of(kubectl: Kubectl, selector: str) -> set[str]:
+def images_of(kubectl: Kubectl, selector: str, name: str) -> set[str]:
+    """The images named `name@...` (Stackube's, not upstream's CSI sidecars beside it)
+    that the workload's pods run."""
     pods = kubectl.json("-n", NAMESPACE, "get", "pods", "-l", selector)["items"]
-    return {c["image"] for p in pods for c in p["spec"]["containers"]}
+    found = {c["image"] for p in pods for c in p["spec"]["containers"]}
+    return {image for image in found if image.startswith(f"{name}@")}
 
 
 def test_a_new_image_rolls_to_every_component_and_a_service_keeps_answering(
@@ -131,7 +134,7 @@ def test_a_new_image_rolls_to_every_component_and_a_service_keeps_answering(
         asker.join(timeout=300)
     try:
         for item in COMPONENTS:
-            assert images_of(kubectl, item.selector) == {variant}, item.ref
+            assert images_of(kubectl, item.selector, name) == {variant}, item.ref
         failed = asked.count("fail")
         worst, run = 0, 0
         for answer in asked:
@@ -151,7 +154,7 @@ def test_a_new_image_rolls_to_every_component_and_a_service_keeps_answering(
         assert len(named) == 2 and len(set(named)) == 2, holders
     finally:
         components.apply(original)
-    assert images_of(kubectl, COMPONENTS[0].selector) == {original}
+    assert images_of(kubectl, COMPONENTS[0].selector, name) == {original}
 
 
 Ref = tuple[str, str, str]  # (kind.group, namespace, name)

@@ -105,8 +105,8 @@ def from_seed(
     """The configuration of a driver in a pod: the seed's `stackube-config` keys and the
     `stackube-credentials` Secret (`password`, `keyring`) every component reads
     (stackube.config.parse_config validates them), the node's name (a node plugin's),
-    the node's state directory; Kubernetes through the pod's service account. Raises VolumeConfigError
-    naming the key."""
+    the node's state directory; Kubernetes through the pod's service account. Raises
+    VolumeConfigError naming the key."""
     try:
         seed = parse_config(data, secret)
     except ConfigError as exc:
