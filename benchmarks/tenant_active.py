@@ -8,12 +8,18 @@ Side by side in one run:
   interface), one at a time, then `--burst` created at once; and deletion -> all gone.
 - `baseline`: the same Keystone and Neutron calls made directly with openstacksdk, one
   after the other, no Kubernetes and no controller: the floor the controller pays.
-Prints a Markdown table; numbers are seconds.
+A deletion is timed twice: until the Tenant, its Keystone user and project and its
+Neutron network, subnet and router are gone (its namespace Terminating), and until the
+namespace is gone too (Kubernetes' namespace controller looks at a deleted namespace
+5 s after the request at the earliest). Then, from the controller's metrics, where its
+passes spent their time: each step's count, mean and total.
+Prints Markdown tables; numbers are seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -22,7 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 from openstack.connection import Connection
+from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.controller_harness import (
     Controller,
     apply_crds,
@@ -57,15 +65,29 @@ def start_controller(devbox: Devbox, kube: k8s.ApiClient) -> Controller:
     work = Path(tempfile.mkdtemp(prefix="stackube-bench-"))
     config_dir, secret_dir = write_config(devbox, work)
     kubeconfig = service_account_kubeconfig(kube, devbox, work / "kubeconfig")
-    controller = Controller(kubeconfig, config_dir, secret_dir, work, resync_seconds=60)
+    controller = Controller(
+        kubeconfig, config_dir, secret_dir, work, resync_seconds=60, extra_args=("--timeline",)
+    )
     controller.start()
     controller.wait_healthy()
     return controller
 
 
+def namespace_terminating_or_gone(kube: k8s.ApiClient, name: str) -> bool:
+    try:
+        namespace = k8s.CoreV1Api(kube).read_namespace(name, _request_timeout=10)
+    except ApiException as exc:
+        if exc.status == 404:
+            return True
+        raise
+    return namespace.metadata is not None and namespace.metadata.deletion_timestamp is not None
+
+
 def measure_controller(
     kube: k8s.ApiClient, admin: Connection, rounds: int, burst: int
 ) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {}
+
     def create_and_wait(name: str) -> float:
         start = time.perf_counter()
         create_tenant(kube, name)
@@ -77,22 +99,67 @@ def measure_controller(
         )
         return time.perf_counter() - start
 
-    def delete_and_wait(name: str) -> float:
+    def delete_and_wait(name: str) -> tuple[float, float]:
+        """(seconds until all but the namespace is gone, until the namespace is too)"""
         start = time.perf_counter()
         delete_tenant(kube, name)
+        wait(
+            lambda: (
+                not [f for f in leftovers(kube, admin, name) if not f.startswith("namespace ")]
+                and namespace_terminating_or_gone(kube, name)
+            )
+        )
+        tenant_gone = time.perf_counter() - start
         wait(lambda: not leftovers(kube, admin, name))
-        return time.perf_counter() - start
+        return tenant_gone, time.perf_counter() - start
 
-    results = {"single": [create_and_wait(f"bench-{i}") for i in range(rounds)]}
-    results["single_delete"] = [delete_and_wait(f"bench-{i}") for i in range(rounds)]
+    def record(key: str, pairs: list[tuple[float, float]]) -> None:
+        results[key] = [first for first, _ in pairs]
+        results[f"{key}_namespace"] = [second for _, second in pairs]
+
+    results["single"] = [create_and_wait(f"bench-{i}") for i in range(rounds)]
+    record("single_delete", [delete_and_wait(f"bench-{i}") for i in range(rounds)])
     if burst <= 0:
         return results
     names = [f"burst-{i}" for i in range(burst)]
     with ThreadPoolExecutor(max_workers=burst) as pool:
         results["burst"] = list(pool.map(create_and_wait, names))
     with ThreadPoolExecutor(max_workers=burst) as pool:
-        results["burst_delete"] = list(pool.map(delete_and_wait, names))
+        record("burst_delete", list(pool.map(delete_and_wait, names)))
     return results
+
+
+def process_usage(pid: int) -> str:
+    """CPU seconds (user + system) and peak resident memory of a running process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (proc(5))
+    status = Path(f"/proc/{pid}/status").read_text()
+    peak = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    peak_kib = int(peak.split()[1])
+    return f"controller: {cpu:.1f} s of CPU, {peak_kib / 1024:.0f} MiB peak resident memory"
+
+
+def step_table(metrics_text: str) -> list[str]:
+    """Markdown rows from the controller's stackube_step_duration_seconds: per kind and
+    step, how many times it ran, its mean and its total seconds (largest total first)."""
+    sums: dict[tuple[str, str], float] = {}
+    counts: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "stackube_step_duration_seconds":
+            continue
+        for sample in family.samples:
+            key = (sample.labels.get("kind", ""), sample.labels.get("step", ""))
+            if sample.name.endswith("_sum"):
+                sums[key] = sample.value
+            elif sample.name.endswith("_count"):
+                counts[key] = sample.value
+    rows = ["| kind | step | runs | mean s | total s |", "|---|---|---|---|---|"]
+    for key in sorted(sums, key=lambda k: -sums[k]):
+        runs = counts.get(key, 0)
+        mean = sums[key] / runs if runs else 0.0
+        rows.append(f"| {key[0]} | {key[1]} | {runs:.0f} | {mean:.3f} | {sums[key]:.1f} |")
+    return rows
 
 
 def measure_baseline(devbox: Devbox, admin: Connection, rounds: int) -> dict[str, list[float]]:
@@ -141,20 +208,30 @@ def main() -> int:
         controller = start_controller(devbox, kube)
         try:
             ours = measure_controller(kube, admin, args.rounds, args.burst)
+            steps = step_table(controller.metrics())
+            usage = process_usage(controller.procs[-1].pid)
+            print(f"controller log (every pass's steps): {controller.log}")
         finally:
             controller.stop_all()
     base = measure_baseline(devbox, admin, args.rounds)
 
+    gone = "Tenant, Keystone and Neutron gone"
     print("| measurement | n | p50 s | p95 s | max s |")
     print("|---|---|---|---|---|")
     print(row("controller: one Tenant -> Active (tenant + network)", ours["single"]))
     if args.burst > 0:
         print(row(f"controller: {args.burst} Tenants at once -> each Active", ours["burst"]))
     print(row("baseline: the same Keystone + Neutron calls, direct", base["create"]))
-    print(row("controller: delete one Tenant -> everything gone", ours["single_delete"]))
+    print(row(f"controller: delete one Tenant -> {gone}", ours["single_delete"]))
+    print(row("controller: ... and its namespace gone", ours["single_delete_namespace"]))
     if args.burst > 0:
-        print(row(f"controller: delete {args.burst} at once -> each gone", ours["burst_delete"]))
+        print(row(f"controller: delete {args.burst} at once -> each: {gone}", ours["burst_delete"]))
+        print(row("controller: ... and its namespace gone", ours["burst_delete_namespace"]))
     print(row("baseline: the same deletes, direct", base["delete"]))
+    print()
+    print(usage)
+    print()
+    print("\n".join(steps))
     return 0
 
 

@@ -145,6 +145,8 @@ class Controller:
     secret_dir: Path
     log_dir: Path
     resync_seconds: float = 5.0
+    # More `stackube controller` options (e.g. --timeline).
+    extra_args: tuple[str, ...] = ()
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     runs: int = 0
 
@@ -172,6 +174,7 @@ class Controller:
             f"--resync-seconds={self.resync_seconds}",
             # This tier's node is cordoned: tenants' DNS servers never run here.
             "--no-wait-for-dns",
+            *self.extra_args,
         ]
         with self.log.open("wb") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)

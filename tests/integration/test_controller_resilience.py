@@ -62,7 +62,8 @@ CREATE_CHAINS = {
     "router": ("neutron-router",),
 }
 # Deletion is one sequence: the Tenant asks for its Networks' deletion, their finalizer
-# empties Neutron, then the namespace goes and the Tenant removes Keystone's objects.
+# empties Neutron, then the Tenant removes Keystone's objects (the namespace goes in
+# Kubernetes' own time).
 DELETE_CHAIN = (TENANT_DELETE_STEPS[0], *NETWORK_DELETE_STEPS, *TENANT_DELETE_STEPS[1:])
 
 

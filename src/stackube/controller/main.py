@@ -16,7 +16,7 @@ import uuid
 import kopf
 
 from stackube.config import parse_config, read_key_files
-from stackube.controller import metrics
+from stackube.controller import metrics, timeline
 from stackube.controller.loadbalancer import LoadBalancerReconciler
 from stackube.controller.network import NetworkReconciler
 from stackube.controller.operator import Reconcilers, register
@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     config = parse_config(read_key_files(args.config_dir), read_key_files(args.secret_dir))
     for warning in config.warnings:
         log.warning("configuration: %s", warning)
+    if args.timeline:
+        timeline.log.setLevel(logging.DEBUG)
     kube = api_client(args.kubeconfig)
     apiserver = endpoint(args.kubeconfig)
     openstack = LazyConnection(config)

@@ -31,6 +31,7 @@ from stackube.api.types import (
     parse_network,
 )
 from stackube.config import ControllerConfig
+from stackube.controller.timeline import step
 from stackube.errors import PermanentError, StackubeError, TemporaryError
 from stackube.faults import checkpoint
 from stackube.kube import resources as kube
@@ -207,8 +208,12 @@ class NetworkReconciler:
         return NetworkResult(net.id, subnets[0].id if subnets else None, None)
 
     def reconcile(self, body: Mapping[str, Any]) -> NetworkResult:
-        with self._slots:
+        with step("neutron-slot"):
+            self._slots.acquire()
+        try:
             return self._reconcile(body)
+        finally:
+            self._slots.release()
 
     def finalize(self, body: Mapping[str, Any]) -> None:
         self._finalize(body)
@@ -224,7 +229,8 @@ class NetworkReconciler:
             raise PermanentError("spec.cidr is required unless spec.networkID adopts a network")
         self._check_range(spec, [spec.cidr])
         status = body.get("status") or {}
-        project = self.project_id(spec.namespace)
+        with step("project"):
+            project = self.project_id(spec.namespace)
         name = neutron_name(spec.namespace, spec.name)
 
         # The router does not depend on the network: make both side by side (Neutron's
@@ -235,10 +241,12 @@ class NetworkReconciler:
             routed = pool.submit(in_context, self._router, name, project, status)
             net, subnet, recreated = self._network_and_subnet(spec, name, project, status)
             router = routed.result()
-        if subnet.id not in neutron.router_interface_subnets(self.conn, router.id):
-            neutron.add_router_interface(self.conn, router.id, subnet.id)
-            checkpoint("router-interface")
-        ports = neutron.router_ports(self.conn, router.id, net.id)
+        with step("router-interface"):
+            if subnet.id not in neutron.router_interface_subnets(self.conn, router.id):
+                neutron.add_router_interface(self.conn, router.id, subnet.id)
+                checkpoint("router-interface")
+        with step("router-ports"):
+            ports = neutron.router_ports(self.conn, router.id, net.id)
         problem = gateway_problem(ports, router.id, subnet.id)
         if problem is not None:
             # Active means pods here reach their gateway (and Services, DNS through it):
@@ -247,22 +255,25 @@ class NetworkReconciler:
         if subnet.gateway_ip:
             # Service traffic reaches pods from the router (stackube-proxy masquerades
             # it to the gateway address); the default group admits only its members.
-            neutron.allow_ingress_from(
-                self.conn, project, f"{subnet.gateway_ip}/32", SERVICES_RULE_DESCRIPTION
-            )
+            with step("security-group-rule"):
+                neutron.allow_ingress_from(
+                    self.conn, project, f"{subnet.gateway_ip}/32", SERVICES_RULE_DESCRIPTION
+                )
         return NetworkResult(net.id, subnet.id, router.id, recreated, external_ipv4(router))
 
     def _network_and_subnet(
         self, spec: NetworkSpec, name: str, project: str, status: Mapping[str, Any]
     ) -> tuple[neutron.Network, neutron.Subnet, bool]:
         known = status.get("networkID")
-        nets = neutron.find_networks(self.conn, name, project)
+        with step("network-find"):
+            nets = neutron.find_networks(self.conn, name, project)
         recreated = bool(known) and known not in {n.id for n in nets}
         if nets:
             net = next((n for n in nets if n.id == known), nets[0])
         else:
             description = f"Stackube Network {spec.namespace}/{spec.name}"
-            net = neutron.create_network(self.conn, name, project, description)
+            with step("network-create"):
+                net = neutron.create_network(self.conn, name, project, description)
             if recreated:
                 log.warning(
                     "network %s/%s: Neutron network %s was gone; made %s",
@@ -272,22 +283,27 @@ class NetworkReconciler:
                     net.id,
                 )
             checkpoint("neutron-network")
-        subnet = next((s for s in neutron.subnets_of(self.conn, net.id) if s.name == name), None)
+        with step("subnet-find"):
+            subnets = neutron.subnets_of(self.conn, net.id)
+        subnet = next((s for s in subnets if s.name == name), None)
         if subnet is None:
             if spec.cidr is None:
                 raise PermanentError("spec.cidr is required unless spec.networkID adopts a network")
-            subnet = neutron.create_subnet(
-                self.conn, name, net.id, project, cidr=spec.cidr, gateway_ip=spec.gateway
-            )
+            with step("subnet-create"):
+                subnet = neutron.create_subnet(
+                    self.conn, name, net.id, project, cidr=spec.cidr, gateway_ip=spec.gateway
+                )
             checkpoint("neutron-subnet")
         return net, subnet, recreated
 
     def _router(self, name: str, project: str, status: Mapping[str, Any]) -> neutron.Router:
-        routers = neutron.find_routers(self.conn, name, project)
+        with step("router-find"):
+            routers = neutron.find_routers(self.conn, name, project)
         router = next((r for r in routers if r.id == status.get("routerID")), None)
         router = router or (routers[0] if routers else None)
         if router is None:
-            router = neutron.create_router(self.conn, name, project, self.config.ext_net_id)
+            with step("router-create"):
+                router = neutron.create_router(self.conn, name, project, self.config.ext_net_id)
             checkpoint("neutron-router")
         elif self.config.ext_net_id and router.external_network_id != self.config.ext_net_id:
             neutron.set_router_gateway(self.conn, router.id, self.config.ext_net_id)
@@ -305,21 +321,27 @@ class NetworkReconciler:
         status = body.get("status") or {}
         namespace, name = str(meta["namespace"]), str(meta["name"])
         neutron_names = neutron_name(namespace, name)
-        project = self.owner_if_known(namespace)
+        with step("project"):
+            project = self.owner_if_known(namespace)
 
         net_ids = {status["networkID"]} if status.get("networkID") else set()
         router_ids = {status["routerID"]} if status.get("routerID") else set()
         if project:
-            net_ids |= {n.id for n in neutron.find_networks(self.conn, neutron_names, project)}
-            router_ids |= {r.id for r in neutron.find_routers(self.conn, neutron_names, project)}
+            with step("find"):
+                net_ids |= {n.id for n in neutron.find_networks(self.conn, neutron_names, project)}
+                router_ids |= {
+                    r.id for r in neutron.find_routers(self.conn, neutron_names, project)
+                }
 
         for net_id in net_ids:
             foreign = []
-            for port in neutron.ports_on(self.conn, net_id):
-                if port.device_owner.startswith((POD_PORT_DEVICE_OWNER, NODE_PORT_DEVICE_OWNER)):
-                    neutron.delete_port(self.conn, port.id)
-                elif not port.device_owner.startswith(_NEUTRON_OWNED):
-                    foreign.append(f"{port.id} ({port.device_owner or 'no owner'})")
+            with step("ports-delete"):
+                for port in neutron.ports_on(self.conn, net_id):
+                    owner = port.device_owner
+                    if owner.startswith((POD_PORT_DEVICE_OWNER, NODE_PORT_DEVICE_OWNER)):
+                        neutron.delete_port(self.conn, port.id)
+                    elif not owner.startswith(_NEUTRON_OWNED):
+                        foreign.append(f"{port.id} ({owner or 'no owner'})")
             if foreign:
                 raise TemporaryError(
                     f"Neutron network {net_id} still has ports Stackube did not make: "
@@ -328,16 +350,22 @@ class NetworkReconciler:
                 )
         checkpoint("ports-deleted")
         for router_id in router_ids:
-            if neutron.get_router(self.conn, router_id) is None:
+            with step("router-read"):
+                router = neutron.get_router(self.conn, router_id)
+            if router is None:
                 continue
-            for port_id in neutron.router_interface_ports(self.conn, router_id):
-                neutron.remove_router_interface_port(self.conn, router_id, port_id)
+            with step("router-interface-remove"):
+                for port_id in neutron.router_interface_ports(self.conn, router_id):
+                    neutron.remove_router_interface_port(self.conn, router_id, port_id)
             checkpoint("interface-removed")
-            neutron.delete_router(self.conn, router_id)
+            with step("router-delete"):
+                neutron.delete_router(self.conn, router_id)
             checkpoint("router-deleted")
         for net_id in net_ids:
-            for subnet in neutron.subnets_of(self.conn, net_id):
-                neutron.delete_subnet(self.conn, subnet.id)
+            with step("subnet-delete"):
+                for subnet in neutron.subnets_of(self.conn, net_id):
+                    neutron.delete_subnet(self.conn, subnet.id)
             checkpoint("subnet-deleted")
-            neutron.delete_network(self.conn, net_id)
+            with step("network-delete"):
+                neutron.delete_network(self.conn, net_id)
             log.info("network %s/%s: deleted Neutron network %s", namespace, name, net_id)

@@ -38,7 +38,7 @@ from stackube.api.types import (
     State,
 )
 from stackube.controller import loadbalancer as lb
-from stackube.controller import metrics
+from stackube.controller import metrics, timeline
 from stackube.controller.loadbalancer import LoadBalancerReconciler
 from stackube.controller.network import NetworkReconciler
 from stackube.controller.tenant import TenantReconciler
@@ -206,18 +206,22 @@ def _run_pass(
     action: Callable[[], Outcome],
 ) -> None:
     started = time.monotonic()
-    try:
-        outcome = action()
-    except TemporaryError as exc:
-        metrics.observe(kind, "temporary", time.monotonic() - started)
-        patch.status.update(_status(body, State.PENDING, str(exc), False, "TemporaryFailure"))
-        raise kopf.TemporaryError(str(exc), delay=retry_delay(retry, exc.retry_after)) from exc
-    except PermanentError as exc:
-        metrics.observe(kind, "permanent", time.monotonic() - started)
-        patch.status.update(_status(body, State.FAILED, str(exc), False, "PermanentFailure"))
-        kopf.warn(body, reason="Failed", message=str(exc))
-        raise kopf.PermanentError(str(exc)) from exc
+    with timeline.timed_pass(kind) as steps:
+        try:
+            outcome = action()
+        except TemporaryError as exc:
+            metrics.observe(kind, "temporary", time.monotonic() - started)
+            _log_pass(kind, body, retry, steps, f"waiting: {exc}")
+            patch.status.update(_status(body, State.PENDING, str(exc), False, "TemporaryFailure"))
+            raise kopf.TemporaryError(str(exc), delay=retry_delay(retry, exc.retry_after)) from exc
+        except PermanentError as exc:
+            metrics.observe(kind, "permanent", time.monotonic() - started)
+            _log_pass(kind, body, retry, steps, f"failed: {exc}")
+            patch.status.update(_status(body, State.FAILED, str(exc), False, "PermanentFailure"))
+            kopf.warn(body, reason="Failed", message=str(exc))
+            raise kopf.PermanentError(str(exc)) from exc
     metrics.observe(kind, "ok", time.monotonic() - started)
+    _log_pass(kind, body, retry, steps, outcome.state.value)
     state, message = outcome.state, outcome.message
     ready = state is State.ACTIVE
     status = _status(body, state, message, ready, state.value)
@@ -236,9 +240,37 @@ def _run_pass(
     old_state = (body.get("status") or {}).get("state")
     if ready and old_state != State.ACTIVE.value:
         kopf.info(body, reason="Active", message=message)
+        age = timeline.seconds_since(body.get("metadata", {}).get("creationTimestamp"))
+        timeline.observe_lifecycle(kind, "ready", age)
+        log.info("%s %s: Active, %s s after its creation", kind, _name(body), _round(age))
     if outcome.recheck_seconds is not None:
         # kopf keeps the patch of a handler that asks to be retried.
         raise kopf.TemporaryError(message, delay=recheck_delay(outcome.recheck_seconds, retry))
+
+
+def _name(body: Mapping[str, Any]) -> str:
+    meta = body.get("metadata") or {}
+    namespace = meta.get("namespace")
+    return f"{namespace}/{meta.get('name')}" if namespace else str(meta.get("name"))
+
+
+def _round(seconds: float | None) -> str:
+    return "?" if seconds is None else f"{seconds:.0f}"
+
+
+def _log_pass(
+    kind: str, body: Mapping[str, Any], retry: int, steps: timeline.PassTimeline, result: str
+) -> None:
+    """The debug timeline: one line per pass, its steps and what it came to."""
+    timeline.log.debug(
+        "%s %s: pass %d took %.2f s (%s): %s",
+        kind,
+        _name(body),
+        retry,
+        steps.elapsed(),
+        steps.summary(),
+        result,
+    )
 
 
 async def resync(
@@ -274,21 +306,29 @@ def run_finalizer(
     kind: str, body: kopf.Body, patch: kopf.Patch, retry: int, action: Callable[[], None]
 ) -> None:
     started = time.monotonic()
-    try:
-        with one_at_a_time(kind, body):
-            action()
-    except TemporaryError as exc:
-        metrics.observe(f"{kind}-delete", "waiting", time.monotonic() - started)
-        patch.status.update(_status(body, State.TERMINATING, str(exc), False, "Terminating"))
-        raise kopf.TemporaryError(str(exc), delay=retry_delay(retry, exc.retry_after)) from exc
-    except PermanentError as exc:
-        # Deletion must finish eventually: a permanent error is reported and retried
-        # slowly rather than leaving the finalizer stuck for good.
-        metrics.observe(f"{kind}-delete", "permanent", time.monotonic() - started)
-        patch.status.update(_status(body, State.TERMINATING, str(exc), False, "DeleteFailed"))
-        kopf.warn(body, reason="DeleteFailed", message=str(exc))
-        raise kopf.TemporaryError(str(exc), delay=MAX_BACKOFF_SECONDS) from exc
-    metrics.observe(f"{kind}-delete", "ok", time.monotonic() - started)
+    kind_delete = f"{kind}-delete"
+    with timeline.timed_pass(kind_delete) as steps:
+        try:
+            with one_at_a_time(kind, body):
+                action()
+        except TemporaryError as exc:
+            metrics.observe(kind_delete, "waiting", time.monotonic() - started)
+            _log_pass(kind_delete, body, retry, steps, f"waiting: {exc}")
+            patch.status.update(_status(body, State.TERMINATING, str(exc), False, "Terminating"))
+            raise kopf.TemporaryError(str(exc), delay=retry_delay(retry, exc.retry_after)) from exc
+        except PermanentError as exc:
+            # Deletion must finish eventually: a permanent error is reported and retried
+            # slowly rather than leaving the finalizer stuck for good.
+            metrics.observe(kind_delete, "permanent", time.monotonic() - started)
+            _log_pass(kind_delete, body, retry, steps, f"failed: {exc}")
+            patch.status.update(_status(body, State.TERMINATING, str(exc), False, "DeleteFailed"))
+            kopf.warn(body, reason="DeleteFailed", message=str(exc))
+            raise kopf.TemporaryError(str(exc), delay=MAX_BACKOFF_SECONDS) from exc
+    metrics.observe(kind_delete, "ok", time.monotonic() - started)
+    _log_pass(kind_delete, body, retry, steps, "done")
+    age = timeline.seconds_since(body.get("metadata", {}).get("deletionTimestamp"))
+    timeline.observe_lifecycle(kind, "deleted", age)
+    log.info("%s %s: finalized, %s s after its deletion was asked", kind, _name(body), _round(age))
     LOCKS.forget(kind, body)
 
 

@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "is; for clusters whose nodes take no pods yet)",
     )
     parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="log every reconcile pass: its steps with their durations and its outcome "
+        "(logger stackube.controller.timeline, at debug level)",
+    )
+    parser.add_argument(
         "--load-balancers",
         action=argparse.BooleanOptionalAction,
         default=True,

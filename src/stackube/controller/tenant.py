@@ -24,6 +24,7 @@ from stackube.api.types import (
 from stackube.config import ControllerConfig
 from stackube.controller import dns, rbac
 from stackube.controller.loadbalancer import DESCRIPTION_PREFIX
+from stackube.controller.timeline import step
 from stackube.errors import PermanentError, TemporaryError
 from stackube.faults import checkpoint
 from stackube.kube import apply
@@ -50,7 +51,7 @@ TENANT_STEPS = (
 # Not under kopf's own annotation prefix (kopf hides those from its diffs).
 NETWORK_STATE_ANNOTATION = "network.stackube.kubernetes.io/state"
 FIELD_MANAGER = "stackube-controller"
-TENANT_DELETE_STEPS = ("networks-deleted", "namespace-deleted", "user-deleted", "project-deleted")
+TENANT_DELETE_STEPS = ("networks-deleted", "networks-gone", "user-deleted", "project-deleted")
 
 
 @dataclass(frozen=True)
@@ -256,23 +257,33 @@ class TenantReconciler:
         except SpecError as exc:
             raise PermanentError(str(exc)) from exc
         status = body.get("status") or {}
-        password = self.password(spec)
-        project = self.project(spec, status)
+        with step("password"):
+            password = self.password(spec)
+        with step("keystone-project"):
+            project = self.project(spec, status)
         # The namespace and Network first: Neutron's work (the slowest part) then runs
         # in the Network's own pass while this one finishes Keystone and RBAC.
-        self.namespace(spec, project)
-        network_state, network_message = self.default_network(spec, project)
-        user = self.user(spec, password, project)
-        identity.grant_project_role(self.conn, user.id, project.id, self._member())
+        with step("namespace"):
+            self.namespace(spec, project)
+        with step("network-object"):
+            network_state, network_message = self.default_network(spec, project)
+        with step("keystone-user"):
+            user = self.user(spec, password, project)
+        with step("keystone-role"):
+            identity.grant_project_role(self.conn, user.id, project.id, self._member())
         checkpoint("keystone-role")
-        self.role_bindings(spec.name, project.id)
+        with step("rbac"):
+            self.role_bindings(spec.name, project.id)
         checkpoint("rbac")
-        self.dns(spec.name, project.id, str(body["metadata"].get("uid") or ""))
+        with step("dns"):
+            self.dns(spec.name, project.id, str(body["metadata"].get("uid") or ""))
         checkpoint("dns")
-        self.default_network_policy(spec, project.id)
-        dns_ready, dns_message = dns.dns_readiness(
-            spec.name, kube.deployment_replicas(self.kube, DNS_NAMESPACE, spec.name)
-        )
+        with step("network-policy"):
+            self.default_network_policy(spec, project.id)
+        with step("dns-readiness"):
+            dns_ready, dns_message = dns.dns_readiness(
+                spec.name, kube.deployment_replicas(self.kube, DNS_NAMESPACE, spec.name)
+            )
         return TenantResult(
             project.id, user.id, network_state, network_message, dns_ready, dns_message
         )
@@ -345,56 +356,78 @@ class TenantReconciler:
         self._summaries.pop(name, None)
         spec_body = body.get("spec") or {}
         status = body.get("status") or {}
-        namespace = kube.get_namespace(self.kube, name)
-        # A namespace that is not ours (the Tenant failed on it) is left alone.
-        if namespace is not None and naming.owns_namespace(namespace.labels, name):
-            # Networks first: asking for their deletion starts their Neutron cleanup
-            # (their finalizers hold the namespace until it is done). The namespace is
-            # deleted in the same pass, so Kubernetes empties it meanwhile; it is gone
-            # only after every Network is, which keeps the order.
-            networks = kube.list_networks(self.kube, name)
-            for network in networks:
-                if not network["metadata"].get("deletionTimestamp"):
-                    kube.delete_network(self.kube, name, network["metadata"]["name"])
-            checkpoint("networks-deleted")
-            if not namespace.terminating:
-                kube.delete_namespace(self.kube, name)
-                # Its DNS server (elsewhere) goes meanwhile; looked at again below.
-                self._delete_dns(name)
-            waiting = f" and {len(networks)} Network(s)" if networks else ""
-            raise TemporaryError(
-                f"waiting for namespace {name}{waiting} to be removed", retry_after=0.5
-            )
-        checkpoint("namespace-deleted")
+        self._remove_networks(name)
+        checkpoint("networks-gone")
         # Not in the tenant's namespace, so not emptied with it.
-        self._delete_dns(name)
+        with step("dns-delete"):
+            self._delete_dns(name)
         domain = self._domain()
         project_id = spec_body.get("tenantID") or status.get("projectID")
         if not project_id:
-            found = identity.find_project(self.conn, name, domain)
+            with step("keystone-project-find"):
+                found = identity.find_project(self.conn, name, domain)
             project_id = found.id if found and naming.PROJECT_TAG in found.tags else None
         username = spec_body.get("username")
         if username:
-            user = identity.find_user(self.conn, str(username), domain)
-            if user is not None and user.default_project_id in (None, project_id):
-                identity.delete_user(self.conn, user.id)
-                log.info("tenant %s: deleted Keystone user %s", name, user.id)
+            with step("keystone-user-delete"):
+                user = identity.find_user(self.conn, str(username), domain)
+                if user is not None and user.default_project_id in (None, project_id):
+                    identity.delete_user(self.conn, user.id)
+                    log.info("tenant %s: deleted Keystone user %s", name, user.id)
         checkpoint("user-deleted")
         if project_id and not spec_body.get("tenantID"):
-            self._delete_volumes(name, project_id)
+            with step("cinder-volumes-delete"):
+                self._delete_volumes(name, project_id)
             # Neutron keeps a deleted project's security groups (its default group, with
             # our Services rule): remove them while the project still exists.
-            groups = neutron.delete_security_groups(self.conn, project_id)
+            with step("security-groups-delete"):
+                groups = neutron.delete_security_groups(self.conn, project_id)
             if groups:
                 log.info("tenant %s: deleted %d security group(s)", name, groups)
             # LoadBalancer floating IPs whose Service's finalizer did not run (e.g. the
             # controller was down while the namespace went): never billed to a ghost.
-            released = neutron.delete_floating_ips(self.conn, project_id, DESCRIPTION_PREFIX)
+            with step("floating-ips-release"):
+                released = neutron.delete_floating_ips(self.conn, project_id, DESCRIPTION_PREFIX)
             if released:
                 log.info("tenant %s: released floating IPs %s", name, ", ".join(released))
-            identity.delete_project(self.conn, project_id)
+            with step("keystone-project-delete"):
+                identity.delete_project(self.conn, project_id)
             log.info("tenant %s: deleted Keystone project %s", name, project_id)
         checkpoint("project-deleted")
+
+    def _remove_networks(self, name: str) -> None:
+        """Ask for the deletion of the Tenant's namespace and of every Network in it;
+        raises TemporaryError until no Network is left (their finalizers have removed
+        what they made in Neutron). Returns at once if the namespace is gone, or is not
+        the Tenant's (the Tenant failed on it: left alone).
+
+        The namespace is not awaited: Kubernetes' namespace controller starts emptying
+        it 5 s after the request (its namespaceDeletionGracePeriod) and then every 8 s
+        while content with finalizers remains, and nothing else in it needs the Keystone
+        project or Neutron's resources to go (pods' ports went with their Networks;
+        Cinder volumes and floating IPs are looked after by the caller)."""
+        with step("namespace-read"):
+            namespace = kube.get_namespace(self.kube, name)
+        if namespace is None or not naming.owns_namespace(namespace.labels, name):
+            return
+        if not namespace.terminating:
+            # First, so that no Network can be made in it after the list below.
+            with step("namespace-delete"):
+                kube.delete_namespace(self.kube, name)
+                # Its DNS server (elsewhere) goes meanwhile; looked at again later.
+                self._delete_dns(name)
+        with step("networks-delete"):
+            networks = kube.list_networks(self.kube, name)
+            for network in networks:
+                if not network["metadata"].get("deletionTimestamp"):
+                    kube.delete_network(self.kube, name, network["metadata"]["name"])
+        checkpoint("networks-deleted")
+        if networks:
+            raise TemporaryError(
+                f"waiting for {len(networks)} Network(s) in namespace {name} to remove "
+                "their Neutron networks",
+                retry_after=0.5,
+            )
 
     def _delete_dns(self, name: str) -> None:
         if apply.delete_objects(self.kube, dns.dns_references(name)):
