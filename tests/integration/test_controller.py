@@ -456,6 +456,44 @@ def test_deletion_completes_when_requested_while_the_controller_was_down(
         harness.stop_all()
 
 
+def test_a_tenants_deletion_ends_without_waiting_for_its_namespace(
+    kube: k8s.ApiClient, os_admin: Connection, controller: Controller
+) -> None:
+    """The Tenant's finalizer removes its Networks itself and then Keystone's objects,
+    instead of waiting for Kubernetes to empty the namespace: here something else's
+    finalizer holds the namespace (a ConfigMap's), and the Tenant, its user, project and
+    Neutron network still go. Positive control: the namespace is still there."""
+    name = "ns-held"
+    core = k8s.CoreV1Api(kube)
+    try:
+        create_tenant(kube, name)
+        wait_active(kube, controller, name)
+        held = k8s.V1ConfigMap(
+            metadata=k8s.V1ObjectMeta(name="held", finalizers=["example.com/hold"])
+        )
+        core.create_namespaced_config_map(name, held)
+        delete_tenant(kube, name)
+        wait_until(
+            lambda: leftovers(kube, os_admin, name) == [f"namespace {name}"],
+            60,
+            "everything but the namespace gone",
+            controller.logs,
+        )
+        assert core.read_namespace(name).metadata.deletion_timestamp is not None
+        assert read(kube, "networks", name, name) is None
+        assert f"tenant {name}: finalized" in controller.logs()
+    finally:
+        try:
+            core.patch_namespaced_config_map("held", name, {"metadata": {"finalizers": None}})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        delete_tenant(kube, name)
+        wait_until(
+            lambda: not leftovers(kube, os_admin, name), 60, "the namespace gone", controller.logs
+        )
+
+
 def test_outage_shows_pending_then_recovers(
     devbox: Devbox, kube: k8s.ApiClient, controller: Controller, cleanup_tenants: list[str]
 ) -> None:

@@ -332,6 +332,21 @@ def run_finalizer(
     LOCKS.forget(kind, body)
 
 
+def remove_network_now(r: Reconcilers, network: Mapping[str, Any]) -> None:
+    """A Tenant's finalizer removes its Networks itself, rather than wait for their own
+    finalizers (and poll for it): under the Network's lock, the same Neutron teardown,
+    then our finalizer's removal from the Network, which Kubernetes then deletes. The
+    Network's own finalizer, if kopf runs it meanwhile or afterwards, finds nothing left
+    to do."""
+    with one_at_a_time("network", network):
+        r.networks.finalize(network)
+        meta = network["metadata"]
+        kube_resources.remove_network_finalizer(
+            r.networks.kube, str(meta["namespace"]), str(meta["name"]), FINALIZER
+        )
+    LOCKS.forget("network", network)
+
+
 # ---- LoadBalancer Services --------------------------------------------------------------
 def _service_event(r: LoadBalancerReconciler, body: kopf.Body, reason: str, message: str) -> None:
     """A Normal Event on the Service (kopf posts only warnings: see configure_settings)."""
@@ -492,7 +507,9 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
     def tenant_delete(
         body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, **_: Any
     ) -> None:
-        run_finalizer("tenant", body, patch, retry, lambda: memo.reconcilers.tenants.finalize(body))
+        r = memo.reconcilers
+        remove = lambda network: remove_network_now(r, network)  # noqa: E731
+        run_finalizer("tenant", body, patch, retry, lambda: r.tenants.finalize(body, remove))
 
     def network_action(memo: kopf.Memo, body: kopf.Body) -> Callable[[], Outcome]:
         def action() -> Outcome:

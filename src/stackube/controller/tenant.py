@@ -350,13 +350,22 @@ class TenantReconciler:
         makes kopf run the Tenant's pass again."""
         kube.annotate_tenant(self.kube, tenant, {NETWORK_STATE_ANNOTATION: state})
 
-    def finalize(self, body: Mapping[str, Any]) -> None:
-        """Remove everything in a safe order; raises TemporaryError while waiting."""
+    def finalize(
+        self, body: Mapping[str, Any], remove_network: Callable[[Mapping[str, Any]], None]
+    ) -> None:
+        """Remove everything in a safe order, in one pass: the namespace's deletion asked
+        for, each of its Networks removed by `remove_network` (a Network object: its
+        Neutron teardown and its finalizer's removal, what the Network's own finalizer
+        would do), then the DNS server, the Keystone user, the project's Cinder volumes,
+        security groups and floating IPs, the project. Raises TemporaryError while
+        something must be waited for (a volume still attached, a port Stackube did not
+        make)."""
         name = str(body["metadata"]["name"])
         self._summaries.pop(name, None)
         spec_body = body.get("spec") or {}
         status = body.get("status") or {}
-        self._remove_networks(name)
+        for network in self._delete_namespace(name):
+            remove_network(network)
         checkpoint("networks-gone")
         # Not in the tenant's namespace, so not emptied with it.
         with step("dns-delete"):
@@ -395,21 +404,20 @@ class TenantReconciler:
             log.info("tenant %s: deleted Keystone project %s", name, project_id)
         checkpoint("project-deleted")
 
-    def _remove_networks(self, name: str) -> None:
-        """Ask for the deletion of the Tenant's namespace and of every Network in it;
-        raises TemporaryError until no Network is left (their finalizers have removed
-        what they made in Neutron). Returns at once if the namespace is gone, or is not
-        the Tenant's (the Tenant failed on it: left alone).
+    def _delete_namespace(self, name: str) -> list[dict[str, Any]]:
+        """Ask for the deletion of the Tenant's namespace and of every Network in it; the
+        Networks still there (none if the namespace is gone, or is not the Tenant's: the
+        Tenant failed on it, and it is left alone).
 
-        The namespace is not awaited: Kubernetes' namespace controller starts emptying
-        it 5 s after the request (its namespaceDeletionGracePeriod) and then every 8 s
-        while content with finalizers remains, and nothing else in it needs the Keystone
-        project or Neutron's resources to go (pods' ports went with their Networks;
-        Cinder volumes and floating IPs are looked after by the caller)."""
+        The namespace is not awaited: Kubernetes' namespace controller empties it from
+        5 s after the request (its namespaceDeletionGracePeriod), and again every 8 s
+        while content with a finalizer remains. Nothing else in it needs the Keystone
+        project or Neutron to go: pods' ports go with their Networks; Cinder volumes and
+        floating IPs are the caller's, by project."""
         with step("namespace-read"):
             namespace = kube.get_namespace(self.kube, name)
         if namespace is None or not naming.owns_namespace(namespace.labels, name):
-            return
+            return []
         if not namespace.terminating:
             # First, so that no Network can be made in it after the list below.
             with step("namespace-delete"):
@@ -422,12 +430,7 @@ class TenantReconciler:
                 if not network["metadata"].get("deletionTimestamp"):
                     kube.delete_network(self.kube, name, network["metadata"]["name"])
         checkpoint("networks-deleted")
-        if networks:
-            raise TemporaryError(
-                f"waiting for {len(networks)} Network(s) in namespace {name} to remove "
-                "their Neutron networks",
-                retry_after=0.5,
-            )
+        return networks
 
     def _delete_dns(self, name: str) -> None:
         if apply.delete_objects(self.kube, dns.dns_references(name)):

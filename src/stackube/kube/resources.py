@@ -216,6 +216,32 @@ def patch_network_status(
     return True
 
 
+@translating("remove a Network's finalizer")
+def remove_network_finalizer(api: k8s.ApiClient, namespace: str, name: str, finalizer: str) -> None:
+    """Drop `finalizer` from the Network's metadata.finalizers: a merge patch that carries
+    the resourceVersion read, so a concurrent change fails it (409, retried) instead of
+    being overwritten. Nothing to do if the Network is gone or lacks that finalizer."""
+    network = get_network(api, namespace, name)
+    if network is None:
+        return
+    meta = network.get("metadata") or {}
+    finalizers = list(meta.get("finalizers") or [])
+    if finalizer not in finalizers:
+        return
+    body = {
+        "metadata": {
+            "finalizers": [f for f in finalizers if f != finalizer],
+            "resourceVersion": meta.get("resourceVersion"),
+        }
+    }
+    try:
+        k8s.CustomObjectsApi(api).patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, NETWORK_PLURAL, name, body, _request_timeout=REQUEST_TIMEOUT
+        )
+    except ApiException as exc:
+        _absent_is_none(exc)
+
+
 @translating("read Tenant")
 def get_tenant(api: k8s.ApiClient, name: str) -> dict[str, Any] | None:
     try:
