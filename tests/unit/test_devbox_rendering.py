@@ -133,6 +133,17 @@ def test_the_openvswitch_backend_is_chosen_by_environment() -> None:
         DevboxSettings.from_env({"STACKUBE_DEVBOX_NEUTRON": "ovn"})
 
 
+def test_neutron_api_workers_come_from_the_environment_within_bounds() -> None:
+    settings = DevboxSettings.from_env({"STACKUBE_DEVBOX_NEUTRON_API_WORKERS": "2"})
+    conf = parse_ini(cfg.neutron_conf(settings, PATHS, SECRETS))
+    assert conf["DEFAULT"]["api_workers"] == "2"
+    default = parse_ini(cfg.neutron_conf(DevboxSettings.from_env({}), PATHS, SECRETS))
+    assert default["DEFAULT"]["api_workers"] == str(DevboxSettings.neutron_api_workers)
+    for bad in ("0", "9", "two"):
+        with pytest.raises(ValueError, match="STACKUBE_DEVBOX_NEUTRON_API_WORKERS"):
+            DevboxSettings.from_env({"STACKUBE_DEVBOX_NEUTRON_API_WORKERS": bad})
+
+
 def test_openvswitch_backend_uses_the_userspace_datapath_everywhere() -> None:
     neutron = parse_ini(cfg.neutron_conf(OVS, PATHS, SECRETS))
     assert neutron["DEFAULT"]["interface_driver"] == "openvswitch"

@@ -190,7 +190,7 @@ def neutron_conf(settings: DevboxSettings, paths: OpenStackPaths, secrets: Secre
                 "auth_strategy": "keystone",
                 "bind_host": settings.host,
                 "bind_port": str(settings.ports.neutron),
-                "api_workers": "1",
+                "api_workers": str(settings.neutron_api_workers),
                 "rpc_workers": "1",
                 "rpc_state_report_workers": "1",
                 "state_path": str(paths.neutron_state),

@@ -29,6 +29,7 @@ ENV_NEUTRON_BACKEND = "STACKUBE_DEVBOX_NEUTRON"
 ENV_GVISOR_PLATFORM = "STACKUBE_DEVBOX_GVISOR_PLATFORM"
 NEUTRON_BACKENDS = ("linuxbridge", "openvswitch")
 ENV_COMPONENTS = "STACKUBE_DEVBOX_COMPONENTS"
+ENV_NEUTRON_API_WORKERS = "STACKUBE_DEVBOX_NEUTRON_API_WORKERS"
 # How Stackube's own components run: as Pods from deploy/ (an operator's way, the
 # default), or as host processes (kept for the Open vSwitch tier; decision 0018).
 COMPONENT_MODES = ("pods", "host")
@@ -42,6 +43,15 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name}={value!r}: use one of {', '.join(choices)}")
     return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int, most: int) -> int:
+    """$name, a whole number from 1 to `most` (unset or empty: `default`). Raises
+    ValueError otherwise."""
+    value = env.get(name) or str(default)
+    if not value.isdigit() or not 1 <= int(value) <= most:
+        raise ValueError(f"{name}={value!r}: use a whole number from 1 to {most}")
+    return int(value)
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:
@@ -127,6 +137,8 @@ class DevboxSettings:
     external_host_address: str = "198.51.100.254"
     # ML2 mechanism: Linux bridge (kernel) or Open vSwitch on its userspace datapath.
     neutron_backend: str = "linuxbridge"
+    # neutron-server's API worker processes (api_workers; its RPC workers stay at one).
+    neutron_api_workers: int = 1
     # The node: its name is the host's, as Neutron's agents know it (binding:host_id).
     node_name: str = "localhost"
     cluster_dns_ip: str = "10.96.0.10"
@@ -144,6 +156,7 @@ class DevboxSettings:
         backend = _choice(env, ENV_NEUTRON_BACKEND, NEUTRON_BACKENDS)
         platform = _choice(env, ENV_GVISOR_PLATFORM, GVISOR_PLATFORMS)
         components = _choice(env, ENV_COMPONENTS, COMPONENT_MODES)
+        api_workers = _count(env, ENV_NEUTRON_API_WORKERS, cls.neutron_api_workers, 8)
         return cls(
             state_dir=state,
             components=components,
@@ -151,6 +164,7 @@ class DevboxSettings:
             kube_bin_override=Path(kube_bin) if kube_bin else None,
             etcd_bin_override=Path(etcd_bin) if etcd_bin else None,
             neutron_backend=backend,
+            neutron_api_workers=api_workers,
             gvisor_platform=platform,
             node_name=socket.gethostname(),
         )
