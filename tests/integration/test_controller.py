@@ -461,17 +461,38 @@ def test_a_tenants_deletion_ends_without_waiting_for_its_namespace(
 ) -> None:
     """The Tenant's finalizer removes its Networks itself and then Keystone's objects,
     instead of waiting for Kubernetes to empty the namespace: here something else's
-    finalizer holds the namespace (a ConfigMap's), and the Tenant, its user, project and
-    Neutron network still go. Positive control: the namespace is still there."""
+    finalizer holds the namespace (a ConfigMap's), and the Tenant, its user, project,
+    Neutron network, security groups and its LoadBalancer's floating IP still go, and
+    nothing is made again for the emptying namespace afterwards. Positive controls: the
+    floating IP and the project's security groups existed; the namespace is still
+    there."""
     name = "ns-held"
     core = k8s.CoreV1Api(kube)
     try:
         create_tenant(kube, name)
         wait_active(kube, controller, name)
+        tenant = read(kube, "tenants", name)
+        assert tenant is not None
+        project_id = tenant["status"]["projectID"]
         held = k8s.V1ConfigMap(
             metadata=k8s.V1ObjectMeta(name="held", finalizers=["example.com/hold"])
         )
         core.create_namespaced_config_map(name, held)
+        service = k8s.V1Service(
+            metadata=k8s.V1ObjectMeta(name="web"),
+            spec=k8s.V1ServiceSpec(
+                type="LoadBalancer", ports=[k8s.V1ServicePort(port=80)], selector={"a": "b"}
+            ),
+        )
+        core.create_namespaced_service(name, service)
+
+        def project_ips() -> list[str]:
+            return [ip.floating_ip_address for ip in os_admin.network.ips(project_id=project_id)]
+
+        wait_until(
+            lambda: len(project_ips()) == 1, 60, "the Service's floating IP", controller.logs
+        )
+        assert list(os_admin.network.security_groups(project_id=project_id))
         delete_tenant(kube, name)
         wait_until(
             lambda: leftovers(kube, os_admin, name) == [f"namespace {name}"],
@@ -482,6 +503,10 @@ def test_a_tenants_deletion_ends_without_waiting_for_its_namespace(
         assert core.read_namespace(name).metadata.deletion_timestamp is not None
         assert read(kube, "networks", name, name) is None
         assert f"tenant {name}: finalized" in controller.logs()
+        # Two resync periods: no pass makes a floating IP again for a namespace going.
+        time.sleep(2 * controller.resync_seconds + 1)
+        assert project_ips() == []
+        assert list(os_admin.network.security_groups(project_id=project_id)) == []
     finally:
         try:
             core.patch_namespaced_config_map("held", name, {"metadata": {"finalizers": None}})

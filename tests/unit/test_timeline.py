@@ -35,7 +35,15 @@ def test_a_pass_collects_its_steps_in_order_and_the_metric_counts_them() -> None
     assert [name for name, _ in steps.steps] == ["first", "second"]
     assert all(seconds >= 0 for _, seconds in steps.steps)
     assert _count("unit-kind", "first") == before + 1
-    assert steps.summary().startswith("first 0.00 s, second ")
+    assert steps.summary().startswith("first ") and ", second " in steps.summary()
+
+
+def test_the_summary_gives_each_step_in_the_order_it_ended() -> None:
+    steps = timeline.PassTimeline("unit-kind", clock=lambda: 0.0)
+    steps.record("project", 0.123)
+    steps.record("namespace", 0.03)
+    steps.record("project", 1.5)
+    assert steps.summary() == "project 0.12 s, namespace 0.03 s, project 1.50 s"
 
 
 def test_a_step_that_raises_is_still_timed() -> None:

@@ -96,7 +96,7 @@ class NetworkReconciler:
         self._openstack = openstack
         self.kube = kube_api
         self.config = config
-        # Neutron (one API worker here) slows down for everyone when flooded with
+        # Neutron (one API worker on the devbox) slows down for everyone when flooded with
         # creates; passes beyond this many wait their turn instead of timing out
         # together. Deletions are not limited: measured, limiting them was slower
         # (docs/benchmarks.md).
@@ -110,10 +110,18 @@ class NetworkReconciler:
 
     def project_id(self, namespace: str) -> str:
         """The Keystone project owning a namespace's Networks: its Tenant's (the
-        namespace's label), or the system project for a namespace no Tenant owns."""
+        namespace's label), or the system project for a namespace no Tenant owns.
+        Raises TemporaryError for a namespace being deleted: nothing new (a network, a
+        LoadBalancer's floating IP) is made in a project its Tenant's finalizer may be
+        emptying."""
         ns = kube.get_namespace(self.kube, namespace)
         if ns is None:
             raise TemporaryError(f"namespace {namespace} does not exist (yet)", retry_after=5)
+        if ns.terminating:
+            raise TemporaryError(
+                f"namespace {namespace} is being deleted: nothing new is made for it",
+                retry_after=5,
+            )
         project = ns.labels.get(LABEL_PROJECT_ID)
         if project:
             return project

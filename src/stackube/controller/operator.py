@@ -334,17 +334,31 @@ def run_finalizer(
 
 def remove_network_now(r: Reconcilers, network: Mapping[str, Any]) -> None:
     """A Tenant's finalizer removes its Networks itself, rather than wait for their own
-    finalizers (and poll for it): under the Network's lock, the same Neutron teardown,
-    then our finalizer's removal from the Network, which Kubernetes then deletes. The
-    Network's own finalizer, if kopf runs it meanwhile or afterwards, finds nothing left
-    to do."""
-    with one_at_a_time("network", network):
-        r.networks.finalize(network)
-        meta = network["metadata"]
-        kube_resources.remove_network_finalizer(
-            r.networks.kube, str(meta["namespace"]), str(meta["name"]), FINALIZER
-        )
-    LOCKS.forget("network", network)
+    finalizers (and poll for it). Under the Network's lock, and only if the Network,
+    read afresh, still carries our finalizer (its own finalizer may have run while the
+    lock was waited for): the same Neutron teardown, then our finalizer's removal, after
+    which Kubernetes deletes the Network. Timed as a `network-delete` pass. The lock is
+    left for the Network's own finalizer to forget, if kopf runs it."""
+    meta = network["metadata"]
+    namespace, name = str(meta["namespace"]), str(meta["name"])
+    api = r.networks.kube
+    started = time.monotonic()
+    with timeline.timed_pass("network-delete") as steps, one_at_a_time("network", network):
+        current = kube_resources.get_network(api, namespace, name)
+        if current is None or FINALIZER not in (current["metadata"].get("finalizers") or []):
+            _log_pass("network-delete", network, 0, steps, "already removed")
+            return
+        r.networks.finalize(current)
+        kube_resources.remove_network_finalizer(api, namespace, name, FINALIZER)
+        metrics.observe("network-delete", "ok", time.monotonic() - started)
+        _log_pass("network-delete", current, 0, steps, "done, by its Tenant's finalizer")
+    age = timeline.seconds_since(current["metadata"].get("deletionTimestamp"))
+    timeline.observe_lifecycle("network", "deleted", age)
+    log.info(
+        "network %s: finalized by its Tenant's finalizer, %s s after its deletion was asked",
+        _name(current),
+        _round(age),
+    )
 
 
 # ---- LoadBalancer Services --------------------------------------------------------------

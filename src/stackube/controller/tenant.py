@@ -205,7 +205,11 @@ class TenantReconciler:
         self._verified[user.id] = _digest(password)
         return user
 
-    def namespace(self, spec: TenantSpec, project: identity.Project) -> None:
+    def namespace(
+        self, spec: TenantSpec, project: identity.Project, current: kube.Namespace | None
+    ) -> None:
+        """Make or relabel the Tenant's namespace; `current` is the namespace as read
+        at the start of the pass (None: absent), not terminating."""
         # Pod Security labels too: tenants cannot write namespaces, and every pass puts
         # back what someone with that right changed.
         labels = {
@@ -213,15 +217,12 @@ class TenantReconciler:
             **pod_security_labels(spec.pod_security),
         }
         runtime = runtime_class_labels(spec)
-        current = kube.get_namespace(self.kube, spec.name)
         if current is None:
             set_runtime = {k: v for k, v in runtime.items() if v is not None}
             kube.create_namespace(self.kube, spec.name, {**labels, **set_runtime})
             log.info("tenant %s: created namespace", spec.name)
             checkpoint("namespace")
             return
-        if current.terminating:
-            raise TemporaryError(f"namespace {spec.name} is still terminating", retry_after=2)
         if not naming.owns_namespace(current.labels, spec.name):
             raise PermanentError(
                 f"namespace {spec.name} exists and was not made for this Tenant (labels "
@@ -259,12 +260,18 @@ class TenantReconciler:
         status = body.get("status") or {}
         with step("password"):
             password = self.password(spec)
+        with step("namespace-read"):
+            current = kube.get_namespace(self.kube, spec.name)
+        if current is not None and current.terminating:
+            # A Tenant deleted and made again: the old namespace is still emptying (its
+            # Tenant's finalizer did not wait for it). Nothing is made until it is gone.
+            raise TemporaryError(f"namespace {spec.name} is still terminating", retry_after=2)
         with step("keystone-project"):
             project = self.project(spec, status)
         # The namespace and Network first: Neutron's work (the slowest part) then runs
         # in the Network's own pass while this one finishes Keystone and RBAC.
         with step("namespace"):
-            self.namespace(spec, project)
+            self.namespace(spec, project, current)
         with step("network-object"):
             network_state, network_message = self.default_network(spec, project)
         with step("keystone-user"):
@@ -358,14 +365,16 @@ class TenantReconciler:
         Neutron teardown and its finalizer's removal, what the Network's own finalizer
         would do), then the DNS server, the Keystone user, the project's Cinder volumes,
         security groups and floating IPs, the project. Raises TemporaryError while
-        something must be waited for (a volume still attached, a port Stackube did not
-        make)."""
+        something must be waited for (a PersistentVolumeClaim still in the namespace, a
+        volume still attached, a port Stackube did not make); the next pass starts over
+        and skips what is done."""
         name = str(body["metadata"]["name"])
         self._summaries.pop(name, None)
         spec_body = body.get("spec") or {}
         status = body.get("status") or {}
         for network in self._delete_namespace(name):
-            remove_network(network)
+            with step("network-remove"):
+                remove_network(network)
         checkpoint("networks-gone")
         # Not in the tenant's namespace, so not emptied with it.
         with step("dns-delete"):
@@ -422,8 +431,6 @@ class TenantReconciler:
             # First, so that no Network can be made in it after the list below.
             with step("namespace-delete"):
                 kube.delete_namespace(self.kube, name)
-                # Its DNS server (elsewhere) goes meanwhile; looked at again later.
-                self._delete_dns(name)
         with step("networks-delete"):
             networks = kube.list_networks(self.kube, name)
             for network in networks:
@@ -438,17 +445,34 @@ class TenantReconciler:
 
     def _delete_volumes(self, name: str, project_id: str) -> None:
         """The project's Cinder volumes (the tenant's disks die with it, as its networks
-        do); waits while one is still attached or being deleted."""
+        do). Raises TemporaryError while the namespace still has a PersistentVolumeClaim
+        (a terminating pod may still write to its volume; the CSI driver deletes the
+        claimed ones itself), then while a volume is attached or being deleted."""
         volumes = cinder.project_volumes(self.conn, project_id)
         if not volumes:
             return
+        claims = kube.claim_names(self.kube, name)
+        if claims:
+            raise TemporaryError(
+                f"waiting for {len(claims)} PersistentVolumeClaim(s) in namespace {name} to "
+                f"go before its Cinder volumes ({', '.join(claims[:5])})",
+                retry_after=5,
+            )
+        refused = []
         for volume in volumes:
-            if volume.status in cinder.DELETABLE:
+            if volume.status not in cinder.DELETABLE:
+                continue
+            try:
                 cinder.delete_volume(self.conn, volume.id)
-                log.info("tenant %s: deleting Cinder volume %s", name, volume.id)
+            except PermanentError as exc:  # its status changed since the list (Cinder's 400)
+                refused.append(f"{volume.id}: {exc}")
+                continue
+            log.info("tenant %s: deleting Cinder volume %s", name, volume.id)
         states = ", ".join(sorted(f"{v.id} {v.status}" for v in volumes))
+        why = f"; refused: {'; '.join(refused)}" if refused else ""
         raise TemporaryError(
-            f"waiting for {len(volumes)} Cinder volume(s) to be deleted ({states})", retry_after=2
+            f"waiting for {len(volumes)} Cinder volume(s) to be deleted ({states}){why}",
+            retry_after=2,
         )
 
 

@@ -49,7 +49,7 @@ def _count(env: Mapping[str, str], name: str, default: int, most: int) -> int:
     """$name, a whole number from 1 to `most` (unset or empty: `default`). Raises
     ValueError otherwise."""
     value = env.get(name) or str(default)
-    if not value.isdigit() or not 1 <= int(value) <= most:
+    if not value.isdecimal() or not 1 <= int(value) <= most:
         raise ValueError(f"{name}={value!r}: use a whole number from 1 to {most}")
     return int(value)
 

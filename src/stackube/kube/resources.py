@@ -216,30 +216,54 @@ def patch_network_status(
     return True
 
 
+FINALIZER_ATTEMPTS = 3  # reads and patches before a concurrent writer's 409 is raised
+
+
 @translating("remove a Network's finalizer")
 def remove_network_finalizer(api: k8s.ApiClient, namespace: str, name: str, finalizer: str) -> None:
     """Drop `finalizer` from the Network's metadata.finalizers: a merge patch that carries
-    the resourceVersion read, so a concurrent change fails it (409, retried) instead of
-    being overwritten. Nothing to do if the Network is gone or lacks that finalizer."""
-    network = get_network(api, namespace, name)
-    if network is None:
-        return
-    meta = network.get("metadata") or {}
-    finalizers = list(meta.get("finalizers") or [])
-    if finalizer not in finalizers:
-        return
-    body = {
-        "metadata": {
-            "finalizers": [f for f in finalizers if f != finalizer],
-            "resourceVersion": meta.get("resourceVersion"),
+    the resourceVersion read, so a concurrent change (kopf writing its progress, the
+    status) fails it with 409 instead of being overwritten; then it is read and patched
+    again, up to FINALIZER_ATTEMPTS times. Nothing to do if the Network is gone or lacks
+    that finalizer."""
+    custom = k8s.CustomObjectsApi(api)
+    for attempt in range(1, FINALIZER_ATTEMPTS + 1):
+        network = get_network(api, namespace, name)
+        meta = (network or {}).get("metadata") or {}
+        finalizers = list(meta.get("finalizers") or [])
+        if finalizer not in finalizers:
+            return
+        body = {
+            "metadata": {
+                "finalizers": [f for f in finalizers if f != finalizer],
+                "resourceVersion": meta.get("resourceVersion"),
+            }
         }
-    }
-    try:
-        k8s.CustomObjectsApi(api).patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, NETWORK_PLURAL, name, body, _request_timeout=REQUEST_TIMEOUT
-        )
-    except ApiException as exc:
-        _absent_is_none(exc)
+        try:
+            custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                NETWORK_PLURAL,
+                name,
+                body,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+            return
+        except ApiException as exc:
+            if exc.status == 409 and attempt < FINALIZER_ATTEMPTS:
+                continue
+            _absent_is_none(exc)
+            return
+
+
+@translating("list PersistentVolumeClaims")
+def claim_names(api: k8s.ApiClient, namespace: str) -> list[str]:
+    """The names of the namespace's PersistentVolumeClaims (sorted)."""
+    claims = k8s.CoreV1Api(api).list_namespaced_persistent_volume_claim(
+        namespace, _request_timeout=REQUEST_TIMEOUT
+    )
+    return sorted(str(c.metadata.name) for c in claims.items)
 
 
 @translating("read Tenant")
