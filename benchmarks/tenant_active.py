@@ -138,7 +138,8 @@ def measure_controller(
         return results
     names = [f"burst-{i}" for i in range(max(total, burst))]
     bursts = [names[i : i + burst] for i in range(0, len(names), burst)]
-    results["burst"], deleted = [], []
+    results["burst"] = []
+    deleted: list[tuple[float, float]] = []
     with ThreadPoolExecutor(max_workers=burst) as pool:
         for group in bursts:
             results["burst"] += pool.map(create_and_wait, group)
