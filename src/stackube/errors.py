@@ -39,10 +39,12 @@ Translator = Callable[[Exception, str], StackubeError]
 
 
 def translating_with(
-    translate: Translator, what: str
+    translate: Translator, what: str, library: tuple[type[Exception], ...]
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorate an adapter function so that its library errors come out as ours,
-    classified by `translate` and chained (`raise ... from exc`)."""
+    """Decorate an adapter function so that its library errors (instances of `library`)
+    come out as ours, classified by `translate` and chained (`raise ... from exc`).
+    Anything else (a KeyError, a TypeError) is a bug and propagates unchanged: retrying
+    it as "temporary" would hide it."""
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
@@ -51,7 +53,7 @@ def translating_with(
                 return fn(*args, **kwargs)
             except StackubeError:
                 raise
-            except Exception as exc:
+            except library as exc:
                 raise translate(exc, what) from exc
 
         return wrapper

@@ -1,5 +1,7 @@
 """Pure pieces of the controller: configuration, names, RBAC, conditions, error kinds."""
 
+from collections.abc import Callable
+
 import pytest
 import requests
 from keystoneauth1 import exceptions as ksa
@@ -18,7 +20,9 @@ from stackube.controller.operator import (
     retry_delay,
 )
 from stackube.errors import NotFoundError, PermanentError, TemporaryError
+from stackube.kube.errors import translating as kube_translating
 from stackube.openstack.errors import translate
+from stackube.openstack.errors import translating as openstack_translating
 
 pytestmark = pytest.mark.unit
 
@@ -210,6 +214,20 @@ def test_openstack_errors_are_classified(exc: Exception, kind: type[Exception]) 
     translated = translate(exc, "doing a thing")
     assert type(translated) is kind
     assert str(translated).startswith("doing a thing: ")
+
+
+@pytest.mark.parametrize("translating", [openstack_translating, kube_translating])
+def test_adapters_translate_library_errors_and_let_bugs_through(
+    translating: Callable[[str], Callable[[Callable[[Exception], None]], Callable[..., None]]],
+) -> None:
+    @translating("doing a thing")
+    def adapter(exc: Exception) -> None:
+        raise exc
+
+    with pytest.raises(TemporaryError, match=r"^doing a thing: "):
+        adapter(ConnectionRefusedError("refused"))  # an OSError: the connection
+    with pytest.raises(KeyError):  # a bug, not "try again later"
+        adapter(KeyError("status"))
 
 
 def test_backoff_doubles_to_a_minute_unless_a_delay_is_asked_for() -> None:

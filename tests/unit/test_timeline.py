@@ -89,3 +89,10 @@ def test_seconds_since_a_kubernetes_timestamp() -> None:
     assert timeline.seconds_since("2026-12-04T08:00:20Z", now) == 0.0
     assert timeline.seconds_since(None, now) is None
     assert timeline.seconds_since("yesterday", now) is None
+
+
+def test_once_each_counts_an_object_once_until_it_is_forgotten() -> None:
+    once = timeline.OnceEach()
+    assert [once.first("a"), once.first("b"), once.first("a")] == [True, True, False]
+    once.forget("a")
+    assert once.first("a") is True

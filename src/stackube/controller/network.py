@@ -199,10 +199,9 @@ class NetworkReconciler:
                     f"(a Tenant's default is {self.config.tenant_cidr})"
                 )
 
-    def _adopted(self, spec: NetworkSpec, network_id: str) -> NetworkResult:
+    def _adopted(self, spec: NetworkSpec, network_id: str, project: str) -> NetworkResult:
         """An existing Neutron network, only if the namespace's tenant owns it: pods
         here would otherwise join another project's L2 (and its ports be billed there)."""
-        project = self.project_id(spec.namespace)
         net = neutron.get_network(self.conn, network_id)
         if net is None:
             raise PermanentError(f"adopted Neutron network {network_id} does not exist")
@@ -216,29 +215,36 @@ class NetworkReconciler:
         return NetworkResult(net.id, subnets[0].id if subnets else None, None)
 
     def reconcile(self, body: Mapping[str, Any]) -> NetworkResult:
+        """One pass: the Neutron network, subnet and router the Network asks for (made if
+        missing), once its router's interface is up. Raises TemporaryError (Neutron or
+        Kubernetes unreachable, the interface not up yet, the namespace being deleted)
+        or PermanentError (invalid spec, a range or network not allowed)."""
+        try:
+            spec = parse_network(body)
+        except SpecError as exc:
+            raise PermanentError(str(exc)) from exc
+        # Before a Neutron slot: a pass for a namespace being deleted waits for none
+        # (holding the Network's lock, which its Tenant's finalizer needs).
+        with step("project"):
+            project = self.project_id(spec.namespace)
         with step("neutron-slot"):
             self._slots.acquire()
         try:
-            return self._reconcile(body)
+            return self._reconcile(spec, project, body.get("status") or {})
         finally:
             self._slots.release()
 
     def finalize(self, body: Mapping[str, Any]) -> None:
         self._finalize(body)
 
-    def _reconcile(self, body: Mapping[str, Any]) -> NetworkResult:
-        try:
-            spec = parse_network(body)
-        except SpecError as exc:
-            raise PermanentError(str(exc)) from exc
+    def _reconcile(
+        self, spec: NetworkSpec, project: str, status: Mapping[str, Any]
+    ) -> NetworkResult:
         if spec.network_id is not None:
-            return self._adopted(spec, spec.network_id)
+            return self._adopted(spec, spec.network_id, project)
         if spec.cidr is None:  # parse_network requires one of the two
             raise PermanentError("spec.cidr is required unless spec.networkID adopts a network")
         self._check_range(spec, [spec.cidr])
-        status = body.get("status") or {}
-        with step("project"):
-            project = self.project_id(spec.namespace)
         name = neutron_name(spec.namespace, spec.name)
 
         # The router does not depend on the network: make both side by side (Neutron's

@@ -45,6 +45,7 @@ from stackube.controller.tenant import TenantReconciler
 from stackube.errors import PermanentError, StackubeError, TemporaryError
 from stackube.kube import pods as kube_pods
 from stackube.kube import resources as kube_resources
+from stackube.kube.client import ApiClient
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,8 @@ class ObjectLocks:
 
 
 LOCKS = ObjectLocks()
+# Objects whose first Active this process has counted (stackube_lifecycle_seconds).
+FIRST_ACTIVE = timeline.OnceEach()
 
 
 @contextlib.contextmanager
@@ -240,8 +243,10 @@ def _run_pass(
     old_state = (body.get("status") or {}).get("state")
     if ready and old_state != State.ACTIVE.value:
         kopf.info(body, reason="Active", message=message)
-        age = timeline.seconds_since(body.get("metadata", {}).get("creationTimestamp"))
-        timeline.observe_lifecycle(kind, "ready", age)
+        meta = body.get("metadata") or {}
+        age = timeline.seconds_since(meta.get("creationTimestamp"))
+        if FIRST_ACTIVE.first(str(meta.get("uid"))):
+            timeline.observe_lifecycle(kind, "ready", age)
         log.info("%s %s: Active, %s s after its creation", kind, _name(body), _round(age))
     if outcome.recheck_seconds is not None:
         # kopf keeps the patch of a handler that asks to be retried.
@@ -303,14 +308,21 @@ async def resync(
 
 
 def run_finalizer(
-    kind: str, body: kopf.Body, patch: kopf.Patch, retry: int, action: Callable[[], None]
+    kind: str,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    retry: int,
+    action: Callable[[], bool | None],
 ) -> None:
+    """Run a finalizer's `action` under the object's lock and turn its outcome into
+    status, Events and retries. `action` returns False when it found nothing to do (the
+    object was already cleaned up by someone else): no deletion is then counted."""
     started = time.monotonic()
     kind_delete = f"{kind}-delete"
     with timeline.timed_pass(kind_delete) as steps:
         try:
             with one_at_a_time(kind, body):
-                action()
+                acted = action()
         except TemporaryError as exc:
             metrics.observe(kind_delete, "waiting", time.monotonic() - started)
             _log_pass(kind_delete, body, retry, steps, f"waiting: {exc}")
@@ -324,34 +336,55 @@ def run_finalizer(
             patch.status.update(_status(body, State.TERMINATING, str(exc), False, "DeleteFailed"))
             kopf.warn(body, reason="DeleteFailed", message=str(exc))
             raise kopf.TemporaryError(str(exc), delay=MAX_BACKOFF_SECONDS) from exc
+    LOCKS.forget(kind, body)
+    FIRST_ACTIVE.forget(str(body.get("metadata", {}).get("uid")))
+    if acted is False:
+        _log_pass(kind_delete, body, retry, steps, "nothing left to do")
+        return
     metrics.observe(kind_delete, "ok", time.monotonic() - started)
     _log_pass(kind_delete, body, retry, steps, "done")
     age = timeline.seconds_since(body.get("metadata", {}).get("deletionTimestamp"))
     timeline.observe_lifecycle(kind, "deleted", age)
     log.info("%s %s: finalized, %s s after its deletion was asked", kind, _name(body), _round(age))
-    LOCKS.forget(kind, body)
+
+
+def network_still_ours(api: ApiClient, network: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The Network read afresh, if it is still this object (same uid) and still carries
+    our finalizer; else None: it was finalized meanwhile (by its Tenant's finalizer or
+    its own), and nothing must be torn down again."""
+    meta = network["metadata"]
+    current = kube_resources.get_network(api, str(meta["namespace"]), str(meta["name"]))
+    if current is None:
+        return None
+    fresh = current.get("metadata") or {}
+    if fresh.get("uid") != meta.get("uid") or FINALIZER not in (fresh.get("finalizers") or []):
+        return None
+    return current
 
 
 def remove_network_now(r: Reconcilers, network: Mapping[str, Any]) -> None:
     """A Tenant's finalizer removes its Networks itself, rather than wait for their own
-    finalizers (and poll for it). Under the Network's lock, and only if the Network,
-    read afresh, still carries our finalizer (its own finalizer may have run while the
-    lock was waited for): the same Neutron teardown, then our finalizer's removal, after
-    which Kubernetes deletes the Network. Timed as a `network-delete` pass. The lock is
-    left for the Network's own finalizer to forget, if kopf runs it."""
+    finalizers (and poll for it). Under the Network's lock, and only if it is still ours
+    (network_still_ours): the same Neutron teardown, then our finalizer's removal, after
+    which Kubernetes deletes the Network (kopf then runs no finalizer for it). Timed as a
+    `network-delete` pass."""
     meta = network["metadata"]
-    namespace, name = str(meta["namespace"]), str(meta["name"])
     api = r.networks.kube
     started = time.monotonic()
     with timeline.timed_pass("network-delete") as steps, one_at_a_time("network", network):
-        current = kube_resources.get_network(api, namespace, name)
-        if current is None or FINALIZER not in (current["metadata"].get("finalizers") or []):
-            _log_pass("network-delete", network, 0, steps, "already removed")
+        current = network_still_ours(api, network)
+        if current is None:
+            _log_pass("network-delete", network, 0, steps, "nothing left to do")
             return
         r.networks.finalize(current)
-        kube_resources.remove_network_finalizer(api, namespace, name, FINALIZER)
+        kube_resources.remove_network_finalizer(
+            api, str(meta["namespace"]), str(meta["name"]), FINALIZER
+        )
         metrics.observe("network-delete", "ok", time.monotonic() - started)
         _log_pass("network-delete", current, 0, steps, "done, by its Tenant's finalizer")
+    # A Network handler that waited for the lock meanwhile finds it gone (above).
+    LOCKS.forget("network", network)
+    FIRST_ACTIVE.forget(str(meta.get("uid")))
     age = timeline.seconds_since(current["metadata"].get("deletionTimestamp"))
     timeline.observe_lifecycle("network", "deleted", age)
     log.info(
@@ -603,6 +636,13 @@ def register(registry: kopf.OperatorRegistry, resync_seconds: float = RESYNC_SEC
     def network_delete(
         body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, **_: Any
     ) -> None:
-        run_finalizer(
-            "network", body, patch, retry, lambda: memo.reconcilers.networks.finalize(body)
-        )
+        def action() -> bool:
+            # Under the lock: its Tenant's finalizer may have removed it meanwhile, and a
+            # namespace of the same name may since hold a new Tenant's network.
+            current = network_still_ours(memo.reconcilers.networks.kube, body)
+            if current is None:
+                return False
+            memo.reconcilers.networks.finalize(current)
+            return True
+
+        run_finalizer("network", body, patch, retry, action)

@@ -372,13 +372,14 @@ class TenantReconciler:
         self._summaries.pop(name, None)
         spec_body = body.get("spec") or {}
         status = body.get("status") or {}
-        for network in self._delete_namespace(name):
-            with step("network-remove"):
-                remove_network(network)
-        checkpoint("networks-gone")
+        networks = self._delete_namespace(name)
         # Not in the tenant's namespace, so not emptied with it.
         with step("dns-delete"):
             self._delete_dns(name)
+        for network in networks:
+            with step("network-remove"):
+                remove_network(network)
+        checkpoint("networks-gone")
         domain = self._domain()
         project_id = spec_body.get("tenantID") or status.get("projectID")
         if not project_id:
@@ -449,22 +450,27 @@ class TenantReconciler:
         (a terminating pod may still write to its volume; the CSI driver deletes the
         claimed ones itself), then while a volume is attached or being deleted."""
         volumes = cinder.project_volumes(self.conn, project_id)
+        if volumes is None:  # no block-storage service in this cloud
+            return
+        # Also with no volume yet: one may be being provisioned for a claim.
+        namespace = kube.get_namespace(self.kube, name)
+        if namespace is not None and naming.owns_namespace(namespace.labels, name):
+            claims = kube.claim_names(self.kube, name)
+            if claims:
+                raise TemporaryError(
+                    f"waiting for {len(claims)} PersistentVolumeClaim(s) in namespace {name} "
+                    f"to go before its Cinder volumes ({', '.join(claims[:5])})",
+                    retry_after=5,
+                )
         if not volumes:
             return
-        claims = kube.claim_names(self.kube, name)
-        if claims:
-            raise TemporaryError(
-                f"waiting for {len(claims)} PersistentVolumeClaim(s) in namespace {name} to "
-                f"go before its Cinder volumes ({', '.join(claims[:5])})",
-                retry_after=5,
-            )
         refused = []
         for volume in volumes:
             if volume.status not in cinder.DELETABLE:
                 continue
             try:
                 cinder.delete_volume(self.conn, volume.id)
-            except PermanentError as exc:  # its status changed since the list (Cinder's 400)
+            except TemporaryError as exc:  # e.g. its status changed since the list
                 refused.append(f"{volume.id}: {exc}")
                 continue
             log.info("tenant %s: deleting Cinder volume %s", name, volume.id)

@@ -33,8 +33,9 @@ STEP_DURATION = Histogram(
 )
 LIFECYCLE = Histogram(
     "stackube_lifecycle_seconds",
-    "Seconds from an object's creation to its first Active state (phase=ready), and from "
-    "its deletion request to the end of its finalizer (phase=deleted), by object kind",
+    "Seconds from an object's creation to its first Active state seen by this process "
+    "(phase=ready), and from its deletion request to the end of its finalizer "
+    "(phase=deleted), by object kind",
     ["kind", "phase"],
     buckets=(1, 2, 3, 5, 8, 13, 20, 30, 60, 120, 300),
 )
@@ -115,6 +116,28 @@ def seconds_since(timestamp: str | None, now: datetime.datetime | None = None) -
         then = then.replace(tzinfo=datetime.UTC)
     current = now or datetime.datetime.now(datetime.UTC)
     return max(0.0, (current - then).total_seconds())
+
+
+class OnceEach:
+    """Which objects (by uid) an event was already counted for in this process: a Tenant
+    Active again after an outage is not "ready" a second time. `forget` when the object
+    is gone."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._guard = threading.Lock()
+
+    def first(self, uid: str) -> bool:
+        """True the first time `uid` is given (until forgotten)."""
+        with self._guard:
+            if uid in self._seen:
+                return False
+            self._seen.add(uid)
+            return True
+
+    def forget(self, uid: str) -> None:
+        with self._guard:
+            self._seen.discard(uid)
 
 
 def observe_lifecycle(kind: str, phase: str, seconds: float | None) -> None:

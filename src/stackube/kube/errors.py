@@ -29,11 +29,14 @@ def translate(exc: Exception, what: str) -> StackubeError:
             retry = exc.headers.get("Retry-After") if exc.headers else None
             return TemporaryError(message, float(retry) if retry and retry.isdigit() else None)
         return PermanentError(message)
-    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
-        return TemporaryError(f"{what}: {exc}")
-    return TemporaryError(f"{what}: {exc!r}")
+    return TemporaryError(f"{what}: {exc}")  # urllib3's HTTPError, OSError: LIBRARY_ERRORS
+
+
+# What the Kubernetes client raises for a failed request: its answer, or the connection.
+LIBRARY_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
 
 
 def translating(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorate an adapter function so its library errors come out translated."""
-    return translating_with(translate, what)
+    """Decorate an adapter function so its library errors (LIBRARY_ERRORS) come out
+    translated; other exceptions are bugs and propagate."""
+    return translating_with(translate, what, LIBRARY_ERRORS)

@@ -50,21 +50,16 @@ def translate(exc: Exception, what: str) -> StackubeError:  # noqa: PLR0911 - a 
         return PermanentError(message)
     if isinstance(exc, ksa.Unauthorized):
         return PermanentError(f"{what}: OpenStack rejected Stackube's credentials: {exc}")
-    if isinstance(
-        exc,
-        ksa.ConnectionError
-        | ksa.ServiceUnavailable
-        | ksa.DiscoveryFailure
-        | ksa.EndpointNotFound
-        | ksa.HttpError
-        | requests.ConnectionError
-        | requests.Timeout
-        | sdk.SDKException,
-    ):
-        return TemporaryError(message)
+    # Unreachable, timed out, no endpoint, discovery failed: the cloud may come back.
     return TemporaryError(message)
 
 
+# What openstacksdk and keystoneauth raise for a failed request: an answer, or the
+# connection (requests' errors, OSError).
+LIBRARY_ERRORS = (sdk.SDKException, ksa.ClientException, requests.RequestException, OSError)
+
+
 def translating(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorate an adapter function so its library errors come out translated."""
-    return translating_with(translate, what)
+    """Decorate an adapter function so its library errors (LIBRARY_ERRORS) come out
+    translated; other exceptions are bugs and propagate."""
+    return translating_with(translate, what, LIBRARY_ERRORS)

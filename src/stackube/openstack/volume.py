@@ -15,6 +15,7 @@ from typing import Any
 from openstack import exceptions as sdk
 from openstack.connection import Connection
 
+from stackube.errors import TemporaryError
 from stackube.openstack.errors import translating
 
 # The attachments API with os-complete (3.44) and attach modes (3.54).
@@ -125,8 +126,15 @@ def project_volumes(conn: Connection, project_id: str) -> list[Volume] | None:
 
 @translating("Cinder volume delete")
 def delete_volume(conn: Connection, volume_id: str) -> None:
-    """Ask Cinder to delete the volume and its snapshots (cascade); idempotent."""
-    _block_storage(conn).delete_volume(volume_id, ignore_missing=True, cascade=True)
+    """Ask Cinder to delete the volume and its snapshots (cascade); idempotent. Cinder's
+    400 ("Invalid volume: Volume status must be available or error...", the volume
+    being attached or detached since it was read) is a TemporaryError: it passes."""
+    try:
+        _block_storage(conn).delete_volume(volume_id, ignore_missing=True, cascade=True)
+    except sdk.BadRequestException as exc:
+        if "status" not in str(exc).lower():
+            raise
+        raise TemporaryError(f"Cinder volume delete: {exc}", retry_after=2) from exc
 
 
 @translating("Cinder volume lookup")

@@ -206,8 +206,8 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                 _abort(
                     context,
                     grpc.StatusCode.PERMISSION_DENIED,
-                    f"namespace {namespace} is not a Tenant's: Cinder volumes are made in"
-                    " Tenants' Keystone projects only",
+                    f"namespace {namespace} is not a Tenant's (or is being deleted): Cinder"
+                    " volumes are made in Tenants' Keystone projects only",
                 )
             with self._creating(request.name):
                 volume = self._find_or_create(context, request, project, namespace, gib)

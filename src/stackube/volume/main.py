@@ -66,7 +66,9 @@ class NamespaceProjects:
     def project_of(self, namespace: str) -> str | None:
         with kube_client.session(self.kubeconfig) as api:
             found = resources.get_namespace(api, namespace)
-        if found is None or not is_tenant_namespace(found.labels):
+        # Nothing new for a namespace being deleted: its Tenant's finalizer may be
+        # deleting the project's volumes (docs/decisions/0019).
+        if found is None or found.terminating or not is_tenant_namespace(found.labels):
             return None
         return found.labels.get(LABEL_PROJECT_ID) or None
 

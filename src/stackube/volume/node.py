@@ -48,7 +48,8 @@ class Cinder(Protocol):
 
 class Namespaces(Protocol):
     def project_of(self, namespace: str) -> str | None:
-        """The Keystone project ID of a Tenant's namespace; None for other namespaces."""
+        """The Keystone project ID of a Tenant's namespace; None for other namespaces and
+        for one being deleted."""
         ...
 
     def pod_uid(self, namespace: str, name: str) -> str | None:
