@@ -10,6 +10,7 @@ import contextvars
 import ipaddress
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +48,10 @@ log = logging.getLogger(__name__)
 NETWORK_STEPS = ("neutron-network", "neutron-subnet", "neutron-router", "router-interface")
 NETWORK_DELETE_STEPS = ("ports-deleted", "interface-removed", "router-deleted", "subnet-deleted")
 # Ports Neutron itself manages on a network and removes with it (or that we remove).
+# How long a pass waits in itself for the router's interface to be plumbed before it
+# hands over to a retry, and its first poll interval (then x1.5, at most 1 s).
+PLUMB_WAIT_SECONDS = 5.0
+PLUMB_FIRST_POLL_SECONDS = 0.25
 _NEUTRON_OWNED = ("network:router_interface", "network:dhcp")
 
 
@@ -58,6 +63,17 @@ class NetworkResult:
     recreated: bool = False
     # The router's IPv4 address on the external network ("" without one).
     router_external_ip: str = ""
+
+
+@dataclass(frozen=True)
+class _Made:
+    """What a pass found or made in Neutron, before the router's plumbing is awaited."""
+
+    project: str
+    net: neutron.Network
+    subnet: neutron.Subnet
+    router: neutron.Router
+    recreated: bool
 
 
 def external_ipv4(router: neutron.Router) -> str:
@@ -230,16 +246,19 @@ class NetworkReconciler:
         with step("neutron-slot"):
             self._slots.acquire()
         try:
-            return self._reconcile(spec, project, body.get("status") or {})
+            made = self._reconcile(spec, project, body.get("status") or {})
         finally:
             self._slots.release()
+        return made if isinstance(made, NetworkResult) else self._plumbed(made)
 
     def finalize(self, body: Mapping[str, Any]) -> None:
         self._finalize(body)
 
     def _reconcile(
         self, spec: NetworkSpec, project: str, status: Mapping[str, Any]
-    ) -> NetworkResult:
+    ) -> NetworkResult | _Made:
+        """Find or make what the Network needs in Neutron (an adopted network: only
+        checked, the result final)."""
         if spec.network_id is not None:
             return self._adopted(spec, spec.network_id, project)
         if spec.cidr is None:  # parse_network requires one of the two
@@ -259,21 +278,34 @@ class NetworkReconciler:
             if subnet.id not in neutron.router_interface_subnets(self.conn, router.id):
                 neutron.add_router_interface(self.conn, router.id, subnet.id)
                 checkpoint("router-interface")
-        with step("router-ports"):
-            ports = neutron.router_ports(self.conn, router.id, net.id)
-        problem = gateway_problem(ports, router.id, subnet.id)
-        if problem is not None:
-            # Active means pods here reach their gateway (and Services, DNS through it):
-            # the L3 agent plumbs the router a few seconds after the API calls.
-            raise TemporaryError(problem, retry_after=1)
+        return _Made(project, net, subnet, router, recreated)
+
+    def _plumbed(self, made: _Made) -> NetworkResult:
+        """Wait (in this pass, outside the Neutron slot) until the router's interface on
+        the subnet is ACTIVE: Active means pods here reach their gateway (and Services,
+        DNS through it), and the L3 and L2 agents plumb it a second or a few after the
+        API calls. Polls every 0.25 s, slowing to 1 s, for PLUMB_WAIT_SECONDS; then
+        raises TemporaryError (the next pass looks again)."""
+        router, net, subnet = made.router, made.net, made.subnet
+        delay, deadline = PLUMB_FIRST_POLL_SECONDS, time.monotonic() + PLUMB_WAIT_SECONDS
+        with step("router-plumbed"):
+            while True:
+                ports = neutron.router_ports(self.conn, router.id, net.id)
+                problem = gateway_problem(ports, router.id, subnet.id)
+                if problem is None:
+                    break
+                if time.monotonic() + delay > deadline:
+                    raise TemporaryError(problem, retry_after=1)
+                time.sleep(delay)
+                delay = min(delay * 1.5, 1.0)
         if subnet.gateway_ip:
             # Service traffic reaches pods from the router (stackube-proxy masquerades
             # it to the gateway address); the default group admits only its members.
             with step("security-group-rule"):
                 neutron.allow_ingress_from(
-                    self.conn, project, f"{subnet.gateway_ip}/32", SERVICES_RULE_DESCRIPTION
+                    self.conn, made.project, f"{subnet.gateway_ip}/32", SERVICES_RULE_DESCRIPTION
                 )
-        return NetworkResult(net.id, subnet.id, router.id, recreated, external_ipv4(router))
+        return NetworkResult(net.id, subnet.id, router.id, made.recreated, external_ipv4(router))
 
     def _network_and_subnet(
         self, spec: NetworkSpec, name: str, project: str, status: Mapping[str, Any]
