@@ -403,10 +403,11 @@ def delete_security_groups(conn: Connection, project_id: str) -> int:
     """Every security group of a project (Neutron keeps them after the project is gone).
     A group still used by a port is a conflict: retried by the caller."""
     deleted = 0
-    # Listed unfiltered and picked here: a listing filtered by project makes Neutron
-    # create the project's default group when it has none (so a second cleanup pass
-    # would leave one behind).
-    groups = [g for g in conn.network.security_groups() if g.project_id == project_id]
+    # Filtered by project (not every project's groups, a list that grows with the cloud):
+    # Neutron then makes the project's default group if it has none, and lists it too,
+    # so it goes with the rest. A later listing filtered by this project would make it
+    # again: nothing in a Tenant's deletion lists them after this.
+    groups = list(conn.network.security_groups(project_id=project_id))
     for group in groups:
         conn.network.delete_security_group(group.id, ignore_missing=True)
         deleted += 1
