@@ -83,6 +83,20 @@ def wait(check: Callable[[], bool], interval: float, timeout: float = 900) -> No
         time.sleep(interval)
 
 
+def settle(what: str, below: float = 1.0, most_seconds: float = 300) -> None:
+    """Wait until the machine's 1-minute load average is below `below` (at most
+    `most_seconds`): Neutron's agents finish a burst's routers minutes after its API
+    calls, and a phase measured meanwhile measures that tail. Prints the wait."""
+    started = time.monotonic()
+    while time.monotonic() - started < most_seconds:
+        load = float(Path("/proc/loadavg").read_text().split()[0])
+        if load < below:
+            break
+        time.sleep(5)
+    waited = time.monotonic() - started
+    print(f"settled before {what}: {waited:.0f} s (load {load:.2f})", file=sys.stderr)
+
+
 def start_controller(devbox: Devbox, kube: k8s.ApiClient) -> Controller:
     apply_crds(kube)
     apply_rbac(kube)
@@ -159,12 +173,14 @@ def measure_controller(
         results[key] = [first for first, _ in pairs]
         results[f"{key}_namespace"] = [second for _, second in pairs]
 
+    settle("one at a time")
     results["single"] = [create_and_wait(f"bench-{i}") for i in range(rounds)]
     record("single_delete", [delete_and_wait(f"bench-{i}") for i in range(rounds)])
     if burst <= 0:
         return results
     names = [f"burst-{i}" for i in range(max(total, burst))]
     bursts = [names[i : i + burst] for i in range(0, len(names), burst)]
+    settle("bursts")
     results["burst"] = []
     deleted: list[tuple[float, float]] = []
     with ThreadPoolExecutor(max_workers=burst) as pool:
@@ -264,6 +280,7 @@ def main() -> int:
             print(f"controller log (every pass's steps): {controller.log}")
         finally:
             controller.stop_all()
+    settle("the baseline")
     base = measure_baseline(devbox, admin, args.rounds)
 
     gone = "Tenant, Keystone and Neutron gone"
