@@ -61,9 +61,9 @@ CREATE_CHAINS = {
     "network": ("neutron-network", "neutron-subnet", "router-interface"),
     "router": ("neutron-router",),
 }
-# Deletion is one sequence: the Tenant asks for its Networks' deletion, their finalizer
-# empties Neutron, then the Tenant removes Keystone's objects (the namespace goes in
-# Kubernetes' own time).
+# Deletion is one sequence: the Tenant asks for its namespace's deletion, tears its
+# Networks down in Neutron and deletes them, then removes Keystone's objects (the
+# namespace goes in Kubernetes' own time).
 DELETE_CHAIN = (TENANT_DELETE_STEPS[0], *NETWORK_DELETE_STEPS, *TENANT_DELETE_STEPS[1:])
 
 

@@ -365,8 +365,9 @@ def network_still_ours(api: ApiClient, network: Mapping[str, Any]) -> dict[str, 
 def remove_network_now(r: Reconcilers, network: Mapping[str, Any]) -> None:
     """A Tenant's finalizer removes its Networks itself, rather than wait for their own
     finalizers (and poll for it). Under the Network's lock, and only if it is still ours
-    (network_still_ours): the same Neutron teardown, then our finalizer's removal, after
-    which Kubernetes deletes the Network (kopf then runs no finalizer for it). Timed as a
+    (network_still_ours): the same Neutron teardown, then the Network's deletion and our
+    finalizer's removal, after which Kubernetes deletes it at once (kopf's finalizer for
+    it, if started meanwhile, waits for the lock and then finds it gone). Timed as a
     `network-delete` pass."""
     meta = network["metadata"]
     api = r.networks.kube
@@ -377,9 +378,10 @@ def remove_network_now(r: Reconcilers, network: Mapping[str, Any]) -> None:
             _log_pass("network-delete", network, 0, steps, "nothing left to do")
             return
         r.networks.finalize(current)
-        kube_resources.remove_network_finalizer(
-            api, str(meta["namespace"]), str(meta["name"]), FINALIZER
-        )
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        if not current["metadata"].get("deletionTimestamp"):
+            kube_resources.delete_network(api, namespace, name)
+        kube_resources.remove_network_finalizer(api, namespace, name, FINALIZER)
         metrics.observe("network-delete", "ok", time.monotonic() - started)
         _log_pass("network-delete", current, 0, steps, "done, by its Tenant's finalizer")
     # A Network handler that waited for the lock meanwhile finds it gone (above).

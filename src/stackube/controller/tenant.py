@@ -51,7 +51,7 @@ TENANT_STEPS = (
 # Not under kopf's own annotation prefix (kopf hides those from its diffs).
 NETWORK_STATE_ANNOTATION = "network.stackube.kubernetes.io/state"
 FIELD_MANAGER = "stackube-controller"
-TENANT_DELETE_STEPS = ("networks-deleted", "networks-gone", "user-deleted", "project-deleted")
+TENANT_DELETE_STEPS = ("namespace-deleted", "networks-gone", "user-deleted", "project-deleted")
 
 
 @dataclass(frozen=True)
@@ -361,9 +361,9 @@ class TenantReconciler:
         self, body: Mapping[str, Any], remove_network: Callable[[Mapping[str, Any]], None]
     ) -> None:
         """Remove everything in a safe order, in one pass: the namespace's deletion asked
-        for, each of its Networks removed by `remove_network` (a Network object: its
-        Neutron teardown and its finalizer's removal, what the Network's own finalizer
-        would do), then the DNS server, the Keystone user, the project's Cinder volumes,
+        for, the DNS server, each of its Networks removed by `remove_network` (a Network
+        object: its Neutron teardown, what the Network's own finalizer would do, then
+        its deletion), then the Keystone user, the project's Cinder volumes,
         security groups and floating IPs, the project. Raises TemporaryError while
         something must be waited for (a PersistentVolumeClaim still in the namespace, a
         volume still attached, a port Stackube did not make); the next pass starts over
@@ -415,9 +415,12 @@ class TenantReconciler:
         checkpoint("project-deleted")
 
     def _delete_namespace(self, name: str) -> list[dict[str, Any]]:
-        """Ask for the deletion of the Tenant's namespace and of every Network in it; the
-        Networks still there (none if the namespace is gone, or is not the Tenant's: the
-        Tenant failed on it, and it is left alone).
+        """Ask for the deletion of the Tenant's namespace; the Networks in it, for the
+        caller to tear down and delete (none if the namespace is gone, or is not the
+        Tenant's: the Tenant failed on it, and it is left alone). They are not deleted
+        here: a Network deleted before its teardown would have its own finalizer race
+        the Tenant's for it (Kubernetes' namespace controller deletes them too, from
+        5 s after the namespace's deletion, by which time they are usually gone).
 
         The namespace is not awaited: Kubernetes' namespace controller empties it from
         5 s after the request (its namespaceDeletionGracePeriod), and again every 8 s
@@ -432,13 +435,9 @@ class TenantReconciler:
             # First, so that no Network can be made in it after the list below.
             with step("namespace-delete"):
                 kube.delete_namespace(self.kube, name)
-        with step("networks-delete"):
-            networks = kube.list_networks(self.kube, name)
-            for network in networks:
-                if not network["metadata"].get("deletionTimestamp"):
-                    kube.delete_network(self.kube, name, network["metadata"]["name"])
-        checkpoint("networks-deleted")
-        return networks
+        checkpoint("namespace-deleted")
+        with step("networks-list"):
+            return kube.list_networks(self.kube, name)
 
     def _delete_dns(self, name: str) -> None:
         if apply.delete_objects(self.kube, dns.dns_references(name)):
