@@ -9,7 +9,8 @@ Side by side in one run:
   interface), one at a time, then `--total` in bursts of `--burst` created at once (a
   burst once the previous one is Active); and deletion -> all gone, the same way.
 - `baseline`: the same Keystone and Neutron calls made directly with openstacksdk, one
-  after the other, no Kubernetes and no controller: the floor the controller pays.
+  after the other, and the same wait for the router's interface to be ACTIVE (plumbed
+  by Neutron's agents), no Kubernetes and no controller: the floor the controller pays.
 A deletion is timed twice: until the Tenant, its Keystone user and project and its
 Neutron network, subnet and router are gone (its namespace Terminating), and until the
 namespace is gone too (Kubernetes' namespace controller looks at a deleted namespace
@@ -52,6 +53,7 @@ from tests.integration.test_controller import (
 
 from benchmarks.live import with_live_tenant
 from benchmarks.stats import row
+from stackube.controller.network import gateway_problem
 from stackube.devbox.box import Devbox
 from stackube.devbox.settings import DevboxSettings
 from stackube.kube.client import api_client
@@ -243,6 +245,16 @@ def measure_baseline(devbox: Devbox, admin: Connection, rounds: int) -> dict[str
         )
         router = neutron.create_router(admin, name, project.id, ext)
         neutron.add_router_interface(admin, router.id, subnet.id)
+        # As the controller, until the agents have plumbed the interface (ACTIVE).
+        wait(
+            lambda: (
+                gateway_problem(
+                    neutron.router_ports(admin, router.id, net.id), router.id, subnet.id
+                )
+                is None
+            ),
+            0.25,
+        )
         creates.append(time.perf_counter() - start)
         start = time.perf_counter()
         for port_id in neutron.router_interface_ports(admin, router.id):

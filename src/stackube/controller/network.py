@@ -252,7 +252,13 @@ class NetworkReconciler:
         return made if isinstance(made, NetworkResult) else self._plumbed(made)
 
     def finalize(self, body: Mapping[str, Any]) -> None:
-        self._finalize(body)
+        """Tear down what the Network made in Neutron, in a Neutron slot like a pass."""
+        with step("neutron-slot"):
+            self._slots.acquire()
+        try:
+            self._finalize(body)
+        finally:
+            self._slots.release()
 
     def _reconcile(
         self, spec: NetworkSpec, project: str, status: Mapping[str, Any]
