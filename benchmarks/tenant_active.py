@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from kubernetes import client as k8s
@@ -227,6 +228,12 @@ def step_table(metrics_text: str) -> list[str]:
     return rows
 
 
+def plumbed(admin: Connection, router_id: str, network_id: str, subnet_id: str) -> bool:
+    """The router's interface on the subnet is ACTIVE (the controller's own check)."""
+    ports = neutron.router_ports(admin, router_id, network_id)
+    return gateway_problem(ports, router_id, subnet_id) is None
+
+
 def measure_baseline(devbox: Devbox, admin: Connection, rounds: int) -> dict[str, list[float]]:
     """The same Keystone and Neutron calls the controller makes, made directly."""
     domain = identity.find_domain_id(admin, "stackube") or ""
@@ -246,15 +253,7 @@ def measure_baseline(devbox: Devbox, admin: Connection, rounds: int) -> dict[str
         router = neutron.create_router(admin, name, project.id, ext)
         neutron.add_router_interface(admin, router.id, subnet.id)
         # As the controller, until the agents have plumbed the interface (ACTIVE).
-        wait(
-            lambda: (
-                gateway_problem(
-                    neutron.router_ports(admin, router.id, net.id), router.id, subnet.id
-                )
-                is None
-            ),
-            0.25,
-        )
+        wait(partial(plumbed, admin, router.id, net.id, subnet.id), 0.25)
         creates.append(time.perf_counter() - start)
         start = time.perf_counter()
         for port_id in neutron.router_interface_ports(admin, router.id):
