@@ -112,10 +112,9 @@ class NetworkReconciler:
         self._openstack = openstack
         self.kube = kube_api
         self.config = config
-        # Neutron (one API worker on the devbox) slows down for everyone when flooded with
-        # creates; passes beyond this many wait their turn instead of timing out
-        # together. Deletions are not limited: measured, limiting them was slower
-        # (docs/benchmarks.md).
+        # Neutron (one API worker on the devbox) slows down for everyone when flooded:
+        # passes and teardowns beyond this many wait their turn instead of timing out
+        # together (measured: docs/benchmarks.md, 2026-12-04).
         self._slots = threading.BoundedSemaphore(neutron_concurrency)
         self._system_project: str | None = None
         self._system_guard = threading.Lock()

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--neutron-concurrency",
         type=int,
         default=4,
-        help="Network passes talking to Neutron at once (more wait, rather than time out)",
+        help="Network passes and teardowns talking to Neutron at once (more wait their "
+        "turn, rather than time out together)",
     )
     parser.add_argument(
         "--resync-seconds",
