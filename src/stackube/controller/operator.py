@@ -387,13 +387,10 @@ def remove_network_now(r: Reconcilers, network: Mapping[str, Any]) -> None:
     # A Network handler that waited for the lock meanwhile finds it gone (above).
     LOCKS.forget("network", network)
     FIRST_ACTIVE.forget(str(meta.get("uid")))
+    # Its deletion was asked for by the namespace controller, or just now (no age).
     age = timeline.seconds_since(current["metadata"].get("deletionTimestamp"))
     timeline.observe_lifecycle("network", "deleted", age)
-    log.info(
-        "network %s: finalized by its Tenant's finalizer, %s s after its deletion was asked",
-        _name(current),
-        _round(age),
-    )
+    log.info("network %s: torn down and deleted by its Tenant's finalizer", _name(current))
 
 
 # ---- LoadBalancer Services --------------------------------------------------------------
