@@ -6,12 +6,13 @@ lookups by derived name make every step safe to repeat after a crash.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import ipaddress
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, overload
@@ -47,11 +48,11 @@ log = logging.getLogger(__name__)
 
 NETWORK_STEPS = ("neutron-network", "neutron-subnet", "neutron-router", "router-interface")
 NETWORK_DELETE_STEPS = ("ports-deleted", "interface-removed", "router-deleted", "subnet-deleted")
-# Ports Neutron itself manages on a network and removes with it (or that we remove).
 # How long a pass waits in itself for the router's interface to be plumbed before it
 # hands over to a retry, and its first poll interval (then x1.5, at most 1 s).
 PLUMB_WAIT_SECONDS = 5.0
 PLUMB_FIRST_POLL_SECONDS = 0.25
+# Ports Neutron itself manages on a network and removes with it (or that we remove).
 _NEUTRON_OWNED = ("network:router_interface", "network:dhcp")
 
 
@@ -242,20 +243,22 @@ class NetworkReconciler:
         # (holding the Network's lock, which its Tenant's finalizer needs).
         with step("project"):
             project = self.project_id(spec.namespace)
-        with step("neutron-slot"):
-            self._slots.acquire()
-        try:
+        with self._neutron_slot():
             made = self._reconcile(spec, project, body.get("status") or {})
-        finally:
-            self._slots.release()
         return made if isinstance(made, NetworkResult) else self._plumbed(made)
 
     def finalize(self, body: Mapping[str, Any]) -> None:
         """Tear down what the Network made in Neutron, in a Neutron slot like a pass."""
+        with self._neutron_slot():
+            self._finalize(body)
+
+    @contextlib.contextmanager
+    def _neutron_slot(self) -> Iterator[None]:
+        """One of the slots that bound the calls in flight to Neutron (its wait timed)."""
         with step("neutron-slot"):
             self._slots.acquire()
         try:
-            self._finalize(body)
+            yield
         finally:
             self._slots.release()
 

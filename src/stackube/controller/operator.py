@@ -336,16 +336,37 @@ def run_finalizer(
             patch.status.update(_status(body, State.TERMINATING, str(exc), False, "DeleteFailed"))
             kopf.warn(body, reason="DeleteFailed", message=str(exc))
             raise kopf.TemporaryError(str(exc), delay=MAX_BACKOFF_SECONDS) from exc
-    LOCKS.forget(kind, body)
-    FIRST_ACTIVE.forget(str(body.get("metadata", {}).get("uid")))
     if acted is False:
+        _forget(kind, body)
         _log_pass(kind_delete, body, retry, steps, "nothing left to do")
         return
-    metrics.observe(kind_delete, "ok", time.monotonic() - started)
-    _log_pass(kind_delete, body, retry, steps, "done")
+    _finalized(kind, body, retry, steps, started=started, result="done")
     age = timeline.seconds_since(body.get("metadata", {}).get("deletionTimestamp"))
-    timeline.observe_lifecycle(kind, "deleted", age)
     log.info("%s %s: finalized, %s s after its deletion was asked", kind, _name(body), _round(age))
+
+
+def _forget(kind: str, body: Mapping[str, Any]) -> None:
+    """The object is gone: its lock and its first-Active mark go too."""
+    LOCKS.forget(kind, body)
+    FIRST_ACTIVE.forget(str((body.get("metadata") or {}).get("uid")))
+
+
+def _finalized(
+    kind: str,
+    body: Mapping[str, Any],
+    retry: int,
+    steps: timeline.PassTimeline,
+    *,
+    started: float,
+    result: str,
+) -> None:
+    """What every finished teardown records: lock and marks forgotten, the pass counted
+    and logged, the time since the deletion was asked (when it was)."""
+    _forget(kind, body)
+    metrics.observe(f"{kind}-delete", "ok", time.monotonic() - started)
+    _log_pass(f"{kind}-delete", body, retry, steps, result)
+    age = timeline.seconds_since((body.get("metadata") or {}).get("deletionTimestamp"))
+    timeline.observe_lifecycle(kind, "deleted", age)
 
 
 def network_still_ours(api: ApiClient, network: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -382,14 +403,11 @@ def remove_network_now(r: Reconcilers, network: Mapping[str, Any]) -> None:
         if not current["metadata"].get("deletionTimestamp"):
             kube_resources.delete_network(api, namespace, name)
         kube_resources.remove_network_finalizer(api, namespace, name, FINALIZER)
-        metrics.observe("network-delete", "ok", time.monotonic() - started)
-        _log_pass("network-delete", current, 0, steps, "done, by its Tenant's finalizer")
-    # A Network handler that waited for the lock meanwhile finds it gone (above).
-    LOCKS.forget("network", network)
-    FIRST_ACTIVE.forget(str(meta.get("uid")))
-    # Its deletion was asked for by the namespace controller, or just now (no age).
-    age = timeline.seconds_since(current["metadata"].get("deletionTimestamp"))
-    timeline.observe_lifecycle("network", "deleted", age)
+    # A Network handler that waited for the lock meanwhile finds it gone (above). Its
+    # deletion was asked for by the namespace controller, or just now (then no age).
+    _finalized(
+        "network", current, 0, steps, started=started, result="done, by its Tenant's finalizer"
+    )
     log.info("network %s: torn down and deleted by its Tenant's finalizer", _name(current))
 
 

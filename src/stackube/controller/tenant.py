@@ -372,7 +372,13 @@ class TenantReconciler:
         self._summaries.pop(name, None)
         spec_body = body.get("spec") or {}
         status = body.get("status") or {}
-        networks = self._delete_namespace(name)
+        with step("namespace-read"):
+            namespace = kube.get_namespace(self.kube, name)
+        # Not the Tenant's (it failed on someone else's namespace): left alone.
+        if namespace is not None and naming.owns_namespace(namespace.labels, name):
+            owned, networks = True, self._delete_namespace(name, namespace)
+        else:
+            owned, networks = False, []
         # Not in the tenant's namespace, so not emptied with it.
         with step("dns-delete"):
             self._delete_dns(name)
@@ -396,7 +402,7 @@ class TenantReconciler:
         checkpoint("user-deleted")
         if project_id and not spec_body.get("tenantID"):
             with step("cinder-volumes-delete"):
-                self._delete_volumes(name, project_id)
+                self._delete_volumes(name, project_id, claims_to_await=owned)
             # Neutron keeps a deleted project's security groups (its default group, with
             # our Services rule): remove them while the project still exists.
             with step("security-groups-delete"):
@@ -414,10 +420,9 @@ class TenantReconciler:
             log.info("tenant %s: deleted Keystone project %s", name, project_id)
         checkpoint("project-deleted")
 
-    def _delete_namespace(self, name: str) -> list[dict[str, Any]]:
-        """Ask for the deletion of the Tenant's namespace; the Networks in it, for the
-        caller to tear down and delete (none if the namespace is gone, or is not the
-        Tenant's: the Tenant failed on it, and it is left alone). They are not deleted
+    def _delete_namespace(self, name: str, namespace: kube.Namespace) -> list[dict[str, Any]]:
+        """Ask for the deletion of the Tenant's namespace (as read, the Tenant's); the
+        Networks in it, for the caller to tear down and delete. They are not deleted
         here: a Network deleted before its teardown would have its own finalizer race
         the Tenant's for it (Kubernetes' namespace controller deletes them too, from
         5 s after the namespace's deletion, by which time they are usually gone).
@@ -427,10 +432,6 @@ class TenantReconciler:
         while content with a finalizer remains. Nothing else in it needs the Keystone
         project or Neutron to go: pods' ports go with their Networks; Cinder volumes and
         floating IPs are the caller's, by project."""
-        with step("namespace-read"):
-            namespace = kube.get_namespace(self.kube, name)
-        if namespace is None or not naming.owns_namespace(namespace.labels, name):
-            return []
         if not namespace.terminating:
             # First, so that no Network can be made in it after the list below.
             with step("namespace-delete"):
@@ -443,17 +444,17 @@ class TenantReconciler:
         if apply.delete_objects(self.kube, dns.dns_references(name)):
             log.info("tenant %s: deleted its DNS server", name)
 
-    def _delete_volumes(self, name: str, project_id: str) -> None:
+    def _delete_volumes(self, name: str, project_id: str, claims_to_await: bool) -> None:
         """The project's Cinder volumes (the tenant's disks die with it, as its networks
         do). Raises TemporaryError while the namespace still has a PersistentVolumeClaim
         (a terminating pod may still write to its volume; the CSI driver deletes the
-        claimed ones itself), then while a volume is attached or being deleted."""
+        claimed ones itself; only `claims_to_await`: the namespace was the Tenant's),
+        then while a volume is attached or being deleted."""
         volumes = cinder.project_volumes(self.conn, project_id)
         if volumes is None:  # no block-storage service in this cloud
             return
         # Also with no volume yet: one may be being provisioned for a claim.
-        namespace = kube.get_namespace(self.kube, name)
-        if namespace is not None and naming.owns_namespace(namespace.labels, name):
+        if claims_to_await:
             claims = kube.claim_names(self.kube, name)
             if claims:
                 raise TemporaryError(
