@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from stackube.devbox.components import running_since
 from stackube.devbox.deploy import devbox_patches, overlay_kustomization
 from stackube.devbox.node import NodePaths
 from stackube.devbox.settings import DevboxSettings
@@ -97,3 +100,33 @@ def test_the_devbox_patches_mount_each_node_path_where_the_daemon_looks_for_it()
         in sidecars["csi-provisioner"]["args"]
     )
     assert "--extra-create-metadata" in sidecars["csi-provisioner"]["args"]
+
+
+def _pod(started: str | None, ready: bool = True, deleting: bool = False) -> dict[str, Any]:
+    def state() -> dict[str, Any]:
+        return {"running": {"startedAt": started}} if started else {"waiting": {}}
+
+    return {
+        "metadata": {"deletionTimestamp": "2026-12-04T17:00:09Z"} if deleting else {},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "containerStatuses": [{"state": state()}, {"state": state()}],
+        },
+    }
+
+
+def test_a_pod_counts_as_running_since_a_restart_only_with_containers_started_after_it() -> None:
+    since = datetime(2026, 12, 4, 17, 0, 10, 700000, tzinfo=UTC)
+    after = "2026-12-04T17:00:10Z"  # the same second: startedAt has no fraction
+    before = "2026-12-04T17:00:09Z"
+    assert running_since([_pod(after), _pod("2026-12-04T17:01:00Z")], since) == 2
+    # A status from before the restart: Ready, but for containers that died with it.
+    assert running_since([_pod(before)], since) == 0
+    assert running_since([_pod(after, ready=False)], since) == 0
+    assert running_since([_pod(None)], since) == 0
+    assert running_since([_pod(after, deleting=True)], since) == 0
+    mixed = _pod(after)
+    assert running_since([mixed], since) == 1
+    mixed["status"]["containerStatuses"][1]["state"]["running"]["startedAt"] = before
+    assert running_since([mixed], since) == 0
+    assert running_since([{"status": {}}], since) == 0

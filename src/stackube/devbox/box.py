@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from stackube.devbox import (
@@ -192,12 +193,19 @@ class Devbox:
                     stop_service(service, self.table)
         with self.progress.step("Stackube's configuration, CRDs and RBAC"):
             StackubeDevbox(self.settings, self.openstack).prepare()
+        # A containerd started now runs no container from before, a kubelet started now
+        # posts the Node's status afresh: until then the Pods' and the Node's statuses
+        # from before (Ready) are stale.
+        before = {name: self.table.pid(name) for name in ("containerd", "kubelet")}
+        started = datetime.now(UTC)
         self._start_track(self.node_services())
+        new = {name for name, pid in before.items() if self.table.pid(name) != pid}
         with self.progress.step("Stackube's components as Pods (kubectl apply -k)"):
-            image = PodComponents(self.settings, self.progress.say).deploy()
+            pods = PodComponents(self.settings, self.progress.say)
+            image = pods.deploy(since=started if "containerd" in new else None)
         self.progress.say(f"  {image}")
         with self.progress.step(f"node {self.settings.node_name} Ready"):
-            NodeDevbox(self.settings).wait_node_ready()
+            NodeDevbox(self.settings).wait_node_ready(started if "kubelet" in new else None)
 
     # ---- pausing services (tests that run their own instance) ---------------------------
     def _pod_component(self, name: str) -> Component | None:

@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,28 @@ HOST_SERVICES = frozenset(name for c in COMPONENTS for name in (c.service, *c.al
 def component(service: str) -> Component:
     """Raises KeyError for a service that is not one of Stackube's components."""
     return {name: c for c in COMPONENTS for name in (c.service, *c.also)}[service]
+
+
+def running_since(pods: Sequence[dict[str, Any]], since: datetime) -> int:
+    """How many of `pods` (Pod objects as the API returns them) are Ready, not being
+    deleted, with every container running since `since` (timezone-aware; compared in
+    whole seconds, as the kubelet reports `startedAt`). A pod's status written before
+    the node's containerd restarted still says Ready for its dead containers until the
+    kubelet catches up: such a pod does not count."""
+    floor = since.replace(microsecond=0)
+    count = 0
+    for pod in pods:
+        if pod.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        status = pod.get("status", {})
+        conditions = status.get("conditions") or []
+        if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            continue
+        containers = status.get("containerStatuses") or []
+        started = [c.get("state", {}).get("running", {}).get("startedAt") for c in containers]
+        if containers and all(s and datetime.fromisoformat(s) >= floor for s in started):
+            count += 1
+    return count
 
 
 def unpause_patch(doc: dict[str, Any], restore_replicas: bool) -> dict[str, Any] | None:
@@ -159,16 +182,18 @@ class PodComponents:
         """`<state>/deploy` from this checkout's deploy/ (deploy.write_overlay)."""
         return write_overlay(self.settings, deploy_dir(), image, base)
 
-    def deploy(self) -> str:
-        """Build (if needed), push, apply, and wait until every component is ready.
+    def deploy(self, since: datetime | None = None) -> str:
+        """Build (if needed), push, apply, and wait until every component is ready (with
+        its containers running since `since`, when the node's containerd started then).
         Returns the image reference. Raises StepError with kubectl's message."""
         image = self.image()
-        self.apply(image)
+        self.apply(image, since)
         return image
 
-    def apply(self, image: str) -> None:
+    def apply(self, image: str, since: datetime | None = None) -> None:
         """`kubectl apply -k` of the overlay with `image`, then every component rolled
-        out and ready (a changed image is a rolling update of each)."""
+        out and ready (a changed image is a rolling update of each; `since`: as in
+        `deploy`)."""
         overlay = self.write_overlay(image)
         self.kubectl(
             "apply", "--server-side", "--field-manager=stackube-devbox", "--force-conflicts",
@@ -178,7 +203,7 @@ class PodComponents:
         # apply gave a Deployment its replicas back; a DaemonSet keeps the pause's selector).
         for item in COMPONENTS:
             self._clear_pause(item)
-        self.wait_ready(self._schedulable(COMPONENTS))
+        self.wait_ready(self._schedulable(COMPONENTS), since=since)
 
     def _clear_pause(self, item: Component) -> None:
         patch = unpause_patch(self._object(item), restore_replicas=False)
@@ -251,17 +276,24 @@ class PodComponents:
         for item in COMPONENTS:  # their pods too (a host process may take over the socket)
             self._wait_no_pods(item)
 
-    def wait_ready(self, components: Sequence[Component], timeout: float = ROLLOUT_TIMEOUT) -> None:
+    def wait_ready(
+        self,
+        components: Sequence[Component],
+        timeout: float = ROLLOUT_TIMEOUT,
+        since: datetime | None = None,
+    ) -> None:
         """Each rolled out, then each wanted pod ready: `rollout status` alone passes a
-        one-replica Deployment with maxUnavailable 1 whose pod crash-loops. Raises
-        StepError naming the workload (with its pods' last log lines)."""
+        one-replica Deployment with maxUnavailable 1 whose pod crash-loops, and, right
+        after the node's containerd restarted (`since`), a workload whose status is
+        still the one from before. Raises StepError naming the workload (with its pods'
+        last log lines)."""
         for item in components:
             self.kubectl(
                 "-n", NAMESPACE, "rollout", "status", item.ref, f"--timeout={timeout:.0f}s",
                 timeout=timeout + 30,
             )  # fmt: skip
             deadline = time.monotonic() + timeout
-            while not self.ready(item):
+            while not self.ready(item, since):
                 if time.monotonic() > deadline:
                     raise StepError(
                         f"{item.ref}: pods not ready after {timeout:.0f}s;"
@@ -269,8 +301,9 @@ class PodComponents:
                     )
                 time.sleep(1)
 
-    def ready(self, item: Component) -> bool:
-        """Every wanted pod of the workload is ready (for `devbox status`)."""
+    def ready(self, item: Component, since: datetime | None = None) -> bool:
+        """Every wanted pod of the workload is ready (for `devbox status`); with `since`,
+        that many pods also run containers started since then (`running_since`)."""
         try:
             doc = self._object(item)
         except StepError:
@@ -278,9 +311,19 @@ class PodComponents:
         status = doc.get("status", {})
         if item.kind == "daemonset":
             wanted = status.get("desiredNumberScheduled", 0)
-            return bool(wanted) and status.get("numberReady", 0) == wanted
-        wanted = doc.get("spec", {}).get("replicas", 1)
-        return bool(wanted) and status.get("readyReplicas", 0) == wanted
+            ready = bool(wanted) and status.get("numberReady", 0) == wanted
+        else:
+            wanted = doc.get("spec", {}).get("replicas", 1)
+            ready = bool(wanted) and status.get("readyReplicas", 0) == wanted
+        if not ready or since is None:
+            return ready
+        try:
+            pods = json.loads(
+                self.kubectl("-n", NAMESPACE, "get", "pods", "-l", item.selector, "-o", "json")
+            )
+        except (StepError, ValueError):
+            return False
+        return running_since(pods.get("items", []), since) >= int(wanted)
 
     # ---- pause and resume (tests that run their own instance) ---------------------------
     def pause(self, item: Component) -> None:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -581,20 +582,21 @@ class NodeDevbox:
         text = yaml.safe_dump(kubelet_config(self.settings, self.paths), sort_keys=False)
         write_atomic(self.paths.kubelet_config, text)
 
-    def wait_node_ready(self) -> None:
-        self._wait_node(registered_only=False)
+    def wait_node_ready(self, since: datetime | None = None) -> None:
+        """The Node Ready, in a status the kubelet posted after `since` (if given)."""
+        self._wait_node(registered_only=False, since=since)
 
     def wait_node_registered(self) -> None:
         """The kubelet's Node exists (Ready needs a CNI configuration: in the Pods mode the
         CNI DaemonSet's pod installs it after this)."""
         self._wait_node(registered_only=True)
 
-    def _wait_node(self, registered_only: bool) -> None:
+    def _wait_node(self, registered_only: bool, since: datetime | None = None) -> None:
         deadline = time.monotonic() + NODE_READY_TIMEOUT
         reason = "not registered"
         with session(self.settings.admin_kubeconfig) as api:
             while time.monotonic() < deadline:
-                ready, reason = kube.node_readiness(api, self.settings.node_name)
+                ready, reason = kube.node_readiness(api, self.settings.node_name, since)
                 if ready or (registered_only and reason != "not registered"):
                     return
                 time.sleep(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 from kubernetes import client as k8s
@@ -61,8 +62,12 @@ def delete_namespace(api: k8s.ApiClient, name: str) -> None:
 
 
 @translating("read node")
-def node_readiness(api: k8s.ApiClient, name: str) -> tuple[bool, str]:
-    """(Ready, why not): the Node's Ready condition, or that it is not registered."""
+def node_readiness(
+    api: k8s.ApiClient, name: str, since: datetime | None = None
+) -> tuple[bool, str]:
+    """(Ready, why not): the Node's Ready condition, or that it is not registered; with
+    `since` (timezone-aware), a condition the kubelet last posted before then is not
+    Ready (it may predate a restart of the node)."""
     try:
         node = k8s.CoreV1Api(api).read_node(name, _request_timeout=REQUEST_TIMEOUT)
     except ApiException as exc:
@@ -72,6 +77,9 @@ def node_readiness(api: k8s.ApiClient, name: str) -> tuple[bool, str]:
     ready = [c for c in conditions or [] if c.type == "Ready"]
     if not ready:
         return False, "no Ready condition"
+    heartbeat = ready[0].last_heartbeat_time
+    if since is not None and (heartbeat is None or heartbeat < since.replace(microsecond=0)):
+        return False, f"status last posted at {heartbeat}, before {since:%H:%M:%S}"
     return ready[0].status == "True", str(ready[0].message)
 
 
