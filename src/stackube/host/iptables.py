@@ -15,7 +15,7 @@ TIMEOUT = 60
 RESTORE_TIMEOUT = 600  # a full sync of a very large tenant can take minutes with iptables-nft
 
 
-def _run(
+def run_in(
     netns: str,
     argv: Sequence[str],
     input_text: str | None = None,
@@ -44,18 +44,18 @@ def _run(
 
 def chains(netns: str, table: str) -> set[str]:
     """The chains of one table (from iptables-save: `:NAME POLICY [counters]` lines)."""
-    saved = _run(netns, ["iptables-save", "-t", table]).stdout
+    saved = run_in(netns, ["iptables-save", "-t", table]).stdout
     return {line[1:].split()[0] for line in saved.splitlines() if line.startswith(":")}
 
 
 def rules(netns: str, table: str) -> list[str]:
-    saved = _run(netns, ["iptables-save", "-t", table]).stdout
+    saved = run_in(netns, ["iptables-save", "-t", table]).stdout
     return [line for line in saved.splitlines() if line.startswith("-A ")]
 
 
 def restore(netns: str, text: str) -> None:
     """Apply `text` atomically per table, leaving every chain it does not name alone."""
-    _run(
+    run_in(
         netns,
         ["iptables-restore", "--noflush", "-w", "5"],
         input_text=text,
@@ -66,10 +66,20 @@ def restore(netns: str, text: str) -> None:
 def ensure_jump(netns: str, table: str, chain: str, target: str, match: Sequence[str] = ()) -> bool:
     """`[match] -j target` first in `chain`, once. Returns True if it had to be added."""
     spec = ["-t", table, *match, "-j", target]
-    if _run(netns, ["iptables", "-w", "5", "-C", chain, *spec], check=False).returncode == 0:
+    if run_in(netns, ["iptables", "-w", "5", "-C", chain, *spec], check=False).returncode == 0:
         return False
-    _run(netns, ["iptables", "-w", "5", "-I", chain, "1", *spec])
+    run_in(netns, ["iptables", "-w", "5", "-I", chain, "1", *spec])
     return True
+
+
+def remove_jump(netns: str, table: str, chain: str, target: str) -> bool:
+    """Remove every `-j target` rule without a match from `chain`. Returns whether one
+    was there."""
+    removed = False
+    spec = ["-t", table, "-j", target]
+    while run_in(netns, ["iptables", "-w", "5", "-D", chain, *spec], check=False).returncode == 0:
+        removed = True
+    return removed
 
 
 def jump_position_ok(rules: Sequence[str], jump: str, ahead_of: str) -> bool:
@@ -87,21 +97,21 @@ def ensure_jump_ahead_of(
     """`[match] -j target` in `chain`, before any jump to `ahead_of` (which someone
     else may put first at any time: the kubelet re-inserts KUBE-FIREWALL). Moved to
     the top when it is behind. Returns True if it had to be added or moved."""
-    listed = _run(netns, ["iptables", "-w", "5", "-t", table, "-S", chain]).stdout.splitlines()
+    listed = run_in(netns, ["iptables", "-w", "5", "-t", table, "-S", chain]).stdout.splitlines()
     jump = " ".join(["-A", chain, *match, "-j", target])
     if jump_position_ok(listed, jump, ahead_of):
         return False
     spec = ["-t", table, *match, "-j", target]
     if jump in listed:
-        _run(netns, ["iptables", "-w", "5", "-D", chain, *spec])
-    _run(netns, ["iptables", "-w", "5", "-I", chain, "1", *spec])
+        run_in(netns, ["iptables", "-w", "5", "-D", chain, *spec])
+    run_in(netns, ["iptables", "-w", "5", "-I", chain, "1", *spec])
     return True
 
 
 def forget_udp_flows(netns: str, cluster_ip: str, port: int, endpoint_ip: str) -> None:
     """Drop conntrack entries of UDP flows to a ClusterIP that were DNATed to an
     endpoint that is gone (exit status 1 means there were none)."""
-    _run(
+    run_in(
         netns,
         [
             "conntrack",

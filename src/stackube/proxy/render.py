@@ -275,18 +275,18 @@ def udp_endpoints_removed(
     entries would keep sending datagrams to the old endpoint."""
     if before is None:
         return []
-    now = {
-        (p.cluster_ip, p.port, e.ip)
-        for p in after.ports
-        if p.protocol == "UDP"
-        for e in p.endpoints
-    }
-    return sorted(
-        {
-            (p.cluster_ip, p.port, e.ip)
-            for p in before.ports
-            if p.protocol == "UDP"
-            for e in p.endpoints
+    return udp_flows_removed(before.ports, after.ports)
+
+
+def udp_flows_removed(
+    before: Iterable[ServicePort], after: Iterable[ServicePort]
+) -> list[tuple[str, int, str]]:
+    """udp_endpoints_removed between two sets of ports (those of the Services that
+    changed)."""
+
+    def flows(ports: Iterable[ServicePort]) -> set[tuple[str, int, str]]:
+        return {
+            (p.cluster_ip, p.port, e.ip) for p in ports if p.protocol == "UDP" for e in p.endpoints
         }
-        - now
-    )
+
+    return sorted(flows(before) - flows(after))

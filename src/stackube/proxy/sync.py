@@ -13,25 +13,31 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stackube.api.objects import ObjectIndex
+from stackube.api.objects import ObjectIndex, key_of
 from stackube.api.types import SYSTEM_NAMESPACE
 from stackube.errors import StackubeError
 from stackube.host.portrelay import Backend, Frontend
-from stackube.netpol.compiler import PodRules, PolicyError
+from stackube.netpol.compiler import PolicyError
+from stackube.netpol.render import ROUTER_CHAIN as NETWORK_POLICY
+from stackube.netpol.render import router_chains
 from stackube.netpol.selectors import SelectorError
 from stackube.netpol.view import SYSTEM_SCOPE, PolicyInput, pod_changed, policy_input
-from stackube.proxy.model import NODE_PORT_TYPES, TenantServices
+from stackube.proxy import nftables
+from stackube.proxy.model import NODE_PORT_TYPES, ServicePort, TenantServices, service_ports
 from stackube.proxy.nodeports import NodePortService, addresses_in, node_port_relays
 from stackube.proxy.render import (
     JUMPS,
+    Restore,
     Tables,
     desired_tables,
     load_balancer_ips,
     restore_input,
     udp_endpoints_removed,
+    udp_flows_removed,
 )
 from stackube.proxy.tenants import (
     DnsObjects,
+    PortMemo,
     ProxySettings,
     changed_namespace,
     dns_by_tenant,
@@ -50,6 +56,10 @@ log = logging.getLogger("stackube.proxy")
 # What NetworkPolicy enforcement in the routers reads (decision 0013).
 POLICY_KINDS = ("pods", "networkpolicies")
 WATCHED_KINDS = ("services", "endpointslices", "networks", *POLICY_KINDS)
+BACKENDS = ("nftables", "iptables")
+# The changed Services of a scope: (namespace, name) -> (the Service or None if it is
+# gone, its EndpointSlices).
+ChangedServices = dict[nftables.ServiceKey, tuple[dict[str, Any] | None, list[dict[str, Any]]]]
 
 
 class Relays(Protocol):
@@ -82,6 +92,14 @@ class RouterTables(Protocol):
     def load_balancer_addresses(self, netns: str) -> dict[str, str]: ...
     def add_load_balancer_address(self, netns: str, address: str) -> bool: ...
     def delete_load_balancer_address(self, netns: str, cidr: str) -> bool: ...
+    def remove_jump(self, netns: str, table: str, chain: str, target: str) -> bool: ...
+
+
+class RouterNftables(Protocol):
+    """nft in a router's namespace (stackube.host.nftables)."""
+
+    def apply(self, netns: str, script: str) -> None: ...
+    def delete_table(self, netns: str, family: str, table: str) -> bool: ...
 
 
 def router_netns(router_id: str) -> str:
@@ -104,9 +122,22 @@ class ProxyEngine:
         tables: RouterTables,
         min_sync_seconds: float = 0.05,
         node_ports: NodePorts | None = None,
+        *,
+        nft: RouterNftables | None = None,
+        backend: str = "iptables",
     ) -> None:
+        """`backend`: Services as a native nftables table in each router ("nftables",
+        stackube.proxy.nftables, through `nft`) or as iptables chains ("iptables",
+        render.py; with `nft`, a table the other backend left is removed). NetworkPolicy
+        is iptables chains either way."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
+        if backend == "nftables" and nft is None:
+            raise ValueError("the nftables backend needs nft")
         self.settings = settings
         self.tables = tables
+        self.nft = nft
+        self.nftables_backend = backend == "nftables"
         self.min_sync_seconds = min_sync_seconds
         self.node_ports = node_ports
         self._relays_dirty = True
@@ -123,6 +154,15 @@ class ProxyEngine:
         self._namespace_labels: dict[str, dict[str, str]] = {}
         self._tenant_namespaces: set[str] = set()
         self._dirty: set[str] = set()  # scopes: a tenant's namespace, or SYSTEM_SCOPE
+        # Dirty scopes where only these Services changed (the nftables backend updates
+        # just their elements); a dirty scope not here is synced whole.
+        self._dirty_services: dict[str, set[nftables.ServiceKey]] = {}
+        self._slices_by_service: dict[nftables.ServiceKey, dict[str, dict[str, Any]]] = {}
+        self._memos: dict[str, PortMemo] = {}  # scope -> its Services' ports
+        # router id -> its nftables table, and the router's external address it has
+        self._nft_applied: dict[str, tuple[nftables.TableState, str]] = {}
+        # Each port's rules, from its ServicePort (the very object, from the PortMemo).
+        self._port_rules: dict[nftables.PortKey, tuple[ServicePort, str, nftables.PortRules]] = {}
         self._changed = threading.Condition()
         self._applied: dict[str, Tables] = {}  # router id -> what is in its tables
         # router id -> the load balancer addresses on its gateway port
@@ -157,19 +197,65 @@ class ProxyEngine:
                 else:
                     self._tenant_namespaces.discard(name)
                 # Its Services may move between its own router and the system's.
-                self._dirty |= {name, SYSTEM_SCOPE}
+                self._mark_whole(name, SYSTEM_SCOPE)
                 self._changed.notify()
                 return
             namespace = self._objects[kind].apply(old, new)
+            services = self._services_changed(kind, old, new)
             if obj is not None and namespace is not None:
                 namespace = changed_namespace(kind, obj, namespace, self.settings)
             if namespace is None:
                 return
             if kind == "networks":
-                self._dirty |= {namespace, SYSTEM_SCOPE}
+                self._mark_whole(namespace, SYSTEM_SCOPE)
+            elif services:
+                self._mark_services(self._scope(namespace), services)
             else:
-                self._dirty.add(self._scope(namespace))
+                self._mark_whole(self._scope(namespace))
             self._changed.notify()
+
+    def _services_changed(
+        self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None
+    ) -> set[nftables.ServiceKey]:
+        """(Under self._changed.) The Services (namespace, name) a Service or
+        EndpointSlice change concerns (none for other kinds, and for the DNS namespace's
+        objects: those are tenants' DNS, synced whole); keeps the slices by Service."""
+        obj = new if new is not None else old
+        if kind not in ("services", "endpointslices") or obj is None:
+            return set()
+        namespace, name = key_of(obj)
+        if namespace == self.settings.dns_namespace:
+            return set()
+        if kind == "services":
+            return {(namespace, name)}
+        found = set()
+        before = slice_owner(old) if old is not None else None
+        if before is not None:
+            held = self._slices_by_service.get((namespace, before), {})
+            held.pop(name, None)
+            if not held:
+                self._slices_by_service.pop((namespace, before), None)
+            found.add((namespace, before))
+        after = slice_owner(new) if new is not None else None
+        if new is not None and after is not None:
+            self._slices_by_service.setdefault((namespace, after), {})[name] = new
+            found.add((namespace, after))
+        return found
+
+    def _mark_whole(self, *scopes: str) -> None:
+        """(Under self._changed.) These scopes are synced whole next pass."""
+        self._dirty.update(scopes)
+        for scope in scopes:
+            self._dirty_services.pop(scope, None)
+
+    def _mark_services(self, scope: str, services: set[nftables.ServiceKey]) -> None:
+        """(Under self._changed.) Only these Services of the scope changed (unless it
+        is to be synced whole already)."""
+        if scope not in self._dirty:
+            self._dirty.add(scope)
+            self._dirty_services[scope] = set(services)
+        elif scope in self._dirty_services:
+            self._dirty_services[scope] |= services
 
     def _policy_change(
         self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None
@@ -185,7 +271,7 @@ class ProxyEngine:
             or not any(self._in("networkpolicies", ns) for ns in self._members(scope))
         ):
             return
-        self._dirty.add(scope)
+        self._mark_whole(scope)
         self._changed.notify()
 
     def _members(self, scope: str) -> list[str]:
@@ -217,6 +303,16 @@ class ProxyEngine:
     def _in(self, kind: str, namespace: str) -> list[dict[str, Any]]:
         return self._objects[kind].in_namespace(namespace)
 
+    def _changed_services(self, keys: set[nftables.ServiceKey]) -> ChangedServices:
+        """(Under self._changed.) Each of these Services (None: gone) with its slices."""
+        return {
+            key: (
+                self._objects["services"].get(*key),
+                list(self._slices_by_service.get(key, {}).values()),
+            )
+            for key in keys
+        }
+
     def _system_snapshot(self) -> tuple[list[Any], list[Any], list[Any]]:
         """(Under self._changed.) The system Network, and the Services and
         EndpointSlices of every namespace the system router serves."""
@@ -243,6 +339,10 @@ class ProxyEngine:
     def sync_dirty(self) -> list[SyncResult]:
         with self._changed:
             namespaces, self._dirty = sorted(self._dirty), set()
+            partial, self._dirty_services = self._dirty_services, {}
+            if not self.nftables_backend:  # the iptables renderer writes whole tenants
+                partial = {}
+            changed = {ns: self._changed_services(keys) for ns, keys in partial.items()}
             dns_namespace = self.settings.dns_namespace
             snapshot = {
                 ns: (
@@ -252,8 +352,8 @@ class ProxyEngine:
                         own_networks(ns, self._in("networks", ns))
                         if self._scope(ns) == ns
                         else [],  # now served by the system router: its own chains go
-                        self._in("services", ns),
-                        self._in("endpointslices", ns),
+                        [] if ns in changed else self._in("services", ns),
+                        [] if ns in changed else self._in("endpointslices", ns),
                     )
                 )
                 for ns in namespaces
@@ -271,7 +371,7 @@ class ProxyEngine:
                 for ns in namespaces
             }
         with self._tables_lock:
-            results = self._sync_snapshot(snapshot, dns, admins, policies)
+            results = self._sync_snapshot(snapshot, dns, admins, policies, changed)
         self.history = (self.history + results)[-1000:]
         self.sync_node_ports()
         return results
@@ -282,9 +382,11 @@ class ProxyEngine:
         dns: Mapping[str, DnsObjects],
         admins: set[str],
         policies: Mapping[str, PolicyInput],
+        changed: Mapping[str, ChangedServices],
     ) -> list[SyncResult]:
         """(Under self._tables_lock.) One sync of each namespace in `snapshot`; a
-        namespace that fails is retried by housekeeping, the others go on."""
+        namespace that fails is retried by housekeeping, the others go on. A namespace
+        in `changed` had only those Services change (its snapshot lists none)."""
         results = []
         for namespace, (networks, services, slices) in snapshot.items():
             # The system router's pods ask the cluster DNS Service itself (kube-dns).
@@ -300,7 +402,8 @@ class ProxyEngine:
                     dns_services=dns_services,
                     dns_slices=dns_slices,
                     allow_external_ips=namespace in admins,
-                    policies=policies[namespace].compile(),
+                    policies=policies[namespace],
+                    changed=changed.get(namespace),
                 )
                 results.append(result)
             except (StackubeError, PolicyError, SelectorError) as exc:
@@ -364,6 +467,7 @@ class ProxyEngine:
         if router is not None:
             self._applied.pop(router, None)
             self._lb_addresses.pop(router, None)
+            self._nft_applied.pop(router, None)
         with self._changed:
             self._waiting.add(namespace)  # retried by housekeeping, not in a hot loop
 
@@ -377,16 +481,19 @@ class ProxyEngine:
         dns_services: Iterable[Mapping[str, Any]] = (),
         dns_slices: Iterable[Mapping[str, Any]] = (),
         allow_external_ips: bool = False,
-        policies: Mapping[str, PodRules] | None = None,
+        policies: PolicyInput | None = None,
+        changed: ChangedServices | None = None,
     ) -> SyncResult:
+        """Makes the router of `namespace` (a scope) serve its Services. `changed`: only
+        these Services changed (`services` and `slices` are then empty); the nftables
+        backend updates their elements alone, or, with nothing of the router's applied
+        yet, marks the scope to be synced whole."""
         started = time.monotonic()
         router = router_of(namespace, networks)
         previous = self._router_of_ns.get(namespace)
         if previous and previous != router:
             # The tenant's router changed or went: its tables went with it.
-            self._applied.pop(previous, None)
-            self._last.pop(previous, None)
-            self._lb_addresses.pop(previous, None)
+            self._forget_router(previous)
             self._router_of_ns.pop(namespace, None)
         if router is None:
             return SyncResult(namespace, None)
@@ -395,6 +502,9 @@ class ProxyEngine:
             self._waiting.add(namespace)  # not on this node, or not yet: look again later
             return SyncResult(namespace, router)
         self._waiting.discard(namespace)
+        external_ip = router_external_ip(namespace, networks)
+        if self.nftables_backend and changed is not None:
+            return self._sync_changed(namespace, router, changed, external_ip, allow_external_ips)
         tenant = tenant_services(
             namespace,
             router,
@@ -403,25 +513,33 @@ class ProxyEngine:
             self.settings,
             dns_services=dns_services,
             dns_slices=dns_slices,
-            external_ip=router_external_ip(namespace, networks),
+            external_ip=external_ip,
             allow_external_ips=allow_external_ips,
+            memo=self._memos.setdefault(namespace, PortMemo()),
         )
-        desired = desired_tables(tenant, self.settings.service_cidr, policies)
-        applied = self._applied.get(router)
-        existing = (
-            {table: self.tables.chains(netns, table) for table in ("nat", "filter")}
-            if applied is None
-            else {}
-        )
-        restore = restore_input(desired, applied, existing)
-        if not restore.empty:
-            self.tables.restore(netns, restore.text)
-        if applied is None:
+        compiled = policies.compile() if policies is not None else None
+        if self.nftables_backend:
+            desired: Tables = {"nat": {}, "filter": router_chains(compiled or {})}
+        else:
+            desired = desired_tables(tenant, self.settings.service_cidr, compiled)
+        restore, first = self._restore(router, desired)
+        if self.nftables_backend:
+            by_service: dict[nftables.ServiceKey, list[ServicePort]] = {}
+            for port in tenant.ports:
+                by_service.setdefault((port.namespace, port.service), []).append(port)
+            result = self._sync_nftables(
+                namespace, router, by_service, complete=True, external_ip=external_ip
+            )
+            result.changed_chains += restore.changed_chains
+            result.deleted_chains += restore.deleted_chains
+            return result
+        if first:
             self._hook(netns)
-        self._route_load_balancers(router, netns, tenant)
-        for cluster_ip, port, endpoint_ip in udp_endpoints_removed(self._last.get(router), tenant):
-            self.tables.forget_udp_flows(netns, cluster_ip, port, endpoint_ip)
-        self._applied[router] = desired
+        self._route_load_balancers(router, netns, set(load_balancer_ips(tenant)))
+        for cluster_ip, number, endpoint_ip in udp_endpoints_removed(
+            self._last.get(router), tenant
+        ):
+            self.tables.forget_udp_flows(netns, cluster_ip, number, endpoint_ip)
         self._last[router] = tenant
         self._router_of_ns[namespace] = router
         result = SyncResult(
@@ -442,13 +560,147 @@ class ProxyEngine:
             )
         return result
 
-    def _route_load_balancers(self, router: str, netns: str, tenant: TenantServices) -> None:
+    def _restore(self, router: str, desired: Tables) -> tuple[Restore, bool]:
+        """The router's STKB iptables chains made `desired`; whether this was the first
+        sync of the router (after a start, a retry or a resync: stale chains read from
+        the kernel go, and what the other backend wrote)."""
+        netns = router_netns(router)
+        applied = self._applied.get(router)
+        if applied is None:
+            self._leave_other_backend(netns)
+        existing = (
+            {table: self.tables.chains(netns, table) for table in ("nat", "filter")}
+            if applied is None
+            else {}
+        )
+        restore = restore_input(desired, applied, existing)
+        if not restore.empty:
+            self.tables.restore(netns, restore.text)
+        self._applied[router] = desired
+        return restore, applied is None
+
+    def _sync_changed(
+        self,
+        namespace: str,
+        router: str,
+        changed: ChangedServices,
+        external_ip: str,
+        allow_external_ips: bool,
+    ) -> SyncResult:
+        """Only these Services changed: their elements in the nftables table. With
+        nothing applied to the router yet (or its external address changed) the scope
+        is marked to be synced whole instead."""
+        held = self._nft_applied.get(router)
+        if held is None or held[1] != external_ip:
+            with self._changed:
+                self._mark_whole(namespace)
+                self._changed.notify()
+            return SyncResult(namespace, router)
+        ports = {
+            key: service_ports(obj, owned, allow_external_ips=allow_external_ips)
+            if obj is not None
+            else []
+            for key, (obj, owned) in changed.items()
+        }
+        return self._sync_nftables(
+            namespace, router, ports, complete=False, external_ip=external_ip
+        )
+
+    def _sync_nftables(
+        self,
+        namespace: str,
+        router: str,
+        services: Mapping[nftables.ServiceKey, list[ServicePort]],
+        *,
+        complete: bool,
+        external_ip: str,
+    ) -> SyncResult:
+        """The router's nftables table: these Services' ports (`complete`: every Service
+        of the scope, the others go; `external_ip`: the router's, where NodePorts enter)."""
+        started = time.monotonic()
+        if self.nft is None:
+            raise StackubeError("the nftables backend needs nft")
+        held = self._nft_applied.get(router)
+        before = held[0] if held is not None else None
+        gone = [k for k in before.services if k not in services] if before and complete else []
+        old_ports = [
+            self._port_rules[key][0]
+            for service in [*services, *gone]
+            for key in (before.services.get(service, ()) if before else ())
+            if key in self._port_rules
+        ]
+        wanted = {
+            service: {nftables.port_key(p): self._rules_of(p, external_ip) for p in ports}
+            for service, ports in services.items()
+        }
+        state = before or nftables.TableState(self.settings.service_cidr)
+        router_elements = nftables.router_elements(external_ip)
+        after, elements = nftables.updated(state, wanted, router_elements, complete)
+        script = (
+            nftables.change_script(before, after, elements)
+            if before is not None
+            else nftables.full_script(after)
+        )
+        netns = router_netns(router)
+        if script:
+            self.nft.apply(netns, script)
+        if before is None:
+            self._hook(netns, router)
+        self._nft_applied[router] = (after, external_ip)
+        self._router_of_ns[namespace] = router
+        for port in old_ports:
+            if nftables.port_key(port) not in after.ports:
+                self._port_rules.pop(nftables.port_key(port), None)
+        self._route_load_balancers(router, netns, after.addresses())
+        new_ports = [port for ports in services.values() for port in ports]
+        for cluster_ip, number, endpoint_ip in udp_flows_removed(old_ports, new_ports):
+            self.tables.forget_udp_flows(netns, cluster_ip, number, endpoint_ip)
+        seconds = time.monotonic() - started
+        if script:
+            log.info(
+                "synced %s (router %s): %d nftables lines, %d elements changed in %.0f ms",
+                namespace,
+                router,
+                script.count("\n"),
+                len(elements),
+                seconds * 1000,
+            )
+        return SyncResult(namespace, router, seconds=seconds)
+
+    def _rules_of(self, port: ServicePort, external_ip: str) -> nftables.PortRules:
+        """nftables.port_rules, once per ServicePort object (the PortMemo hands back the
+        same object while the Service and its slices are unchanged)."""
+        key = nftables.port_key(port)
+        held = self._port_rules.get(key)
+        if held is not None and held[0] is port and held[1] == external_ip:
+            return held[2]
+        rules = nftables.port_rules(port, external_ip)
+        self._port_rules[key] = (port, external_ip, rules)
+        return rules
+
+    def _leave_other_backend(self, netns: str) -> None:
+        """Before the first sync of a router: what the other backend wrote there goes
+        (the iptables chains' jumps, so that the restore can delete the chains; or our
+        nftables table)."""
+        if self.nftables_backend:
+            for table, chain, target in JUMPS:
+                if target != NETWORK_POLICY:
+                    self.tables.remove_jump(netns, table, chain, target)
+        elif self.nft is not None:
+            self.nft.delete_table(netns, nftables.FAMILY, nftables.TABLE)
+
+    def _forget_router(self, router: str) -> None:
+        self._applied.pop(router, None)
+        self._last.pop(router, None)
+        self._lb_addresses.pop(router, None)
+        self._nft_applied.pop(router, None)
+
+    def _route_load_balancers(self, router: str, netns: str, wanted: set[str]) -> None:
         """The router's load balancer addresses sit on its gateway port (so it answers
         ARP for them on the external network; Neutron's agent makes routers answer
         only for their own addresses); addresses no longer served are removed. After a
         start, every secondary non-/32 address there is taken for one of ours (Neutron
         puts a floating IP on the gateway port as a /32)."""
-        wanted = set(load_balancer_ips(tenant))
         had = self._lb_addresses.get(router)
         held = self.tables.load_balancer_addresses(netns) if had is None else {}
         if had is None:
@@ -467,16 +719,21 @@ class ProxyEngine:
         return self.tables.load_balancer_addresses(netns).get(address)
 
     def services_of(self, router_id: str) -> TenantServices:
-        """What was last applied to a router (KeyError if nothing)."""
+        """What the iptables backend last applied to a router (KeyError if nothing)."""
         return self._last[router_id]
+
+    def nftables_of(self, router_id: str) -> nftables.TableState:
+        """What the nftables backend last applied to a router (KeyError if nothing)."""
+        return self._nft_applied[router_id][0]
 
     def resync_all(self) -> None:
         """Forget what was applied: the next pass rewrites every tenant fully (used at
         start, and when a router's tables may have been rewritten behind our back)."""
         with self._changed:
             self._applied.clear()
+            self._nft_applied.clear()
             every = {ns for index in self._objects.values() for ns in index.namespaces()}
-            self._dirty |= {self._scope(ns) for ns in every}
+            self._mark_whole(*{self._scope(ns) for ns in every})
             self._changed.notify()
 
     def housekeeping(self) -> None:
@@ -484,7 +741,7 @@ class ProxyEngine:
         where something removed them (e.g. a Neutron agent resync)."""
         with self._changed:
             if self._waiting:
-                self._dirty |= self._waiting
+                self._mark_whole(*self._waiting)
                 self._changed.notify()
         with self._tables_lock:
             for router in list(self._applied):
@@ -502,5 +759,7 @@ class ProxyEngine:
             # gateway (an agent restart): put them back.
             added = self.tables.add_load_balancer_address(netns, address) or added
         for table, chain, target in JUMPS:
+            if self.nftables_backend and target != NETWORK_POLICY:
+                continue  # the nftables table has its own hooks
             added = self.tables.ensure_jump(netns, table, chain, target) or added
         return added

@@ -126,10 +126,51 @@ def dns_by_tenant(
     return grouped
 
 
+# (the Service, its EndpointSlices, allow_external_ips) -> its ports
+_Held = tuple[Mapping[str, Any], tuple[Mapping[str, Any], ...], bool, list[ServicePort]]
+
+
+class PortMemo:
+    """service_ports remembered per Service between passes: a Service whose object and
+    EndpointSlices are the very objects of the last pass (a watch replaces an object
+    when it changes) gets the same ServicePort values back, unread. Each pass keeps
+    only what it used."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str], _Held] = {}
+        self._used: dict[tuple[str, str], _Held] = {}
+
+    def ports(
+        self,
+        key: tuple[str, str],
+        service: Mapping[str, Any],
+        slices: list[Mapping[str, Any]],
+        allow_external_ips: bool,
+    ) -> list[ServicePort]:
+        held = self._held.get(key)
+        if (
+            held is not None
+            and held[0] is service
+            and held[2] == allow_external_ips
+            and len(held[1]) == len(slices)
+            and all(a is b for a, b in zip(held[1], slices, strict=True))
+        ):
+            self._used[key] = held
+            return held[3]
+        ports = service_ports(service, slices, allow_external_ips=allow_external_ips)
+        self._used[key] = (service, tuple(slices), allow_external_ips, ports)
+        return ports
+
+    def end_pass(self) -> None:
+        """Forget what this pass did not ask for (deleted Services)."""
+        self._held, self._used = self._used, {}
+
+
 def _ports(
     services: Iterable[Mapping[str, Any]],
     slices: Iterable[Mapping[str, Any]],
     allow_external_ips: bool = False,
+    memo: PortMemo | None = None,
 ) -> list[ServicePort]:
     # By (namespace, Service): the system router serves many namespaces at once, and two
     # of them may each have a Service of one name.
@@ -143,9 +184,13 @@ def _ports(
     for service in services:
         meta = service.get("metadata") or {}
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
-        ports += service_ports(
-            service, by_service.get(key, []), allow_external_ips=allow_external_ips
-        )
+        owned = by_service.get(key, [])
+        if memo is not None:
+            ports += memo.ports(key, service, owned, allow_external_ips)
+        else:
+            ports += service_ports(service, owned, allow_external_ips=allow_external_ips)
+    if memo is not None:
+        memo.end_pass()
     return ports
 
 
@@ -160,11 +205,13 @@ def tenant_services(
     dns_slices: Iterable[Mapping[str, Any]] = (),
     external_ip: str = "",
     allow_external_ips: bool = False,
+    memo: PortMemo | None = None,
 ) -> TenantServices:
     """The namespace's ClusterIP ports, plus the cluster DNS IP (UDP and TCP 53) sent
     to the endpoints of the tenant's DNS Service (`dns_services`/`dns_slices`: those of
-    settings.dns_namespace; only the Service named `namespace` counts)."""
-    ports = _ports(services, slices, allow_external_ips)
+    settings.dns_namespace; only the Service named `namespace` counts). `memo`: the
+    scope's PortMemo (one per sync unit), to read only the Services that changed."""
+    ports = _ports(services, slices, allow_external_ips, memo)
     own_dns = [s for s in dns_services if (s.get("metadata") or {}).get("name") == namespace]
     ports += [
         redirected(p, settings.cluster_dns_ip)
