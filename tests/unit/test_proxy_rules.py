@@ -553,6 +553,9 @@ class RecordingTables:
     def ensure_jump(self, netns: str, table: str, chain: str, target: str) -> bool:
         return False
 
+    def remove_jump(self, netns: str, table: str, chain: str, target: str) -> bool:
+        return False
+
     def forget_udp_flows(self, netns: str, cluster_ip: str, port: int, endpoint_ip: str) -> None:
         return None
 

@@ -22,6 +22,7 @@ PACKAGES: tuple[str, ...] = (
     "uwsgi-plugin-python3",
     "iproute2",
     "iptables",
+    "nftables",  # stackube-proxy's default backend (stackube.proxy.nftables)
     "ebtables",
     "ipset",
     "conntrack",

@@ -35,6 +35,7 @@ PACKAGES = (
     "python3",
     "ca-certificates",
     "iptables",
+    "nftables",
     "iproute2",
     "conntrack",
     "iputils-arping",

@@ -8,7 +8,7 @@ import signal
 import threading
 from types import FrameType
 
-from stackube.host import iptables, netlink
+from stackube.host import iptables, netlink, nftables
 from stackube.host.portrelay import PortRelay
 from stackube.kube.client import api_client
 from stackube.kube.watch import cluster_reflectors
@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
         iptables,
         args.min_sync_seconds,
         node_ports,
+        nft=nftables,
+        backend=args.backend,
     )
     reflectors = cluster_reflectors(api_client(args.kubeconfig), engine.on_change, stop)
     for reflector in reflectors.values():

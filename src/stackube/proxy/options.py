@@ -21,6 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the cluster DNS IP goes there",
     )
     parser.add_argument(
+        "--backend",
+        choices=("nftables", "iptables"),
+        default="nftables",
+        help="how Services are written into tenant routers: a native nftables table "
+        "(element updates per change) or iptables chains (the earlier renderer, kept as "
+        "a fallback: docs/proxy.md)",
+    )
+    parser.add_argument(
         "--min-sync-seconds",
         type=float,
         default=0.05,

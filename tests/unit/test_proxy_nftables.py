@@ -1,0 +1,331 @@
+"""stackube-proxy's nftables backend, pure parts: a tenant's ports -> table elements and
+rules -> `nft -f` transactions; and the engine updating only the Services that changed."""
+
+from typing import Any
+
+import pytest
+
+from stackube.proxy import nftables as nft
+from stackube.proxy.model import Endpoint, ServicePort
+from stackube.proxy.sync import ProxyEngine
+from stackube.proxy.tenants import ProxySettings
+
+pytestmark = pytest.mark.unit
+
+CIDR = "10.96.0.0/12"
+A = Endpoint("10.244.0.5", 8080)
+B = Endpoint("10.244.0.6", 8080)
+
+
+def port(
+    ip: str = "10.96.0.20", endpoints: tuple[Endpoint, ...] = (A, B), **kw: Any
+) -> ServicePort:
+    base: dict[str, Any] = {
+        "namespace": "test",
+        "service": "nginx",
+        "port_name": "",
+        "protocol": "TCP",
+        "cluster_ip": ip,
+        "port": 80,
+        "endpoints": endpoints,
+    }
+    return ServicePort(**(base | kw))
+
+
+def elements(rules: nft.PortRules) -> dict[nft.Element, str]:
+    return dict(rules.elements)
+
+
+def state_of(*ports: ServicePort, external_ip: str = "") -> nft.TableState:
+    wanted: dict[nft.ServiceKey, dict[nft.PortKey, nft.PortRules]] = {}
+    for p in ports:
+        wanted.setdefault((p.namespace, p.service), {})[nft.port_key(p)] = nft.port_rules(
+            p, external_ip
+        )
+    state, _ = nft.updated(
+        nft.TableState(CIDR), wanted, nft.router_elements(external_ip), complete=True
+    )
+    return state
+
+
+# ---- one port's elements --------------------------------------------------------------------
+def test_endpoints_are_numbered_in_the_map_of_their_count() -> None:
+    found = elements(nft.port_rules(port(), ""))
+    assert found == {
+        ("targets-2", "10.96.0.20 . tcp . 80"): "",
+        ("endpoints-2", "10.96.0.20 . tcp . 80 . 0"): "10.244.0.5 . 8080",
+        ("endpoints-2", "10.96.0.20 . tcp . 80 . 1"): "10.244.0.6 . 8080",
+    }
+    rules = nft.base_chains({2}, CIDR)[nft.PREROUTING]
+    # The dispatch of count 2 picks one of the two numbers with equal chance, after the
+    # mark that keeps Neutron's SNAT off, and nothing else dispatches elsewhere.
+    (dispatch,) = [r for r in rules if "@targets-2" in r]
+    assert "numgen random mod 2 map @endpoints-2" in dispatch
+    assert dispatch.index(nft.NEUTRON_MARK) < dispatch.index("dnat to")
+    assert not any("targets-3" in r for r in rules)
+
+
+def test_a_node_port_and_a_load_balancer_address_lead_to_the_same_endpoints() -> None:
+    lb = port(node_port=30080, load_balancer_ips=("172.24.4.50",), source_ranges=("10.0.0.0/8",))
+    found = elements(nft.port_rules(lb, "172.24.4.10"))
+    for destination in (
+        "10.96.0.20 . tcp . 80",
+        "172.24.4.10 . tcp . 30080",
+        "172.24.4.50 . tcp . 80",
+    ):
+        assert found[("targets-2", destination)] == ""
+        assert found[("endpoints-2", f"{destination} . 1")] == "10.244.0.6 . 8080"
+    # Only the load balancer address is limited to its source ranges.
+    assert found[("restricted", "172.24.4.50 . tcp . 80")] == ""
+    assert found[("allowed", "172.24.4.50 . tcp . 80 . 10.0.0.0/8")] == ""
+    assert not any(name == "restricted" and "30080" in key for name, key in found)
+    # The router answers for it: masqueraded when DNATed, dropped when not.
+    assert {("load-balancers", "172.24.4.50"), ("masqueraded", "172.24.4.50")} <= found.keys()
+    # Without the router's external address, no NodePort element.
+    assert not any("30080" in key for (_, key), _ in nft.port_rules(lb, "").elements)
+
+
+def test_a_port_without_endpoints_is_refused_not_dispatched() -> None:
+    found = elements(nft.port_rules(port(endpoints=(), node_port=30080), "172.24.4.10"))
+    assert found == {
+        ("no-endpoints", "10.96.0.20 . tcp . 80"): "",
+        ("no-endpoints", "172.24.4.10 . tcp . 30080"): "",
+    }
+    rules = nft.base_chains(set(), CIDR)[nft.INPUT]
+    assert rules[0].startswith("meta l4proto tcp") and rules[0].endswith("reject with tcp reset")
+
+
+def test_client_ip_affinity_remembers_each_endpoints_clients_for_the_timeout() -> None:
+    sticky = port(affinity_seconds=600, protocol="UDP")
+    rules = nft.port_rules(sticky, "")
+    chain = nft.affinity_chain(sticky)
+    assert elements(rules) == {("affinity", "10.96.0.20 . udp . 80"): f"goto {chain}"}
+    chains = dict(rules.chains)
+    # Known clients first, then a random endpoint that remembers the client.
+    assert chains[chain][1] == f"ip saddr @{chain}-0 meta l4proto udp dnat to 10.244.0.5:8080"
+    assert (
+        chains[chain][-1]
+        == f"numgen random mod 2 vmap {{ 0 : goto {chain}-0, 1 : goto {chain}-1 }}"
+    )
+    assert chains[f"{chain}-1"] == (
+        f"update @{chain}-1 {{ ip saddr }} meta l4proto udp dnat to 10.244.0.6:8080",
+    )
+    assert dict(rules.sets)[f"{chain}-0"].endswith("timeout 600s;")
+    # A new endpoint list is a new chain (the old one is deleted, never edited).
+    assert nft.affinity_chain(port(affinity_seconds=600, endpoints=(A,))) != chain
+
+
+# ---- transactions ---------------------------------------------------------------------------
+def test_the_full_script_replaces_the_table_in_one_transaction() -> None:
+    script = nft.full_script(state_of(port(), external_ip="172.24.4.10"))
+    lines = script.splitlines()
+    assert lines[:3] == [
+        "add table ip stackube",
+        "delete table ip stackube",
+        "add table ip stackube",
+    ]
+    assert "add element ip stackube masqueraded { 172.24.4.10 }" in lines
+    assert any(line.startswith("add map ip stackube endpoints-2 ") for line in lines)
+    # Sets before the rules that name them; regular chains before the base chains.
+    first_rule = next(i for i, line in enumerate(lines) if line.startswith("add rule"))
+    assert (
+        max(i for i, line in enumerate(lines) if line.startswith(("add set", "add map")))
+        < first_rule
+    )
+
+
+def test_an_endpoint_change_is_element_updates_only() -> None:
+    before = state_of(port(), port("10.96.0.21", service="other"))
+    changed = port(endpoints=(A, Endpoint("10.244.0.7", 8080)))
+    after, touched = nft.updated(
+        before, {("test", "nginx"): {nft.port_key(changed): nft.port_rules(changed, "")}}, {}, False
+    )
+    script = nft.change_script(before, after, touched)
+    assert script.splitlines() == [
+        "delete element ip stackube endpoints-2 { 10.96.0.20 . tcp . 80 . 1 }",
+        "add element ip stackube endpoints-2 { 10.96.0.20 . tcp . 80 . 1 : 10.244.0.7 . 8080 }",
+    ]
+    # The other Service was not looked at, and `before` is as it was.
+    assert (
+        after.ports[nft.port_key(port("10.96.0.21", service="other"))]
+        is before.ports[nft.port_key(port("10.96.0.21", service="other"))]
+    )
+    assert before.value(("endpoints-2", "10.96.0.20 . tcp . 80 . 1")) == "10.244.0.6 . 8080"
+    assert nft.change_script(after, after, set()) == ""
+
+
+def test_a_new_endpoint_count_adds_its_maps_and_rule_and_the_last_user_removes_them() -> None:
+    before = state_of(port())
+    one = port(endpoints=(A,))
+    after, touched = nft.updated(
+        before, {("test", "nginx"): {nft.port_key(one): nft.port_rules(one, "")}}, {}, False
+    )
+    lines = nft.change_script(before, after, touched).splitlines()
+    assert lines[0].startswith("add map ip stackube endpoints-1 ")
+    assert lines[1].startswith("add set ip stackube targets-1 ")
+    assert "flush chain ip stackube prerouting" in lines
+    # The count-2 set and map go last, after the rule naming them is gone.
+    assert lines[-2:] == ["delete map ip stackube endpoints-2", "delete set ip stackube targets-2"]
+    assert not any("@targets-2" in rule for rule in after.chains()[nft.PREROUTING])
+
+
+def test_an_element_two_services_want_stays_until_neither_does() -> None:
+    shared = ("172.24.4.50",)
+    first = port(external_ips=shared)
+    second = port("10.96.0.21", service="other", external_ips=shared)
+    before = state_of(first, second)
+    after, touched = nft.updated(before, {("test", "nginx"): {}}, {}, False)
+    assert "load-balancers" not in nft.change_script(before, after, touched)
+    assert after.value(("load-balancers", "172.24.4.50")) == ""
+    assert nft.port_key(first) not in after.ports
+    gone, touched = nft.updated(after, {("test", "other"): {}}, {}, False)
+    assert gone.value(("load-balancers", "172.24.4.50")) is None
+    assert "delete element ip stackube load-balancers { 172.24.4.50 }" in nft.change_script(
+        after, gone, touched
+    )
+
+
+def test_a_complete_update_removes_services_no_longer_there() -> None:
+    before = state_of(port(), port("10.96.0.21", service="other"))
+    after, touched = nft.updated(before, {}, {}, complete=True)
+    assert after.ports == {} and after.owners == {}
+    script = nft.change_script(before, after, touched)
+    assert "10.96.0.21 . tcp . 80" in script and "delete set ip stackube targets-2" in script
+
+
+# ---- the engine -----------------------------------------------------------------------------
+class RecordingTables:
+    def __init__(self) -> None:
+        self.restored: list[str] = []
+        self.jumps_removed: list[str] = []
+
+    def namespace_exists(self, netns: str) -> bool:
+        return True
+
+    def chains(self, netns: str, table: str) -> set[str]:
+        return {"STKB-SERVICES"} if table == "nat" else set()
+
+    def restore(self, netns: str, text: str) -> None:
+        self.restored.append(text)
+
+    def ensure_jump(self, netns: str, table: str, chain: str, target: str) -> bool:
+        return False
+
+    def remove_jump(self, netns: str, table: str, chain: str, target: str) -> bool:
+        self.jumps_removed.append(target)
+        return True
+
+    def forget_udp_flows(self, netns: str, cluster_ip: str, port: int, endpoint_ip: str) -> None:
+        return None
+
+    def ensure_local_route(self, netns: str, cidr: str) -> bool:
+        return False
+
+    def load_balancer_addresses(self, netns: str) -> dict[str, str]:
+        return {}
+
+    def add_load_balancer_address(self, netns: str, address: str) -> bool:
+        return False
+
+    def delete_load_balancer_address(self, netns: str, cidr: str) -> bool:
+        return False
+
+
+class RecordingNft:
+    def __init__(self) -> None:
+        self.scripts: list[str] = []
+        self.deleted: list[str] = []
+
+    def apply(self, netns: str, script: str) -> None:
+        self.scripts.append(script)
+
+    def delete_table(self, netns: str, family: str, table: str) -> bool:
+        self.deleted.append(netns)
+        return True
+
+
+def svc(name: str, ip: str) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "team-a", "name": name},
+        "spec": {"clusterIP": ip, "clusterIPs": [ip], "ports": [{"port": 80}]},
+    }
+
+
+def eps(name: str, ip: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "namespace": "team-a",
+            "name": f"{name}-x",
+            "labels": {"kubernetes.io/service-name": name},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [ip]}],
+    }
+
+
+def engine_with_tenant(
+    backend: str = "nftables",
+) -> tuple[ProxyEngine, RecordingTables, RecordingNft]:
+    tables, nftables = RecordingTables(), RecordingNft()
+    engine = ProxyEngine(ProxySettings(), tables, nft=nftables, backend=backend)
+    engine.on_change(
+        "namespaces",
+        None,
+        {"metadata": {"name": "team-a", "labels": {"stackube.kubernetes.io/tenant": "team-a"}}},
+    )
+    network = {"metadata": {"namespace": "team-a", "name": "team-a"}, "status": {"routerID": "ra"}}
+    engine.on_change("networks", None, network)
+    for name, ip in (("web", "10.96.0.30"), ("db", "10.96.0.31")):
+        engine.on_change("services", None, svc(name, ip))
+        engine.on_change("endpointslices", None, eps(name, "10.244.0.5"))
+    return engine, tables, nftables
+
+
+def test_the_engine_writes_the_whole_table_first_then_only_what_changed() -> None:
+    engine, tables, nftables = engine_with_tenant()
+    engine.sync_dirty()
+    (first,) = nftables.scripts
+    assert first.startswith("add table ip stackube\ndelete table ip stackube\n")
+    assert "10.96.0.30 . tcp . 80" in first and "10.96.0.31 . tcp . 80" in first
+    # The iptables backend's service hooks go before its chains are deleted.
+    assert "STKB-SERVICES" in tables.jumps_removed
+    assert "-X STKB-SERVICES" in tables.restored[0]
+    engine.on_change("endpointslices", eps("web", "10.244.0.5"), eps("web", "10.244.0.9"))
+    assert engine._dirty_services == {"team-a": {("team-a", "web")}}
+    engine.sync_dirty()
+    change = nftables.scripts[-1]
+    assert "10.244.0.9 . 8080" in change and "10.96.0.31" not in change
+    assert len(tables.restored) == 1  # NetworkPolicy's iptables chains were not touched
+    # A deleted Service's elements go.
+    engine.on_change("services", svc("db", "10.96.0.31"), None)
+    engine.sync_dirty()
+    assert "delete element ip stackube targets-1 { 10.96.0.31 . tcp . 80 }" in nftables.scripts[-1]
+
+
+def test_a_network_change_syncs_the_tenant_whole() -> None:
+    engine, _, nftables = engine_with_tenant()
+    engine.sync_dirty()
+    network = {
+        "metadata": {"namespace": "team-a", "name": "team-a"},
+        "status": {"routerID": "ra", "routerExternalIP": "172.24.4.10"},
+    }
+    engine.on_change("services", None, svc("api", "10.96.0.32"))
+    engine.on_change("networks", None, network)
+    assert "team-a" not in engine._dirty_services  # whole, not just the new Service
+    engine.sync_dirty()
+    assert "add element ip stackube masqueraded { 172.24.4.10 }" in nftables.scripts[-1]
+
+
+def test_the_iptables_backend_removes_the_nftables_table_and_writes_chains() -> None:
+    engine, tables, nftables = engine_with_tenant("iptables")
+    engine.sync_dirty()
+    assert nftables.deleted == ["qrouter-ra"] and nftables.scripts == []
+    assert "STKB-SVC-" in tables.restored[0]
+
+
+def test_the_nftables_backend_needs_nft() -> None:
+    with pytest.raises(ValueError, match="needs nft"):
+        ProxyEngine(ProxySettings(), RecordingTables(), backend="nftables")
+    with pytest.raises(ValueError, match="one of"):
+        ProxyEngine(ProxySettings(), RecordingTables(), backend="ipvs")
