@@ -64,6 +64,17 @@ try:
 except Exception as exc:
     print(f"ERROR {exc}"); sys.exit(1)
 """
+# Answers with the address the connection came from (what masquerading made of it).
+WHO_SERVER = """
+import http.server
+class Who(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = self.client_address[0].encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("0.0.0.0", 8081), Who).serve_forever()
+"""
 UDP_ASK = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
@@ -82,12 +93,12 @@ class Proxy:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     runs: int = 0
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         self.runs += 1
         self.log = self.root / f"proxy-{self.runs}.log"
         argv = [
             sys.executable, "-m", "stackube", "proxy", f"--kubeconfig={self.kubeconfig}",
-            "--cluster-dns=10.96.0.10", "--housekeeping-seconds=1",
+            "--cluster-dns=10.96.0.10", "--housekeeping-seconds=1", *extra,
         ]  # fmt: skip
         with self.log.open("wb") as out:
             self.procs.append(
@@ -164,6 +175,8 @@ def tenant_pods(
         work.serve(netns, HTTP_SERVER, name)
         work.serve(netns, UDP_SERVER, name)
         servers[name] = ip
+        if name == "web-1":
+            work.run_in(netns, [sys.executable, "-c", WHO_SERVER])
     client_a, _ = work.pod(a)
     client_b, _ = work.pod(b)
     yield {
@@ -337,12 +350,89 @@ def test_restart_keeps_traffic_and_drops_rules_of_deleted_services(
     k8s.CoreV1Api(kube).delete_namespaced_service(drop, a)
     proxy.start()
     wait_for(
-        lambda: not any(drop in rule for rule in iptables.rules(f"qrouter-{router}", "nat")),
+        lambda: drop_ip not in router_rules(router) and keep_ip in router_rules(router),
         10,
         "the deleted service's rules to go",
     )
     assert http_get(client, f"{keep_ip}:80") == "web-1"
     assert http_get(client, f"{drop_ip}:80", 2).startswith("ERROR")
+
+
+def router_rules(router: str) -> str:
+    """Everything of ours in the router: its nat table as iptables-save shows it and
+    the proxy's nftables table."""
+    netns = f"qrouter-{router}"
+    saved = iptables.run_in(netns, ["iptables-save", "-t", "nat"]).stdout
+    table = iptables.run_in(netns, ["nft", "list", "table", "ip", "stackube"], check=False)
+    return saved + table.stdout
+
+
+def nft_table(router: str) -> str:
+    netns = f"qrouter-{router}"
+    return iptables.run_in(netns, ["nft", "list", "table", "ip", "stackube"], check=False).stdout
+
+
+WHO_PORTS = [{"name": "who", "port": 80, "targetPort": 8081, "protocol": "TCP"}]
+WHO_SLICE_PORTS = [{"name": "who", "port": 8081, "protocol": "TCP"}]
+
+
+def test_services_in_nftables_beside_neutrons_chains_are_masqueraded_not_snatted(
+    proxy: Proxy, kube: k8s.ApiClient, tenant_pods: dict[str, object]
+) -> None:
+    """Neutron's L3 agent keeps its iptables-nft chains in the router; ours is a table of
+    its own whose hooks run just before Neutron's (dstnat - 1, srcnat - 1): a service
+    connection reaches its endpoint from the router's address on the tenant's subnet
+    (our masquerade), not from the router's external address (Neutron's SNAT of DNATed
+    connections) nor unchanged (no masquerade: the reply would bypass the router)."""
+    a, servers, work = str(tenant_pods["a"]), tenant_pods["servers"], tenant_pods["work"]
+    assert isinstance(servers, dict) and isinstance(work, Workloads)
+    client = str(tenant_pods["client_a"])
+    router = router_id_of(kube, a)
+    assert router
+    name = f"who-{secrets.token_hex(2)}"
+    cluster_ip = make_service(kube, a, name, WHO_PORTS)
+    set_endpoints(kube, a, name, [servers["web-1"]], WHO_SLICE_PORTS)
+    wait_for(lambda: not http_get(client, f"{cluster_ip}:80").startswith("ERROR"), 20, "who")
+    seen = http_get(client, f"{cluster_ip}:80")
+    result = work.results[client]
+    ips = result["ips"]
+    assert isinstance(ips, list)
+    gateway, own = str(ips[0]["gateway"]), address_of(result)
+    # Positive control: straight to the endpoint, it sees the client's own address.
+    assert http_get(client, f"{servers['web-1']}:8081") == own
+    assert seen == gateway, (seen, gateway, own)
+    # Neutron's chains are there, untouched by us; ours are in our own table.
+    nat = iptables.run_in(f"qrouter-{router}", ["iptables-save", "-t", "nat"]).stdout
+    assert "neutron-l3-agent-snat" in nat and "STKB-" not in nat
+    table = nft_table(router)
+    assert "priority dstnat - 1" in table and "priority srcnat - 1" in table
+    assert f"{cluster_ip} . tcp . 80" in table
+
+
+def test_switching_backends_leaves_nothing_of_the_other(
+    proxy: Proxy, kube: k8s.ApiClient, tenant_pods: dict[str, object]
+) -> None:
+    a, servers = str(tenant_pods["a"]), tenant_pods["servers"]
+    assert isinstance(servers, dict)
+    client = str(tenant_pods["client_a"])
+    router = router_id_of(kube, a)
+    assert router
+    name = f"both-{secrets.token_hex(2)}"
+    cluster_ip = make_service(kube, a, name, WEB_PORTS)
+    set_endpoints(kube, a, name, [servers["web-2"]], WEB_SLICE_PORTS)
+    wait_for(lambda: http_get(client, f"{cluster_ip}:80") == "web-2", 20, "web-2 (nftables)")
+    proxy.stop()
+    try:
+        proxy.start("--backend=iptables")
+        wait_for(lambda: "STKB-SERVICES" in router_rules(router), 20, "the iptables chains")
+        assert nft_table(router) == ""
+        assert http_get(client, f"{cluster_ip}:80") == "web-2"
+    finally:
+        proxy.stop()
+        proxy.start()
+    wait_for(lambda: nft_table(router) != "", 20, "the nftables table")
+    wait_for(lambda: "STKB-SERVICES" not in router_rules(router), 20, "no iptables chains")
+    assert http_get(client, f"{cluster_ip}:80") == "web-2"
 
 
 DNS_ASK = """
