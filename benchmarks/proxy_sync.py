@@ -86,6 +86,9 @@ class BenchNftables:
     def delete_table(self, netns: str, family: str, table: str) -> bool:
         return nftables.delete_table(BenchTables._ns(netns), family, table)
 
+    def table_exists(self, netns: str, family: str, table: str) -> bool:
+        return nftables.table_exists(BenchTables._ns(netns), family, table)
+
 
 def network(namespace: str) -> dict[str, Any]:
     return {

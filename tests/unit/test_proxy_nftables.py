@@ -235,6 +235,7 @@ class RecordingNft:
     def __init__(self) -> None:
         self.scripts: list[str] = []
         self.deleted: list[str] = []
+        self.present = True
 
     def apply(self, netns: str, script: str) -> None:
         self.scripts.append(script)
@@ -242,6 +243,9 @@ class RecordingNft:
     def delete_table(self, netns: str, family: str, table: str) -> bool:
         self.deleted.append(netns)
         return True
+
+    def table_exists(self, netns: str, family: str, table: str) -> bool:
+        return self.present
 
 
 def svc(name: str, ip: str) -> dict[str, Any]:
@@ -329,3 +333,16 @@ def test_the_nftables_backend_needs_nft() -> None:
         ProxyEngine(ProxySettings(), RecordingTables(), backend="nftables")
     with pytest.raises(ValueError, match="one of"):
         ProxyEngine(ProxySettings(), RecordingTables(), backend="ipvs")
+
+
+def test_housekeeping_writes_a_lost_table_again_whole() -> None:
+    engine, _, nftables = engine_with_tenant()
+    engine.sync_dirty()
+    engine.housekeeping()
+    assert not engine._dirty  # positive control: the table is there, nothing to do
+    nftables.present = False  # e.g. `nft flush ruleset` in the router
+    engine.housekeeping()
+    assert engine._dirty == {"team-a"} and "team-a" not in engine._dirty_services
+    nftables.present = True
+    engine.sync_dirty()
+    assert nftables.scripts[-1].startswith("add table ip stackube\ndelete table ip stackube\n")

@@ -99,6 +99,7 @@ class RouterNftables(Protocol):
     """nft in a router's namespace (stackube.host.nftables)."""
 
     def apply(self, netns: str, script: str) -> None: ...
+    def table_exists(self, netns: str, family: str, table: str) -> bool: ...
     def delete_table(self, netns: str, family: str, table: str) -> bool: ...
 
 
@@ -495,6 +496,7 @@ class ProxyEngine:
             # The tenant's router changed or went: its tables went with it.
             self._forget_router(previous)
             self._router_of_ns.pop(namespace, None)
+            self._memos.pop(namespace, None)
         if router is None:
             return SyncResult(namespace, None)
         netns = router_netns(router)
@@ -690,10 +692,13 @@ class ProxyEngine:
             self.nft.delete_table(netns, nftables.FAMILY, nftables.TABLE)
 
     def _forget_router(self, router: str) -> None:
+        """The router went (or is no longer its scope's): nothing of it is kept."""
         self._applied.pop(router, None)
         self._last.pop(router, None)
         self._lb_addresses.pop(router, None)
-        self._nft_applied.pop(router, None)
+        held = self._nft_applied.pop(router, None)
+        for key in held[0].ports if held is not None else ():
+            self._port_rules.pop(key, None)
 
     def _route_load_balancers(self, router: str, netns: str, wanted: set[str]) -> None:
         """The router's load balancer addresses sit on its gateway port (so it answers
@@ -746,9 +751,27 @@ class ProxyEngine:
         with self._tables_lock:
             for router in list(self._applied):
                 netns = router_netns(router)
-                if self.tables.namespace_exists(netns) and self._hook(netns, router):
+                if not self.tables.namespace_exists(netns):
+                    continue
+                if self._hook(netns, router):
                     log.warning("router %s: a hook was missing; re-added", router)
+                if self._nftables_lost(router, netns):
+                    log.warning("router %s: our nftables table was gone; writing it again", router)
         self.sync_node_ports(force=True)
+
+    def _nftables_lost(self, router: str, netns: str) -> bool:
+        """(Under self._tables_lock.) With the nftables backend: whether our table went
+        from the router (someone flushed the ruleset); then it is written again whole."""
+        if not self.nftables_backend or self.nft is None or router not in self._nft_applied:
+            return False
+        if self.nft.table_exists(netns, nftables.FAMILY, nftables.TABLE):
+            return False
+        self._nft_applied.pop(router, None)
+        self._applied.pop(router, None)
+        with self._changed:
+            self._mark_whole(*[ns for ns, r in self._router_of_ns.items() if r == router])
+            self._changed.notify()
+        return True
 
     def _hook(self, netns: str, router: str | None = None) -> bool:
         """Our jumps, the service range's and the load balancers' local routes; True if
