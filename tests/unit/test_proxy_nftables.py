@@ -52,17 +52,18 @@ def state_of(*ports: ServicePort, external_ip: str = "") -> nft.TableState:
 def test_endpoints_are_numbered_in_the_map_of_their_count() -> None:
     found = elements(nft.port_rules(port(), ""))
     assert found == {
-        ("targets-2", "10.96.0.20 . tcp . 80"): "",
+        ("services", "10.96.0.20 . tcp . 80"): "goto dispatch-2",
         ("endpoints-2", "10.96.0.20 . tcp . 80 . 0"): "10.244.0.5 . 8080",
         ("endpoints-2", "10.96.0.20 . tcp . 80 . 1"): "10.244.0.6 . 8080",
     }
-    rules = nft.base_chains({2}, CIDR)[nft.PREROUTING]
+    chains = nft.base_chains({2}, CIDR)
+    assert chains[nft.PREROUTING][-1] == f"{nft.DESTINATION} vmap @services"
     # The dispatch of count 2 picks one of the two numbers with equal chance, after the
-    # mark that keeps Neutron's SNAT off, and nothing else dispatches elsewhere.
-    (dispatch,) = [r for r in rules if "@targets-2" in r]
+    # mark that keeps Neutron's SNAT off; no chain for a count nobody uses.
+    (dispatch,) = chains["dispatch-2"]
     assert "numgen random mod 2 map @endpoints-2" in dispatch
     assert dispatch.index(nft.NEUTRON_MARK) < dispatch.index("dnat to")
-    assert not any("targets-3" in r for r in rules)
+    assert "dispatch-3" not in chains
 
 
 def test_a_node_port_and_a_load_balancer_address_lead_to_the_same_endpoints() -> None:
@@ -73,7 +74,7 @@ def test_a_node_port_and_a_load_balancer_address_lead_to_the_same_endpoints() ->
         "172.24.4.10 . tcp . 30080",
         "172.24.4.50 . tcp . 80",
     ):
-        assert found[("targets-2", destination)] == ""
+        assert found[("services", destination)] == "goto dispatch-2"
         assert found[("endpoints-2", f"{destination} . 1")] == "10.244.0.6 . 8080"
     # Only the load balancer address is limited to its source ranges.
     assert found[("restricted", "172.24.4.50 . tcp . 80")] == ""
@@ -99,7 +100,7 @@ def test_client_ip_affinity_remembers_each_endpoints_clients_for_the_timeout() -
     sticky = port(affinity_seconds=600, protocol="UDP")
     rules = nft.port_rules(sticky, "")
     chain = nft.affinity_chain(sticky)
-    assert elements(rules) == {("affinity", "10.96.0.20 . udp . 80"): f"goto {chain}"}
+    assert elements(rules) == {("services", "10.96.0.20 . udp . 80"): f"goto {chain}"}
     chains = dict(rules.chains)
     # Known clients first, then a random endpoint that remembers the client.
     assert chains[chain][1] == f"ip saddr @{chain}-0 meta l4proto udp dnat to 10.244.0.5:8080"
@@ -161,12 +162,20 @@ def test_a_new_endpoint_count_adds_its_maps_and_rule_and_the_last_user_removes_t
         before, {("test", "nginx"): {nft.port_key(one): nft.port_rules(one, "")}}, {}, False
     )
     lines = nft.change_script(before, after, touched).splitlines()
+    # The count-1 map and its chain, made in one transaction; no base chain edited.
     assert lines[0].startswith("add map ip stackube endpoints-1 ")
-    assert lines[1].startswith("add set ip stackube targets-1 ")
-    assert "flush chain ip stackube prerouting" in lines
-    # The count-2 set and map go last, after the rule naming them is gone.
-    assert lines[-2:] == ["delete map ip stackube endpoints-2", "delete set ip stackube targets-2"]
-    assert not any("@targets-2" in rule for rule in after.chains()[nft.PREROUTING])
+    assert lines[1:3] == [
+        "add chain ip stackube dispatch-1",
+        f"add rule ip stackube dispatch-1 {nft.count_chain(1)[0]}",
+    ]
+    assert not any(line.startswith("flush chain") for line in lines)
+    assert "add element ip stackube services { 10.96.0.20 . tcp . 80 : goto dispatch-1 }" in lines
+    # The count-2 chain and map go last, after the elements leading there.
+    assert lines[-2:] == [
+        "delete chain ip stackube dispatch-2",
+        "delete map ip stackube endpoints-2",
+    ]
+    assert "dispatch-2" not in after.chains()
 
 
 def test_an_element_two_services_want_stays_until_neither_does() -> None:
@@ -190,7 +199,7 @@ def test_a_complete_update_removes_services_no_longer_there() -> None:
     after, touched = nft.updated(before, {}, {}, complete=True)
     assert after.ports == {} and after.owners == {}
     script = nft.change_script(before, after, touched)
-    assert "10.96.0.21 . tcp . 80" in script and "delete set ip stackube targets-2" in script
+    assert "10.96.0.21 . tcp . 80" in script and "delete map ip stackube endpoints-2" in script
 
 
 # ---- the engine -----------------------------------------------------------------------------
@@ -304,7 +313,7 @@ def test_the_engine_writes_the_whole_table_first_then_only_what_changed() -> Non
     # A deleted Service's elements go.
     engine.on_change("services", svc("db", "10.96.0.31"), None)
     engine.sync_dirty()
-    assert "delete element ip stackube targets-1 { 10.96.0.31 . tcp . 80 }" in nftables.scripts[-1]
+    assert "delete element ip stackube services { 10.96.0.31 . tcp . 80 }" in nftables.scripts[-1]
 
 
 def test_a_network_change_syncs_the_tenant_whole() -> None:

@@ -8,9 +8,9 @@ docs/benchmarks.md), and a Service without session affinity needs none.
 
     prerouting (nat, dstnat - 1):
       restricted destination . source not in @allowed  -> return (loadBalancerSourceRanges)
-      destination in @affinity                          -> goto the Service's chain
-      destination in @targets-<n>  (one rule per endpoint count n in use):
-          mark 0x2/0xffff, dnat to @endpoints-<n>[destination . numgen random mod n]
+      destination vmap @services -> goto dispatch-<n> (n endpoints) or aff-<hash>
+    dispatch-<n> (one per endpoint count in use, never edited):
+      mark 0x2/0xffff, dnat to @endpoints-<n>[destination . numgen random mod n]
     input (filter): destination in @no-endpoints -> reject; the service range -> reject;
           a load balancer address (what was not DNATed) -> drop
     postrouting (nat, srcnat - 1): DNATed from the service range or @masqueraded -> masquerade
@@ -56,7 +56,7 @@ DESTINATION_TYPE = "ipv4_addr . inet_proto . inet_service"
 NEUTRON_MARK = "meta mark set meta mark & 0xffff0000 | 0x00000002"
 # Sets and maps every table has (name -> declaration).
 FIXED_SETS = {
-    "affinity": f"type {DESTINATION_TYPE} : verdict;",
+    "services": f"type {DESTINATION_TYPE} : verdict;",
     "restricted": f"type {DESTINATION_TYPE};",
     "allowed": f"type {DESTINATION_TYPE} . ipv4_addr; flags interval;",
     "no-endpoints": f"type {DESTINATION_TYPE};",
@@ -70,8 +70,8 @@ ServiceKey = tuple[str, str]  # (namespace, name)
 PortKey = tuple[str, str, str]  # (namespace, Service name, ServicePort.key + ClusterIP)
 
 
-def targets_set(count: int) -> str:
-    return f"targets-{count}"
+def dispatch_chain(count: int) -> str:
+    return f"dispatch-{count}"
 
 
 def endpoints_map(count: int) -> str:
@@ -79,13 +79,24 @@ def endpoints_map(count: int) -> str:
 
 
 def count_declarations(count: int) -> dict[str, str]:
-    """The set and map of the Service ports with `count` endpoints."""
+    """The map of the Service ports with `count` endpoints: destination and a number
+    below `count` -> endpoint."""
     return {
-        targets_set(count): f"type {DESTINATION_TYPE};",
         endpoints_map(count): (
             f"typeof {DESTINATION} . numgen random mod {count} : ip daddr . th dport;"
-        ),
+        )
     }
+
+
+def count_chain(count: int) -> tuple[str, ...]:
+    """The rules of dispatch-<count>: one of the destination's endpoints, each with the
+    same chance. (A chain of its own, made with its map in one transaction and never
+    edited: nft 1.0.6 refuses a rule naming a `typeof` map that it reads back from the
+    kernel, "conflicting protocols specified: tcp vs. th".)"""
+    return (
+        f"{NEUTRON_MARK} meta l4proto {{ tcp, udp }} "
+        f"dnat to {DESTINATION} . numgen random mod {count} map @{endpoints_map(count)}",
+    )
 
 
 def _hash(text: str) -> str:
@@ -147,7 +158,7 @@ def port_rules(port: ServicePort, external_ip: str) -> PortRules:
         return _affinity_rules(port, destinations, elements)
     count = len(port.endpoints)
     for destination in destinations:
-        elements.append(((targets_set(count), destination), ""))
+        elements.append((("services", destination), f"goto {dispatch_chain(count)}"))
         elements += [
             ((endpoints_map(count), f"{destination} . {index}"), f"{e.ip} . {e.port}")
             for index, e in enumerate(port.endpoints)
@@ -159,7 +170,7 @@ def _affinity_rules(
     port: ServicePort, destinations: list[str], elements: list[tuple[Element, str]]
 ) -> PortRules:
     chain = affinity_chain(port)
-    elements += [(("affinity", d), f"goto {chain}") for d in destinations]
+    elements += [(("services", d), f"goto {chain}") for d in destinations]
     remembered = [f"{chain}-{index}" for index in range(len(port.endpoints))]
     rules = [NEUTRON_MARK]
     rules += [
@@ -179,18 +190,14 @@ def _affinity_rules(
 
 
 def base_chains(counts: Iterable[int], service_cidr: str) -> dict[str, tuple[str, ...]]:
-    """The three base chains' rules, with one dispatch rule per endpoint count in use."""
-    prerouting = [
+    """The three base chains' rules, and a dispatch chain per endpoint count in use."""
+    prerouting = (
         f"{DESTINATION} @restricted {DESTINATION} . ip saddr != @allowed return",
-        f"{DESTINATION} vmap @affinity",
-    ]
-    prerouting += [
-        f"{DESTINATION} @{targets_set(n)} {NEUTRON_MARK} meta l4proto {{ tcp, udp }} "
-        f"dnat to {DESTINATION} . numgen random mod {n} map @{endpoints_map(n)}"
-        for n in sorted(counts)
-    ]
+        f"{DESTINATION} vmap @services",
+    )
     return {
-        PREROUTING: tuple(prerouting),
+        **{dispatch_chain(n): count_chain(n) for n in counts},
+        PREROUTING: prerouting,
         INPUT: (
             f"meta l4proto tcp {DESTINATION} @no-endpoints reject with tcp reset",
             f"{DESTINATION} @no-endpoints reject",
@@ -358,12 +365,6 @@ def _declare_set(name: str, declaration: str) -> str:
     return f"add {kind} {FAMILY} {TABLE} {name} {{ {declaration} }}"
 
 
-def _chain_lines(name: str, rules: tuple[str, ...], base: bool) -> list[str]:
-    header = f"{{ {BASE_CHAINS[name]} }}" if base else ""
-    lines = [f"add chain {FAMILY} {TABLE} {name} {header}".rstrip()]
-    return lines + [f"add rule {FAMILY} {TABLE} {name} {rule}" for rule in rules]
-
-
 def full_script(state: TableState) -> str:
     """An `nft -f` script that replaces the whole table with `state`, atomically (the
     table is made, deleted and made again in one transaction)."""
@@ -371,9 +372,12 @@ def full_script(state: TableState) -> str:
     lines.append(f"add table {FAMILY} {TABLE}")
     lines += [_declare_set(name, decl) for name, decl in sorted(state.sets().items())]
     chains = state.chains()
-    # Regular chains first: the base chains' rules and the affinity map refer to them.
-    for name in sorted(chains, key=lambda n: (n in BASE_CHAINS, n)):
-        lines += _chain_lines(name, chains[name], name in BASE_CHAINS)
+    # Every chain before any rule: rules and the affinity map name other chains.
+    for name in sorted(chains):
+        header = f" {{ {BASE_CHAINS[name]} }}" if name in BASE_CHAINS else ""
+        lines.append(f"add chain {FAMILY} {TABLE} {name}{header}")
+    for name in sorted(chains):
+        lines += [f"add rule {FAMILY} {TABLE} {name} {rule}" for rule in chains[name]]
     values = {e: state.value(e) for e in [*state.owners, *state.router]}
     lines += _elements_text("add", [(e, v) for e, v in values.items() if v is not None])
     return "\n".join(lines) + "\n"
