@@ -9,6 +9,8 @@ from stackube.proxy import nftables as nft
 from stackube.proxy.model import Endpoint, ServicePort
 from stackube.proxy.sync import ProxyEngine
 from stackube.proxy.tenants import ProxySettings
+from tests.unit.proxy_doubles import RecordingTables
+from tests.unit.proxy_doubles import port as a_port
 
 pytestmark = pytest.mark.unit
 
@@ -20,16 +22,8 @@ B = Endpoint("10.244.0.6", 8080)
 def port(
     ip: str = "10.96.0.20", endpoints: tuple[Endpoint, ...] = (A, B), **kw: Any
 ) -> ServicePort:
-    base: dict[str, Any] = {
-        "namespace": "test",
-        "service": "nginx",
-        "port_name": "",
-        "protocol": "TCP",
-        "cluster_ip": ip,
-        "port": 80,
-        "endpoints": endpoints,
-    }
-    return ServicePort(**(base | kw))
+    """A port of test/nginx, with two endpoints unless told otherwise."""
+    return a_port(ip, endpoints, **kw)
 
 
 def elements(rules: nft.PortRules) -> dict[nft.Element, str]:
@@ -203,43 +197,6 @@ def test_a_complete_update_removes_services_no_longer_there() -> None:
 
 
 # ---- the engine -----------------------------------------------------------------------------
-class RecordingTables:
-    def __init__(self) -> None:
-        self.restored: list[str] = []
-        self.jumps_removed: list[str] = []
-
-    def namespace_exists(self, netns: str) -> bool:
-        return True
-
-    def chains(self, netns: str, table: str) -> set[str]:
-        return {"STKB-SERVICES"} if table == "nat" else set()
-
-    def restore(self, netns: str, text: str) -> None:
-        self.restored.append(text)
-
-    def ensure_jump(self, netns: str, table: str, chain: str, target: str) -> bool:
-        return False
-
-    def remove_jump(self, netns: str, table: str, chain: str, target: str) -> bool:
-        self.jumps_removed.append(target)
-        return True
-
-    def forget_udp_flows(self, netns: str, cluster_ip: str, port: int, endpoint_ip: str) -> None:
-        return None
-
-    def ensure_local_route(self, netns: str, cidr: str) -> bool:
-        return False
-
-    def load_balancer_addresses(self, netns: str) -> dict[str, str]:
-        return {}
-
-    def add_load_balancer_address(self, netns: str, address: str) -> bool:
-        return False
-
-    def delete_load_balancer_address(self, netns: str, cidr: str) -> bool:
-        return False
-
-
 class RecordingNft:
     def __init__(self) -> None:
         self.scripts: list[str] = []
@@ -280,7 +237,7 @@ def eps(name: str, ip: str) -> dict[str, Any]:
 def engine_with_tenant(
     backend: str = "nftables",
 ) -> tuple[ProxyEngine, RecordingTables, RecordingNft]:
-    tables, nftables = RecordingTables(), RecordingNft()
+    tables, nftables = RecordingTables(existing={"nat": {"STKB-SERVICES"}}), RecordingNft()
     engine = ProxyEngine(ProxySettings(), tables, nft=nftables, backend=backend)
     engine.on_change(
         "namespaces",

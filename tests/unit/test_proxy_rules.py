@@ -6,7 +6,7 @@ import pytest
 
 from stackube.host.portrelay import Backend, Frontend
 from stackube.netpol.view import SYSTEM_SCOPE
-from stackube.proxy.model import Endpoint, ServicePort, TenantServices, service_ports
+from stackube.proxy.model import Endpoint, TenantServices, service_ports
 from stackube.proxy.nodeports import NodePortService, addresses_in, node_port_relays
 from stackube.proxy.render import (
     JUMPS,
@@ -29,6 +29,7 @@ from stackube.proxy.tenants import (
     scope_of,
     tenant_services,
 )
+from tests.unit.proxy_doubles import RecordingTables, port
 
 pytestmark = pytest.mark.unit
 
@@ -62,19 +63,6 @@ NGINX = service("nginx", "10.96.0.20", [{"port": 80, "protocol": "TCP", "targetP
 NGINX_SLICE = endpoint_slice(
     "nginx", ["10.244.0.5", "10.244.0.6", "10.244.0.9"], 8080, unready=["10.244.0.9"]
 )
-
-
-def port(ip: str = "10.96.0.20", endpoints: tuple[Endpoint, ...] = (), **kw: Any) -> ServicePort:
-    base: dict[str, Any] = {
-        "namespace": "test",
-        "service": "nginx",
-        "port_name": "",
-        "protocol": "TCP",
-        "cluster_ip": ip,
-        "port": 80,
-        "endpoints": endpoints,
-    }
-    return ServicePort(**(base | kw))
 
 
 # ---- model ---------------------------------------------------------------------------------
@@ -533,43 +521,6 @@ def test_external_ips_are_served_only_where_a_cluster_admin_set_them() -> None:
     # loadBalancerSourceRanges limit the load balancer address, not the externalIP.
     assert any(r.startswith("-s 192.0.2.0/24 -d 198.51.100.40/32") for r in rules)
     assert any(r.startswith("-d 198.51.100.50/32") for r in rules)
-
-
-class RecordingTables:
-    """The router I/O the engine does, recorded (every router present, empty)."""
-
-    def __init__(self) -> None:
-        self.restored: list[str] = []
-
-    def namespace_exists(self, netns: str) -> bool:
-        return True
-
-    def chains(self, netns: str, table: str) -> set[str]:
-        return set()
-
-    def restore(self, netns: str, text: str) -> None:
-        self.restored.append(text)
-
-    def ensure_jump(self, netns: str, table: str, chain: str, target: str) -> bool:
-        return False
-
-    def remove_jump(self, netns: str, table: str, chain: str, target: str) -> bool:
-        return False
-
-    def forget_udp_flows(self, netns: str, cluster_ip: str, port: int, endpoint_ip: str) -> None:
-        return None
-
-    def ensure_local_route(self, netns: str, cidr: str) -> bool:
-        return False
-
-    def load_balancer_addresses(self, netns: str) -> dict[str, str]:
-        return {}
-
-    def add_load_balancer_address(self, netns: str, address: str) -> bool:
-        return False
-
-    def delete_load_balancer_address(self, netns: str, cidr: str) -> bool:
-        return False
 
 
 def pod_object(name: str, ip: str, labels: dict[str, str], namespace: str = "team-a") -> Any:
