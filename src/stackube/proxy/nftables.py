@@ -121,7 +121,7 @@ def _dnat(protocol: str, endpoint: Endpoint) -> str:
 @dataclass(frozen=True)
 class PortRules:
     """What one Service port puts in the table: elements, the endpoint count whose
-    dispatch rule serves it (0: none), its own chains and dynamic sets (ClientIP
+    dispatch chain serves it (0: none), its own chains and dynamic sets (ClientIP
     affinity only), and the addresses it needs on the router's gateway."""
 
     elements: tuple[tuple[Element, str], ...] = ()
@@ -227,7 +227,7 @@ class TableState:
     """What is in one router's table: each port's rules, the ports of each Service, the
     elements with the ports that want each (the first port's value wins: two Services
     may name the same external address), the router's own elements, how many ports use
-    each endpoint count's dispatch rule, and the ports that have chains of their own or
+    each endpoint count's dispatch chain, and the ports that have chains of their own or
     addresses on the gateway."""
 
     service_cidr: str
