@@ -87,28 +87,26 @@ def wanted_for(
 def test_each_change_is_accepted_and_ends_as_a_fresh_load_would(netns: str, seed: int) -> None:
     rnd = random.Random(seed)  # noqa: S311 (a reproducible walk, not a secret)
     state = nft.TableState("10.96.0.0/12")
-    state, _ = nft.updated(state, {}, nft.router_elements(EXTERNAL_IP), complete=True)
+    nft.change(state, {}, nft.router_elements(EXTERNAL_IP), complete=True)
     nftables.apply(netns, nft.full_script(state))
     for _ in range(40):
         i = rnd.randrange(6)
         choice = rnd.randrange(8)
         ports = [] if choice == 7 else [shapes(i)[choice]]
-        after, touched = nft.updated(
+        script = nft.change(
             state, wanted_for(i, ports), nft.router_elements(EXTERNAL_IP), complete=False
         )
-        script = nft.change_script(state, after, touched)
         if script:
             nftables.apply(netns, script)
-        state = after
     stepped = listing(netns)
     nftables.apply(netns, nft.full_script(state))
     assert stepped == listing(netns)
     # Positive control: the comparison sees a difference when there is one.
     one = shapes(9)[0]
-    more, touched = nft.updated(
+    script = nft.change(
         state, wanted_for(9, [one]), nft.router_elements(EXTERNAL_IP), complete=False
     )
-    nftables.apply(netns, nft.change_script(state, more, touched))
+    nftables.apply(netns, script)
     assert listing(netns) != stepped
     assert "10.96.1.9 . tcp . 80 : goto dispatch-2" in listing(netns)
 

@@ -36,10 +36,15 @@ def state_of(*ports: ServicePort, external_ip: str = "") -> nft.TableState:
         wanted.setdefault((p.namespace, p.service), {})[nft.port_key(p)] = nft.port_rules(
             p, external_ip
         )
-    state, _ = nft.updated(
-        nft.TableState(CIDR), wanted, nft.router_elements(external_ip), complete=True
-    )
+    state = nft.TableState(CIDR)
+    nft.change(state, wanted, nft.router_elements(external_ip), complete=True)
     return state
+
+
+def change_to(state: nft.TableState, *ports: ServicePort, service: str = "nginx") -> str:
+    """The script that makes Service test/<service> have exactly `ports`."""
+    wanted = {("test", service): {nft.port_key(p): nft.port_rules(p, "") for p in ports}}
+    return nft.change(state, wanted, {}, complete=False)
 
 
 # ---- one port's elements --------------------------------------------------------------------
@@ -130,32 +135,22 @@ def test_the_full_script_replaces_the_table_in_one_transaction() -> None:
 
 
 def test_an_endpoint_change_is_element_updates_only() -> None:
-    before = state_of(port(), port("10.96.0.21", service="other"))
-    changed = port(endpoints=(A, Endpoint("10.244.0.7", 8080)))
-    after, touched = nft.updated(
-        before, {("test", "nginx"): {nft.port_key(changed): nft.port_rules(changed, "")}}, {}, False
-    )
-    script = nft.change_script(before, after, touched)
+    state = state_of(port(), port("10.96.0.21", service="other"))
+    other = state.ports[nft.port_key(port("10.96.0.21", service="other"))]
+    script = change_to(state, port(endpoints=(A, Endpoint("10.244.0.7", 8080))))
     assert script.splitlines() == [
         "delete element ip stackube endpoints-2 { 10.96.0.20 . tcp . 80 . 1 }",
         "add element ip stackube endpoints-2 { 10.96.0.20 . tcp . 80 . 1 : 10.244.0.7 . 8080 }",
     ]
-    # The other Service was not looked at, and `before` is as it was.
-    assert (
-        after.ports[nft.port_key(port("10.96.0.21", service="other"))]
-        is before.ports[nft.port_key(port("10.96.0.21", service="other"))]
-    )
-    assert before.value(("endpoints-2", "10.96.0.20 . tcp . 80 . 1")) == "10.244.0.6 . 8080"
-    assert nft.change_script(after, after, set()) == ""
+    # The other Service was not looked at; the same change again writes nothing.
+    assert state.ports[nft.port_key(port("10.96.0.21", service="other"))] is other
+    assert state.value(("endpoints-2", "10.96.0.20 . tcp . 80 . 1")) == "10.244.0.7 . 8080"
+    assert change_to(state, port(endpoints=(A, Endpoint("10.244.0.7", 8080)))) == ""
 
 
 def test_a_new_endpoint_count_adds_its_maps_and_rule_and_the_last_user_removes_them() -> None:
-    before = state_of(port())
-    one = port(endpoints=(A,))
-    after, touched = nft.updated(
-        before, {("test", "nginx"): {nft.port_key(one): nft.port_rules(one, "")}}, {}, False
-    )
-    lines = nft.change_script(before, after, touched).splitlines()
+    state = state_of(port())
+    lines = change_to(state, port(endpoints=(A,))).splitlines()
     # The count-1 map and its chain, made in one transaction; no base chain edited.
     assert lines[0].startswith("add map ip stackube endpoints-1 ")
     assert lines[1:3] == [
@@ -169,30 +164,26 @@ def test_a_new_endpoint_count_adds_its_maps_and_rule_and_the_last_user_removes_t
         "delete chain ip stackube dispatch-2",
         "delete map ip stackube endpoints-2",
     ]
-    assert "dispatch-2" not in after.chains()
+    assert "dispatch-2" not in state.chains()
 
 
 def test_an_element_two_services_want_stays_until_neither_does() -> None:
     shared = ("172.24.4.50",)
     first = port(external_ips=shared)
     second = port("10.96.0.21", service="other", external_ips=shared)
-    before = state_of(first, second)
-    after, touched = nft.updated(before, {("test", "nginx"): {}}, {}, False)
-    assert "load-balancers" not in nft.change_script(before, after, touched)
-    assert after.value(("load-balancers", "172.24.4.50")) == ""
-    assert nft.port_key(first) not in after.ports
-    gone, touched = nft.updated(after, {("test", "other"): {}}, {}, False)
-    assert gone.value(("load-balancers", "172.24.4.50")) is None
-    assert "delete element ip stackube load-balancers { 172.24.4.50 }" in nft.change_script(
-        after, gone, touched
-    )
+    state = state_of(first, second)
+    assert "load-balancers" not in change_to(state)
+    assert state.value(("load-balancers", "172.24.4.50")) == ""
+    assert nft.port_key(first) not in state.ports
+    script = change_to(state, service="other")
+    assert state.value(("load-balancers", "172.24.4.50")) is None
+    assert "delete element ip stackube load-balancers { 172.24.4.50 }" in script
 
 
 def test_a_complete_update_removes_services_no_longer_there() -> None:
-    before = state_of(port(), port("10.96.0.21", service="other"))
-    after, touched = nft.updated(before, {}, {}, complete=True)
-    assert after.ports == {} and after.owners == {}
-    script = nft.change_script(before, after, touched)
+    state = state_of(port(), port("10.96.0.21", service="other"))
+    script = nft.change(state, {}, {}, complete=True)
+    assert state.ports == {} and state.owners == {}
     assert "10.96.0.21 . tcp . 80" in script and "delete map ip stackube endpoints-2" in script
 
 

@@ -266,34 +266,27 @@ class TableState:
         return {a for rules in self.special.values() for a in rules.addresses}
 
 
-def updated(
+def change(
     state: TableState,
     wanted: Mapping[ServiceKey, Mapping[PortKey, PortRules]],
     router: Mapping[Element, str],
     complete: bool,
-) -> tuple[TableState, set[Element]]:
-    """The state with the ports of each Service in `wanted` as given (a Service with no
-    ports: none left), and the router's elements; `complete`: `wanted` is every Service
-    (the others are removed). Returns it with the elements whose value may have changed;
-    `state` is left as it was (kept until the change is applied). Costs an identity
-    check per port given plus work for the ports that changed."""
-    new = TableState(
-        state.service_cidr,
-        dict(state.ports),
-        dict(state.services),
-        dict(state.owners),
-        dict(router),
-        dict(state.uses),
-        dict(state.special),
-    )
-    edit = _Edit(new)
-    edit.changed |= router.keys() ^ state.router.keys()
-    edit.changed |= {e for e in router.keys() & state.router.keys() if router[e] != state.router[e]}
+) -> str:
+    """Makes `state` hold the ports of each Service in `wanted` as given (a Service with
+    no ports: none left) and the router's elements; `complete`: `wanted` is every
+    Service (the others are removed). Returns the `nft -f` script (one transaction) from
+    what the state was to what it is ("" when nothing changed). In place, for an
+    identity check per port given plus work for the ports that changed: if the script
+    is not applied, the state no longer says what the kernel has (start again whole)."""
+    sets, chains = state.sets(), state.chains()
+    edit = _Edit(state)
+    for element in router.keys() | state.router.keys():
+        edit.old.setdefault(element, state.value(element))
+    state.router = dict(router)
     gone = [k for k in state.services if k not in wanted] if complete else []
     for service in gone:
-        for key in state.services[service]:
+        for key in state.services.pop(service):
             edit.drop(key)
-        del new.services[service]
     for service, ports in wanted.items():
         had = state.services.get(service, set())
         for key in had - ports.keys():
@@ -304,27 +297,24 @@ def updated(
                     edit.drop(key)
                 edit.add(key, rules)
         if ports:
-            new.services[service] = set(ports)
+            state.services[service] = set(ports)
         else:
-            new.services.pop(service, None)
+            state.services.pop(service, None)
     edit.finish()
-    return new, edit.changed
+    return _change_script(sets, chains, edit.old, state)
 
 
 class _Edit:
-    """Changes to a TableState's ports (copy-on-write of the owner maps it touches)."""
+    """Changes to a TableState's ports, with each touched element's value from before."""
 
     def __init__(self, state: TableState) -> None:
         self.state = state
-        self.touched: set[Element] = set()
-        self.changed: set[Element] = set()
+        self.old: dict[Element, str | None] = {}
 
     def _owners(self, element: Element) -> dict[PortKey, str]:
-        if element not in self.touched:
-            self.state.owners[element] = dict(self.state.owners.get(element, {}))
-            self.touched.add(element)
-        self.changed.add(element)
-        return self.state.owners[element]
+        if element not in self.old:
+            self.old[element] = self.state.value(element)
+        return self.state.owners.setdefault(element, {})
 
     def drop(self, key: PortKey) -> None:
         rules = self.state.ports.pop(key)
@@ -344,8 +334,8 @@ class _Edit:
         self.state.ports[key] = rules
 
     def finish(self) -> None:
-        for element in self.touched:
-            if not self.state.owners[element]:
+        for element in self.old:
+            if element in self.state.owners and not self.state.owners[element]:
                 del self.state.owners[element]
 
 
@@ -383,21 +373,25 @@ def full_script(state: TableState) -> str:
     return "\n".join(lines) + "\n"
 
 
-def change_script(before: TableState, after: TableState, changed: Iterable[Element]) -> str:
-    """An `nft -f` script (one transaction) from `before` to `after`, touching only the
-    elements in `changed` and the chains and sets that differ; "" when nothing does."""
+def _change_script(
+    sets_before: Mapping[str, str],
+    chains_before: Mapping[str, tuple[str, ...]],
+    old: Mapping[Element, str | None],
+    after: TableState,
+) -> str:
+    """The transaction from a table with `sets_before`, `chains_before` and the element
+    values in `old` to `after` (only the elements in `old` may differ)."""
     removed: list[tuple[Element, str]] = []
     added: list[tuple[Element, str]] = []
-    for element in changed:
-        old, new = before.value(element), after.value(element)
-        if old == new:
+    for element, was in old.items():
+        now = after.value(element)
+        if was == now:
             continue
-        if old is not None:
-            removed.append((element, old))
-        if new is not None:
-            added.append((element, new))
-    sets_before, sets_after = before.sets(), after.sets()
-    chains_before, chains_after = before.chains(), after.chains()
+        if was is not None:
+            removed.append((element, was))
+        if now is not None:
+            added.append((element, now))
+    sets_after, chains_after = after.sets(), after.chains()
     lines = [_declare_set(n, d) for n, d in sorted(sets_after.items()) if n not in sets_before]
     new_chains = sorted(n for n in chains_after if n not in chains_before)
     lines += [f"add chain {FAMILY} {TABLE} {name}" for name in new_chains]

@@ -637,34 +637,34 @@ class ProxyEngine:
         }
         state = before or nftables.TableState(self.settings.service_cidr)
         router_elements = nftables.router_elements(external_ip)
-        after, elements = nftables.updated(state, wanted, router_elements, complete)
-        script = (
-            nftables.change_script(before, after, elements)
-            if before is not None
-            else nftables.full_script(after)
-        )
+        script = nftables.change(state, wanted, router_elements, complete)
+        if before is None:
+            script = nftables.full_script(state)
         netns = router_netns(router)
+        self._nft_applied.pop(router, None)  # until applied: the state is ahead of the kernel
         if script:
             self.nft.apply(netns, script)
         if before is None:
             self._hook(netns, router)
-        self._nft_applied[router] = (after, external_ip)
+        self._nft_applied[router] = (state, external_ip)
         self._router_of_ns[namespace] = router
         for port in old_ports:
-            if nftables.port_key(port) not in after.ports:
+            if nftables.port_key(port) not in state.ports:
                 self._port_rules.pop(nftables.port_key(port), None)
-        self._route_load_balancers(router, netns, after.addresses())
+        self._route_load_balancers(router, netns, state.addresses())
         new_ports = [port for ports in services.values() for port in ports]
         for cluster_ip, number, endpoint_ip in udp_flows_removed(old_ports, new_ports):
             self.tables.forget_udp_flows(netns, cluster_ip, number, endpoint_ip)
         seconds = time.monotonic() - started
         if script:
             log.info(
-                "synced %s (router %s): %d nftables lines, %d elements changed in %.0f ms",
+                "synced %s (router %s): %s, %d nftables lines in %.0f ms",
                 namespace,
                 router,
+                "table written whole"
+                if before is None
+                else ("every Service" if complete else f"{len(services)} Service(s)"),
                 script.count("\n"),
-                len(elements),
                 seconds * 1000,
             )
         return SyncResult(namespace, router, seconds=seconds)
