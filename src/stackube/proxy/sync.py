@@ -568,13 +568,13 @@ class ProxyEngine:
         the kernel go, and what the other backend wrote)."""
         netns = router_netns(router)
         applied = self._applied.get(router)
-        if applied is None:
-            self._leave_other_backend(netns)
         existing = (
             {table: self.tables.chains(netns, table) for table in ("nat", "filter")}
             if applied is None
             else {}
         )
+        if applied is None:
+            self._leave_other_backend(netns, existing)
         restore = restore_input(desired, applied, existing)
         if not restore.empty:
             self.tables.restore(netns, restore.text)
@@ -680,13 +680,13 @@ class ProxyEngine:
         self._port_rules[key] = (port, external_ip, rules)
         return rules
 
-    def _leave_other_backend(self, netns: str) -> None:
+    def _leave_other_backend(self, netns: str, existing: Mapping[str, set[str]]) -> None:
         """Before the first sync of a router: what the other backend wrote there goes
-        (the iptables chains' jumps, so that the restore can delete the chains; or our
-        nftables table)."""
+        (the jumps to the iptables chains in `existing`, so that the restore can delete
+        the chains; or our nftables table)."""
         if self.nftables_backend:
             for table, chain, target in JUMPS:
-                if target != NETWORK_POLICY:
+                if target != NETWORK_POLICY and target in existing.get(table, set()):
                     self.tables.remove_jump(netns, table, chain, target)
         elif self.nft is not None:
             self.nft.delete_table(netns, nftables.FAMILY, nftables.TABLE)
