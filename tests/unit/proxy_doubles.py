@@ -28,6 +28,7 @@ class RecordingTables:
         self.existing = existing or {}  # table -> chains already in the routers
         self.restored: list[str] = []
         self.jumps_removed: list[str] = []
+        self.flows_forgotten: list[tuple[str, int, str]] = []
 
     def namespace_exists(self, netns: str) -> bool:
         return True
@@ -46,7 +47,7 @@ class RecordingTables:
         return True
 
     def forget_udp_flows(self, netns: str, cluster_ip: str, port: int, endpoint_ip: str) -> None:
-        return None
+        self.flows_forgotten.append((cluster_ip, port, endpoint_ip))
 
     def ensure_local_route(self, netns: str, cidr: str) -> bool:
         return False

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from stackube.errors import TemporaryError
 from stackube.proxy import nftables as nft
 from stackube.proxy.model import Endpoint, ServicePort
 from stackube.proxy.sync import ProxyEngine
@@ -99,20 +100,46 @@ def test_client_ip_affinity_remembers_each_endpoints_clients_for_the_timeout() -
     sticky = port(affinity_seconds=600, protocol="UDP")
     rules = nft.port_rules(sticky, "")
     chain = nft.affinity_chain(sticky)
+    first, second = nft.affinity_set(sticky, A), nft.affinity_set(sticky, B)
     assert elements(rules) == {("services", "10.96.0.20 . udp . 80"): f"goto {chain}"}
     chains = dict(rules.chains)
     # Known clients first, then a random endpoint that remembers the client.
-    assert chains[chain][1] == f"ip saddr @{chain}-0 meta l4proto udp dnat to 10.244.0.5:8080"
-    assert (
-        chains[chain][-1]
-        == f"numgen random mod 2 vmap {{ 0 : goto {chain}-0, 1 : goto {chain}-1 }}"
+    assert chains[chain][1] == f"ip saddr @{first} meta l4proto udp dnat to 10.244.0.5:8080"
+    assert chains[chain][-1] == (
+        f"numgen random mod 2 vmap {{ 0 : goto {first}, 1 : goto {second} }}"
     )
-    assert chains[f"{chain}-1"] == (
-        f"update @{chain}-1 {{ ip saddr }} meta l4proto udp dnat to 10.244.0.6:8080",
+    assert chains[second] == (
+        f"update @{second} {{ ip saddr }} meta l4proto udp dnat to 10.244.0.6:8080",
     )
-    assert dict(rules.sets)[f"{chain}-0"].endswith("timeout 600s;")
-    # A new endpoint list is a new chain (the old one is deleted, never edited).
-    assert nft.affinity_chain(port(affinity_seconds=600, endpoints=(A,))) != chain
+    assert dict(rules.sets)[first].endswith("timeout 600s;")
+
+
+def test_an_endpoint_that_stays_keeps_its_clients_when_another_goes() -> None:
+    state = state_of(port(affinity_seconds=600))
+    kept = nft.affinity_set(port(affinity_seconds=600), A)
+    lines = change_to(state, port(affinity_seconds=600, endpoints=(A,))).splitlines()
+    chain = nft.affinity_chain(port())
+    # The port's chain is rewritten; the staying endpoint's set is not touched; the
+    # leaving one's chain is emptied before it is deleted, then its set goes.
+    assert f"flush chain ip stackube {chain}" in lines
+    assert not any(kept in line for line in lines if "delete" in line or "add set" in line)
+    gone = nft.affinity_set(port(affinity_seconds=600), B)
+    assert lines.index(f"flush chain ip stackube {gone}") < lines.index(
+        f"delete chain ip stackube {gone}"
+    )
+    assert lines[-1] == f"delete set ip stackube {gone}"
+    # Positive control: another timeout is another set (the declaration differs).
+    assert nft.affinity_set(port(affinity_seconds=60), A) != kept
+
+
+def test_load_balancer_source_ranges_are_merged_ipv4_intervals() -> None:
+    assert nft.allowed_sources(["10.0.0.0/8", "10.1.0.0/16", "::/0", "bad", "192.168.1.7/24"]) == [
+        "10.0.0.0/8",
+        "192.168.1.0/24",
+    ]
+    lb = port(load_balancer_ips=("172.24.4.50",), source_ranges=("0.0.0.0/0", "192.168.0.0/16"))
+    allowed = [key for (name, key), _ in nft.port_rules(lb, "").elements if name == "allowed"]
+    assert allowed == ["172.24.4.50 . tcp . 80 . 0.0.0.0/0"]
 
 
 # ---- transactions ---------------------------------------------------------------------------
@@ -157,10 +184,11 @@ def test_a_new_endpoint_count_adds_its_maps_and_rule_and_the_last_user_removes_t
         "add chain ip stackube dispatch-1",
         f"add rule ip stackube dispatch-1 {nft.count_chain(1)[0]}",
     ]
-    assert not any(line.startswith("flush chain") for line in lines)
+    assert not {f"flush chain ip stackube {base}" for base in nft.BASE_CHAINS} & set(lines)
     assert "add element ip stackube services { 10.96.0.20 . tcp . 80 : goto dispatch-1 }" in lines
     # The count-2 chain and map go last, after the elements leading there.
-    assert lines[-2:] == [
+    assert lines[-3:] == [
+        "flush chain ip stackube dispatch-2",
         "delete chain ip stackube dispatch-2",
         "delete map ip stackube endpoints-2",
     ]
@@ -193,8 +221,12 @@ class RecordingNft:
         self.scripts: list[str] = []
         self.deleted: list[str] = []
         self.present = True
+        self.failures = 0  # how many of the next applies fail
 
     def apply(self, netns: str, script: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise TemporaryError("nft -f - in the router: refused")
         self.scripts.append(script)
 
     def delete_table(self, netns: str, family: str, table: str) -> bool:
@@ -303,3 +335,33 @@ def test_housekeeping_writes_a_lost_table_again_whole() -> None:
     nftables.present = True
     engine.sync_dirty()
     assert nftables.scripts[-1].startswith("add table ip stackube\ndelete table ip stackube\n")
+
+
+def udp_svc(name: str, ip: str) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "team-a", "name": name},
+        "spec": {"clusterIP": ip, "clusterIPs": [ip], "ports": [{"port": 53, "protocol": "UDP"}]},
+    }
+
+
+def udp_eps(name: str, ip: str) -> dict[str, Any]:
+    return {**eps(name, ip), "ports": [{"name": "", "port": 5353, "protocol": "UDP"}]}
+
+
+def test_a_gone_udp_endpoints_flows_are_forgotten_even_after_a_failed_sync() -> None:
+    engine, tables, nftables = engine_with_tenant()
+    engine.on_change("services", None, udp_svc("dns", "10.96.0.53"))
+    engine.on_change("endpointslices", None, udp_eps("dns", "10.244.0.5"))
+    engine.sync_dirty()
+    engine.on_change("endpointslices", udp_eps("dns", "10.244.0.5"), udp_eps("dns", "10.244.0.6"))
+    nftables.failures = 1
+    assert engine.sync_dirty() == []  # refused: retried by housekeeping, whole
+    assert tables.flows_forgotten == []
+    engine.housekeeping()
+    engine.sync_dirty()
+    assert tables.flows_forgotten == [("10.96.0.53", 53, "10.244.0.5")]
+    assert "10.244.0.6 . 5353" in nftables.scripts[-1]
+    # Positive control: a change that keeps the endpoint forgets nothing more.
+    engine.on_change("services", None, svc("api", "10.96.0.60"))
+    engine.sync_dirty()
+    assert tables.flows_forgotten == [("10.96.0.53", 53, "10.244.0.5")]

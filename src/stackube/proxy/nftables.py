@@ -35,6 +35,7 @@ kube-proxy's nftables proxier (KEP-3866) for the layout.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -104,10 +105,32 @@ def _hash(text: str) -> str:
 
 
 def affinity_chain(port: ServicePort) -> str:
-    """The Service port's chain (its name changes with its endpoints and timeout, so a
-    change is a new chain and the old one goes: no rule is edited in place)."""
-    ends = ",".join(f"{e.ip}:{e.port}" for e in port.endpoints)
-    return f"aff-{_hash(f'{port.key}|{port.cluster_ip}|{port.affinity_seconds}|{ends}')}"
+    """The Service port's chain (ClientIP affinity): the same name whatever its
+    endpoints (its rules are rewritten when they change)."""
+    return f"aff-{_hash(f'{port.key}|{port.cluster_ip}')}"
+
+
+def affinity_set(port: ServicePort, endpoint: Endpoint) -> str:
+    """The dynamic set of the clients an endpoint got, and the chain that adds to it:
+    named after the endpoint and the timeout, so an endpoint that stays keeps its
+    clients when others come or go (as kube-proxy's per-endpoint affinity sets)."""
+    text = f"{port.key}|{port.cluster_ip}|{port.affinity_seconds}|{endpoint.ip}:{endpoint.port}"
+    return f"aff-{_hash(text)}"
+
+
+def allowed_sources(ranges: Iterable[str]) -> list[str]:
+    """loadBalancerSourceRanges as the interval set takes them: IPv4 only (an IPv6
+    range admits no IPv4 client), merged (nft refuses overlapping intervals, and one
+    refused element fails the router's whole transaction)."""
+    networks = []
+    for text in ranges:
+        try:
+            network = ipaddress.ip_network(str(text).strip(), strict=False)
+        except ValueError:
+            continue
+        if isinstance(network, ipaddress.IPv4Network):
+            networks.append(network)
+    return [str(n) for n in ipaddress.collapse_addresses(networks)]
 
 
 def _destination(address: str, protocol: str, number: int) -> str:
@@ -148,9 +171,10 @@ def port_rules(port: ServicePort, external_ip: str) -> PortRules:
     elements: list[tuple[Element, str]] = [
         ((name, address), "") for address in port.addresses for name in GATEWAY_SETS
     ]
+    ranges = allowed_sources(port.source_ranges)
     for destination in restricted:
         elements.append((("restricted", destination), ""))
-        elements += [(("allowed", f"{destination} . {s}"), "") for s in port.source_ranges]
+        elements += [(("allowed", f"{destination} . {r}"), "") for r in ranges]
     if not port.endpoints:
         elements += [(("no-endpoints", d), "") for d in destinations]
         return PortRules(tuple(elements), addresses=port.addresses)
@@ -171,7 +195,7 @@ def _affinity_rules(
 ) -> PortRules:
     chain = affinity_chain(port)
     elements += [(("services", d), f"goto {chain}") for d in destinations]
-    remembered = [f"{chain}-{index}" for index in range(len(port.endpoints))]
+    remembered = [affinity_set(port, endpoint) for endpoint in port.endpoints]
     rules = [NEUTRON_MARK]
     rules += [
         f"ip saddr @{name} {_dnat(port.protocol, endpoint)}"
@@ -403,11 +427,10 @@ def _change_script(
             lines += [f"add rule {FAMILY} {TABLE} {name} {rule}" for rule in rules]
     lines += _elements_text("delete", removed)
     lines += _elements_text("add", added)
-    lines += [
-        f"delete chain {FAMILY} {TABLE} {name}"
-        for name in sorted(chains_before)
-        if name not in chains_after
-    ]
+    # Emptied first, so that none is still named by a rule of another when deleted.
+    gone = sorted(name for name in chains_before if name not in chains_after)
+    lines += [f"flush chain {FAMILY} {TABLE} {name}" for name in gone]
+    lines += [f"delete chain {FAMILY} {TABLE} {name}" for name in gone]
     lines += [
         f"delete {'map' if ' : ' in sets_before[n] else 'set'} {FAMILY} {TABLE} {n}"
         for n in sorted(sets_before)

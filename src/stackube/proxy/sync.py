@@ -1,8 +1,11 @@
-"""stackube-proxy's engine: keeps, per tenant router on this node, the STKB chains equal
-to what the tenant's Services and EndpointSlices say. Changes mark their namespace
-dirty; a sync pass (at most every `min_sync_seconds`) handles only dirty namespaces and
-rewrites only the chains whose rules changed. A start is a full resync: every chain is
-written and stale STKB chains are removed."""
+"""stackube-proxy's engine: keeps each tenant router on this node serving what the
+tenant's Services and EndpointSlices say. Changes mark their scope (a tenant's
+namespace, or the system router's) dirty, and name the Services they concern; a sync
+pass (at most every `min_sync_seconds`) handles only dirty scopes. The nftables
+backend (default, stackube.proxy.nftables) updates only the changed Services' elements;
+the iptables backend (render.py) rewrites only the STKB chains whose rules changed. A
+start is a full resync: every router written whole, what the other backend left
+removed."""
 
 from __future__ import annotations
 
@@ -116,6 +119,26 @@ class SyncResult:
     seconds: float = 0.0
 
 
+# A port's nftables rules, with the ServicePort and external address they were made from.
+_Rendered = tuple[ServicePort, str, nftables.PortRules]
+
+
+def _rules_of(
+    previous: Mapping[nftables.PortKey, _Rendered],
+    memo: dict[nftables.PortKey, _Rendered],
+    port: ServicePort,
+    external_ip: str,
+) -> nftables.PortRules:
+    """nftables.port_rules, made once per ServicePort object (the PortMemo hands back the
+    same object while the Service and its slices are unchanged); kept in `memo`."""
+    key = nftables.port_key(port)
+    held = previous.get(key)
+    if held is None or held[0] is not port or held[1] != external_ip:
+        held = (port, external_ip, nftables.port_rules(port, external_ip))
+    memo[key] = held
+    return held[2]
+
+
 class ProxyEngine:
     def __init__(
         self,
@@ -162,8 +185,11 @@ class ProxyEngine:
         self._memos: dict[str, PortMemo] = {}  # scope -> its Services' ports
         # router id -> its nftables table, and the router's external address it has
         self._nft_applied: dict[str, tuple[nftables.TableState, str]] = {}
-        # Each port's rules, from its ServicePort (the very object, from the PortMemo).
-        self._port_rules: dict[nftables.PortKey, tuple[ServicePort, str, nftables.PortRules]] = {}
+        # router id -> each port's rules, from its ServicePort (the very object, from the
+        # PortMemo); a whole sync keeps only the ports it used.
+        self._port_rules: dict[str, dict[nftables.PortKey, _Rendered]] = {}
+        # router id -> the ports of each Service the nftables table was last given
+        self._nft_ports: dict[str, dict[nftables.ServiceKey, list[ServicePort]]] = {}
         self._changed = threading.Condition()
         self._applied: dict[str, Tables] = {}  # router id -> what is in its tables
         # router id -> the load balancer addresses on its gateway port
@@ -498,6 +524,7 @@ class ProxyEngine:
             self._router_of_ns.pop(namespace, None)
             self._memos.pop(namespace, None)
         if router is None:
+            self._memos.pop(namespace, None)
             return SyncResult(namespace, None)
         netns = router_netns(router)
         if not self.tables.namespace_exists(netns):
@@ -624,15 +651,18 @@ class ProxyEngine:
             raise StackubeError("the nftables backend needs nft")
         held = self._nft_applied.get(router)
         before = held[0] if held is not None else None
-        gone = [k for k in before.services if k not in services] if before and complete else []
-        old_ports = [
-            self._port_rules[key][0]
-            for service in [*services, *gone]
-            for key in (before.services.get(service, ()) if before else ())
-            if key in self._port_rules
-        ]
+        # What the kernel was last given, kept through retries and lost tables (for the
+        # UDP flows of endpoints that went, and to forget rules of ports that went).
+        applied = self._nft_ports.setdefault(router, {})
+        affected = set(applied) if complete else set(services)
+        old_ports = [p for service in affected for p in applied.get(service, ())]
+        previous = self._port_rules.setdefault(router, {})
+        # A whole sync keeps only what it uses: nothing of ports gone meanwhile stays.
+        memo = {} if complete else previous
         wanted = {
-            service: {nftables.port_key(p): self._rules_of(p, external_ip) for p in ports}
+            service: {
+                nftables.port_key(p): _rules_of(previous, memo, p, external_ip) for p in ports
+            }
             for service, ports in services.items()
         }
         state = before or nftables.TableState(self.settings.service_cidr)
@@ -648,9 +678,13 @@ class ProxyEngine:
             self._hook(netns, router)
         self._nft_applied[router] = (state, external_ip)
         self._router_of_ns[namespace] = router
+        for service in affected:
+            applied.pop(service, None)
+        applied.update({service: ports for service, ports in services.items() if ports})
+        self._port_rules[router] = memo
         for port in old_ports:
             if nftables.port_key(port) not in state.ports:
-                self._port_rules.pop(nftables.port_key(port), None)
+                memo.pop(nftables.port_key(port), None)
         self._route_load_balancers(router, netns, state.addresses())
         new_ports = [port for ports in services.values() for port in ports]
         for cluster_ip, number, endpoint_ip in udp_flows_removed(old_ports, new_ports):
@@ -669,17 +703,6 @@ class ProxyEngine:
             )
         return SyncResult(namespace, router, seconds=seconds)
 
-    def _rules_of(self, port: ServicePort, external_ip: str) -> nftables.PortRules:
-        """nftables.port_rules, once per ServicePort object (the PortMemo hands back the
-        same object while the Service and its slices are unchanged)."""
-        key = nftables.port_key(port)
-        held = self._port_rules.get(key)
-        if held is not None and held[0] is port and held[1] == external_ip:
-            return held[2]
-        rules = nftables.port_rules(port, external_ip)
-        self._port_rules[key] = (port, external_ip, rules)
-        return rules
-
     def _leave_other_backend(self, netns: str, existing: Mapping[str, set[str]]) -> None:
         """Before the first sync of a router: what the other backend wrote there goes
         (the jumps to the iptables chains in `existing`, so that the restore can delete
@@ -696,9 +719,9 @@ class ProxyEngine:
         self._applied.pop(router, None)
         self._last.pop(router, None)
         self._lb_addresses.pop(router, None)
-        held = self._nft_applied.pop(router, None)
-        for key in held[0].ports if held is not None else ():
-            self._port_rules.pop(key, None)
+        self._nft_applied.pop(router, None)
+        self._nft_ports.pop(router, None)
+        self._port_rules.pop(router, None)
 
     def _route_load_balancers(self, router: str, netns: str, wanted: set[str]) -> None:
         """The router's load balancer addresses sit on its gateway port (so it answers
