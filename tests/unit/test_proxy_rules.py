@@ -159,7 +159,7 @@ def test_namespaces_no_tenant_owns_are_served_by_the_system_router() -> None:
     own = {"metadata": {"namespace": "lab", "name": "lab"}, "status": {"routerID": "r"}}
     assert scope_of("lab", [own], set(), ProxySettings()) == "lab"
     with engine._changed:
-        networks, services, _ = engine._system_snapshot()
+        networks, services, _ = engine._snapshot(SYSTEM_SCOPE, whole=True)
     assert [n["status"]["routerID"] for n in networks] == ["sys-router"]
     assert sorted(s["metadata"]["namespace"] for s in services) == [
         "default",
@@ -168,7 +168,9 @@ def test_namespaces_no_tenant_owns_are_served_by_the_system_router() -> None:
     ]
     engine.on_change("namespaces", None, namespace_object("new", tenant=False))
     with engine._changed:
-        assert "new" in {s["metadata"]["namespace"] for s in engine._system_snapshot()[1]}
+        assert "new" in {
+            s["metadata"]["namespace"] for s in engine._snapshot(SYSTEM_SCOPE, whole=True)[1]
+        }
 
 
 def test_services_of_one_name_in_two_namespaces_keep_their_own_endpoints() -> None:

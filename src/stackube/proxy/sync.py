@@ -340,14 +340,22 @@ class ProxyEngine:
             for key in keys
         }
 
-    def _system_snapshot(self) -> tuple[list[Any], list[Any], list[Any]]:
-        """(Under self._changed.) The system Network, and the Services and
-        EndpointSlices of every namespace the system router serves."""
-        members = self._members(SYSTEM_SCOPE)
+    def _snapshot(self, scope: str, whole: bool) -> tuple[list[Any], list[Any], list[Any]]:
+        """(Under self._changed.) A scope's router Networks, and (`whole`) the Services
+        and EndpointSlices of every namespace its router serves."""
+        if scope == SYSTEM_SCOPE:
+            networks = system_router_networks(self._in("networks", SYSTEM_NAMESPACE))
+            members = sorted(self._members(SYSTEM_SCOPE)) if whole else []
+        else:
+            # A namespace now served by the system router has no router of its own here:
+            # what its own router had goes.
+            own = self._scope(scope) == scope
+            networks = own_networks(scope, self._in("networks", scope)) if own else []
+            members = [scope] if whole else []
         return (
-            system_router_networks(self._in("networks", SYSTEM_NAMESPACE)),
-            [o for ns in sorted(members) for o in self._in("services", ns)],
-            [o for ns in sorted(members) for o in self._in("endpointslices", ns)],
+            networks,
+            [o for ns in members for o in self._in("services", ns)],
+            [o for ns in members for o in self._in("endpointslices", ns)],
         )
 
     # ---- the loop ------------------------------------------------------------------------
@@ -371,20 +379,7 @@ class ProxyEngine:
                 partial = {}
             changed = {ns: self._changed_services(keys) for ns, keys in partial.items()}
             dns_namespace = self.settings.dns_namespace
-            snapshot = {
-                ns: (
-                    self._system_snapshot()
-                    if ns == SYSTEM_SCOPE
-                    else (
-                        own_networks(ns, self._in("networks", ns))
-                        if self._scope(ns) == ns
-                        else [],  # now served by the system router: its own chains go
-                        [] if ns in changed else self._in("services", ns),
-                        [] if ns in changed else self._in("endpointslices", ns),
-                    )
-                )
-                for ns in namespaces
-            }
+            snapshot = {ns: self._snapshot(ns, whole=ns not in changed) for ns in namespaces}
             dns = dns_by_tenant(
                 self._in("services", dns_namespace), self._in("endpointslices", dns_namespace)
             )
@@ -393,10 +388,7 @@ class ProxyEngine:
             admins = {
                 ns for ns in namespaces if ns not in self._tenant_namespaces and ns != dns_namespace
             }
-            policies = {
-                ns: self._policy_input(SYSTEM_SCOPE if ns == SYSTEM_SCOPE else ns)
-                for ns in namespaces
-            }
+            policies = {ns: self._policy_input(ns) for ns in namespaces if ns not in changed}
         with self._tables_lock:
             results = self._sync_snapshot(snapshot, dns, admins, policies, changed)
         self.history = (self.history + results)[-1000:]
@@ -429,7 +421,7 @@ class ProxyEngine:
                     dns_services=dns_services,
                     dns_slices=dns_slices,
                     allow_external_ips=namespace in admins,
-                    policies=policies[namespace],
+                    policies=policies.get(namespace),
                     changed=changed.get(namespace),
                 )
                 results.append(result)
