@@ -7,6 +7,8 @@ import os
 import socket
 from pathlib import Path
 
+from stackube.proxy.sync import BACKENDS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", type=Path, help="default: in-cluster or $KUBECONFIG")
@@ -22,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=("nftables", "iptables"),
-        default="nftables",
+        choices=BACKENDS,
+        default=BACKENDS[0],
         help="how Services are written into tenant routers: a native nftables table "
         "(element updates per change) or iptables chains (the earlier renderer, kept as "
         "a fallback: docs/proxy.md)",
